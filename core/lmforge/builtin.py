@@ -1,0 +1,5 @@
+"""lmforge's own built-in pieces, registered through the same hooks as external plugins."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl

@@ -1,0 +1,65 @@
+"""A sequence: one stream of tokens being generated, and its place in the paged cache."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..messages import GenerationConfig
+
+
+class SequenceStatus(str, Enum):
+    WAITING = "waiting"  # not yet scheduled, or preempted and waiting to resume
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Token ids (prompt then output) and the bookkeeping the scheduler needs.
+
+    ``num_computed`` tokens have their K/V in ``block_ids``; the rest still has to run through
+    the model. A preempted sequence drops its blocks and sets ``num_computed`` back to 0 (or to
+    what the prefix cache still holds) and is recomputed when it resumes.
+    """
+
+    prompt_ids: list[int]
+    gen_config: GenerationConfig = field(default_factory=GenerationConfig)
+    seq_id: int = field(default_factory=lambda: next(_ids))
+    output_ids: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    block_ids: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    num_cached: int = 0  # prompt tokens found in the prefix cache at the last allocation
+    arrival_time: float = field(default_factory=time.monotonic)
+    finish_reason: str | None = None
+    adapter: str | None = None
+    num_preemptions: int = 0
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_uncomputed(self) -> int:
+        return self.num_tokens - self.num_computed
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def append_token(self, token_id: int) -> None:
+        self.output_ids.append(token_id)

@@ -1,0 +1,18 @@
+"""Errors a user can meet. Their message is one sentence that says what to do; the CLI and the
+server print it as it is, without a traceback."""
+
+
+class LmforgeError(Exception):
+    """Base class of every error that carries a user-facing message."""
+
+
+class ConfigError(LmforgeError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class ModelLoadError(LmforgeError):
+    """A model cannot be found, read or mapped onto a supported architecture."""
+
+
+class PluginError(LmforgeError):
+    """A plugin, engine, template or quantizer that was asked for is not available."""

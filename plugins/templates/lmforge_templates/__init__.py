@@ -1,0 +1,1 @@
+"""lmforge plugin package."""
