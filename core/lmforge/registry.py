@@ -107,6 +107,11 @@ def quantizers() -> dict[str, QuantizerSpec]:
     return _collect("register_quantizers", lambda s: s.name)
 
 
+def chat_templates() -> dict[str, Any]:
+    """Templates that plugins register (see :mod:`lmforge.chat_template` for user-defined ones)."""
+    return _collect("register_chat_templates", lambda t: t.name)
+
+
 def get_engine(name: str) -> EngineSpec:
     found = engines()
     if name not in found:
