@@ -16,3 +16,7 @@ class ModelLoadError(LmforgeError):
 
 class PluginError(LmforgeError):
     """A plugin, engine, template or quantizer that was asked for is not available."""
+
+
+class PromptTooLongError(ConfigError):
+    """A prompt does not fit the session length."""
