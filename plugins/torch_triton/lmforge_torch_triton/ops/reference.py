@@ -1,0 +1,160 @@
+"""Pure-PyTorch ops: the CPU path of the ``pytorch`` engine and the reference for its kernels.
+
+Every function here has the signature a Triton kernel in ``ops/triton_*.py`` must match. Shapes:
+``T`` tokens in the step, ``B`` sequences, ``nh`` query heads, ``nkv`` K/V heads (``nh % nkv ==
+0``), ``d`` head dim, ``NB`` blocks in the pool, ``BS`` block size. The paged cache of one layer
+is ``k_cache, v_cache: [NB, BS, nkv, d]``; position ``p`` of sequence ``b`` lives in block
+``block_tables[b][p // BS]`` at row ``p % BS``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """RMSNorm of ``x: [T, H]``; with ``residual``, normalizes ``x + residual`` and returns that sum
+    as the new residual."""
+    if residual is not None:
+        x = x + residual
+        residual = x
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    # HF order: cast back to the activation dtype before scaling by the weight.
+    out = weight * xf.to(x.dtype)
+    return out.to(x.dtype), residual
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """``silu(x[:, :I]) * x[:, I:]`` for ``x: [T, 2*I]``."""
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cos and sin tables ``[T, d/2]`` (float32) for ``positions: [T]``."""
+    freqs = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
+    return freqs.cos(), freqs.sin()
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # NeoX / HF "rotate_half" layout: the two halves of the head dim are the pair's components.
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate ``q: [T, nh, d]`` and ``k: [T, nkv, d]`` by the tables from :func:`rope_cos_sin`."""
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def store_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``."""
+    nkv, d = k_cache.shape[2], k_cache.shape[3]
+    k_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
+    v_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+
+
+def _gather_kv(
+    cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int
+) -> torch.Tensor:
+    """``[B, num_blocks * BS, nkv, d]``: each sequence's first ``num_blocks`` blocks, contiguous."""
+    tables = block_tables[:, :num_blocks].long()
+    b, bs = tables.shape[0], cache.shape[1]
+    return cache[tables].reshape(b, num_blocks * bs, cache.shape[2], cache.shape[3])
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """SDPA in float32 over ``q: [B, Lq, nh, d]``, ``k, v: [B, Lk, nkv, d]`` and a boolean
+    ``mask: [B, Lq, Lk]`` (True = attend). Returns ``[B, Lq, nh, d]``."""
+    groups = q.shape[2] // k.shape[2]
+    qf = q.float().transpose(1, 2)
+    kf = k.float().repeat_interleave(groups, dim=2).transpose(1, 2)
+    vf = v.float().repeat_interleave(groups, dim=2).transpose(1, 2)
+    out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask[:, None], scale=scale)
+    return out.transpose(1, 2)
+
+
+def _window_mask(
+    q_pos: torch.Tensor, kv_len: torch.Tensor, key_len: int, sliding_window: int | None
+) -> torch.Tensor:
+    """Boolean ``[B, Lq, Lk]``: causal, within ``kv_len``, and within the sliding window."""
+    k_pos = torch.arange(key_len, device=q_pos.device)
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < kv_len[:, None, None])
+    if sliding_window is not None:
+        # HF/Mistral semantics: a query at p sees keys at p - window + 1 … p.
+        mask &= k_pos[None, None, :] > q_pos[:, :, None] - sliding_window
+    return mask
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions,
+    its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype."""
+    bs = k_cache.shape[1]
+    num_blocks = (int(kv_lens.max()) + bs - 1) // bs
+    k = _gather_kv(k_cache, block_tables, num_blocks)
+    v = _gather_kv(v_cache, block_tables, num_blocks)
+    kv_lens = kv_lens.long()
+    mask = _window_mask((kv_lens - 1)[:, None], kv_lens, k.shape[1], sliding_window)
+    return _attend(q[:, None], k, v, mask, scale)[:, 0].to(q.dtype)
+
+
+def paged_prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_q_lens: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
+    of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
+    cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``."""
+    bs = k_cache.shape[1]
+    cu = cu_q_lens.long().tolist()
+    q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]
+    max_q = max(q_lens)
+    num_blocks = (int(kv_lens.max()) + bs - 1) // bs
+    k = _gather_kv(k_cache, block_tables, num_blocks)
+    v = _gather_kv(v_cache, block_tables, num_blocks)
+    kv_lens = kv_lens.long()
+
+    # Pad the ragged queries to [B, max_q] so the whole batch is one SDPA call.
+    nb = len(q_lens)
+    q_lens_t = torch.tensor(q_lens, device=q.device)
+    row = torch.arange(max_q, device=q.device)
+    valid = row[None, :] < q_lens_t[:, None]
+    token_index = (torch.tensor(cu[:-1], device=q.device)[:, None] + row[None, :])[valid]
+    q_pad = q.new_zeros(nb, max_q, q.shape[1], q.shape[2])
+    q_pad[valid] = q[token_index]
+    q_pos = kv_lens[:, None] - q_lens_t[:, None] + row[None, :]
+    mask = _window_mask(q_pos, kv_lens, k.shape[1], sliding_window)
+    # Padding rows attend to key 0 only so SDPA never sees an all-masked row; they are dropped.
+    mask[~valid] = False
+    mask[..., 0] |= ~valid
+    out = _attend(q_pad, k, v, mask, scale)
+    return out[valid].to(q.dtype)
