@@ -1,0 +1,236 @@
+"""The synchronous engine: requests in, one scheduler step at a time, outputs to each request's sink.
+
+A step is three calls (schedule → execute → update) plus sampling and stop checks. Everything
+here runs in one thread (the engine loop's); the front ends in ``async_engine`` talk to it
+through commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import PromptTooLongError
+from ..messages import GenerationConfig
+from .detokenizer import IncrementalDetokenizer
+from .outputs import GenOut
+from .request import Request
+from .sampler import Sampler, SamplingBatch
+from .scheduler import Scheduler, SchedulerConfig
+from .sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineCounters:
+    requests_total: int = 0
+    prompt_tokens_total: int = 0
+    generation_tokens_total: int = 0
+    prefix_cache_hit_tokens: int = 0
+    steps_total: int = 0
+    preemptions_total: int = 0
+
+
+class LLMEngine:
+    """Owns the scheduler, the model runner and the sampler of one model."""
+
+    def __init__(self, runner, tokenizer, scheduler_config: SchedulerConfig, session_len: int,
+                 eos_token_ids: list[int]):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.scheduler = Scheduler(scheduler_config)
+        self.sampler = Sampler()
+        self.session_len = session_len
+        self.eos_token_ids = list(eos_token_ids)
+        self.vocab_size = runner.vocab_size
+        self.counters = EngineCounters()
+        self._requests: dict[int, Request] = {}
+        self._seq_owner: dict[int, tuple[Request, int]] = {}
+
+    # ------------------------------------------------------------------ requests
+
+    def check_prompt(self, prompt_ids: list[int], gen_config: GenerationConfig) -> None:
+        """Reject a prompt that can never run, before it takes any resource."""
+        if not prompt_ids:
+            raise PromptTooLongError("The prompt is empty; send at least one token.")
+        limit = min(self.session_len, self.scheduler.max_tokens_capacity)
+        if len(prompt_ids) >= limit:
+            raise PromptTooLongError(
+                f"The prompt has {len(prompt_ids)} tokens but the session length is {limit}; "
+                "shorten the prompt or raise session_len."
+            )
+
+    def add_request(self, request: Request) -> None:
+        self.check_prompt(request.prompt_ids, request.gen_config)
+        cfg = request.gen_config
+        self.counters.requests_total += 1
+        self.counters.prompt_tokens_total += len(request.prompt_ids)
+        for index in range(cfg.n):
+            seq = Sequence(list(request.prompt_ids), cfg, adapter=request.adapter)
+            seq.allow_prefix_match = request.allow_prefix_match
+            request.seqs.append(seq)
+            request.detoks.append(
+                IncrementalDetokenizer(
+                    self.tokenizer,
+                    request.prompt_ids,
+                    skip_special_tokens=cfg.skip_special_tokens,
+                    stop_words=cfg.stop_words,
+                    include_stop_str_in_output=cfg.include_stop_str_in_output,
+                )
+            )
+            self._seq_owner[seq.seq_id] = (request, index)
+        request.num_unfinished = cfg.n
+        self._requests[request.request_id] = request
+        if cfg.max_new_tokens == 0:
+            for index, seq in enumerate(request.seqs):
+                self._finish(request, index, seq, "length", GenOut("", [], len(seq.prompt_ids), 0))
+            return
+        for seq in request.seqs:
+            self.scheduler.add(seq)
+
+    def abort_request(self, request_id: int) -> None:
+        request = self._requests.get(request_id)
+        if request is None:
+            return
+        for index, seq in enumerate(request.seqs):
+            if not seq.is_finished:
+                self.scheduler.abort(seq.seq_id)
+                self._finish(request, index, seq, "abort",
+                             GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids)), free=False)
+
+    def abort_all(self, reason: str = "abort", error: str | None = None) -> None:
+        for request in list(self._requests.values()):
+            for index, seq in enumerate(request.seqs):
+                if not seq.is_finished:
+                    self.scheduler.abort(seq.seq_id)
+                    out = GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids), error=error)
+                    self._finish(request, index, seq, reason, out, free=False)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> None:
+        """Run one scheduler step and deliver its outputs."""
+        output = self.scheduler.schedule()
+        if not output.seqs:
+            return
+        batch = self.scheduler.build_batch(output)
+        logits = self.runner.execute(batch)
+        self.scheduler.update(output)
+        self.counters.steps_total += 1
+        sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits) if need]
+        if not sample_seqs:
+            return
+        sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
+                                                self.eos_token_ids)
+        sampled = self.sampler.sample(logits, sampling)
+        token_ids = sampled.token_ids.tolist()
+        for row, (seq, token) in enumerate(zip(sample_seqs, token_ids)):
+            logprobs = sampled.logprobs[row] if sampled.logprobs is not None else None
+            self._postprocess(seq, token, logprobs)
+
+    def _postprocess(self, seq: Sequence, token: int, logprobs) -> None:
+        request, index = self._seq_owner[seq.seq_id]
+        if seq.is_finished:  # aborted while the step ran
+            return
+        if not seq.output_ids:
+            request.cached_tokens = max(request.cached_tokens, seq.num_cached)
+            self.counters.prefix_cache_hit_tokens += seq.num_cached
+        seq.append_token(token)
+        self.counters.generation_tokens_total += 1
+        cfg = seq.gen_config
+        n_out = len(seq.output_ids)
+        reason = None
+        is_eos = token in self.eos_token_ids or (cfg.stop_token_ids and token in cfg.stop_token_ids)
+        detok = request.detoks[index]
+        if is_eos and not (cfg.ignore_eos and token in self.eos_token_ids):
+            step = detok.step([])
+            reason = "stop"
+        else:
+            step = detok.step([token])
+            if step.stopped:
+                reason = "stop"
+        if reason is None and (n_out >= cfg.max_new_tokens or seq.num_tokens >= self.session_len):
+            reason = "length"
+        text = step.text_delta
+        if reason is not None and not step.stopped:
+            text += detok.flush()
+        out = GenOut(
+            text=text,
+            token_ids=[token],
+            input_token_len=seq.num_prompt_tokens,
+            generate_token_len=n_out,
+            index=index,
+            logprobs=[logprobs] if logprobs is not None else None,
+            cached_token_len=request.cached_tokens,
+        )
+        if reason is not None:
+            self._finish(request, index, seq, reason, out)
+        else:
+            request.sink(out)
+
+    def _finish(self, request: Request, index: int, seq: Sequence, reason: str, out: GenOut,
+                free: bool = True) -> None:
+        if free:
+            self.scheduler.finish(seq, reason)
+        seq.finish_reason = reason
+        self._seq_owner.pop(seq.seq_id, None)
+        out.finish_reason = reason
+        request.num_unfinished -= 1
+        if request.num_unfinished == 0:
+            self._requests.pop(request.request_id, None)
+        request.sink(out)
+
+    # ------------------------------------------------------------------ perplexity
+
+    def score(self, token_ids: list[int]) -> float:
+        """Mean negative log-likelihood of ``token_ids[1:]`` given their prefixes.
+
+        Runs in prefill chunks of at most ``max_prefill_token_num`` tokens through the paged cache,
+        so inputs longer than one step's budget work; the blocks are freed afterwards.
+        """
+        if len(token_ids) < 2:
+            raise PromptTooLongError("Perplexity needs at least two tokens.")
+        self.check_prompt(token_ids[:-1], GenerationConfig())
+        seq = Sequence(list(token_ids), GenerationConfig(max_new_tokens=0))
+        chunk = self.scheduler.config.max_prefill_token_num
+        total, count = 0.0, 0
+        try:
+            while seq.num_computed < len(token_ids):
+                n = min(chunk, len(token_ids) - seq.num_computed)
+                batch = self.scheduler.build_scoring_batch(seq, n)
+                logits = self.runner.execute(batch)
+                start = seq.num_computed
+                self.scheduler.advance_scoring(seq, n)
+                targets = torch.tensor(token_ids[start + 1 : start + n + 1], device=logits.device)
+                logp = torch.log_softmax(logits[: len(targets)].float(), dim=-1)
+                total -= logp.gather(1, targets[:, None]).sum().item()
+                count += len(targets)
+        finally:
+            self.scheduler.release_scoring(seq)
+        return total / count
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict:
+        bm = self.scheduler.block_manager
+        c = self.counters
+        return {
+            "num_running": self.scheduler.num_running,
+            "num_waiting": self.scheduler.num_waiting,
+            "kv_blocks_used": bm.num_used_blocks,
+            "kv_blocks_total": bm.num_blocks,
+            "requests_total": c.requests_total,
+            "prompt_tokens_total": c.prompt_tokens_total,
+            "generation_tokens_total": c.generation_tokens_total,
+            "prefix_cache_hit_tokens": c.prefix_cache_hit_tokens,
+            "steps_total": c.steps_total,
+            "time": time.time(),
+        }
