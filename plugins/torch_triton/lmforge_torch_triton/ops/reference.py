@@ -34,7 +34,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(
+    positions: torch.Tensor, inv_freq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cos and sin tables ``[T, d/2]`` (float32) for ``positions: [T]``."""
     freqs = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]
     return freqs.cos(), freqs.sin()
@@ -67,9 +69,7 @@ def store_kv(
     v_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
 
 
-def _gather_kv(
-    cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int
-) -> torch.Tensor:
+def _gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int) -> torch.Tensor:
     """``[B, num_blocks * BS, nkv, d]``: each sequence's first ``num_blocks`` blocks, contiguous."""
     tables = block_tables[:, :num_blocks].long()
     b, bs = tables.shape[0], cache.shape[1]
@@ -94,7 +94,9 @@ def _window_mask(
 ) -> torch.Tensor:
     """Boolean ``[B, Lq, Lk]``: causal, within ``kv_len``, and within the sliding window."""
     k_pos = torch.arange(key_len, device=q_pos.device)
-    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < kv_len[:, None, None])
+    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (
+        k_pos[None, None, :] < kv_len[:, None, None]
+    )
     if sliding_window is not None:
         # HF/Mistral semantics: a query at p sees keys at p - window + 1 … p.
         mask &= k_pos[None, None, :] > q_pos[:, :, None] - sliding_window

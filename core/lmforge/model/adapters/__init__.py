@@ -1,0 +1,1 @@
+"""The built-in architecture adapters (registered in :mod:`lmforge.builtin`)."""

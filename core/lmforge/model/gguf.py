@@ -1,0 +1,133 @@
+"""GGUF files (llama.cpp): the HF-style config from their metadata and canonical weights."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError
+
+# llama.cpp architecture name -> HF architecture name.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+# Metadata key (after "<arch>.") -> HF config field.
+_METADATA = {
+    "block_count": "num_hidden_layers",
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+    "rope.dimension_count": "head_dim",
+    "vocab_size": "vocab_size",
+}
+
+_GLOBAL_NAMES = {
+    "token_embd.weight": "embed",
+    "output_norm.weight": "norm",
+    "output.weight": "lm_head",
+}
+_LAYER_NAMES = {
+    "attn_norm.weight": "input_norm",
+    "ffn_norm.weight": "post_attn_norm",
+    "attn_q.weight": "attn.q.weight",
+    "attn_k.weight": "attn.k.weight",
+    "attn_v.weight": "attn.v.weight",
+    "attn_output.weight": "attn.o.weight",
+    "attn_q.bias": "attn.q.bias",
+    "attn_k.bias": "attn.k.bias",
+    "attn_v.bias": "attn.v.bias",
+    "ffn_gate.weight": "mlp.gate.weight",
+    "ffn_up.weight": "mlp.up.weight",
+    "ffn_down.weight": "mlp.down.weight",
+}
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def _reader(path: Path):
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot read the GGUF file {path}: {exc}.") from None
+
+
+def _field(reader, key: str) -> Any:
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def gguf_hf_config(path: Path) -> dict[str, Any]:
+    """An HF ``config.json``-style dict built from a GGUF file's metadata."""
+    reader = _reader(path)
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelLoadError(
+            f"GGUF architecture {arch!r} in {path.name} is not supported; supported GGUF "
+            f"architectures: {', '.join(ARCHITECTURES)}."
+        )
+    hf: dict[str, Any] = {"architectures": [ARCHITECTURES[arch]], "model_type": arch}
+    for key, field in _METADATA.items():
+        value = _field(reader, f"{arch}.{key}")
+        if value is not None:
+            hf[field] = value
+    if "vocab_size" not in hf:
+        hf["vocab_size"] = len(reader.fields["tokenizer.ggml.tokens"].data)
+    names = {t.name for t in reader.tensors}
+    hf["tie_word_embeddings"] = "output.weight" not in names
+    hf["attention_bias"] = "blk.0.attn_q.bias" in names
+    for key, field in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
+        value = _field(reader, f"tokenizer.ggml.{key}")
+        if value is not None:
+            hf[field] = int(value)
+    # GGUF weights are dequantized to float32; run them in half precision on a GPU.
+    hf["torch_dtype"] = "float16"
+    return hf
+
+
+def _unpermute(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    # llama.cpp stores each Q/K head with its rotary pairs interleaved (GPT-J layout); put the
+    # halves back as HF's rotate_half layout expects.
+    half = weight.shape[0] // num_heads // 2
+    return (
+        weight.reshape(num_heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+    )
+
+
+def iter_gguf(path: Path, hf: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Canonical weights of a GGUF file, dequantized to float32 one tensor at a time."""
+    from gguf import dequantize
+
+    reader = _reader(path)
+    permute = hf.get("model_type") == "llama"
+    num_heads = int(hf["num_attention_heads"])
+    num_kv_heads = int(hf.get("num_key_value_heads") or num_heads)
+    for tensor in reader.tensors:
+        if tensor.name in _GLOBAL_NAMES:
+            name = _GLOBAL_NAMES[tensor.name]
+        else:
+            match = _BLOCK.match(tensor.name)
+            if match is None or match.group(2) not in _LAYER_NAMES:
+                raise ModelLoadError(
+                    f"GGUF tensor {tensor.name!r} in {path.name} is not supported."
+                )
+            name = f"layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
+        # GGUF shapes list the fastest dimension first; dequantize returns the row-major array.
+        array = dequantize(tensor.data, tensor.tensor_type)
+        # F32/F16 tensors come back as read-only views of the memory-mapped file: copy those.
+        array = np.ascontiguousarray(array).astype(np.float32, copy=not array.flags.writeable)
+        weight = torch.from_numpy(array)
+        weight = weight.reshape(tuple(reversed([int(n) for n in tensor.shape])))
+        if permute and name.endswith("attn.q.weight"):
+            weight = _unpermute(weight, num_heads)
+        elif permute and name.endswith("attn.k.weight"):
+            weight = _unpermute(weight, num_kv_heads)
+        yield name, weight

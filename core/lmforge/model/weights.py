@@ -1,0 +1,99 @@
+"""Streaming checkpoint readers: one tensor at a time, one shard open at a time."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+from .config import ModelConfig
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+
+
+def find_checkpoint(folder: Path) -> tuple[str, list[Path]]:
+    """The format (``safetensors`` or ``bin``) and the shard files of an HF model folder."""
+    for fmt, index_name, pattern in (
+        ("safetensors", SAFETENSORS_INDEX, "*.safetensors"),
+        ("bin", BIN_INDEX, "pytorch_model*.bin"),
+    ):
+        index = folder / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelLoadError(f"Cannot read the weight index {index}: {exc}.") from None
+            shards = [folder / name for name in sorted(set(weight_map.values()))]
+            missing = [s.name for s in shards if not s.is_file()]
+            if missing:
+                raise ModelLoadError(f"Weight shard {missing[0]} listed in {index} is missing.")
+            return fmt, shards
+        shards = sorted(folder.glob(pattern))
+        if shards:
+            return fmt, shards
+    raise ModelLoadError(
+        f"No weights found in {folder}: expected *.safetensors or pytorch_model*.bin files."
+    )
+
+
+def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors of safetensors shards, read lazily (memory-mapped) one at a time."""
+    from safetensors import safe_open
+
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                yield name, f.get_tensor(name)
+
+
+def iter_bin(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors of ``pytorch_model*.bin`` shards; memory-mapped so a shard is never copied whole."""
+    for shard in shards:
+        try:
+            state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
+        for name in list(state):
+            yield name, state.pop(name)
+        del state
+
+
+def canonical_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """Every canonical weight of a model and its shape, in load order."""
+    h, q, kv, inter = config.hidden_size, config.q_size, config.kv_size, config.intermediate_size
+    yield "embed", (config.vocab_size, h)
+    for i in range(config.num_layers):
+        p = f"layers.{i}"
+        yield f"{p}.input_norm", (h,)
+        for name, rows in (("q", q), ("k", kv), ("v", kv)):
+            yield f"{p}.attn.{name}.weight", (rows, h)
+            if config.qkv_bias:
+                yield f"{p}.attn.{name}.bias", (rows,)
+        yield f"{p}.attn.o.weight", (h, q)
+        if config.o_bias:
+            yield f"{p}.attn.o.bias", (h,)
+        yield f"{p}.post_attn_norm", (h,)
+        yield f"{p}.mlp.gate.weight", (inter, h)
+        yield f"{p}.mlp.up.weight", (inter, h)
+        yield f"{p}.mlp.down.weight", (h, inter)
+    yield "norm", (h,)
+    if not config.tie_word_embeddings:
+        yield "lm_head", (config.vocab_size, h)
+
+
+def iter_dummy(
+    config: ModelConfig, seed: int = 0, std: float = 0.02, device: str | torch.device = "cpu"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Random weights of the right shapes (benchmarks of big architectures without their files):
+    norms near 1, everything else normal with a small ``std``, reproducible from ``seed``.
+    Generating them on the target ``device`` keeps an 8B model's load to seconds."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, shape in canonical_shapes(config):
+        tensor = torch.randn(shape, generator=generator, device=device) * std
+        if name.endswith("norm"):
+            tensor += 1.0
+        yield name, tensor
