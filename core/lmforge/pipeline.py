@@ -138,7 +138,7 @@ class Pipeline:
         """One turn of a multi-turn chat. Returns the Session (its ``response`` holds the reply),
         or, with ``stream_response``, an iterator of Responses that updates the session at the end.
         """
-        session = session or Session(next(_session_ids))
+        session = session or self.new_session()
         turns = self._run([prompt], [gen_config or GenerationConfig()], do_preprocess, None,
                           stream=stream_response, session_id=session.session_id,
                           sequence_start=not session._started)
@@ -158,9 +158,13 @@ class Pipeline:
         session.history.append((prompt, session.response.text))
         return session
 
+    def new_session(self) -> Session:
+        """An empty chat session to pass to :meth:`chat`."""
+        return Session(next(_session_ids))
+
     def end_session(self, session: Session) -> None:
         """Forget a chat session's history and free what it kept cached."""
-        self.engine._sessions.pop(session.session_id, None)
+        self.engine.drop_session(session.session_id)
 
     # ------------------------------------------------------------------ perplexity
 

@@ -126,9 +126,13 @@ class AsyncEngine:
             if remaining:
                 self.loop.abort(request.request_id)
 
-    async def end_session(self, session_id: int) -> None:
+    def drop_session(self, session_id: int) -> None:
+        """Forget a session's history; its cached blocks become reusable by others."""
         with self._lock:
             self._sessions.pop(session_id, None)
+
+    async def end_session(self, session_id: int) -> None:
+        self.drop_session(session_id)
 
     def has_session(self, session_id: int) -> bool:
         with self._lock:
