@@ -1,0 +1,93 @@
+"""Pieces shared by the Triton kernels: argument checks, launch heuristics and the paged-cache
+address computation.
+
+Importing this module (or any ``triton_*`` kernel module) needs Triton but no GPU: ``@triton.jit``
+only records the function, compilation happens at the first launch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def expect(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` when a kernel argument breaks the op's contract."""
+    if not condition:
+        raise ValueError(message)
+
+
+def expect_dtype(name: str, tensor: torch.Tensor) -> None:
+    """Check that ``tensor`` holds one of the float types the kernels are built for."""
+    expect(
+        tensor.dtype in SUPPORTED_DTYPES,
+        f"{name} must be float16, bfloat16 or float32, not {tensor.dtype}.",
+    )
+
+
+def expect_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    """Check the ``[NB, BS, nkv, d]`` cache pair: same shape and dtype, rows contiguous in ``d``,
+    and a power-of-two block size (it is a compile-time constant of the kernels)."""
+    expect(k_cache.dim() == 4, f"k_cache must be [NB, BS, nkv, d], got {tuple(k_cache.shape)}.")
+    expect(
+        v_cache.shape == k_cache.shape and v_cache.dtype == k_cache.dtype,
+        f"v_cache {tuple(v_cache.shape)} {v_cache.dtype} must match k_cache "
+        f"{tuple(k_cache.shape)} {k_cache.dtype}.",
+    )
+    expect(
+        k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1,
+        "k_cache and v_cache must be contiguous in the head dimension.",
+    )
+    block_size = k_cache.shape[1]
+    expect(
+        block_size & (block_size - 1) == 0,
+        f"the cache block size must be a power of two, got {block_size}.",
+    )
+    expect_dtype("k_cache", k_cache)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: exact fp32 products for fp32 inputs (the default TF32 would
+    lose ~3 decimal digits); 16-bit inputs always multiply exactly."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (132 on an H100 SXM, the interpreter's stand-in)."""
+    if device.type != "cuda":
+        return 132
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def paged_token_offsets(
+    block_table_row,
+    start,
+    seq_len,
+    BLOCK_N: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    stride_block,
+    stride_row,
+):
+    """Cache offsets (in elements, int64) of positions ``start … start + BLOCK_N - 1`` of one
+    sequence, whose block-table row starts at ``block_table_row``; ``start`` is a multiple of
+    ``BLOCK_N``. Positions at or past ``seq_len`` get block 0's offsets (callers mask them)."""
+    offs = start + tl.arange(0, BLOCK_N)
+    if BLOCK_N <= BLOCK_SIZE:
+        # The tile lies inside one cache block: one block-id load serves all its rows.
+        block_id = tl.load(block_table_row + start // BLOCK_SIZE).to(tl.int64)
+        result = block_id * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
+    else:
+        block_ids = tl.load(block_table_row + offs // BLOCK_SIZE, mask=offs < seq_len, other=0)
+        result = block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
+    return result

@@ -1,0 +1,312 @@
+"""Paged decode attention (one query token per sequence) as split-K "flash-decoding".
+
+One program owns one (sequence, KV head, split): it loads the query rows of every head in that
+KV head's group, so each K/V tile is read from HBM once per group rather than once per query
+head, and runs an online softmax in fp32 over its share of the sequence's cache tiles. With
+more than one split, a second kernel merges the per-split partial results through their
+log-sum-exp; with one split, the first kernel writes the output directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import (
+    dot_precision,
+    expect,
+    expect_dtype,
+    expect_paged_cache,
+    num_sms,
+    paged_token_offsets,
+)
+
+# Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
+# it fits an H100/H200 SM's shared memory beside 3-4 resident programs.
+_BLOCK_N = 64
+# A split shorter than this does too little work to pay for its partial-result round trip.
+_MIN_TOKENS_PER_SPLIT = 256
+# Splits beyond this add merge work without adding parallelism a single GPU can use.
+_MAX_SPLITS = 64
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    kv_lens_ptr,
+    out_ptr,
+    lse_ptr,
+    qk_scale,
+    window,
+    tiles_per_split,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_kr,
+    stride_kh,
+    stride_vb,
+    stride_vr,
+    stride_vh,
+    stride_bt,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    stride_lb,
+    stride_lh,
+    GROUP: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    SPLIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+
+    kv_len = tl.load(kv_lens_ptr + seq)
+    if HAS_WINDOW:
+        first_pos = tl.maximum(kv_len - window, 0)
+    else:
+        first_pos = 0
+    # Splits partition the tiles that can hold attended positions, starting at the window.
+    tile_lo = first_pos // BLOCK_N + split * tiles_per_split
+    tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(kv_len, BLOCK_N))
+
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    head_mask = offs_h < GROUP
+    d_mask = offs_d < HEAD_DIM
+    heads = kv_head * GROUP + offs_h
+    q = tl.load(
+        q_ptr + seq * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+        mask=head_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    )
+
+    m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+    table_row = block_tables_ptr + seq * stride_bt
+    for tile in range(tile_lo, tile_hi):
+        start = tile * BLOCK_N
+        pos = start + offs_n
+        valid = pos < kv_len
+        if HAS_WINDOW:
+            valid = valid & (pos >= first_pos)
+        kv_mask = valid[:, None] & d_mask[None, :]
+        rows_k = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr)
+        k = tl.load(
+            k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
+            mask=kv_mask,
+            other=0.0,
+        )
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        qk = tl.where(valid[None, :], qk, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # A row with nothing attended yet keeps m = -inf; subtract 0 there so exp2 gives 0, not NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+
+        rows_v = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr)
+        v = tl.load(
+            v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
+            mask=kv_mask,
+            other=0.0,
+        )
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    has_any = l_i > 0.0
+    acc = acc / tl.where(has_any, l_i, 1.0)[:, None]
+    out_mask = head_mask[:, None] & d_mask[None, :]
+    if SPLIT:
+        # Partials stay in fp32; an empty split reports lse = -inf and so weighs nothing.
+        out_offs = seq * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+        tl.store(out_ptr + out_offs, acc, mask=out_mask)
+        lse = tl.where(has_any, m_i + tl.log2(tl.where(has_any, l_i, 1.0)), float("-inf"))
+        tl.store(lse_ptr + seq * stride_lb + heads * stride_lh + split, lse, mask=head_mask)
+    else:
+        out_offs = seq * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
+        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _decode_merge_kernel(
+    partial_ptr,
+    lse_ptr,
+    out_ptr,
+    num_splits,
+    stride_pb,
+    stride_ph,
+    stride_ps,
+    stride_lb,
+    stride_lh,
+    stride_ob,
+    stride_oh,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < num_splits
+    d_mask = offs_d < HEAD_DIM
+
+    lse = tl.load(lse_ptr + seq * stride_lb + head * stride_lh + offs_s, mask=s_mask, other=float("-inf"))
+    # Every sequence has at least its own token, so at least one split is finite.
+    weights = tl.exp2(lse - tl.max(lse, 0))
+    partial = tl.load(
+        partial_ptr + seq * stride_pb + head * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
+        mask=s_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    )
+    out = tl.sum(partial * weights[:, None], 0) / tl.sum(weights, 0)
+    tl.store(out_ptr + seq * stride_ob + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=d_mask)
+
+
+def choose_num_splits(
+    batch: int, num_kv_heads: int, max_context: int, device: torch.device
+) -> int:
+    """Splits per (sequence, KV head) so the grid fills the GPU about twice over, each split
+    covering at least a few hundred tokens. Uses only shapes, so it never syncs with the device
+    and a decode step stays capturable in a CUDA graph."""
+    programs = batch * num_kv_heads
+    wanted = triton.cdiv(2 * num_sms(device), programs)
+    most = max(1, triton.cdiv(max_context, _MIN_TOKENS_PER_SPLIT))
+    return max(1, min(wanted, most, _MAX_SPLITS))
+
+
+def paged_decode_attention_splitk(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None,
+    num_splits: int,
+) -> torch.Tensor:
+    """:func:`paged_decode_attention` with an explicit number of splits per sequence
+    (1 = no split-K: a single kernel writes the output)."""
+    expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
+    expect_dtype("q", q)
+    expect_paged_cache(k_cache, v_cache)
+    batch, num_heads, head_dim = q.shape
+    _, block_size, num_kv_heads, cache_dim = k_cache.shape
+    expect(cache_dim == head_dim, f"q head_dim {head_dim} differs from the cache's {cache_dim}.")
+    expect(
+        num_heads % num_kv_heads == 0,
+        f"query heads ({num_heads}) must be a multiple of K/V heads ({num_kv_heads}).",
+    )
+    expect(
+        block_tables.dim() == 2 and block_tables.shape[0] == batch,
+        f"block_tables must be [B={batch}, max_blocks], got {tuple(block_tables.shape)}.",
+    )
+    expect(kv_lens.shape == (batch,), f"kv_lens must be [B={batch}], got {tuple(kv_lens.shape)}.")
+    expect(num_splits >= 1, f"num_splits must be at least 1, got {num_splits}.")
+    expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    block_tables = block_tables.to(torch.int32).contiguous()
+    kv_lens = kv_lens.to(torch.int32).contiguous()
+
+    # Bound the attended span by shapes only (no .item()): the whole table, or the window.
+    span = block_tables.shape[1] * block_size
+    if sliding_window is not None:
+        span = min(span, sliding_window + _BLOCK_N)
+    tiles_per_split = triton.cdiv(triton.cdiv(span, _BLOCK_N), num_splits)
+    num_splits = triton.cdiv(triton.cdiv(span, _BLOCK_N), tiles_per_split)
+
+    group = num_heads // num_kv_heads
+    block_d = triton.next_power_of_2(head_dim)
+    meta = dict(
+        GROUP=group,
+        # tl.dot needs at least 16 rows; padding rows load zeros and are never stored.
+        BLOCK_H=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d,
+        BLOCK_SIZE=block_size,
+        BLOCK_N=_BLOCK_N,
+        HAS_WINDOW=sliding_window is not None,
+        SPLIT=num_splits > 1,
+        DOT_PRECISION=dot_precision(q.dtype),
+        # 4 warps cover a 16 x 64 score tile and a 16 x 128 accumulator without spills; 2 stages
+        # overlap the next tile's K/V loads with this tile's math.
+        num_warps=4,
+        num_stages=2,
+    )
+    out = torch.empty_like(q)
+    grid = (batch, num_kv_heads, num_splits)
+    # log2(e) folds the softmax base change into the scale, so the kernels use exp2.
+    qk_scale = scale * 1.4426950408889634
+    window = sliding_window or 0
+    if num_splits == 1:
+        _decode_split_kernel[grid](
+            q, k_cache, v_cache, block_tables, kv_lens, out, out, qk_scale, window, tiles_per_split,
+            q.stride(0), q.stride(1),
+            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+            block_tables.stride(0),
+            out.stride(0), out.stride(1), 0,
+            0, 0,
+            **meta,
+        )
+        return out
+
+    partial = torch.empty(batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32)
+    lse = torch.empty(batch, num_heads, num_splits, device=q.device, dtype=torch.float32)
+    _decode_split_kernel[grid](
+        q, k_cache, v_cache, block_tables, kv_lens, partial, lse, qk_scale, window, tiles_per_split,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        block_tables.stride(0),
+        partial.stride(0), partial.stride(1), partial.stride(2),
+        lse.stride(0), lse.stride(1),
+        **meta,
+    )
+    _decode_merge_kernel[(batch, num_heads)](
+        partial, lse, out, num_splits,
+        partial.stride(0), partial.stride(1), partial.stride(2),
+        lse.stride(0), lse.stride(1),
+        out.stride(0), out.stride(1),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d,
+        BLOCK_S=triton.next_power_of_2(num_splits),
+        num_warps=4,
+    )
+    return out
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions
+    in the paged cache, its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype. Picks the
+    split-K factor from shapes alone (see :func:`choose_num_splits`)."""
+    span = block_tables.shape[1] * k_cache.shape[1]
+    if sliding_window is not None:
+        span = min(span, sliding_window + _BLOCK_N)
+    num_splits = choose_num_splits(q.shape[0], k_cache.shape[2], span, q.device)
+    return paged_decode_attention_splitk(
+        q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits
+    )

@@ -1,0 +1,207 @@
+"""Paged prefill attention: variable-length causal attention, flash-attention style, whose keys
+and values all come from the paged cache (an existing prefix from earlier chunks or a prefix-
+cache hit, plus this step's tokens, whose K/V are already stored).
+
+One program owns a tile of ``BLOCK_M`` query rows of one sequence and one query head; it walks
+the key tiles from the sliding-window start (or 0) up to its last query's position with an
+online softmax in fp32. Query heads of one K/V group run in neighbouring programs, so their
+shared K/V tiles are mostly served from L2.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import (
+    dot_precision,
+    expect,
+    expect_dtype,
+    expect_paged_cache,
+    paged_token_offsets,
+)
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    cu_q_lens_ptr,
+    kv_lens_ptr,
+    out_ptr,
+    qk_scale,
+    window,
+    stride_qt,
+    stride_qh,
+    stride_kb,
+    stride_kr,
+    stride_kh,
+    stride_vb,
+    stride_vr,
+    stride_vh,
+    stride_bt,
+    stride_ot,
+    stride_oh,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    m_tile = tl.program_id(0)
+    head = tl.program_id(1)
+    seq = tl.program_id(2)
+    kv_head = head // GROUP
+
+    q_start = tl.load(cu_q_lens_ptr + seq)
+    q_len = tl.load(cu_q_lens_ptr + seq + 1) - q_start
+    if m_tile * BLOCK_M >= q_len:
+        return
+    kv_len = tl.load(kv_lens_ptr + seq)
+    prefix_len = kv_len - q_len
+
+    offs_m = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < q_len
+    d_mask = offs_d < HEAD_DIM
+    q_pos = prefix_len + offs_m
+    q = tl.load(
+        q_ptr + (q_start + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+        mask=m_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    )
+
+    # Keys this tile can see: up to its last row's position, from its first row's window start.
+    last_pos = tl.minimum(prefix_len + (m_tile + 1) * BLOCK_M, kv_len)
+    if HAS_WINDOW:
+        first_key = tl.maximum(prefix_len + m_tile * BLOCK_M - window + 1, 0)
+        lo = (first_key // BLOCK_N) * BLOCK_N
+    else:
+        lo = 0
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    table_row = block_tables_ptr + seq * stride_bt
+    for start in range(lo, last_pos, BLOCK_N):
+        k_pos = start + offs_n
+        k_valid = k_pos < kv_len
+        kv_mask = k_valid[:, None] & d_mask[None, :]
+        rows_k = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr)
+        k = tl.load(
+            k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
+            mask=kv_mask,
+            other=0.0,
+        )
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        allowed = k_valid[None, :] & (k_pos[None, :] <= q_pos[:, None])
+        if HAS_WINDOW:
+            allowed = allowed & (k_pos[None, :] > q_pos[:, None] - window)
+        qk = tl.where(allowed, qk, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # Rows that have seen no allowed key yet (window edge, padding) keep m = -inf; subtract 0
+        # there so exp2 yields 0 rather than NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(qk - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+
+        rows_v = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr)
+        v = tl.load(
+            v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
+            mask=kv_mask,
+            other=0.0,
+        )
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    tl.store(
+        out_ptr + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=m_mask[:, None] & d_mask[None, :],
+    )
+
+
+def _tile_config(head_dim: int) -> dict:
+    """Tile sizes for an H100/H200 SM (228 KiB shared memory, 64K registers). With d <= 128, a
+    128-row query tile against 64-key tiles keeps the Q tile, two stages of K/V and the fp32
+    accumulator within 8 warps' registers and shared memory; larger heads halve the tiles so the
+    accumulator does not spill."""
+    if head_dim <= 128:
+        return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)
+    return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+
+
+def paged_prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_q_lens: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
+    of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
+    cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]`` in
+    ``q``'s dtype. Reads the longest query length back to the host once to size the grid."""
+    expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
+    expect_dtype("q", q)
+    expect_paged_cache(k_cache, v_cache)
+    _, num_heads, head_dim = q.shape
+    _, block_size, num_kv_heads, cache_dim = k_cache.shape
+    expect(cache_dim == head_dim, f"q head_dim {head_dim} differs from the cache's {cache_dim}.")
+    expect(
+        num_heads % num_kv_heads == 0,
+        f"query heads ({num_heads}) must be a multiple of K/V heads ({num_kv_heads}).",
+    )
+    batch = kv_lens.shape[0]
+    expect(
+        cu_q_lens.shape == (batch + 1,),
+        f"cu_q_lens must be [B+1={batch + 1}], got {tuple(cu_q_lens.shape)}.",
+    )
+    expect(
+        block_tables.dim() == 2 and block_tables.shape[0] == batch,
+        f"block_tables must be [B={batch}, max_blocks], got {tuple(block_tables.shape)}.",
+    )
+    expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    block_tables = block_tables.to(torch.int32).contiguous()
+    cu_q_lens = cu_q_lens.to(torch.int32).contiguous()
+    kv_lens = kv_lens.to(torch.int32).contiguous()
+
+    out = torch.empty_like(q)
+    if q.shape[0] == 0:
+        return out
+    max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max())
+    config = _tile_config(head_dim)
+    grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
+    _prefill_kernel[grid](
+        q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, out,
+        # log2(e) folds the softmax base change into the scale, so the kernel uses exp2.
+        scale * 1.4426950408889634,
+        sliding_window or 0,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        block_tables.stride(0),
+        out.stride(0), out.stride(1),
+        GROUP=num_heads // num_kv_heads,
+        HEAD_DIM=head_dim,
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_SIZE=block_size,
+        HAS_WINDOW=sliding_window is not None,
+        DOT_PRECISION=dot_precision(q.dtype),
+        **config,
+    )
+    return out

@@ -1,0 +1,111 @@
+"""Helpers shared by the Triton kernel tests: where kernels run, tolerances, and random paged
+KV caches laid out the way the block manager lays them out (shuffled blocks, padded tables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+# Set by each test module before it imports Triton (see its first lines).
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cpu" if INTERPRET else "cuda"
+
+# The interpreter runs on CPU tensors; compiled kernels need a GPU.
+needs_kernels = pytest.mark.skipif(
+    not INTERPRET and not torch.cuda.is_available(), reason="needs TRITON_INTERPRET=1 or a CUDA GPU"
+)
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="needs a CUDA GPU"),
+]
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+# fp32 tolerances allow for a different summation order; 16-bit ones for one rounding of the
+# output plus the 16-bit probabilities fed to the P @ V product.
+TOLERANCES = {
+    torch.float32: dict(atol=1e-4, rtol=1e-4),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2),
+}
+
+
+def _widen_bf16_in_interpreted_dot() -> None:
+    """The interpreter stores bf16 as raw ``uint16`` (numpy has no bf16) and its ``tl.dot``
+    multiplies those bit patterns as integers. Widen bf16 operands to fp32 first: exact, and
+    what the tensor cores compute on a GPU."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    create_dot = builder.create_dot
+
+    def widen(handle):
+        if handle.dtype != tl.bfloat16:
+            return handle
+        bits = handle.data.astype(np.uint32) << 16
+        return interpreter.TensorHandle(bits.view(np.float32), tl.float32)
+
+    def create_dot_widened(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    builder.create_dot = create_dot_widened
+
+
+if INTERPRET:
+    _widen_bf16_in_interpreted_dot()
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """``torch.testing.assert_close`` at the dtype's tolerance, after checking for NaN/inf
+    (which would otherwise match a NaN in the reference)."""
+    assert torch.isfinite(actual).all(), "kernel output has NaN or inf"
+    assert torch.isfinite(expected).all(), "reference output has NaN or inf"
+    torch.testing.assert_close(actual, expected, **TOLERANCES[expected.dtype])
+
+
+@dataclass
+class PagedKV:
+    """A random paged K/V pool and the tables that map each sequence onto it."""
+
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    block_tables: torch.Tensor
+    kv_lens: torch.Tensor
+
+
+def make_paged_kv(
+    kv_lens: list[int],
+    num_kv_heads: int,
+    head_dim: int,
+    block_size: int,
+    dtype: torch.dtype,
+    device: str,
+    generator: torch.Generator,
+    spare_blocks: int = 3,
+) -> PagedKV:
+    """Random caches whose blocks are handed to sequences in shuffled order; each table row is
+    padded past the sequence's blocks with a valid but foreign block id, as the engine pads it."""
+    blocks_per_seq = [-(-n // block_size) for n in kv_lens]
+    num_blocks = sum(blocks_per_seq) + spare_blocks
+    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    k_cache = torch.randn(shape, generator=generator).to(dtype=dtype, device=device)
+    v_cache = torch.randn(shape, generator=generator).to(dtype=dtype, device=device)
+    order = torch.randperm(num_blocks, generator=generator)
+    width = max(blocks_per_seq) + 1
+    tables = torch.full((len(kv_lens), width), int(order[-1]), dtype=torch.int32)
+    used = 0
+    for b, n in enumerate(blocks_per_seq):
+        tables[b, :n] = order[used : used + n].to(torch.int32)
+        used += n
+    lens = torch.tensor(kv_lens, dtype=torch.int32)
+    return PagedKV(k_cache, v_cache, tables.to(device), lens.to(device))
+
+
+def make_generator(seed: int = 0) -> torch.Generator:
+    """A CPU generator, so inputs are the same whichever device the kernels run on."""
+    return torch.Generator().manual_seed(seed)
