@@ -40,6 +40,12 @@ class Sequence:
     finish_reason: str | None = None
     adapter: str | None = None
     num_preemptions: int = 0
+    # False makes the block manager skip the prefix-cache lookup for this sequence (its own
+    # full blocks are still registered, so later requests can reuse them).
+    allow_prefix_match: bool = True
+    # Memo of the chained hashes of this sequence's full blocks of tokens, in order. They are a
+    # pure function of the token ids and the adapter, so they stay valid across preemption.
+    block_hashes: list[bytes] = field(default_factory=list)
 
     @property
     def token_ids(self) -> list[int]:
@@ -58,8 +64,22 @@ class Sequence:
         return self.num_tokens - self.num_computed
 
     @property
+    def priority(self) -> tuple[float, int]:
+        """Sort key of first-come-first-served order: earlier arrivals first."""
+        return (self.arrival_time, self.seq_id)
+
+    @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    def token_slice(self, start: int, end: int) -> list[int]:
+        """``token_ids[start:end]`` without concatenating the whole prompt and output."""
+        n = len(self.prompt_ids)
+        if end <= n:
+            return self.prompt_ids[start:end]
+        if start >= n:
+            return self.output_ids[start - n : end - n]
+        return self.prompt_ids[start:] + self.output_ids[: end - n]
 
     def append_token(self, token_id: int) -> None:
         self.output_ids.append(token_id)

@@ -1,0 +1,321 @@
+"""Continuous batching: which sequences run in the next step, and how many of their tokens.
+
+One engine step is ``schedule()`` → ``build_batch()`` → runner → ``update()``; the engine then
+samples, appends tokens and calls ``finish()`` for the sequences that stopped. The scheduler is
+bookkeeping only (no tensors), so it is tested without a model.
+
+Policy, per step: a budget of ``max_prefill_token_num`` tokens (a decode costs 1) and at most
+``max_batch_size`` sequences. Running decodes go first (their latency is what users feel), then
+running sequences part-way through a chunked prefill, then waiting sequences in arrival order. A
+prompt longer than what is left of the budget runs in chunks over several steps, next to the
+decodes. When a running sequence needs a block and none is free, the newest running sequence is
+preempted by recompute: its blocks go back to the pool (its full blocks stay in the prefix cache)
+and it waits at the head of the queue, ahead of every newer request. An older sequence is never
+preempted for a newer one, so the oldest always progresses and nothing livelocks; a sequence
+that holds the whole pool and still needs more is finished with reason ``"length"``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, LmforgeError, PromptTooLongError
+from .batch import ForwardBatch
+from .block_manager import BlockManager
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class SchedulerConfig:
+    """Limits of the scheduler; the engine fills them from its engine config and the pool size.
+
+    ``watermark`` is the fraction of blocks kept free when admitting a waiting sequence next to
+    running ones, so their decodes do not have to preempt at once.
+    """
+
+    max_batch_size: int
+    max_prefill_token_num: int
+    block_size: int
+    num_blocks: int
+    enable_prefix_caching: bool = False
+    max_session_len: int | None = None
+    watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.num_blocks < 1:
+            raise ConfigError(
+                "No K/V cache block fits in device memory; raise cache_max_entry_count or use a "
+                "smaller model."
+            )
+        for name in ("max_batch_size", "max_prefill_token_num", "block_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"Invalid value for {name}: {getattr(self, name)!r}; must be >= 1")
+        if self.max_session_len is not None and self.max_session_len < 2:
+            raise ConfigError(f"Invalid value for session_len: {self.max_session_len!r}; must be >= 2")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ConfigError(f"Invalid value for watermark: {self.watermark!r}; must be in [0, 1)")
+
+
+@dataclass
+class SchedulerOutput:
+    """One step's plan: ``seqs[i]`` computes its next ``num_new_tokens[i]`` tokens.
+
+    ``finished`` lists sequences the scheduler ended this step (reason ``"length"``: the session
+    length or the whole cache is used up); the engine sends their last output. ``preempted``
+    lists sequences sent back to the queue, for metrics.
+    """
+
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+    finished: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.seqs
+
+
+class Scheduler:
+    """Owns the waiting and running queues and the :class:`BlockManager`.
+
+    Call :meth:`add`, :meth:`abort` and :meth:`finish` between steps, not between
+    :meth:`schedule` and :meth:`update` of a step whose batch is still running.
+    """
+
+    def __init__(self, config: SchedulerConfig):
+        self.config = config
+        self.block_manager = BlockManager(
+            config.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        # Both queues stay sorted by Sequence.priority (arrival order).
+        self.waiting: list[Sequence] = []
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+        self._watermark_blocks = math.ceil(config.num_blocks * config.watermark)
+        self._by_id: dict[int, Sequence] = {}
+
+    # ------------------------------------------------------------------ queues
+
+    @property
+    def max_tokens_capacity(self) -> int:
+        """The most tokens one sequence can hold: the whole K/V pool."""
+        return self.config.num_blocks * self.config.block_size
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new sequence; raises :class:`PromptTooLongError` if it can never run."""
+        limit = self.max_tokens_capacity
+        if self.config.max_session_len is not None:
+            limit = min(limit, self.config.max_session_len - 1)
+        if seq.num_tokens > limit:
+            raise PromptTooLongError(
+                f"The prompt has {seq.num_tokens} tokens but at most {limit} fit; shorten it or "
+                "raise session_len or cache_max_entry_count."
+            )
+        seq.status = SequenceStatus.WAITING
+        bisect.insort(self.waiting, seq, key=_priority)
+        self._by_id[seq.seq_id] = seq
+
+    def abort(self, seq_id: int) -> Sequence | None:
+        """Finish a queued or running sequence with reason ``"abort"`` and free its blocks at
+        once; returns it, or None if it is not known (already finished)."""
+        seq = self._by_id.get(seq_id)
+        if seq is not None:
+            self.finish(seq, "abort")
+        return seq
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Mark a sequence finished and free its blocks; repeated calls do nothing."""
+        if self._by_id.pop(seq.seq_id, None) is None:
+            return
+        queue = self.running if seq.status is SequenceStatus.RUNNING else self.waiting
+        queue.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    # ------------------------------------------------------------------ the step
+
+    def schedule(self) -> SchedulerOutput:
+        """Pick this step's sequences and their token counts, allocating their blocks."""
+        step = _Step(self.config.max_prefill_token_num)
+        running = list(self.running)
+        # Decodes first, then partial prefills; each group oldest first.
+        for seq in [s for s in running if s.num_uncomputed == 1] + [
+            s for s in running if s.num_uncomputed > 1
+        ]:
+            if step.budget == 0 or len(step.scheduled) == self.config.max_batch_size:
+                break
+            if seq.status is not SequenceStatus.RUNNING:  # preempted by an older one this step
+                continue
+            if self._over_session_len(seq):
+                self._finish_length(seq, step)
+                continue
+            self._schedule_running(seq, step)
+        # Under block pressure, admitting new work would only preempt it again.
+        if not step.preempted:
+            self._admit_waiting(step)
+        return step.output()
+
+    def _over_session_len(self, seq: Sequence) -> bool:
+        limit = self.config.max_session_len
+        return limit is not None and seq.num_tokens >= limit
+
+    def _schedule_running(self, seq: Sequence, step: _Step) -> None:
+        bm = self.block_manager
+        want = min(seq.num_uncomputed, step.budget)
+        while True:
+            n = min(want, bm.num_allocatable_tokens(seq))
+            # A prefill chunk may shrink to what fits; a decode token cannot.
+            if n > 0:
+                bm.allocate(seq, n)
+                step.add(seq, n)
+                return
+            victim = self.running[-1]
+            if victim is not seq:
+                self._preempt(victim, step)
+            elif len(self.running) == 1:
+                # It holds the whole pool and needs more: it can never continue.
+                self._finish_length(seq, step)
+                return
+            else:
+                self._preempt(seq, step)
+                return
+
+    def _admit_waiting(self, step: _Step) -> None:
+        bm = self.block_manager
+        while self.waiting and step.budget > 0 and len(self.running) < self.config.max_batch_size:
+            seq = self.waiting[0]
+            if self._over_session_len(seq) or seq.num_tokens > self.max_tokens_capacity:
+                self._finish_length(seq, step)
+                continue
+            n = min(seq.num_tokens - bm.match(seq), step.budget)
+            reserve = self._watermark_blocks if self.running else 0
+            if not bm.can_allocate(seq, n, reserve):
+                break  # first come, first served: nobody overtakes the head of the queue
+            bm.allocate(seq, n)
+            self.waiting.pop(0)
+            seq.status = SequenceStatus.RUNNING
+            bisect.insort(self.running, seq, key=_priority)
+            step.add(seq, n)
+
+    def _preempt(self, seq: Sequence, step: _Step) -> None:
+        step.remove(seq)
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        bisect.insort(self.waiting, seq, key=_priority)
+        step.preempted.append(seq)
+
+    def _finish_length(self, seq: Sequence, step: _Step) -> None:
+        step.remove(seq)
+        self.finish(seq, "length")
+        step.finished.append(seq)
+
+    def build_batch(self, output: SchedulerOutput) -> ForwardBatch:
+        """The runner's input for a scheduled step."""
+        input_ids: list[int] = []
+        kv_lens, need_logits = [], []
+        for seq, n in zip(output.seqs, output.num_new_tokens, strict=True):
+            end = seq.num_computed + n
+            input_ids.extend(seq.token_slice(seq.num_computed, end))
+            kv_lens.append(end)
+            need_logits.append(end == seq.num_tokens)
+        return ForwardBatch(
+            input_ids=input_ids,
+            q_lens=list(output.num_new_tokens),
+            kv_lens=kv_lens,
+            block_tables=[list(seq.block_ids) for seq in output.seqs],
+            need_logits=need_logits,
+            block_size=self.config.block_size,
+            adapters=[seq.adapter for seq in output.seqs],
+        )
+
+    def update(self, output: SchedulerOutput) -> None:
+        """After the runner ran the step: advance ``num_computed`` and register the newly full
+        blocks in the prefix cache. Sequences finished meanwhile are skipped."""
+        for seq, n in zip(output.seqs, output.num_new_tokens, strict=True):
+            if seq.status is SequenceStatus.RUNNING:
+                seq.num_computed += n
+                self.block_manager.commit(seq)
+
+    # ------------------------------------------------------------------ scoring
+
+    def build_scoring_batch(self, seq: Sequence, num_new_tokens: int) -> ForwardBatch:
+        """A batch of the next ``num_new_tokens`` tokens of a sequence outside the queues, with
+        logits for every token (perplexity). The prefix cache is bypassed, since every token's
+        logits are needed."""
+        seq.allow_prefix_match = False
+        if not self.block_manager.can_allocate(seq, num_new_tokens):
+            raise LmforgeError(
+                f"The K/V cache has no room for {num_new_tokens} more tokens to score; retry with "
+                "fewer requests running or raise cache_max_entry_count."
+            )
+        self.block_manager.allocate(seq, num_new_tokens)
+        end = seq.num_computed + num_new_tokens
+        return ForwardBatch(
+            input_ids=seq.token_slice(seq.num_computed, end),
+            q_lens=[num_new_tokens],
+            kv_lens=[end],
+            block_tables=[list(seq.block_ids)],
+            need_logits=[True],
+            block_size=self.config.block_size,
+            return_all_logits=True,
+            adapters=[seq.adapter],
+        )
+
+    def advance_scoring(self, seq: Sequence, num_new_tokens: int) -> None:
+        """Record that the scoring batch ran."""
+        seq.num_computed += num_new_tokens
+
+    def release_scoring(self, seq: Sequence) -> None:
+        """Free a scored sequence's blocks."""
+        self.block_manager.free(seq)
+
+
+def _priority(seq: Sequence) -> tuple[float, int]:
+    return seq.priority
+
+
+class _Step:
+    """The plan being built by one :meth:`Scheduler.schedule` call."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.scheduled: dict[Sequence, int] = {}
+        self.preempted: list[Sequence] = []
+        self.finished: list[Sequence] = []
+
+    def add(self, seq: Sequence, n: int) -> None:
+        self.scheduled[seq] = n
+        self.budget -= n
+
+    def remove(self, seq: Sequence) -> None:
+        self.budget += self.scheduled.pop(seq, 0)
+
+    def output(self) -> SchedulerOutput:
+        return SchedulerOutput(
+            seqs=list(self.scheduled),
+            num_new_tokens=list(self.scheduled.values()),
+            preempted=self.preempted,
+            finished=self.finished,
+        )
