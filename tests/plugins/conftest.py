@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from lmforge import plugins
 
 BROKEN_IMPORT_ERROR = "needs libbroken.so, which is not installed"

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from lmforge import hookimpl, plugins
 from lmforge.cli.app import create_app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 BROKEN_IMPORT_ERROR = "needs libbroken.so, which is not installed"  # as conftest writes it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-
 from lmforge import hookimpl, plugins, registry
 from lmforge.errors import PluginError
 
