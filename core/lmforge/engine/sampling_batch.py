@@ -1,0 +1,225 @@
+"""The sampling parameters of one step, gathered once into per-row device tensors.
+
+Everything here is host-side bookkeeping that runs once per step; the ``Sampler`` then works on
+these tensors without reading anything back from the device.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ..messages import GenerationConfig
+
+
+class SamplingSequence(Protocol):
+    """What the sampler reads from a sequence (``engine.sequence.Sequence`` has it)."""
+
+    seq_id: int
+    gen_config: GenerationConfig
+    prompt_ids: list[int]
+    output_ids: list[int]
+
+
+@dataclass
+class Penalties:
+    """Repetition, presence and frequency penalties of the rows that have one.
+
+    ``rep_tokens`` holds each row's prompt and output tokens, padded by repeating a token of the
+    row (penalising a token twice writes the same value twice). ``out_tokens`` holds the output
+    tokens padded with id 0 and ``out_weights`` is 1 for real tokens, 0 for padding.
+    """
+
+    rep_rows: torch.Tensor | None = None  # [R] rows with repetition_penalty != 1
+    rep_tokens: torch.Tensor | None = None  # [R, L]
+    repetition: torch.Tensor | None = None  # [R]
+    freq_rows: torch.Tensor | None = None  # [F] rows with a presence or frequency penalty
+    out_tokens: torch.Tensor | None = None  # [F, L]
+    out_weights: torch.Tensor | None = None  # [F, L]
+    presence: torch.Tensor | None = None  # [F]
+    frequency: torch.Tensor | None = None  # [F]
+
+
+@dataclass
+class SamplingBatch:
+    """Per-row sampling parameters of one step, on the logits' device.
+
+    Rows follow the order of the sequences given to ``from_sequences``. The ``sample_*`` tensors
+    cover only the rows that sample (``sample_rows``); the other rows take the argmax.
+    """
+
+    size: int
+    vocab_size: int
+    sample_rows: torch.Tensor | None  # [S] long; None when every row is greedy
+    temperature: torch.Tensor | None  # [S]
+    top_k: torch.Tensor | None  # [S] long, 0 = no limit; None when no row limits it
+    max_top_k: int
+    all_top_k: bool  # every sampling row has a top_k limit: sampling can skip the full vocabulary
+    top_p: torch.Tensor | None  # [S]; None when every row has top_p == 1
+    min_p: torch.Tensor | None  # [S]; None when every row has min_p == 0
+    noise_keys: torch.Tensor | None  # [S] long in [0, 2**32): the random stream of each row
+    penalties: Penalties | None
+    mask_rows: torch.Tensor | None  # masked (row, token) pairs: bad words, EOS, stop tokens
+    mask_tokens: torch.Tensor | None
+    logprobs_rows: list[int]  # rows that asked for logprobs, and how many top entries each
+    logprobs_k: list[int]
+
+    @property
+    def all_greedy(self) -> bool:
+        return self.sample_rows is None
+
+    @classmethod
+    def from_sequences(
+        cls,
+        seqs: Sequence[SamplingSequence],
+        vocab_size: int,
+        device: torch.device | str,
+        eos_token_ids: Iterable[int] = (),
+        tokenizer: Any = None,
+        rng: random.Random | None = None,
+    ) -> SamplingBatch:
+        """Gather the sampling parameters of ``seqs`` (one row each).
+
+        :param vocab_size: width of the logits; token ids outside it are never produced, so
+            masks drop them.
+        :param eos_token_ids: ids masked while ``min_new_tokens`` is not reached, or always with
+            ``ignore_eos``.
+        :param tokenizer: when given, ``bad_words`` and ``stop_words`` that are single tokens are
+            masked too (``Tokenizer.bad_word_ids`` / ``stop_word_ids``), besides
+            ``bad_token_ids`` / ``stop_token_ids``.
+        :param rng: source of the random streams of rows without ``random_seed``; give a seeded
+            one to make the whole engine reproducible.
+        """
+        rng = rng or _default_rng
+        eos = list(eos_token_ids)
+        configs = [s.gen_config for s in seqs]
+        sample = [i for i, cfg in enumerate(configs) if not cfg.greedy]
+
+        def on_device(values: list, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        temperature = top_k = top_p = min_p = keys = rows = None
+        max_top_k, all_top_k = 0, False
+        if sample:
+            cfgs = [configs[i] for i in sample]
+            rows = on_device(sample, torch.long)
+            temperature = on_device([c.temperature for c in cfgs], torch.float32)
+            ks = [c.top_k if 0 < c.top_k < vocab_size else 0 for c in cfgs]
+            max_top_k, all_top_k = max(ks), min(ks) > 0
+            top_k = on_device(ks, torch.long) if max_top_k else None
+            if any(c.top_p < 1.0 for c in cfgs):
+                top_p = on_device([c.top_p for c in cfgs], torch.float32)
+            if any(c.min_p > 0.0 for c in cfgs):
+                min_p = on_device([c.min_p for c in cfgs], torch.float32)
+            keys = on_device([_noise_key(seqs[i], rng) for i in sample], torch.long)
+
+        mask_rows, mask_tokens = _masked_pairs(seqs, vocab_size, eos, tokenizer)
+        logprobs_rows = [i for i, cfg in enumerate(configs) if cfg.logprobs is not None]
+        return cls(
+            size=len(seqs),
+            vocab_size=vocab_size,
+            sample_rows=rows,
+            temperature=temperature,
+            top_k=top_k,
+            max_top_k=max_top_k,
+            all_top_k=all_top_k,
+            top_p=top_p,
+            min_p=min_p,
+            noise_keys=keys,
+            penalties=_penalties(seqs, on_device),
+            mask_rows=on_device(mask_rows, torch.long) if mask_rows else None,
+            mask_tokens=on_device(mask_tokens, torch.long) if mask_tokens else None,
+            logprobs_rows=logprobs_rows,
+            logprobs_k=[configs[i].logprobs for i in logprobs_rows],
+        )
+
+
+_default_rng = random.Random()
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _noise_key(seq: SamplingSequence, rng: random.Random) -> int:
+    """The 32-bit key of this row's random numbers at this step.
+
+    A seeded request's key depends only on its seed and on how many tokens it has generated, so
+    it samples the same tokens whatever else shares the batch, after a preemption, and on any
+    device. Other rows draw a fresh key from ``rng``.
+    """
+    seed = seq.gen_config.random_seed
+    if seed is None:
+        return rng.getrandbits(32)
+    return _splitmix64(_splitmix64(seed & _MASK64) ^ len(seq.output_ids)) >> 32
+
+
+def _masked_pairs(
+    seqs: Sequence[SamplingSequence], vocab_size: int, eos: list[int], tokenizer: Any
+) -> tuple[list[int], list[int]]:
+    rows: list[int] = []
+    tokens: list[int] = []
+    for row, seq in enumerate(seqs):
+        cfg = seq.gen_config
+        banned = list(cfg.bad_token_ids or ())
+        if tokenizer is not None and cfg.bad_words:
+            banned += tokenizer.bad_word_ids(cfg.bad_words)
+        if cfg.ignore_eos or len(seq.output_ids) < (cfg.min_new_tokens or 0):
+            banned += eos
+        if len(seq.output_ids) < (cfg.min_new_tokens or 0):
+            banned += cfg.stop_token_ids or ()
+            if tokenizer is not None and cfg.stop_words:
+                banned += tokenizer.stop_word_ids(cfg.stop_words)
+        for token in dict.fromkeys(banned):
+            if 0 <= token < vocab_size:
+                rows.append(row)
+                tokens.append(token)
+    return rows, tokens
+
+
+def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
+    rep = [
+        (row, s) for row, s in enumerate(seqs)
+        if s.gen_config.repetition_penalty != 1.0 and (s.prompt_ids or s.output_ids)
+    ]
+    freq = [
+        (row, s) for row, s in enumerate(seqs)
+        if s.output_ids and (_presence(s) != 0.0 or _frequency(s) != 0.0)
+    ]
+    if not rep and not freq:
+        return None
+    out = Penalties()
+    if rep:
+        history = [s.prompt_ids + s.output_ids for _, s in rep]
+        width = max(len(h) for h in history)
+        out.rep_rows = on_device([row for row, _ in rep], torch.long)
+        out.rep_tokens = on_device([h + [h[0]] * (width - len(h)) for h in history], torch.long)
+        out.repetition = on_device([s.gen_config.repetition_penalty for _, s in rep], torch.float32)
+    if freq:
+        width = max(len(s.output_ids) for _, s in freq)
+        outputs = [s.output_ids for _, s in freq]
+        out.freq_rows = on_device([row for row, _ in freq], torch.long)
+        out.out_tokens = on_device([o + [0] * (width - len(o)) for o in outputs], torch.long)
+        out.out_weights = on_device(
+            [[1.0] * len(o) + [0.0] * (width - len(o)) for o in outputs], torch.float32
+        )
+        out.presence = on_device([_presence(s) for _, s in freq], torch.float32)
+        out.frequency = on_device([_frequency(s) for _, s in freq], torch.float32)
+    return out
+
+
+# OpenAI's penalties are not GenerationConfig fields; the server sets them as attributes.
+def _presence(seq: SamplingSequence) -> float:
+    return float(getattr(seq.gen_config, "presence_penalty", 0.0) or 0.0)
+
+
+def _frequency(seq: SamplingSequence) -> float:
+    return float(getattr(seq.gen_config, "frequency_penalty", 0.0) or 0.0)
