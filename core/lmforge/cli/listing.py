@@ -6,7 +6,7 @@ import typer
 
 from .. import registry
 from ..plugins import DISABLED, LOADED, plugin_infos
-from .console import console
+from .console import console, err_console
 
 TEMPLATES_DISTRIBUTION = "lmforge-templates"
 
@@ -49,8 +49,8 @@ def list_command() -> None:
     for name in templates:
         typer.echo(name)
     problem = _templates_problem()
-    if problem:
-        console.print(problem, style="yellow", markup=False, soft_wrap=True)
+    if problem:  # on stderr, so that stdout stays a clean list
+        err_console.print(problem, style="yellow", markup=False, soft_wrap=True)
     _section("Engines", [
         (s.name, " ".join(filter(None, (s.description, _from(s.plugin)))))
         for s in registry.engines().values()
