@@ -1,0 +1,1 @@
+"""Model implementations of the ``pytorch`` engine."""

@@ -1,0 +1,96 @@
+"""One decoder for the Llama family (Llama, Mistral, Qwen2, InternLM2, ...) over the paged cache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lmforge.errors import ModelLoadError
+from lmforge.model.config import ModelConfig
+
+from ..inputs import StepInputs
+from ..ops import Ops
+from ..rotary import RotaryEmbedding
+from .weights import DecoderWeights, LayerWeights
+
+
+class LlamaDecoder:
+    """Pre-norm decoder: RMSNorm, GQA attention with rotary embeddings, SwiGLU MLP.
+
+    A plain object over weight tensors rather than an ``nn.Module``: the forward is a function
+    of the step's input tensors and the K/V pool only, which is what CUDA graph capture needs.
+    """
+
+    def __init__(
+        self, config: ModelConfig, weights: DecoderWeights, ops: Ops, device: torch.device
+    ) -> None:
+        if config.hidden_act != "silu":
+            raise ModelLoadError(
+                f"Activation {config.hidden_act!r} is not supported by the pytorch engine (silu only)."
+            )
+        self.config = config
+        self.weights = weights
+        self.ops = ops
+        self.rotary = RotaryEmbedding(config.rope, config.head_dim, device, ops)
+        self.scale = config.head_dim**-0.5
+
+    def forward(
+        self, inputs: StepInputs, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Float32 logits ``[len(inputs.logit_rows), vocab]``; writes the step's K/V to the pool."""
+        ops, w = self.ops, self.weights
+        hidden = F.embedding(inputs.input_ids, w.embed)
+        cos, sin = self.rotary.cos_sin(inputs)
+        residual = None
+        for layer, cache in zip(w.layers, kv_caches, strict=True):
+            x, residual = ops.rms_norm(hidden, layer.input_norm, self.config.norm_eps, residual)
+            if residual is None:  # first layer: the embedding is the residual stream
+                residual = hidden
+            hidden = self._attention(x, layer, cache, inputs, cos, sin)
+            x, residual = ops.rms_norm(hidden, layer.post_attn_norm, self.config.norm_eps, residual)
+            hidden = F.linear(ops.silu_and_mul(F.linear(x, layer.gate_up)), layer.down)
+        hidden = hidden[inputs.logit_rows]
+        residual = residual[inputs.logit_rows]
+        x, _ = ops.rms_norm(hidden, w.norm, self.config.norm_eps, residual)
+        return F.linear(x, w.lm_head).float()
+
+    def _attention(
+        self,
+        x: torch.Tensor,
+        layer: LayerWeights,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        inputs: StepInputs,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        c, ops = self.config, self.ops
+        tokens = x.shape[0]
+        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+        q, k, v = qkv.split([c.q_size, c.kv_size, c.kv_size], dim=-1)
+        q = q.view(tokens, c.num_heads, c.head_dim)
+        k = k.view(tokens, c.num_kv_heads, c.head_dim)
+        v = v.view(tokens, c.num_kv_heads, c.head_dim)
+        q, k = ops.apply_rope(q, k, cos, sin)
+        k_cache, v_cache = cache
+        ops.store_kv(k, v, k_cache, v_cache, inputs.slot_mapping)
+        if inputs.is_decode:
+            out = ops.paged_decode_attention(
+                q,
+                k_cache,
+                v_cache,
+                inputs.block_tables,
+                inputs.kv_lens,
+                self.scale,
+                c.sliding_window,
+            )
+        else:
+            out = ops.paged_prefill_attention(
+                q,
+                k_cache,
+                v_cache,
+                inputs.block_tables,
+                inputs.cu_q_lens,
+                inputs.kv_lens,
+                self.scale,
+                c.sliding_window,
+            )
+        return F.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)

@@ -1,0 +1,71 @@
+"""The one place that picks which implementation of each op the decoder runs.
+
+:func:`get_ops` returns an :class:`Ops` table for a device. On CPU every op is the pure-PyTorch
+one from :mod:`.reference`. On CUDA, an op defined under the same name by any ``ops/triton_*.py``
+module replaces the reference one (a module that cannot be imported, for example without Triton,
+is skipped with a warning). ``LMFORGE_OPS=reference`` forces the reference ops everywhere, to
+compare the two paths.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+
+from . import reference
+
+logger = logging.getLogger(__name__)
+
+OPS_ENV = "LMFORGE_OPS"
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The kernels of one device; signatures are those of :mod:`.reference`."""
+
+    rms_norm: Callable
+    silu_and_mul: Callable
+    rope_cos_sin: Callable
+    apply_rope: Callable
+    store_kv: Callable
+    paged_decode_attention: Callable
+    paged_prefill_attention: Callable
+
+
+OP_NAMES = tuple(f.name for f in fields(Ops))
+_cache: dict[str, Ops] = {}
+
+
+def _triton_overrides() -> dict[str, Callable]:
+    found: dict[str, Callable] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        if not module_info.name.startswith("triton_"):
+            continue
+        try:
+            module = importlib.import_module(f"{__name__}.{module_info.name}")
+        except Exception as exc:  # a missing or broken kernel falls back to the reference op
+            logger.warning(
+                "skipping kernels in %s: %s: %s", module_info.name, type(exc).__name__, exc
+            )
+            continue
+        found.update({name: getattr(module, name) for name in OP_NAMES if hasattr(module, name)})
+    return found
+
+
+def get_ops(device: torch.device | str) -> Ops:
+    """The op table for ``device`` (cached per device type)."""
+    kind = torch.device(device).type
+    if os.environ.get(OPS_ENV) == "reference":
+        kind = "cpu"
+    if kind not in _cache:
+        table = {name: getattr(reference, name) for name in OP_NAMES}
+        if kind == "cuda":
+            table.update(_triton_overrides())
+        _cache[kind] = Ops(**table)
+    return _cache[kind]
