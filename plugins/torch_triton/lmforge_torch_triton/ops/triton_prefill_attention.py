@@ -94,9 +94,7 @@ def _prefill_kernel(
         k_pos = start + offs_n
         k_valid = k_pos < kv_len
         kv_mask = k_valid[:, None] & d_mask[None, :]
-        rows_k = paged_token_offsets(
-            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
-        )
+        rows_k = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr)
         k = tl.load(
             k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
             mask=kv_mask,
@@ -116,9 +114,7 @@ def _prefill_kernel(
         p = tl.exp2(qk - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
 
-        rows_v = paged_token_offsets(
-            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
-        )
+        rows_v = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr)
         v = tl.load(
             v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
             mask=kv_mask,
@@ -191,27 +187,15 @@ def paged_prefill_attention(
     config = _tile_config(head_dim)
     grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
     _prefill_kernel[grid](
-        q,
-        k_cache,
-        v_cache,
-        block_tables,
-        cu_q_lens,
-        kv_lens,
-        out,
+        q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, out,
         # log2(e) folds the softmax base change into the scale, so the kernel uses exp2.
         scale * 1.4426950408889634,
         sliding_window or 0,
-        q.stride(0),
-        q.stride(1),
-        k_cache.stride(0),
-        k_cache.stride(1),
-        k_cache.stride(2),
-        v_cache.stride(0),
-        v_cache.stride(1),
-        v_cache.stride(2),
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         block_tables.stride(0),
-        out.stride(0),
-        out.stride(1),
+        out.stride(0), out.stride(1),
         GROUP=num_heads // num_kv_heads,
         HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim),
