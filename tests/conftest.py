@@ -75,3 +75,37 @@ def _threads():
     # Tests share 2 cores with other processes; fixed threads keep timings and numerics stable.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+def build_byte_fallback_tokenizer():
+    """A tiny SentencePiece-style BPE tokenizer with byte fallback, BOS, EOS and one added
+    special token ``<|end|>``: characters it never saw (Chinese, emoji) become <0xXX> tokens."""
+    import json
+
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["hello world, the quick brown fox jumps over the lazy dog.", "the end. stop here!"]
+    rust = RustTokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    rust.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    rust.decoder = decoders.Sequence([
+        decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)
+    ])
+    rust.train_from_iterator(
+        corpus * 20, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"])
+    )
+    spec = json.loads(rust.to_str())
+    for byte in range(256):
+        spec["model"]["vocab"].setdefault(f"<0x{byte:02X}>", len(spec["model"]["vocab"]))
+    rust = RustTokenizer.from_str(json.dumps(spec))
+    rust.add_special_tokens(["<|end|>"])
+    rust.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=rust, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture(scope="session")
+def byte_fallback_hf_tokenizer():
+    return build_byte_fallback_tokenizer()
