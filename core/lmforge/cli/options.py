@@ -6,14 +6,44 @@ the values to :func:`build_engine_config`. Defaults are LMDeploy's.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any
 
-import click
 import typer
 
 from ..errors import ConfigError
 
 ENGINE_PANEL = "Engine"
+
+
+class BackendName(str, Enum):
+    pytorch = "pytorch"
+    turbomind = "turbomind"
+
+
+class ModelFormatName(str, Enum):
+    hf = "hf"
+    llama = "llama"
+    awq = "awq"
+
+
+class DtypeName(str, Enum):
+    auto = "auto"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class LoadFormatName(str, Enum):
+    auto = "auto"
+    dummy = "dummy"
+
 
 ModelPath = Annotated[
     str | None,
@@ -23,14 +53,7 @@ ModelPath = Annotated[
         show_default=False,
     ),
 ]
-Backend = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        click_type=click.Choice(["pytorch", "turbomind"]),
-        help="The inference engine.",
-    ),
-]
+Backend = Annotated[BackendName, typer.Option("--backend", help="The inference engine.")]
 ModelName = Annotated[
     str | None,
     typer.Option("--model-name", help="The name the model is served and reported under."),
@@ -44,7 +67,9 @@ ChatTemplate = Annotated[
 ]
 Tp = Annotated[
     int,
-    typer.Option("--tp", min=1, help="GPUs used for tensor parallelism.", rich_help_panel=ENGINE_PANEL),
+    typer.Option(
+        "--tp", min=1, help="GPUs used for tensor parallelism.", rich_help_panel=ENGINE_PANEL
+    ),
 ]
 SessionLen = Annotated[
     int | None,
@@ -57,7 +82,9 @@ SessionLen = Annotated[
 ]
 MaxBatchSize = Annotated[
     int,
-    typer.Option("--max-batch-size", min=1, help="Maximum batch size.", rich_help_panel=ENGINE_PANEL),
+    typer.Option(
+        "--max-batch-size", min=1, help="Maximum batch size.", rich_help_panel=ENGINE_PANEL
+    ),
 ]
 CacheMaxEntryCount = Annotated[
     float,
@@ -96,16 +123,14 @@ QuantPolicy = Annotated[
     int,
     typer.Option(
         "--quant-policy",
-        click_type=click.Choice(["0", "4", "8"]),
         help="KV cache quantization: 0 none, 4 or 8 bits.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 ModelFormat = Annotated[
-    str | None,
+    ModelFormatName | None,
     typer.Option(
         "--model-format",
-        click_type=click.Choice(["hf", "llama", "awq"]),
         help="Format of the model's weights (turbomind engine).",
         rich_help_panel=ENGINE_PANEL,
     ),
@@ -119,28 +144,25 @@ RopeScalingFactor = Annotated[
     ),
 ]
 Dtype = Annotated[
-    str,
+    DtypeName,
     typer.Option(
         "--dtype",
-        click_type=click.Choice(["auto", "float16", "bfloat16", "float32"]),
         help="Data type of weights and activations.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 Device = Annotated[
-    str,
+    DeviceName,
     typer.Option(
         "--device",
-        click_type=click.Choice(["auto", "cuda", "cpu"]),
         help="Device to run on.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 LoadFormat = Annotated[
-    str,
+    LoadFormatName,
     typer.Option(
         "--load-format",
-        click_type=click.Choice(["auto", "dummy"]),
         help="'dummy' skips reading weights (random values), for testing.",
         rich_help_panel=ENGINE_PANEL,
     ),
@@ -172,6 +194,9 @@ def build_engine_config(
     """
     from ..messages import PytorchEngineConfig, TurbomindEngineConfig
 
+    backend, model_format, dtype, device, load_format = (
+        _plain(v) for v in (backend, model_format, dtype, device, load_format)
+    )
     shared: dict[str, Any] = dict(
         tp=tp,
         session_len=session_len,
@@ -202,6 +227,10 @@ def build_engine_config(
     return PytorchEngineConfig(
         model_name=model_name or "", block_size=cache_block_seq_len, **shared
     )
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
 
 
 def load_chat_template_config(value: str | None) -> Any:

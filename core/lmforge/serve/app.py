@@ -1,0 +1,161 @@
+"""The FastAPI application of the OpenAI-compatible server.
+
+Handlers never run model code: they translate requests, then await the engine's async output
+generator, whose step loop runs in its own thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..plugins import call_hook
+from ..version import __version__
+from .chat import create_chat_completion
+from .completions import create_completion
+from .errors import APIError, install_error_handlers
+from .interactive import InteractiveSessions, chat_interactive
+from .protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    InteractiveRequest,
+    ModelCard,
+    ModelList,
+)
+from .state import ServerState
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _CountRequests:
+    """ASGI middleware that counts responses by route and status for ``/metrics``.
+
+    Plain ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServerState, paths: set[str]) -> None:
+        self.app, self.state, self.paths = app, state, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in self.paths else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.state.metrics.count_http(path, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def _api_key_check(keys: frozenset[str]):
+    async def check(request: Request) -> None:
+        if not keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise APIError(
+                401,
+                "Missing API key; send it as 'Authorization: Bearer <key>'.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        if not any(secrets.compare_digest(token.strip(), key) for key in keys):
+            raise APIError(
+                401, "Invalid API key.", type="authentication_error", code="invalid_api_key"
+            )
+
+    return check
+
+
+def _run_request_hooks(endpoint: str, request: Any) -> None:
+    for verdict in call_hook("process_request", endpoint=endpoint, request=request):
+        if isinstance(verdict, str):
+            raise APIError(400, verdict, code="rejected")
+
+
+def create_app(
+    engine: Any,
+    api_keys: list[str] | None = None,
+    allow_origins: list[str] | None = None,
+    allow_credentials: bool = False,
+    allow_methods: list[str] | None = None,
+    allow_headers: list[str] | None = None,
+) -> FastAPI:
+    """Build the server app around an engine (see :mod:`lmforge.engine.async_engine`).
+
+    :param api_keys: when given, every ``/v1`` route needs ``Authorization: Bearer <key>``
+        with one of them.
+    :param allow_origins: enables CORS for these origins (with the methods and headers given).
+    """
+    state = ServerState(engine, api_keys=frozenset(k for k in api_keys or () if k))
+    sessions = InteractiveSessions()
+    app = FastAPI(
+        title="lmforge OpenAI-compatible API",
+        version=__version__,
+        description=f"Serves {engine.model_name} with OpenAI's chat and completion APIs.",
+    )
+    app.state.server = state
+    install_error_handlers(app)
+
+    v1 = APIRouter(dependencies=[Depends(_api_key_check(state.api_keys))])
+
+    @v1.get("/v1/models", response_model=ModelList)
+    async def list_models() -> ModelList:
+        card = ModelCard(
+            id=state.model_name, root=state.model_name, max_model_len=engine.session_len
+        )
+        return ModelList(data=[card])
+
+    @v1.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, raw: Request) -> Response:
+        """Chat completion in OpenAI's format; ``stream=true`` answers with server-sent events."""
+        _run_request_hooks("/v1/chat/completions", req)
+        return await create_chat_completion(state, req, raw)
+
+    @v1.post("/v1/completions")
+    async def completions(req: CompletionRequest, raw: Request) -> Response:
+        """Text completion in OpenAI's format (no chat template applied)."""
+        _run_request_hooks("/v1/completions", req)
+        return await create_completion(state, req, raw)
+
+    @v1.post("/v1/chat/interactive")
+    async def interactive(req: InteractiveRequest, raw: Request) -> Response:
+        """Multi-turn chat whose history (KV cache) the server keeps per ``session_id``."""
+        _run_request_hooks("/v1/chat/interactive", req)
+        return await chat_interactive(state, sessions, req, raw)
+
+    app.include_router(v1)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics of the engine and the server."""
+        return PlainTextResponse(state.metrics.render(engine.stats()), media_type=PROMETHEUS_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    call_hook("register_routes", app=app)
+    paths = {getattr(route, "path", "") for route in app.routes}
+    app.add_middleware(_CountRequests, state=state, paths=paths)
+    if allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=allow_origins,
+            allow_credentials=allow_credentials,
+            allow_methods=allow_methods or ["*"],
+            allow_headers=allow_headers or ["*"],
+        )
+    return app

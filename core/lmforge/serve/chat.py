@@ -1,0 +1,149 @@
+"""``POST /v1/chat/completions``: one engine request, ``n`` choices, streamed or whole."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..engine.outputs import GenOut
+from .logprobs import chat_logprobs
+from .protocol import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatMessage,
+    DeltaMessage,
+    UsageInfo,
+    now,
+    random_id,
+)
+from .sampling import chat_generation_config
+from .state import RequestTimer, ServerState, text_messages
+from .streams import cancel_on_disconnect, close_quietly
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+async def create_chat_completion(
+    state: ServerState, req: ChatCompletionRequest, raw: Request
+) -> JSONResponse | StreamingResponse:
+    state.check_model(req.model)
+    engine = state.engine
+    gen_config = chat_generation_config(req, engine.session_len)
+    timer = RequestTimer(state.metrics)
+    outputs = await state.generate(
+        text_messages(req.messages), gen_config, session_id=req.session_id
+    )
+    top_n = (req.top_logprobs or 0) if req.logprobs else None
+    if req.stream:
+        return StreamingResponse(
+            _stream(state, req, outputs, top_n, timer),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    response = await cancel_on_disconnect(raw, _collect(state, req, outputs, top_n, timer))
+    return JSONResponse(response.model_dump())
+
+
+def _logprobs(state: ServerState, out: GenOut, top_n: int | None) -> ChatLogprobs | None:
+    if top_n is None or out.logprobs is None:
+        return None
+    return chat_logprobs(state.engine.tokenizer, out.token_ids, out.logprobs, top_n)
+
+
+async def _collect(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    outputs: AsyncIterator[GenOut],
+    top_n: int | None,
+    timer: RequestTimer,
+) -> ChatCompletionResponse:
+    texts = [""] * req.n
+    logprobs = [ChatLogprobs(content=[]) if top_n is not None else None for _ in range(req.n)]
+    finish: list[str | None] = [None] * req.n
+    generated = [0] * req.n
+    prompt_tokens = 0
+    try:
+        async for out in outputs:
+            timer.saw(out)
+            i = out.index
+            texts[i] += out.text
+            generated[i] = out.generate_token_len
+            prompt_tokens = out.input_token_len
+            piece = _logprobs(state, out, top_n)
+            if piece is not None:
+                logprobs[i].content += piece.content
+            if out.finish_reason is not None:
+                finish[i] = out.finish_reason
+    finally:
+        await close_quietly(outputs)
+        timer.finish()
+    usage = UsageInfo()
+    usage.add(prompt_tokens, sum(generated))
+    choices = [
+        ChatChoice(
+            index=i,
+            message=ChatMessage(content=texts[i]),
+            logprobs=logprobs[i],
+            finish_reason=finish[i],
+        )
+        for i in range(req.n)
+    ]
+    return ChatCompletionResponse(model=req.model, choices=choices, usage=usage)
+
+
+async def _stream(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    outputs: AsyncIterator[GenOut],
+    top_n: int | None,
+    timer: RequestTimer,
+) -> AsyncIterator[str]:
+    chunk_id, created = random_id("chatcmpl"), now()
+
+    def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
+        body = ChatCompletionChunk(
+            id=chunk_id, created=created, model=req.model, choices=choices, usage=usage
+        )
+        return sse(body.model_dump_json())
+
+    generated = [0] * req.n
+    prompt_tokens = 0
+    try:
+        # OpenAI opens every choice with the role and empty content.
+        yield chunk(
+            [
+                ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
+                for i in range(req.n)
+            ]
+        )
+        async for out in outputs:
+            timer.saw(out)
+            generated[out.index] = out.generate_token_len
+            prompt_tokens = out.input_token_len
+            if not out.text and out.finish_reason is None and out.logprobs is None:
+                continue
+            choice = ChatChunkChoice(
+                index=out.index,
+                delta=DeltaMessage(content=out.text),
+                logprobs=_logprobs(state, out, top_n),
+                finish_reason=out.finish_reason,
+            )
+            yield chunk([choice])
+        if req.include_usage:
+            usage = UsageInfo()
+            usage.add(prompt_tokens, sum(generated))
+            yield chunk([], usage)
+        yield sse("[DONE]")
+    finally:
+        await close_quietly(outputs)
+        timer.finish()

@@ -1,0 +1,163 @@
+"""``POST /v1/completions``: raw text (no chat template), one engine request per prompt.
+
+Choice ``i * n + j`` is choice ``j`` of prompt ``i``, as in OpenAI's API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..engine.outputs import GenOut
+from .chat import SSE_HEADERS, sse
+from .errors import APIError
+from .logprobs import completion_logprobs, merge_completion_logprobs
+from .protocol import (
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    UsageInfo,
+    now,
+    random_id,
+)
+from .sampling import completion_generation_config
+from .state import RequestTimer, ServerState
+from .streams import cancel_on_disconnect, close_quietly, merge
+
+
+def split_prompts(prompt: str | list) -> list[str | list[int]]:
+    """The request's prompts: each a string or a list of token ids."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise APIError(400, "prompt must not be empty.", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    for p in prompt:
+        if isinstance(p, list) and not p:
+            raise APIError(400, "prompt must not contain an empty token list.", param="prompt")
+    return list(prompt)
+
+
+async def create_completion(
+    state: ServerState, req: CompletionRequest, raw: Request
+) -> JSONResponse | StreamingResponse:
+    state.check_model(req.model)
+    prompts = split_prompts(req.prompt)
+    gen_config = completion_generation_config(req, state.engine.session_len)
+    session_id = req.session_id if len(prompts) == 1 else None
+    timer = RequestTimer(state.metrics)
+    streams: list[AsyncIterator[GenOut]] = []
+    try:
+        for prompt in prompts:
+            streams.append(
+                await state.generate(prompt, gen_config, session_id=session_id, do_preprocess=False)
+            )
+    except BaseException:
+        for started in streams:
+            await close_quietly(started)
+        raise
+    if req.stream:
+        return StreamingResponse(
+            _stream(state, req, streams, timer), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    response = await cancel_on_disconnect(raw, _collect(state, req, streams, timer))
+    return JSONResponse(response.model_dump())
+
+
+class _Tally:
+    """Per-choice text offsets and the request's token counts."""
+
+    def __init__(self, num_prompts: int, n: int) -> None:
+        self.n = n
+        self.prompt_tokens = [0] * num_prompts
+        self.generated = [0] * (num_prompts * n)
+        self.offsets = [0] * (num_prompts * n)
+
+    def add(self, prompt_index: int, out: GenOut) -> int:
+        choice = prompt_index * self.n + out.index
+        self.prompt_tokens[prompt_index] = out.input_token_len
+        self.generated[choice] = out.generate_token_len
+        return choice
+
+    def usage(self) -> UsageInfo:
+        usage = UsageInfo()
+        usage.add(sum(self.prompt_tokens), sum(self.generated))
+        return usage
+
+
+def _logprobs(
+    state: ServerState, req: CompletionRequest, out: GenOut, offset: int
+) -> CompletionLogprobs | None:
+    if req.logprobs is None or out.logprobs is None:
+        return None
+    return completion_logprobs(
+        state.engine.tokenizer, out.token_ids, out.logprobs, req.logprobs, offset
+    )
+
+
+async def _collect(
+    state: ServerState,
+    req: CompletionRequest,
+    streams: list[AsyncIterator[GenOut]],
+    timer: RequestTimer,
+) -> CompletionResponse:
+    tally = _Tally(len(streams), req.n)
+    count = len(tally.generated)
+    texts = [""] * count
+    finish: list[str | None] = [None] * count
+    logprobs = [CompletionLogprobs() if req.logprobs is not None else None for _ in range(count)]
+    try:
+        async for prompt_index, out in merge(streams):
+            timer.saw(out)
+            i = tally.add(prompt_index, out)
+            piece = _logprobs(state, req, out, len(texts[i]))
+            if piece is not None:
+                merge_completion_logprobs(logprobs[i], piece)
+            texts[i] += out.text
+            finish[i] = out.finish_reason or finish[i]
+    finally:
+        timer.finish()
+    choices = [
+        CompletionChoice(index=i, text=texts[i], logprobs=logprobs[i], finish_reason=finish[i])
+        for i in range(count)
+    ]
+    return CompletionResponse(model=req.model, choices=choices, usage=tally.usage())
+
+
+async def _stream(
+    state: ServerState,
+    req: CompletionRequest,
+    streams: list[AsyncIterator[GenOut]],
+    timer: RequestTimer,
+) -> AsyncIterator[str]:
+    chunk_id, created = random_id("cmpl"), now()
+    tally = _Tally(len(streams), req.n)
+    try:
+        async for prompt_index, out in merge(streams):
+            timer.saw(out)
+            i = tally.add(prompt_index, out)
+            if not out.text and out.finish_reason is None and out.logprobs is None:
+                continue
+            choice = CompletionChoice(
+                index=i,
+                text=out.text,
+                logprobs=_logprobs(state, req, out, tally.offsets[i]),
+                finish_reason=out.finish_reason,
+            )
+            tally.offsets[i] += len(out.text)
+            body = CompletionResponse(
+                id=chunk_id, created=created, model=req.model, choices=[choice]
+            )
+            yield sse(body.model_dump_json())
+        if req.include_usage:
+            body = CompletionResponse(
+                id=chunk_id, created=created, model=req.model, choices=[], usage=tally.usage()
+            )
+            yield sse(body.model_dump_json())
+        yield sse("[DONE]")
+    finally:
+        timer.finish()

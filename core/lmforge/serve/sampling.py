@@ -1,0 +1,72 @@
+"""Translate OpenAI request fields into the engine's :class:`GenerationConfig`.
+
+OpenAI's defaults differ from LMDeploy's: ``temperature`` defaults to 1.0 and ``top_k`` is not an
+OpenAI field at all, so unless a request names ``top_k`` the server samples without a top-k limit
+(``top_k=0``) instead of the engine's greedy default (``top_k=1``).
+"""
+
+from __future__ import annotations
+
+from ..messages import GenerationConfig
+from .protocol import ChatCompletionRequest, CompletionRequest, InteractiveRequest, SamplingFields
+
+
+def _stop_words(stop: str | list[str] | None) -> list[str] | None:
+    if stop is None:
+        return None
+    words = [stop] if isinstance(stop, str) else stop
+    return [w for w in words if w] or None
+
+
+def _from_sampling_fields(
+    req: SamplingFields, max_new_tokens: int, logprobs: int | None
+) -> GenerationConfig:
+    config = GenerationConfig(
+        n=req.n,
+        max_new_tokens=max_new_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=0 if req.top_k is None else req.top_k,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+        random_seed=req.seed,
+        stop_words=_stop_words(req.stop),
+        ignore_eos=req.ignore_eos,
+        skip_special_tokens=req.skip_special_tokens,
+        min_new_tokens=req.min_tokens,
+        logprobs=logprobs,
+    )
+    # Not GenerationConfig fields: the sampler reads them with getattr when present.
+    config.presence_penalty = req.presence_penalty
+    config.frequency_penalty = req.frequency_penalty
+    return config
+
+
+def chat_generation_config(req: ChatCompletionRequest, session_len: int) -> GenerationConfig:
+    """Sampling for a chat request; without a token limit it may run up to the session length."""
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    return _from_sampling_fields(req, session_len if limit is None else limit, logprobs)
+
+
+def completion_generation_config(req: CompletionRequest, session_len: int) -> GenerationConfig:
+    """Sampling for a text completion request (OpenAI's default limit there is 16 tokens)."""
+    limit = session_len if req.max_tokens is None else req.max_tokens
+    return _from_sampling_fields(req, limit, req.logprobs)
+
+
+def interactive_generation_config(req: InteractiveRequest, session_len: int) -> GenerationConfig:
+    """Sampling for an interactive turn, with LMDeploy's defaults for that endpoint."""
+    limit = req.request_output_len if req.request_output_len is not None else req.max_tokens
+    return GenerationConfig(
+        max_new_tokens=session_len if limit is None else limit,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+        random_seed=req.seed,
+        stop_words=_stop_words(req.stop),
+        ignore_eos=req.ignore_eos,
+        skip_special_tokens=req.skip_special_tokens,
+    )

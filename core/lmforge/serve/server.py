@@ -1,0 +1,97 @@
+"""Run the OpenAI-compatible server: build the engine, then serve it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..errors import ConfigError
+from .app import create_app
+
+LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
+
+
+def _ssl_files(ssl: bool) -> dict[str, str]:
+    if not ssl:
+        return {}
+    keyfile, certfile = os.environ.get("SSL_KEYFILE"), os.environ.get("SSL_CERTFILE")
+    if not keyfile or not certfile:
+        raise ConfigError(
+            "--ssl needs the environment variables SSL_KEYFILE and SSL_CERTFILE set to the "
+            "server's key and certificate files."
+        )
+    return {"ssl_keyfile": keyfile, "ssl_certfile": certfile}
+
+
+def _uvicorn_level(log_level: str) -> str:
+    level = log_level.upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"Invalid value for --log-level: {log_level!r}; use one of {', '.join(LOG_LEVELS)}."
+        )
+    return {"FATAL": "critical", "WARN": "warning", "NOTSET": "trace"}.get(level, level.lower())
+
+
+def serve_engine(
+    engine: Any,
+    server_name: str = "0.0.0.0",
+    server_port: int = 23333,
+    api_keys: list[str] | None = None,
+    ssl: bool = False,
+    log_level: str = "ERROR",
+    allow_origins: list[str] | None = None,
+    allow_credentials: bool = False,
+    allow_methods: list[str] | None = None,
+    allow_headers: list[str] | None = None,
+) -> None:
+    """Serve an already built engine until interrupted, then close it."""
+    import uvicorn
+
+    level = _uvicorn_level(log_level)
+    ssl_files = _ssl_files(ssl)
+    logging.basicConfig(level=log_level.upper())
+    app = create_app(
+        engine,
+        api_keys=api_keys,
+        allow_origins=allow_origins,
+        allow_credentials=allow_credentials,
+        allow_methods=allow_methods,
+        allow_headers=allow_headers,
+    )
+    scheme = "https" if ssl_files else "http"
+    print(
+        f"Serving {engine.model_name} on {scheme}://{server_name}:{server_port} (API docs at /docs)",
+        flush=True,
+    )
+    try:
+        uvicorn.run(app, host=server_name, port=server_port, log_level=level, **ssl_files)
+    finally:
+        engine.close()
+
+
+def run_api_server(
+    model_path: str | None = None,
+    backend: str = "pytorch",
+    backend_config: Any = None,
+    chat_template_config: Any = None,
+    model_name: str | None = None,
+    **server_kwargs: Any,
+) -> None:
+    """Load a model (the bundled demo model when ``model_path`` is None) and serve it.
+
+    ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
+    ``api_keys``, ``ssl``, ``log_level`` and the CORS settings.
+    """
+    from ..engine.async_engine import build_async_engine
+
+    _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
+    _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
+    engine = build_async_engine(
+        model_path,
+        backend=backend,
+        backend_config=backend_config,
+        chat_template_config=chat_template_config,
+        model_name=model_name,
+    )
+    serve_engine(engine, **server_kwargs)

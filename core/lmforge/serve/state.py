@@ -1,0 +1,97 @@
+"""What every route shares: the engine, the metrics, and the checks run before generating."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.outputs import GenOut
+from ..errors import LmforgeError
+from .errors import APIError, config_error_to_api
+from .metrics import ServerMetrics
+from .streams import primed
+
+
+@dataclass
+class RequestTimer:
+    """Measures one request's latency and time to first token for the metrics."""
+
+    metrics: ServerMetrics
+    start: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+
+    def saw(self, out: GenOut) -> None:
+        if self.first_token is None and (out.token_ids or out.text):
+            self.first_token = time.perf_counter()
+
+    def finish(self) -> None:
+        ttft = None if self.first_token is None else self.first_token - self.start
+        self.metrics.observe_request(time.perf_counter() - self.start, ttft)
+
+
+@dataclass
+class ServerState:
+    """The served engine and the server's bookkeeping."""
+
+    engine: Any
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    api_keys: frozenset[str] = frozenset()
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    def check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise APIError(
+                404,
+                f"The model {name!r} does not exist; this server serves {self.model_name!r}.",
+                type="not_found_error",
+                param="model",
+                code="model_not_found",
+            )
+
+    async def generate(self, prompt: Any, gen_config: Any, **kwargs: Any) -> AsyncIterator[GenOut]:
+        """Start a request and wait for its first output, so invalid input fails before a
+        response starts; returns the request's whole output stream."""
+        agen = self.engine.generate(prompt, gen_config, **kwargs)
+        try:
+            return await primed(agen)
+        except LmforgeError as exc:
+            raise config_error_to_api(exc) from exc
+
+
+def text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI messages with content-part lists flattened to their text.
+
+    Raises a 400 naming the message that has no role or non-text content.
+    """
+    out = []
+    for i, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str):
+            raise APIError(400, f"messages[{i}] has no 'role'.", param=f"messages.{i}.role")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if not (isinstance(part, dict) and part.get("type") == "text"):
+                    raise APIError(
+                        400,
+                        f"messages[{i}].content has a part that is not text; this server serves "
+                        "a text-only model.",
+                        param=f"messages.{i}.content",
+                    )
+                parts.append(str(part.get("text", "")))
+            content = "".join(parts)
+        elif content is None:
+            content = ""
+        elif not isinstance(content, str):
+            raise APIError(
+                400,
+                f"messages[{i}].content must be a string or a list of text parts.",
+                param=f"messages.{i}.content",
+            )
+        out.append({**message, "role": role, "content": content})
+    return out
