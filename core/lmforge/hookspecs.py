@@ -62,8 +62,9 @@ def register_chat_templates(register):
 
     :param register: call ``register(template)`` with a
         :class:`lmforge.chat_template.ChatTemplate` instance for each template. Its ``name`` is
-        what ``--chat-template``/``ChatTemplateConfig(model_name=...)`` select, and its
-        ``match(model_info)`` method says whether it fits a model, from the model's own files.
+        what ``--chat-template``/``ChatTemplateConfig(model_name=...)`` select and what
+        ``lmforge list`` prints, and its ``match(model_files)`` method says whether it fits a
+        model, from the model's own files.
     """
 
 
@@ -77,6 +78,8 @@ def register_commands(app):
     """Add commands to the ``lmforge`` command line.
 
     :param app: the root :class:`typer.Typer`; call ``app.command()`` or ``app.add_typer()``.
+        Called each time the CLI is built; import heavy libraries inside the commands, not
+        here, so that ``lmforge --help`` stays fast.
     """
 
 
@@ -95,4 +98,5 @@ def process_request(endpoint, request):
     :param endpoint: the route path, for example ``"/v1/chat/completions"``.
     :param request: the parsed request model; it may be changed in place.
     :return: ``None`` to go on, or an error message string to reject the request with HTTP 400.
+        Every implementation runs; the server rejects the request if any returns a message.
     """
