@@ -1,1 +1,1 @@
-"""lmforge plugin package."""
+"""lmforge-templates: the built-in chat templates of lmforge (``lmforge list`` names them)."""
