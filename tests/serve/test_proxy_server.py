@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 from fake_openai_server import ServerThread, start_fake, stop
-
 from lmforge.serve.proxy import create_proxy_app
 
 MODEL = "fake-model"

@@ -7,7 +7,6 @@ from collections import Counter
 
 import httpx
 import pytest
-
 from lmforge.errors import ConfigError
 from lmforge.serve.proxy import NodeManager, NodeStatus, NoNodeError
 from lmforge.serve.proxy.strategies import (
