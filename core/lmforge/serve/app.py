@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..plugins import call_hook
@@ -28,6 +28,7 @@ from .protocol import (
     ModelList,
 )
 from .state import ServerState
+from .webui import mount_webui
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -143,9 +144,7 @@ def create_app(
         """Prometheus metrics of the engine and the server."""
         return PlainTextResponse(state.metrics.render(engine.stats()), media_type=PROMETHEUS_TYPE)
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    mount_webui(app)  # the chat page at /
 
     call_hook("register_routes", app=app)
     paths = {getattr(route, "path", "") for route in app.routes}
