@@ -24,7 +24,7 @@ YI_VL_SYSTEM = (
     "This is a chat between an inquisitive human and an AI assistant. Assume the role of the AI "
     "assistant. Read all the images carefully, and respond to the human's questions with "
     "informative, helpful, detailed and polite answers. 这是一个好奇的人类和一个人工智能助手之间的对话。"
-    "假设你扮演这个AI助手的角色。仔细阅读所有的图像，并对人类的问题做出信息丰富、有帮助、详细的和礼貌的回答。\n\n"
+    "假设你扮演这个AI助手的角色。仔细阅读所有的图像，并对人类的问题做出信息丰富、有帮助、详细的和礼貌的回答。"
 )
 INTERNLM_V1_SYSTEM = (
     "You are an AI assistant whose name is InternLM (书生·浦语).\n"
@@ -81,7 +81,7 @@ def templates() -> list[ChatTemplate]:
             matcher=lambda f: f.name_matches("solar") and is_chat(f),
         ),
         ChatTemplate(
-            name="yi-vl", meta_instruction=YI_VL_SYSTEM, user="### Human: ", eoh="\n",
+            name="yi-vl", meta_instruction=YI_VL_SYSTEM, eosys="\n\n", user="### Human: ", eoh="\n",
             assistant="### Assistant: ", separator="\n", stop_words=("###",), priority=20,
             matcher=lambda f: f.name_matches(r"yi[-_]vl"),
         ),
@@ -106,8 +106,8 @@ def templates() -> list[ChatTemplate]:
             name="internlm", system="<|System|>:", meta_instruction=INTERNLM_V1_SYSTEM,
             eosys="\n", user="<|User|>:", eoh="\n", assistant="<|Bot|>:", eoa="<eoa>",
             separator="\n", stop_words=("<eoa>",), priority=10,
-            matcher=lambda f: (family(f, r"internlm(?!2|-?xcomposer)", "internlm")
-                               and is_chat(f)),
+            matcher=lambda f: (family(f, "internlm", "internlm") and is_chat(f)
+                               and not f.name_matches("internlm2|xcomposer|internvl")),
         ),
         # puyu writes the turns' text with no marks at all.
         ChatTemplate(name="puyu", priority=10, matcher=lambda f: f.name_matches("puyu")),
