@@ -60,7 +60,7 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
         runner.close()
         raise ConfigError(f"The {backend} engine cannot run this model here: {reason}")
     try:
-        tokenizer = Tokenizer.from_pretrained(info.tokenizer_path, gguf_file=info.gguf_file,
+        tokenizer = Tokenizer.from_pretrained(info.tokenizer_path, gguf_file=info.tokenizer_gguf_file,
                                               eos_token_ids=info.eos_token_ids)
         template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
         block_size = runtime.block_size
@@ -76,7 +76,8 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
             enable_prefix_caching=True,  # hashes always kept: sessions reuse their own history
             max_session_len=session_len,
         )
-        engine = LLMEngine(runner, tokenizer, scheduler_config, session_len, tokenizer.eos_token_ids)
+        engine = LLMEngine(runner, tokenizer, scheduler_config, session_len,
+                           tokenizer.eos_token_ids, info.config.vocab_size)
     except BaseException:
         runner.close()
         raise

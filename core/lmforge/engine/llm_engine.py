@@ -18,7 +18,8 @@ from ..messages import GenerationConfig
 from .detokenizer import IncrementalDetokenizer
 from .outputs import GenOut
 from .request import Request
-from .sampler import Sampler, SamplingBatch
+from .sampler import Sampler
+from .sampling_batch import SamplingBatch
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence
 
@@ -39,14 +40,14 @@ class LLMEngine:
     """Owns the scheduler, the model runner and the sampler of one model."""
 
     def __init__(self, runner, tokenizer, scheduler_config: SchedulerConfig, session_len: int,
-                 eos_token_ids: list[int]):
+                 eos_token_ids: list[int], vocab_size: int):
         self.runner = runner
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(scheduler_config)
         self.sampler = Sampler()
         self.session_len = session_len
         self.eos_token_ids = list(eos_token_ids)
-        self.vocab_size = runner.vocab_size
+        self.vocab_size = vocab_size
         self.counters = EngineCounters()
         self._requests: dict[int, Request] = {}
         self._seq_owner: dict[int, tuple[Request, int]] = {}
