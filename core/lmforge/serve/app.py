@@ -36,21 +36,22 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _CountRequests:
     """ASGI middleware that counts responses by route and status for ``/metrics``.
 
-    Plain ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched.
+    Plain ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched. The
+    route's template, not the raw path, labels a request, so label values stay few.
     """
 
-    def __init__(self, app: ASGIApp, state: ServerState, paths: set[str]) -> None:
-        self.app, self.state, self.paths = app, state, paths
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"] if scope["path"] in self.paths else "other"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.state.metrics.count_http(path, message["status"])
+                route = getattr(scope.get("route"), "path", "other")  # set once routing matched
+                self.state.metrics.count_http(route, message["status"])
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -147,8 +148,7 @@ def create_app(
     mount_webui(app)  # the chat page at /
 
     call_hook("register_routes", app=app)
-    paths = {getattr(route, "path", "") for route in app.routes}
-    app.add_middleware(_CountRequests, state=state, paths=paths)
+    app.add_middleware(_CountRequests, state=state)
     if allow_origins:
         app.add_middleware(
             CORSMiddleware,
