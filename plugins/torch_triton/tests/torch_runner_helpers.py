@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from lmforge.engine.batch import ForwardBatch
+from lmforge.messages import PytorchEngineConfig
+from lmforge.model.loader import load_model_info
+from lmforge_torch_triton.runner import TorchModelRunner
 from safetensors.torch import save_file
 from transformers import (
     LlamaConfig,
@@ -18,11 +22,6 @@ from transformers import (
     Qwen2Config,
     Qwen2ForCausalLM,
 )
-
-from lmforge.engine.batch import ForwardBatch
-from lmforge.messages import PytorchEngineConfig
-from lmforge.model.loader import load_model_info
-from lmforge_torch_triton.runner import TorchModelRunner
 
 TINY = dict(
     vocab_size=128,

@@ -1,0 +1,81 @@
+"""Runner construction: engine registration, dtype/device choice, cache sizing, dummy weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from lmforge.errors import ConfigError
+from lmforge.messages import PytorchEngineConfig
+from lmforge.model.loader import load_model_info
+from lmforge.registry import get_engine, load_object
+from lmforge_torch_triton import ops
+from lmforge_torch_triton import runner as runner_module
+from lmforge_torch_triton.ops import reference
+from lmforge_torch_triton.runner import TorchModelRunner, resolve_dtype
+from torch_runner_helpers import TINY, PagedDriver, PagedSeq, save_hf_model
+
+
+@pytest.fixture(scope="module")
+def info(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    save_hf_model("llama", path)
+    return load_model_info(path)
+
+
+def test_engine_is_registered_without_importing_torch_at_plugin_import():
+    spec = get_engine("pytorch")
+    assert load_object(spec.runner) is TorchModelRunner
+    assert load_object(spec.config_class) is PytorchEngineConfig
+    module = sys.modules["lmforge_torch_triton.plugin"]
+    assert "torch" not in module.__dict__
+
+
+def test_is_supported(info):
+    spec = get_engine("pytorch")
+    assert spec.check(info, "cpu") == (True, "")
+    ok, reason = spec.check(info, "mps")
+    assert not ok and "mps" in reason
+
+
+def test_auto_dtype_and_device(info):
+    runner = TorchModelRunner(info, PytorchEngineConfig(device="cpu"))
+    assert (runner.device.type, runner.dtype) == ("cpu", torch.float32)
+    assert resolve_dtype("auto", "bfloat16", torch.device("cuda")) is torch.bfloat16
+    assert resolve_dtype("auto", "float32", torch.device("cuda")) is torch.float16
+    assert resolve_dtype("bfloat16", "float16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_cpu_ops_are_the_reference_ones():
+    table = ops.get_ops("cpu")
+    assert table.paged_prefill_attention is reference.paged_prefill_attention
+    assert set(ops.OP_NAMES) >= {"rms_norm", "store_kv", "paged_decode_attention"}
+
+
+def test_num_cache_blocks(info, monkeypatch):
+    runner = TorchModelRunner(info, PytorchEngineConfig(device="cpu"))
+    c = info.config
+    per_block = 2 * c.num_layers * 16 * c.num_kv_heads * c.head_dim * 4
+    assert runner.cache_block_bytes(16) == per_block
+    assert runner.num_cache_blocks(16, 300) == 300
+    monkeypatch.setattr(runner_module, "available_host_memory", lambda: 100 * per_block)
+    assert runner.num_cache_blocks(16, 0.5) == 50
+    monkeypatch.setattr(runner_module, "available_host_memory", lambda: 1 << 50)
+    assert runner.num_cache_blocks(16, 0.5) == runner_module.CPU_CACHE_CAP_BYTES // per_block
+    monkeypatch.setattr(runner_module, "available_host_memory", lambda: 0)
+    with pytest.raises(ConfigError, match="cache_max_entry_count"):
+        runner.num_cache_blocks(16, 0.5)
+    fixed = TorchModelRunner(info, PytorchEngineConfig(device="cpu", num_gpu_blocks=7))
+    assert fixed.num_cache_blocks(16, 0.8) == 7
+
+
+def test_dummy_weights_from_config_alone(tmp_path):
+    config = {**TINY, "architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    info = load_model_info(tmp_path, load_format="dummy")
+    first, second = (TorchModelRunner(info, PytorchEngineConfig(device="cpu")) for _ in range(2))
+    logits = [PagedDriver(r).step([(PagedSeq(), [1, 2, 3, 4, 5])]) for r in (first, second)]
+    assert logits[0].shape == (1, TINY["vocab_size"]) and torch.isfinite(logits[0]).all()
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
