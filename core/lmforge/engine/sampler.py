@@ -54,8 +54,7 @@ class Sampler:
             if batch.penalties is not None:
                 apply_penalties(logits, batch.penalties)
             if batch.mask_rows is not None:
-                logits.index_put_((batch.mask_rows, batch.mask_tokens),
-                                  torch.tensor(float("-inf"), device=logits.device))
+                logits[batch.mask_rows, batch.mask_tokens] = float("-inf")
         if batch.all_greedy:
             token_ids = logits.argmax(dim=-1)
         else:
