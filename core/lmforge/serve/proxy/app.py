@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -10,10 +11,12 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI, Request
 
-from ...errors import LmforgeError
+from ...errors import ConfigError, LmforgeError
 from .forward import forward, openai_error
-from .nodes import NodeManager, NoNodeError
+from .nodes import NodeManager, NoNodeError, normalize_url
 from .status import NodeStatus
+
+logger = logging.getLogger(__name__)
 
 # Generation can take minutes, so only connecting is bounded.
 _CLIENT_TIMEOUT = httpx.Timeout(None, connect=5.0)
@@ -39,16 +42,24 @@ def create_proxy_app(
     """The request distributor: an OpenAI-compatible front for several api_server nodes.
 
     :param strategy: ``random``, ``min_expected_latency`` or ``min_observed_latency``.
-    :param nodes: node URLs to add at start-up (more can be added with ``POST /nodes/add``).
+    :param nodes: node URLs to add at start-up (more can be added with ``POST /nodes/add``); one
+        that does not answer yet starts dead and joins when its health check passes.
     :param health_interval: seconds between two health checks of every node.
     """
+    start_nodes = [normalize_url(url) for url in nodes]
     client = httpx.AsyncClient(timeout=_CLIENT_TIMEOUT, limits=_CLIENT_LIMITS)
     manager = NodeManager(client, strategy=strategy, health_interval=health_interval)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        for url in nodes:
-            await manager.add(url)
+        for url in start_nodes:
+            try:
+                await manager.add(url)
+            except ConfigError as exc:
+                # A node that is not up yet joins as dead; a health check revives it once it
+                # answers, so nodes and proxy can start in any order.
+                logger.warning("%s", exc)
+                manager.nodes[url] = NodeStatus(alive=False)
         checker = asyncio.create_task(manager.run_health_checks())
         try:
             yield

@@ -1,0 +1,67 @@
+"""`lmforge serve proxy` as a user starts it, in front of node processes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections import Counter
+
+import httpx
+import openai
+from fake_openai_server import free_port, start_fake, stop, wait_healthy
+
+MODEL = "fake-model"
+
+
+def start_proxy(*args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [shutil.which("lmforge"), "serve", "proxy", "--server-name", "127.0.0.1"]
+    proc = subprocess.Popen([*cmd, "--server-port", str(port), *args])
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc)
+    return proc, url
+
+
+def test_proxy_command_distributes_and_picks_up_late_nodes():
+    node_a, url_a = start_fake("a", MODEL)
+    late_port = free_port()
+    late_url = f"http://127.0.0.1:{late_port}"
+    proxy, url = start_proxy(
+        "--strategy", "random", "--node", url_a, "--node", late_url, "--health-interval", "0.2"
+    )
+    node_b = None
+    try:
+        status = httpx.get(f"{url}/nodes/status").json()
+        assert status[url_a]["alive"] and not status[late_url]["alive"]
+
+        node_b, _ = start_fake("b", MODEL, port=late_port)
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"{url}/nodes/status").json()[late_url]["alive"]:
+            assert time.monotonic() < deadline, "the late node never joined"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/nodes/status").json()[late_url]["models"] == [MODEL]
+
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        served = Counter()
+        for i in range(24):
+            messages = [{"role": "user", "content": f"hi {i}"}]
+            text = client.chat.completions.create(model=MODEL, messages=messages)
+            served[text.choices[0].message.content.split(":")[0]] += 1
+        assert set(served) == {"a", "b"}, served
+    finally:
+        stop(proxy)
+        stop(node_a)
+        if node_b is not None:
+            stop(node_b)
+
+
+def test_proxy_command_rejects_a_bad_node_url():
+    result = subprocess.run(
+        [shutil.which("lmforge"), "serve", "proxy", "--node", "localhost-23333"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Invalid node url 'localhost-23333'" in result.stderr + result.stdout
