@@ -1,0 +1,100 @@
+"""``lmforge chat``: talk to a model in the terminal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import options
+
+SAMPLING_PANEL = "Sampling"
+
+
+def chat(
+    model_path: options.ModelPath = None,
+    backend: options.Backend = options.BackendName.pytorch,
+    chat_template: options.ChatTemplate = None,
+    meta_instruction: Annotated[
+        str | None,
+        typer.Option("--meta-instruction", help="System prompt. Deprecated: use --chat-template."),
+    ] = None,
+    model_name: options.ModelName = None,
+    tp: options.Tp = 1,
+    session_len: options.SessionLen = None,
+    max_batch_size: options.MaxBatchSize = 128,
+    cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    cache_block_seq_len: options.CacheBlockSeqLen = 64,
+    enable_prefix_caching: options.EnablePrefixCaching = False,
+    max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
+    quant_policy: options.QuantPolicy = 0,
+    model_format: options.ModelFormat = None,
+    rope_scaling_factor: options.RopeScalingFactor = 0.0,
+    dtype: options.Dtype = options.DtypeName.auto,
+    device: options.Device = options.DeviceName.auto,
+    load_format: options.LoadFormat = options.LoadFormatName.auto,
+    adapters: Annotated[
+        list[str] | None,
+        typer.Option("--adapters", help="LoRA adapters (not available yet).",
+                     rich_help_panel=options.ENGINE_PANEL),
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Most tokens per reply.",
+                          rich_help_panel=SAMPLING_PANEL)
+    ] = 512,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Sampling temperature; 0 is greedy.",
+                            rich_help_panel=SAMPLING_PANEL)
+    ] = 0.7,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Nucleus sampling mass.", rich_help_panel=SAMPLING_PANEL)
+    ] = 0.9,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Sample from the k likeliest tokens; 0 is no limit, 1 is greedy.",
+                          rich_help_panel=SAMPLING_PANEL)
+    ] = 40,
+    repetition_penalty: Annotated[
+        float, typer.Option("--repetition-penalty", help="Above 1 discourages repeats.",
+                            rich_help_panel=SAMPLING_PANEL)
+    ] = 1.0,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed, for reproducible replies.",
+                                 rich_help_panel=SAMPLING_PANEL)
+    ] = None,
+) -> None:
+    """Chat with a model in the terminal (the bundled demo model without MODEL_PATH).
+
+    Type 'reset' to start a new conversation and 'exit' (or Ctrl-D) to quit. With standard input
+    piped in, each line is one turn and only the replies are printed.
+    """
+    from ..engine.features import check_supported
+    from ..messages import GenerationConfig
+    from ..pipeline import pipeline
+    from .chat_repl import run_chat
+
+    backend_config = options.build_engine_config(
+        backend, tp=tp, session_len=session_len, max_batch_size=max_batch_size,
+        cache_max_entry_count=cache_max_entry_count, cache_block_seq_len=cache_block_seq_len,
+        enable_prefix_caching=enable_prefix_caching, max_prefill_token_num=max_prefill_token_num,
+        quant_policy=quant_policy, model_format=model_format,
+        rope_scaling_factor=rope_scaling_factor, dtype=dtype, device=device,
+        load_format=load_format, model_name=model_name,
+    )
+    if adapters:
+        backend_config.adapters = {str(i): a for i, a in enumerate(adapters)}
+    check_supported(backend_config)
+    gen_config = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+        repetition_penalty=repetition_penalty, random_seed=seed,
+    )
+    template_config = options.load_chat_template_config(chat_template)
+    with pipeline(model_path, backend_config=backend_config, chat_template_config=template_config,
+                  backend=backend.value, model_name=model_name) as pipe:
+        if meta_instruction is not None:
+            pipe.engine.chat_template = pipe.engine.chat_template.replace(
+                meta_instruction=meta_instruction)
+        run_chat(pipe, gen_config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("chat")(chat)
