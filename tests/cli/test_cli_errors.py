@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,22 @@ def test_real_process_has_no_traceback(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr == f"Error: {MESSAGE}\n"
+
+
+def test_a_broken_command_module_leaves_the_other_commands_working(cli, tmp_path, monkeypatch, caplog):
+    from lmforge.cli import app as app_module
+
+    (tmp_path / "broken_cli_commands.py").write_text('raise RuntimeError("fastapi is too old")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(
+        app_module, "COMMAND_MODULES",
+        ("broken_cli_commands", "lmforge.cli.not_written_yet", "lmforge.cli.listing"),
+    )
+    with caplog.at_level(logging.WARNING, logger="lmforge"):
+        result = cli("list")
+    assert result.exit_code == 0
+    assert "The supported chat template names are:" in result.stdout
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "commands of broken_cli_commands are unavailable: RuntimeError: fastapi is too old"
+    ]

@@ -81,11 +81,21 @@ def _add_module_commands(app: typer.Typer, module_name: str) -> None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        logger.debug("command module %s is not installed", module_name)
-        return
+        if exc.name == module_name:
+            logger.debug("command module %s is not installed", module_name)
+            return
+        raise
     module.register(app)
+
+
+def _add_commands_tolerantly(app: typer.Typer, module_name: str) -> None:
+    # One broken command module (a missing optional dependency, say) must not take the
+    # other commands down with it.
+    try:
+        _add_module_commands(app, module_name)
+    except Exception as exc:
+        logger.warning("commands of %s are unavailable: %s: %s", module_name,
+                       type(exc).__name__, exc)
 
 
 def create_app() -> typer.Typer:
@@ -108,6 +118,6 @@ def create_app() -> typer.Typer:
     )
     app.callback()(_root)
     for module_name in COMMAND_MODULES:
-        _add_module_commands(app, module_name)
+        _add_commands_tolerantly(app, module_name)
     call_hook("register_commands", app=app)
     return app
