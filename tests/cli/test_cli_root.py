@@ -118,3 +118,16 @@ def test_plugins_table_and_json(cli, no_installed_plugins):
     builtin = rows[0]
     assert (builtin["name"], builtin["status"]) == ("builtin", "loaded")
     assert set(builtin) == {"name", "distribution", "version", "module", "status", "error"}
+
+
+def test_early_log_level_reads_only_global_options(monkeypatch):
+    from lmforge.cli.main import _early_log_level
+
+    monkeypatch.delenv("LMFORGE_LOG_LEVEL", raising=False)
+    assert _early_log_level([]) == "WARNING"
+    assert _early_log_level(["--log-level", "debug", "list"]) == "DEBUG"
+    assert _early_log_level(["--log-level=info", "list"]) == "INFO"
+    assert _early_log_level(["serve", "api_server", "--log-level", "DEBUG"]) == "WARNING"
+    assert _early_log_level(["--log-level", "nonsense"]) == "WARNING"  # click reports it later
+    monkeypatch.setenv("LMFORGE_LOG_LEVEL", "error")
+    assert _early_log_level(["list"]) == "ERROR"

@@ -11,11 +11,14 @@ from .console import DEFAULT_LOG_LEVEL, LOG_LEVEL_ENV, LOG_LEVELS, configure_log
 def _early_log_level(argv: list[str]) -> str:
     """The log level asked for, read before the CLI exists so plugin loading honours it too."""
     level = os.environ.get(LOG_LEVEL_ENV, DEFAULT_LOG_LEVEL)
-    for i, arg in enumerate(argv):
-        if arg == "--log-level" and i + 1 < len(argv):
-            level = argv[i + 1]
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-level":
+            level = next(args, level)
         elif arg.startswith("--log-level="):
             level = arg.partition("=")[2]
+        elif not arg.startswith("-"):
+            break  # the command's name: what follows are its own options, not global ones
     level = level.upper()
     return level if level in LOG_LEVELS else DEFAULT_LOG_LEVEL
 
