@@ -49,12 +49,13 @@ class Sampler:
         temperature, top-k, top-p and min-p: the model's own distribution over the tokens the
         request allows, independent of how it is sampled.
         """
-        if batch.penalties is not None or batch.mask_rows is not None:
-            logits = logits.clone()
+        if batch.penalties is not None or batch.masked is not None:
+            logits = logits.clone(memory_format=torch.contiguous_format)
             if batch.penalties is not None:
                 apply_penalties(logits, batch.penalties)
-            if batch.mask_rows is not None:
-                logits[batch.mask_rows, batch.mask_tokens] = float("-inf")
+            if batch.masked is not None:
+                # index_fill_ with a Python scalar needs no host-to-device copy, hence no sync.
+                logits.view(-1).index_fill_(0, batch.masked, float("-inf"))
         if batch.all_greedy:
             token_ids = logits.argmax(dim=-1)
         else:
@@ -90,8 +91,7 @@ class Sampler:
         if sampling_all:
             return sampled
         token_ids = logits.argmax(dim=-1)
-        token_ids[rows] = sampled
-        return token_ids
+        return token_ids.index_copy_(0, rows, sampled)
 
     def _exponential(
         self, keys: torch.Tensor, vocab_size: int, token_ids: torch.Tensor | None
@@ -137,12 +137,12 @@ def apply_penalties(logits: torch.Tensor, p: Penalties) -> None:
         seen = rows.gather(1, p.rep_tokens)
         penalty = p.repetition.unsqueeze(1)
         seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-        logits[p.rep_rows] = rows.scatter(1, p.rep_tokens, seen)
+        logits.index_copy_(0, p.rep_rows, rows.scatter(1, p.rep_tokens, seen))
     if p.freq_rows is not None:
         rows = logits.index_select(0, p.freq_rows)
         counts = torch.zeros_like(rows).scatter_add_(1, p.out_tokens, p.out_weights)
         rows -= p.frequency.unsqueeze(1) * counts + p.presence.unsqueeze(1) * (counts > 0)
-        logits[p.freq_rows] = rows
+        logits.index_copy_(0, p.freq_rows, rows)
 
 
 def _top_k(x: torch.Tensor, top_k: torch.Tensor, max_top_k: int) -> torch.Tensor:

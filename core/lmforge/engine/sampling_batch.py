@@ -63,8 +63,7 @@ class SamplingBatch:
     min_p: torch.Tensor | None  # [S]; None when every row has min_p == 0
     noise_keys: torch.Tensor | None  # [S] long in [0, 2**32): the random stream of each row
     penalties: Penalties | None
-    mask_rows: torch.Tensor | None  # masked (row, token) pairs: bad words, EOS, stop tokens
-    mask_tokens: torch.Tensor | None
+    masked: torch.Tensor | None  # row * vocab_size + token of each masked token (bad, EOS, stop)
     logprobs_rows: list[int]  # rows that asked for logprobs, and how many top entries each
     logprobs_k: list[int]
 
@@ -117,7 +116,7 @@ class SamplingBatch:
                 min_p = on_device([c.min_p for c in cfgs], torch.float32)
             keys = on_device([_noise_key(seqs[i], rng) for i in sample], torch.long)
 
-        mask_rows, mask_tokens = _masked_pairs(seqs, vocab_size, eos, tokenizer)
+        masked = _masked_tokens(seqs, vocab_size, eos, tokenizer)
         logprobs_rows = [i for i, cfg in enumerate(configs) if cfg.logprobs is not None]
         return cls(
             size=len(seqs),
@@ -131,8 +130,7 @@ class SamplingBatch:
             min_p=min_p,
             noise_keys=keys,
             penalties=_penalties(seqs, on_device),
-            mask_rows=on_device(mask_rows, torch.long) if mask_rows else None,
-            mask_tokens=on_device(mask_tokens, torch.long) if mask_tokens else None,
+            masked=on_device(masked, torch.long) if masked else None,
             logprobs_rows=logprobs_rows,
             logprobs_k=[configs[i].logprobs for i in logprobs_rows],
         )
@@ -162,11 +160,11 @@ def _noise_key(seq: SamplingSequence, rng: random.Random) -> int:
     return _splitmix64(_splitmix64(seed & _MASK64) ^ len(seq.output_ids)) >> 32
 
 
-def _masked_pairs(
+def _masked_tokens(
     seqs: Sequence[SamplingSequence], vocab_size: int, eos: list[int], tokenizer: Any
-) -> tuple[list[int], list[int]]:
-    rows: list[int] = []
-    tokens: list[int] = []
+) -> list[int]:
+    """Flat indices into the [B, V] logits of the tokens each row may not pick now."""
+    masked: list[int] = []
     for row, seq in enumerate(seqs):
         cfg = seq.gen_config
         banned = list(cfg.bad_token_ids or ())
@@ -180,9 +178,8 @@ def _masked_pairs(
                 banned += tokenizer.stop_word_ids(cfg.stop_words)
         for token in dict.fromkeys(banned):
             if 0 <= token < vocab_size:
-                rows.append(row)
-                tokens.append(token)
-    return rows, tokens
+                masked.append(row * vocab_size + token)
+    return masked
 
 
 def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
