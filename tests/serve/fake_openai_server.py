@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -156,6 +157,21 @@ def start_fake(
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
+    return proc, url
+
+
+def start_lmforge(*args: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """Run ``lmforge ARGS --server-name 127.0.0.1 --server-port P``; returns the process and its
+    base URL once healthy."""
+    port = free_port()
+    cmd = [shutil.which("lmforge"), *args, "--server-name", "127.0.0.1", "--server-port", str(port)]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, timeout=timeout)
+    except BaseException:
+        stop(proc)
+        raise
     return proc, url
 
 

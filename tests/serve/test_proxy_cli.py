@@ -9,26 +9,26 @@ from collections import Counter
 
 import httpx
 import openai
-from fake_openai_server import free_port, start_fake, stop, wait_healthy
+from fake_openai_server import free_port, start_fake, start_lmforge, stop
 
 MODEL = "fake-model"
-
-
-def start_proxy(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [shutil.which("lmforge"), "serve", "proxy", "--server-name", "127.0.0.1"]
-    proc = subprocess.Popen([*cmd, "--server-port", str(port), *args])
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
-    return proc, url
 
 
 def test_proxy_command_distributes_and_picks_up_late_nodes():
     node_a, url_a = start_fake("a", MODEL)
     late_port = free_port()
     late_url = f"http://127.0.0.1:{late_port}"
-    proxy, url = start_proxy(
-        "--strategy", "random", "--node", url_a, "--node", late_url, "--health-interval", "0.2"
+    proxy, url = start_lmforge(
+        "serve",
+        "proxy",
+        "--strategy",
+        "random",
+        "--node",
+        url_a,
+        "--node",
+        late_url,
+        "--health-interval",
+        "0.2",
     )
     node_b = None
     try:

@@ -11,8 +11,9 @@ import subprocess
 import time
 
 import httpx
+import openai
 import pytest
-from fake_openai_server import ServerThread, start_fake, stop
+from fake_openai_server import ServerThread, start_fake, start_lmforge, stop
 from lmforge.serve.webui import create_remote_webui_app
 
 websockets = pytest.importorskip(
@@ -215,3 +216,36 @@ def test_model_text_is_shown_as_text_and_errors_are_reported(browser, chat_url):
         assert roles == ["user", "assistant", "user"]
 
     asyncio.run(with_page(browser, chat_url, test))
+
+
+def test_chat_with_a_real_model_served_by_lmforge(browser, tiny_llama_dir):
+    proc, url = start_lmforge("serve", "gradio", str(tiny_llama_dir), "--model-name", "tiny")
+    try:
+        # Greedy decoding, so the page must show exactly what the API answers.
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        expected = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Hello there"}],
+            temperature=0,
+            top_p=0.9,
+            max_tokens=12,
+            extra_body={"top_k": 40},
+        )
+        expected = expected.choices[0].message.content
+        assert expected
+
+        async def test(page: Page):
+            assert await page.js("document.getElementById('model').value") == "tiny"
+            await page.js(
+                "document.getElementById('temperature').value = '0';"
+                "document.getElementById('max_tokens').value = '12'; true"
+            )
+            await say(page, "Hello there")
+            await page.wait_for("document.body.dataset.busy === 'false'", timeout=60)
+            assert await page.js(LAST_REPLY) == expected
+            await page.js("document.getElementById('reset').click(); true")
+            assert await page.js(BUBBLES) == []
+
+        asyncio.run(with_page(browser, url + "/", test))
+    finally:
+        stop(proc)

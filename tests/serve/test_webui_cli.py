@@ -8,21 +8,8 @@ import subprocess
 import httpx
 import openai
 import pytest
-from fake_openai_server import free_port, start_fake, stop, wait_healthy
+from fake_openai_server import free_port, start_fake, start_lmforge, stop
 from lmforge.cli.serve_extra import _server_url
-
-
-def start_gradio(*args: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [shutil.which("lmforge"), "serve", "gradio", *args, "--server-name", "127.0.0.1"]
-    proc = subprocess.Popen([*cmd, "--server-port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, timeout=timeout)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, url
 
 
 def chat(url: str, model: str, stream: bool, **kwargs) -> str:
@@ -54,7 +41,7 @@ def test_argument_names_a_server_or_a_model(tmp_path):
 def test_gradio_in_front_of_a_running_api_server():
     upstream, upstream_url = start_fake("bot", "fake-model")
     try:
-        proc, url = start_gradio(upstream_url)
+        proc, url = start_lmforge("serve", "gradio", upstream_url)
         try:
             assert_serves_the_page(url)
             assert chat(url, "fake-model", stream=True) == "bot: Say hello to the web."
@@ -76,7 +63,9 @@ def test_gradio_reports_an_unreachable_server():
 
 
 def test_gradio_serves_a_local_model_with_the_api(tiny_llama_dir):
-    proc, url = start_gradio(str(tiny_llama_dir), "--model-name", "tiny", "--session-len", "256")
+    proc, url = start_lmforge(
+        "serve", "gradio", str(tiny_llama_dir), "--model-name", "tiny", "--session-len", "256"
+    )
     try:
         assert_serves_the_page(url)
         assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["tiny"]
@@ -89,7 +78,7 @@ def test_gradio_serves_a_local_model_with_the_api(tiny_llama_dir):
 
 @pytest.mark.slow
 def test_gradio_serves_the_demo_model(smollm2_gguf):
-    proc, url = start_gradio(timeout=300)
+    proc, url = start_lmforge("serve", "gradio", timeout=300)
     try:
         assert_serves_the_page(url)
         (model,) = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
