@@ -72,7 +72,7 @@ def _field(loc: tuple) -> str:
 def config_error_to_api(exc: LmforgeError) -> APIError:
     """Map an engine-side user error to an HTTP error."""
     if isinstance(exc, PromptTooLongError):
-        return APIError(400, str(exc), code="context_length_exceeded", param="messages")
+        return APIError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, ConfigError):
         return APIError(400, str(exc))
     return APIError(500, str(exc), type="server_error")
