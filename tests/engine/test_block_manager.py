@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.sequence import Sequence
 

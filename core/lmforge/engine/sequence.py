@@ -45,7 +45,7 @@ class Sequence:
     allow_prefix_match: bool = True
     # Memo of the chained hashes of this sequence's full blocks of tokens, in order. They are a
     # pure function of the token ids and the adapter, so they stay valid across preemption.
-    block_hashes: list[bytes] = field(default_factory=list)
+    block_hashes: list[bytes] = field(default_factory=list, repr=False)
 
     @property
     def token_ids(self) -> list[int]:
