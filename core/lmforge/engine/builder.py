@@ -32,6 +32,23 @@ def resolve_backend_config(backend: str | None, backend_config) -> tuple[str, ob
     return backend, backend_config
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def _load_tokenizer(info) -> Tokenizer:
+    """The model's tokenizer; a dummy model from a bare config.json borrows the demo model's.
+
+    Benchmarks of big architectures ship only the config; they send token ids, but the engine's
+    detokenizer still needs some tokenizer.
+    """
+    path, gguf_file = info.tokenizer_path, info.tokenizer_gguf_file
+    if (info.format == "dummy" and gguf_file is None
+            and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES)):
+        logger.warning("%s has no tokenizer files; using the demo model's tokenizer", path)
+        path = demo_model_path()
+    return Tokenizer.from_pretrained(path, gguf_file=gguf_file, eos_token_ids=info.eos_token_ids)
+
+
 def build_async_engine(model_path: str | Path | None = None, backend: str | None = None,
                        backend_config=None, chat_template_config=None,
                        model_name: str | None = None) -> AsyncEngine:
@@ -60,8 +77,7 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
         runner.close()
         raise ConfigError(f"The {backend} engine cannot run this model here: {reason}")
     try:
-        tokenizer = Tokenizer.from_pretrained(info.tokenizer_path, gguf_file=info.tokenizer_gguf_file,
-                                              eos_token_ids=info.eos_token_ids)
+        tokenizer = _load_tokenizer(info)
         template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
         block_size = runtime.block_size
         num_blocks = runtime.num_gpu_blocks or runner.num_cache_blocks(
