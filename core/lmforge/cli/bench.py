@@ -59,6 +59,12 @@ OutputLen = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompts and the selection.",
                                    rich_help_panel=WORKLOAD_PANEL)]
+Tokenizer = Annotated[
+    str | None,
+    typer.Option("--tokenizer", help="Tokenizer (model folder or GGUF file) that measures ShareGPT "
+                 "lengths; default: the demo model's.", rich_help_panel=WORKLOAD_PANEL,
+                 show_default=False),
+]
 JsonOut = Annotated[
     str | None, typer.Option("--json", help="Write the results to this JSON file.",
                              show_default=False),
@@ -183,6 +189,7 @@ def throughput(
     input_len: InputLen = 128,
     output_len: OutputLen = 128,
     seed: Seed = 0,
+    tokenizer: Tokenizer = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Requests of the workload run "
                                         "untimed first.", rich_help_panel=WORKLOAD_PANEL)] = 0,
     json_path: JsonOut = None,
@@ -213,7 +220,7 @@ def throughput(
     config = _engine_config(model_path, engine, max_batch_size or 256, eager_mode)
     with load_pipeline(model_path, config) as pipe:
         requests = _workload(dataset, num_prompts, input_len, output_len, seed,
-                             model_vocab_size(pipe))
+                             model_vocab_size(pipe), tokenizer)
         with _progress() as progress:
             if warmup:
                 profile_throughput(pipe, requests[:warmup])
@@ -235,6 +242,7 @@ def serve(
     input_len: InputLen = 128,
     output_len: OutputLen = 128,
     seed: Seed = 0,
+    tokenizer: Tokenizer = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Most requests in flight; "
                                  "default: all at once.", show_default=False),
@@ -260,7 +268,7 @@ def serve(
         raise ConfigError("Give --concurrency or --request-rate, not both.")
     if request_rate == 0:
         raise ConfigError("Invalid value for --request-rate: 0; give a positive rate or leave it out.")
-    requests = _workload(dataset, num_prompts, input_len, output_len, seed, vocab_size)
+    requests = _workload(dataset, num_prompts, input_len, output_len, seed, vocab_size, tokenizer)
     with _progress() as progress:
         task = progress.add_task("requests", total=len(requests))
         model, elapsed, timings = asyncio.run(run_load(
@@ -274,13 +282,13 @@ def serve(
 
 
 def _workload(dataset: str, num_prompts: int, input_len: int, output_len: int, seed: int,
-              vocab_size: int):
+              vocab_size: int, tokenizer: str | None = None):
     from ..bench.workload import sharegpt_requests, synthetic_requests
 
     if dataset == DatasetName.synthetic.value:
         return synthetic_requests(num_prompts, input_len, output_len, vocab_size, seed)
     path = None if dataset == DatasetName.sharegpt.value else dataset
-    return sharegpt_requests(num_prompts, seed=seed, path=path)
+    return sharegpt_requests(num_prompts, seed=seed, path=path, tokenizer_path=tokenizer)
 
 
 def _settings(config, **workload: Any) -> dict[str, Any]:

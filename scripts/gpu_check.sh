@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
+# W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1) on Llama-3-8B's architecture with
+# random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
+#
+#   scripts/gpu_check.sh OUTDIR
+#
+# Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site. The demo
+# model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
+# the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
+# saved beforehand on a machine that has the demo model:
+#   python -c "from lmforge.demo import demo_model_path as d; from lmforge.tokenizer import \
+#     Tokenizer as T; T.from_pretrained(d()).hf.save_pretrained('.whl/tokenizer')"
+# Every
+# stage has a time limit (seconds, overridable: GPU_CHECK_<STAGE>_S) so the whole run fits in
+# nine minutes; a failed stage is reported and the run goes on.
+set -uo pipefail
+
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TOKENIZER=${GPU_CHECK_TOKENIZER:-$ROOT/.whl/tokenizer}
+# The benchmark model: Llama-3-8B's config beside the tokenizer's files, with random weights.
+MODEL="$OUT/llama-3-8b"
+PORT=${GPU_CHECK_PORT:-23333}
+mkdir -p "$OUT" "$MODEL"
+cp "$ROOT/benchmarks/models/llama-3-8b/config.json" "$MODEL/"
+TOKENIZER_ARGS=()
+if [ -d "$TOKENIZER" ]; then
+  cp "$TOKENIZER"/* "$MODEL/"
+  TOKENIZER_ARGS=(--tokenizer "$TOKENIZER")
+fi
+cd "$ROOT" || exit 1
+declare -a STATUS=()
+
+stage() {  # stage NAME LIMIT_S COMMAND...: run with a time limit, log to OUT/NAME.log, record
+  local name=$1 limit=$2 start rc
+  shift 2
+  echo "=== $name (limit ${limit}s)"
+  start=$(date +%s)
+  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  rc=${PIPESTATUS[0]}
+  local took=$(( $(date +%s) - start ))
+  if [ "$rc" -eq 0 ]; then STATUS+=("$name ok ${took}s")
+  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then STATUS+=("$name TIMED OUT after ${took}s")
+  else STATUS+=("$name FAILED (exit $rc) after ${took}s"); fi
+  return 0
+}
+
+install() {
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl || return 1
+  fi
+  local editable=(-e core)
+  for plugin in plugins/*/; do
+    [ -f "$plugin/pyproject.toml" ] && editable+=(-e "$plugin")
+  done
+  # Editable installs register the plugins' entry points and keep the image's torch and Triton.
+  python3 -m pip install -q --no-deps --no-build-isolation --no-index "${editable[@]}" \
+    || python3 -m pip install -q --no-deps --no-build-isolation --no-index \
+         --break-system-packages "${editable[@]}"
+}
+
+export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+export LMFORGE_CACHE_DIR="${LMFORGE_CACHE_DIR:-$OUT/cache}"
+BENCH=(python3 -m lmforge.cli.main bench)
+
+stage install "${GPU_CHECK_INSTALL_S:-90}" install
+stage nvidia-smi 20 nvidia-smi
+stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \
+  --junitxml="$OUT/gpu-tests.xml"
+stage w1 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
+  --batch-size 1 --input-len 128 --output-len 512 --json "$OUT/w1.json"
+stage w4 "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
+  --batch-size 1 16 64 256 --input-len 128 --output-len 128 --json "$OUT/w4.json"
+stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
+  --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
+  --json "$OUT/w2.json"
+
+if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
+  python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
+    --server-name 127.0.0.1 --server-port "$PORT" --max-batch-size 256 \
+    >"$OUT/w3-server.log" 2>&1 &
+  server=$!
+  wait_ready() {
+    until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
+      kill -0 "$server" 2>/dev/null || return 1
+      sleep 2
+    done
+  }
+  stage w3-server-start "${GPU_CHECK_SERVER_START_S:-120}" bash -c "$(declare -f wait_ready); server=$server PORT=$PORT wait_ready"
+  stage w3 "${GPU_CHECK_W3_S:-150}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
+    --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --json "$OUT/w3.json"
+  kill -INT "$server" 2>/dev/null
+  wait "$server" 2>/dev/null
+fi
+
+echo
+echo "=== stages"
+printf '  %s\n' "${STATUS[@]}" | tee "$OUT/stages.txt"
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+def load(name):
+    path = out / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+print("\n=== results")
+for name in ("w1", "w4"):
+    report = load(name)
+    if report:
+        print(f"{name.upper()} on {report['device']}:")
+        for row in report["rows"]:
+            print(f"  batch {row['batch_size']:>3}: {row['output_tok_s']:9.1f} output tok/s, "
+                  f"first token {row['first_token_latency_s'] * 1000:7.1f} ms")
+report = load("w2")
+if report:
+    row = report["rows"][0]
+    print(f"W2 on {report['device']}: {row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} "
+          f"output tok/s, {row['total_tok_s']:.0f} total tok/s, {row['elapsed_s']:.1f} s")
+report = load("w3")
+if report:
+    row = report["rows"][0]
+    print(f"W3: {row['request_s']:.1f} req/s, TTFT p50/p99 {row['ttft_p50_s'] * 1000:.0f}/"
+          f"{row['ttft_p99_s'] * 1000:.0f} ms, ITL p50/p99 {row['itl_p50_s'] * 1000:.1f}/"
+          f"{row['itl_p99_s'] * 1000:.1f} ms, {row['failed']} failed")
+PY
