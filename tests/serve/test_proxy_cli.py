@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -65,3 +67,41 @@ def test_proxy_command_rejects_a_bad_node_url():
     )
     assert result.returncode == 1
     assert "Invalid node url 'localhost-23333'" in result.stderr + result.stdout
+
+
+def test_proxy_in_front_of_two_real_api_servers(tiny_llama_dir):
+    args = ("serve", "api_server", str(tiny_llama_dir), "--model-name", "tiny")
+    with ThreadPoolExecutor(2) as pool:
+        servers = list(pool.map(lambda _: start_lmforge(*args), range(2)))
+    (first, first_url), (second, second_url) = servers
+    proxy, url = start_lmforge("serve", "proxy", "--node", first_url, "--node", second_url)
+    try:
+
+        async def ask(n: int) -> list[str]:
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+
+            async def one(i: int) -> str:
+                messages = [{"role": "user", "content": f"Count to {i}"}]
+                chunks = await client.chat.completions.create(
+                    model="tiny", messages=messages, max_tokens=6, stream=True
+                )
+                return "".join(
+                    [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+                )
+
+            async with client:
+                return await asyncio.gather(*(one(i) for i in range(n)))
+
+        assert all(asyncio.run(ask(6)))
+        status = httpx.get(f"{url}/nodes/status").json()
+        assert all(len(s["latency"]) >= 1 for s in status.values()), status
+
+        stop(second)
+        assert all(asyncio.run(ask(4)))
+        status = httpx.get(f"{url}/nodes/status").json()
+        assert status[second_url]["alive"] is False
+        assert len(status[first_url]["latency"]) >= 7
+    finally:
+        stop(proxy)
+        stop(first)
+        stop(second)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import httpx
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .nodes import NodeManager
 
@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 _FORWARDED_REQUEST_HEADERS = ("authorization", "content-type", "accept")
 
 
-def openai_error(status_code: int, message: str, code: str, param: str | None = None):
+def openai_error(
+    status_code: int, message: str, code: str, param: str | None = None
+) -> JSONResponse:
     """An error response shaped like OpenAI's: ``{"error": {message, type, param, code}}``."""
     kind = "invalid_request_error" if status_code < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -59,7 +61,9 @@ async def _relay(
             return
 
 
-async def _send(manager: NodeManager, url: str, path: str, body: bytes, headers: dict):
+async def _send(
+    manager: NodeManager, url: str, path: str, body: bytes, headers: dict
+) -> StreamingResponse:
     """Send to one node and read its first bytes; raises httpx.TransportError if it fails
     before any byte."""
     stack = AsyncExitStack()
@@ -82,7 +86,7 @@ async def _send(manager: NodeManager, url: str, path: str, body: bytes, headers:
     return StreamingResponse(stream, status_code=resp.status_code, media_type=content_type)
 
 
-async def forward(manager: NodeManager, path: str, body: bytes, headers) -> object:
+async def forward(manager: NodeManager, path: str, body: bytes, headers) -> Response:
     """Route a POST to ``path`` by the ``model`` of its JSON body and relay the node's answer."""
     try:
         payload = json.loads(body)
