@@ -133,6 +133,11 @@ def test_n_choices(pipe):
     cfg = GenerationConfig(n=3, max_new_tokens=4, top_k=0, temperature=1.0, ignore_eos=True)
     out = pipe("Hello", gen_config=cfg)
     assert len(out) == 3 and all(r.generate_token_len == 4 for r in out)
+    seeded = GenerationConfig(n=3, max_new_tokens=8, top_k=0, temperature=1.0, random_seed=3,
+                              ignore_eos=True)
+    first, again = pipe("Hello", gen_config=seeded), pipe("Hello", gen_config=seeded)
+    assert sorted(r.token_ids for r in first) == sorted(r.token_ids for r in again)
+    assert len({tuple(r.token_ids) for r in first}) > 1  # choices differ from each other
     assert_cache_empty(pipe)
 
 
@@ -183,3 +188,13 @@ def test_abort_mid_stream_frees_cache(pipe):
     while pipe.engine.stats()["kv_blocks_used"] and time.time() < deadline:
         time.sleep(0.05)
     assert_cache_empty(pipe)
+
+
+def test_sequence_that_fills_the_pool_ends_with_length(tiny_llama_dir):
+    # 4 blocks of 16 tokens hold 64 positions: 50 prompt tokens leave K/V room for 14 outputs,
+    # and a 15th is sampled from the last one's logits.
+    with make_pipe(tiny_llama_dir, cache_max_entry_count=4) as tiny_pool:
+        out = tiny_pool(list(range(3, 53)), gen_config=GenerationConfig(max_new_tokens=100, ignore_eos=True))
+        assert out.finish_reason == "length"
+        assert out.generate_token_len == 15
+        assert_cache_empty(tiny_pool)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -71,7 +71,10 @@ class LLMEngine:
         self.counters.requests_total += 1
         self.counters.prompt_tokens_total += len(request.prompt_ids)
         for index in range(cfg.n):
-            seq = Sequence(list(request.prompt_ids), cfg, adapter=request.adapter)
+            # Seeded choices must differ from each other yet stay reproducible.
+            choice_cfg = cfg if cfg.random_seed is None or index == 0 else replace(
+                cfg, random_seed=cfg.random_seed + index)
+            seq = Sequence(list(request.prompt_ids), choice_cfg, adapter=request.adapter)
             seq.allow_prefix_match = request.allow_prefix_match
             request.seqs.append(seq)
             request.detoks.append(
@@ -120,6 +123,8 @@ class LLMEngine:
     def step(self) -> None:
         """Run one scheduler step and deliver its outputs."""
         output = self.scheduler.schedule()
+        for seq in output.finished:  # ended by the scheduler: the pool or session is full
+            self._finish_by_scheduler(seq)
         if not output.seqs:
             return
         batch = self.scheduler.build_batch(output)
@@ -130,7 +135,7 @@ class LLMEngine:
         if not sample_seqs:
             return
         sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
-                                                self.eos_token_ids)
+                                                self.eos_token_ids, tokenizer=self.tokenizer)
         sampled = self.sampler.sample(logits, sampling)
         token_ids = sampled.token_ids.tolist()
         for row, (seq, token) in enumerate(zip(sample_seqs, token_ids)):
@@ -176,6 +181,16 @@ class LLMEngine:
             self._finish(request, index, seq, reason, out)
         else:
             request.sink(out)
+
+    def _finish_by_scheduler(self, seq: Sequence) -> None:
+        owner = self._seq_owner.get(seq.seq_id)
+        if owner is None:
+            return
+        request, index = owner
+        text = request.detoks[index].flush()
+        out = GenOut(text, [], seq.num_prompt_tokens, len(seq.output_ids), index=index,
+                     cached_token_len=request.cached_tokens)
+        self._finish(request, index, seq, seq.finish_reason or "length", out, free=False)
 
     def _finish(self, request: Request, index: int, seq: Sequence, reason: str, out: GenOut,
                 free: bool = True) -> None:
