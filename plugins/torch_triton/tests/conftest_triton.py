@@ -13,14 +13,32 @@ import torch
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cpu" if INTERPRET else "cuda"
 
+
+def _interpreter_usable() -> bool:
+    """Whether Triton's own library functions (``tl.sigmoid``, ``tl.cdiv``, ...) were built for
+    the interpreter. They are decorated when Triton is first imported, so a process that imported
+    Triton before ``TRITON_INTERPRET=1`` was set cannot interpret kernels that call them."""
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.sigmoid, InterpretedFunction)
+
+
 # The interpreter runs on CPU tensors; compiled kernels need a GPU.
-needs_kernels = pytest.mark.skipif(
-    not INTERPRET and not torch.cuda.is_available(), reason="needs TRITON_INTERPRET=1 or a CUDA GPU"
+if INTERPRET:
+    needs_kernels = pytest.mark.skipif(
+        not _interpreter_usable(),
+        reason="Triton was imported before TRITON_INTERPRET=1 was set; run "
+        "`TRITON_INTERPRET=1 pytest -m triton_interpret plugins/torch_triton/tests`",
+    )
+else:
+    needs_kernels = pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs TRITON_INTERPRET=1 or a CUDA GPU"
+    )
+# Realistic shapes compile for the GPU; the interpreter would take hours on them.
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() or INTERPRET, reason="needs a CUDA GPU"
 )
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="needs a CUDA GPU"),
-]
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -68,6 +86,16 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, **TOLERANCES[expected.dtype])
 
 
+def make_generator(seed: int = 0) -> torch.Generator:
+    """A seeded generator on the device the kernels run on."""
+    return torch.Generator(device=DEVICE).manual_seed(seed)
+
+
+def randn(shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
+    """Standard-normal values drawn on ``generator``'s device, then cast to ``dtype``."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(dtype)
+
+
 @dataclass
 class PagedKV:
     """A random paged K/V pool and the tables that map each sequence onto it."""
@@ -84,7 +112,6 @@ def make_paged_kv(
     head_dim: int,
     block_size: int,
     dtype: torch.dtype,
-    device: str,
     generator: torch.Generator,
     spare_blocks: int = 3,
 ) -> PagedKV:
@@ -93,9 +120,9 @@ def make_paged_kv(
     blocks_per_seq = [-(-n // block_size) for n in kv_lens]
     num_blocks = sum(blocks_per_seq) + spare_blocks
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    k_cache = torch.randn(shape, generator=generator).to(dtype=dtype, device=device)
-    v_cache = torch.randn(shape, generator=generator).to(dtype=dtype, device=device)
-    order = torch.randperm(num_blocks, generator=generator)
+    k_cache = randn(shape, dtype, generator)
+    v_cache = randn(shape, dtype, generator)
+    order = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(num_blocks))
     width = max(blocks_per_seq) + 1
     tables = torch.full((len(kv_lens), width), int(order[-1]), dtype=torch.int32)
     used = 0
@@ -103,9 +130,4 @@ def make_paged_kv(
         tables[b, :n] = order[used : used + n].to(torch.int32)
         used += n
     lens = torch.tensor(kv_lens, dtype=torch.int32)
-    return PagedKV(k_cache, v_cache, tables.to(device), lens.to(device))
-
-
-def make_generator(seed: int = 0) -> torch.Generator:
-    """A CPU generator, so inputs are the same whichever device the kernels run on."""
-    return torch.Generator().manual_seed(seed)
+    return PagedKV(k_cache, v_cache, tables.to(DEVICE), lens.to(DEVICE))

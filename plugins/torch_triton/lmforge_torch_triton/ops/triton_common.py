@@ -89,5 +89,7 @@ def paged_token_offsets(
         result = block_id * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
     else:
         block_ids = tl.load(block_table_row + offs // BLOCK_SIZE, mask=offs < seq_len, other=0)
-        result = block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
+        result = (
+            block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
+        )
     return result

@@ -103,7 +103,9 @@ def _decode_split_kernel(
         if HAS_WINDOW:
             valid = valid & (pos >= first_pos)
         kv_mask = valid[:, None] & d_mask[None, :]
-        rows_k = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr)
+        rows_k = paged_token_offsets(
+            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
+        )
         k = tl.load(
             k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
             mask=kv_mask,
@@ -119,7 +121,9 @@ def _decode_split_kernel(
         p = tl.exp2(qk - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
 
-        rows_v = paged_token_offsets(table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr)
+        rows_v = paged_token_offsets(
+            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
+        )
         v = tl.load(
             v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
             mask=kv_mask,
@@ -133,7 +137,9 @@ def _decode_split_kernel(
     out_mask = head_mask[:, None] & d_mask[None, :]
     if SPLIT:
         # Partials stay in fp32; an empty split reports lse = -inf and so weighs nothing.
-        out_offs = seq * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+        out_offs = (
+            seq * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+        )
         tl.store(out_ptr + out_offs, acc, mask=out_mask)
         lse = tl.where(has_any, m_i + tl.log2(tl.where(has_any, l_i, 1.0)), float("-inf"))
         tl.store(lse_ptr + seq * stride_lb + heads * stride_lh + split, lse, mask=head_mask)
@@ -166,21 +172,29 @@ def _decode_merge_kernel(
     s_mask = offs_s < num_splits
     d_mask = offs_d < HEAD_DIM
 
-    lse = tl.load(lse_ptr + seq * stride_lb + head * stride_lh + offs_s, mask=s_mask, other=float("-inf"))
+    lse = tl.load(
+        lse_ptr + seq * stride_lb + head * stride_lh + offs_s, mask=s_mask, other=float("-inf")
+    )
     # Every sequence has at least its own token, so at least one split is finite.
     weights = tl.exp2(lse - tl.max(lse, 0))
     partial = tl.load(
-        partial_ptr + seq * stride_pb + head * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
+        partial_ptr
+        + seq * stride_pb
+        + head * stride_ph
+        + offs_s[:, None] * stride_ps
+        + offs_d[None, :],
         mask=s_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
     out = tl.sum(partial * weights[:, None], 0) / tl.sum(weights, 0)
-    tl.store(out_ptr + seq * stride_ob + head * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=d_mask)
+    tl.store(
+        out_ptr + seq * stride_ob + head * stride_oh + offs_d,
+        out.to(out_ptr.dtype.element_ty),
+        mask=d_mask,
+    )
 
 
-def choose_num_splits(
-    batch: int, num_kv_heads: int, max_context: int, device: torch.device
-) -> int:
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device) -> int:
     """Splits per (sequence, KV head) so the grid fills the GPU about twice over, each split
     covering at least a few hundred tokens. Uses only shapes, so it never syncs with the device
     and a decode step stays capturable in a CUDA graph."""
@@ -255,34 +269,77 @@ def paged_decode_attention_splitk(
     window = sliding_window or 0
     if num_splits == 1:
         _decode_split_kernel[grid](
-            q, k_cache, v_cache, block_tables, kv_lens, out, out, qk_scale, window, tiles_per_split,
-            q.stride(0), q.stride(1),
-            k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+            q,
+            k_cache,
+            v_cache,
+            block_tables,
+            kv_lens,
+            out,
+            out,
+            qk_scale,
+            window,
+            tiles_per_split,
+            q.stride(0),
+            q.stride(1),
+            k_cache.stride(0),
+            k_cache.stride(1),
+            k_cache.stride(2),
+            v_cache.stride(0),
+            v_cache.stride(1),
+            v_cache.stride(2),
             block_tables.stride(0),
-            out.stride(0), out.stride(1), 0,
-            0, 0,
+            out.stride(0),
+            out.stride(1),
+            0,
+            0,
+            0,
             **meta,
         )
         return out
 
-    partial = torch.empty(batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32)
+    partial = torch.empty(
+        batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32
+    )
     lse = torch.empty(batch, num_heads, num_splits, device=q.device, dtype=torch.float32)
     _decode_split_kernel[grid](
-        q, k_cache, v_cache, block_tables, kv_lens, partial, lse, qk_scale, window, tiles_per_split,
-        q.stride(0), q.stride(1),
-        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        q,
+        k_cache,
+        v_cache,
+        block_tables,
+        kv_lens,
+        partial,
+        lse,
+        qk_scale,
+        window,
+        tiles_per_split,
+        q.stride(0),
+        q.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
         block_tables.stride(0),
-        partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1),
+        partial.stride(0),
+        partial.stride(1),
+        partial.stride(2),
+        lse.stride(0),
+        lse.stride(1),
         **meta,
     )
     _decode_merge_kernel[(batch, num_heads)](
-        partial, lse, out, num_splits,
-        partial.stride(0), partial.stride(1), partial.stride(2),
-        lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1),
+        partial,
+        lse,
+        out,
+        num_splits,
+        partial.stride(0),
+        partial.stride(1),
+        partial.stride(2),
+        lse.stride(0),
+        lse.stride(1),
+        out.stride(0),
+        out.stride(1),
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         BLOCK_S=triton.next_power_of_2(num_splits),

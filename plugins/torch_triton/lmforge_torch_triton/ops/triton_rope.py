@@ -1,0 +1,282 @@
+"""Rotary embedding fused with the paged K/V cache write, and the cache write alone.
+
+One program per token: it rotates every query and key head of the token (NeoX / HF
+"rotate_half" layout, in fp32), returns the rotated queries and writes the rotated keys and the
+values straight into their cache slot, so rotated K never makes a round trip through HBM.
+Tokens whose slot is negative (padding of a captured CUDA graph batch) are not written.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import expect, expect_dtype, expect_paged_cache
+
+
+@triton.jit
+def _rotate_half(x_ptr, offs_h, offs_j, mask, stride_h, HALF: tl.constexpr, cos, sin):
+    """Load the two halves of heads ``offs_h`` at ``x_ptr`` and return them rotated, in fp32."""
+    base = x_ptr + offs_h[:, None] * stride_h + offs_j[None, :]
+    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    return x1 * cos[None, :] - x2 * sin[None, :], x2 * cos[None, :] + x1 * sin[None, :]
+
+
+@triton.jit
+def _rope_store_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    cos_ptr,
+    sin_ptr,
+    q_out_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    slot_mapping_ptr,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_ct,
+    stride_st,
+    stride_ot,
+    stride_oh,
+    stride_kcb,
+    stride_kcr,
+    stride_kch,
+    stride_vcb,
+    stride_vcr,
+    stride_vch,
+    NUM_HEADS: tl.constexpr,
+    NUM_KV_HEADS: tl.constexpr,
+    HALF: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_KV: tl.constexpr,
+    BLOCK_HALF: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    offs_j = tl.arange(0, BLOCK_HALF)
+    j_mask = offs_j < HALF
+    cos = tl.load(cos_ptr + token * stride_ct + offs_j, mask=j_mask, other=0.0)
+    sin = tl.load(sin_ptr + token * stride_st + offs_j, mask=j_mask, other=0.0)
+
+    offs_h = tl.arange(0, BLOCK_H)
+    q_mask = (offs_h < NUM_HEADS)[:, None] & j_mask[None, :]
+    q1, q2 = _rotate_half(
+        q_ptr + token * stride_qt, offs_h, offs_j, q_mask, stride_qh, HALF, cos, sin
+    )
+    q_out = q_out_ptr + token * stride_ot + offs_h[:, None] * stride_oh + offs_j[None, :]
+    tl.store(q_out, q1.to(q_out_ptr.dtype.element_ty), mask=q_mask)
+    tl.store(q_out + HALF, q2.to(q_out_ptr.dtype.element_ty), mask=q_mask)
+
+    slot = tl.load(slot_mapping_ptr + token)
+    if slot >= 0:
+        offs_kv = tl.arange(0, BLOCK_KV)
+        kv_mask = (offs_kv < NUM_KV_HEADS)[:, None] & j_mask[None, :]
+        block = slot // BLOCK_SIZE
+        row = slot % BLOCK_SIZE
+        k1, k2 = _rotate_half(
+            k_ptr + token * stride_kt, offs_kv, offs_j, kv_mask, stride_kh, HALF, cos, sin
+        )
+        k_dst = (
+            k_cache_ptr
+            + block * stride_kcb
+            + row * stride_kcr
+            + offs_kv[:, None] * stride_kch
+            + offs_j[None, :]
+        )
+        tl.store(k_dst, k1.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
+        tl.store(k_dst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
+
+        v_src = v_ptr + token * stride_vt + offs_kv[:, None] * stride_vh + offs_j[None, :]
+        v_dst = (
+            v_cache_ptr
+            + block * stride_vcb
+            + row * stride_vcr
+            + offs_kv[:, None] * stride_vch
+            + offs_j[None, :]
+        )
+        v1 = tl.load(v_src, mask=kv_mask, other=0.0)
+        v2 = tl.load(v_src + HALF, mask=kv_mask, other=0.0)
+        tl.store(v_dst, v1.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
+        tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _store_kv_kernel(
+    k_ptr,
+    v_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    slot_mapping_ptr,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_kcb,
+    stride_kcr,
+    stride_kch,
+    stride_vcb,
+    stride_vcr,
+    stride_vch,
+    NUM_KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_KV: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_mapping_ptr + token)
+    if slot >= 0:
+        offs_kv = tl.arange(0, BLOCK_KV)
+        offs_d = tl.arange(0, BLOCK_D)
+        mask = (offs_kv < NUM_KV_HEADS)[:, None] & (offs_d < HEAD_DIM)[None, :]
+        block = slot // BLOCK_SIZE
+        row = slot % BLOCK_SIZE
+        heads_d = offs_kv[:, None] * stride_kh + offs_d[None, :]
+        k = tl.load(k_ptr + token * stride_kt + heads_d, mask=mask)
+        k_dst = k_cache_ptr + block * stride_kcb + row * stride_kcr + offs_kv[:, None] * stride_kch
+        tl.store(k_dst + offs_d[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+        heads_d = offs_kv[:, None] * stride_vh + offs_d[None, :]
+        v = tl.load(v_ptr + token * stride_vt + heads_d, mask=mask)
+        v_dst = v_cache_ptr + block * stride_vcb + row * stride_vcr + offs_kv[:, None] * stride_vch
+        tl.store(v_dst + offs_d[None, :], v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+
+
+def _check_kv(k: torch.Tensor, v: torch.Tensor, k_cache, v_cache, slot_mapping) -> None:
+    expect_paged_cache(k_cache, v_cache)
+    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    expect(
+        k.dim() == 3 and k.shape[1:] == (num_kv_heads, head_dim),
+        f"k must be [T, nkv={num_kv_heads}, d={head_dim}], got {tuple(k.shape)}.",
+    )
+    expect(v.shape == k.shape, f"v {tuple(v.shape)} must have k's shape {tuple(k.shape)}.")
+    expect_dtype("k", k)
+    expect_dtype("v", v)
+    expect(
+        slot_mapping.shape == (k.shape[0],),
+        f"slot_mapping must be [T={k.shape[0]}], got {tuple(slot_mapping.shape)}.",
+    )
+    expect(
+        k.stride(-1) == 1 and v.stride(-1) == 1, "k and v must be contiguous in the head dimension."
+    )
+
+
+def store_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``
+    (in place; tokens with a negative slot are skipped)."""
+    _check_kv(k, v, k_cache, v_cache, slot_mapping)
+    if k.shape[0] == 0:
+        return
+    _, block_size, num_kv_heads, head_dim = k_cache.shape
+    _store_kv_kernel[(k.shape[0],)](
+        k,
+        v,
+        k_cache,
+        v_cache,
+        slot_mapping.to(torch.int64),
+        k.stride(0),
+        k.stride(1),
+        v.stride(0),
+        v.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        NUM_KV_HEADS=num_kv_heads,
+        HEAD_DIM=head_dim,
+        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_SIZE=block_size,
+        # A token's K and V rows are 2 KiB each for 8 x 128 bf16: a copy that 2 warps saturate.
+        num_warps=2,
+    )
+
+
+def rope_and_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """Rotate ``q: [T, nh, d]`` and ``k: [T, nkv, d]`` by the ``[T, d/2]`` float32 tables of
+    ``reference.rope_cos_sin``, write the rotated ``k`` and ``v`` into the paged cache at
+    ``slot_mapping`` (as :func:`store_kv`), and return the rotated ``q`` (a new tensor)."""
+    _check_kv(k, v, k_cache, v_cache, slot_mapping)
+    expect(
+        q.dim() == 3 and q.shape[0] == k.shape[0],
+        f"q must be [T={k.shape[0]}, nh, d], got {tuple(q.shape)}.",
+    )
+    expect_dtype("q", q)
+    tokens, num_heads, head_dim = q.shape
+    _, block_size, num_kv_heads, cache_dim = k_cache.shape
+    expect(
+        head_dim == cache_dim and head_dim % 2 == 0,
+        f"q head_dim {head_dim} must be even and equal the cache's {cache_dim}.",
+    )
+    half = head_dim // 2
+    expect(
+        cos.shape == (tokens, half) and sin.shape == (tokens, half),
+        f"cos and sin must be [T={tokens}, d/2={half}], got {tuple(cos.shape)} and {tuple(sin.shape)}.",
+    )
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    cos = cos.to(torch.float32).contiguous()
+    sin = sin.to(torch.float32).contiguous()
+    q_rot = torch.empty_like(q)
+    if tokens == 0:
+        return q_rot
+    _rope_store_kernel[(tokens,)](
+        q,
+        k,
+        v,
+        cos,
+        sin,
+        q_rot,
+        k_cache,
+        v_cache,
+        slot_mapping.to(torch.int64),
+        q.stride(0),
+        q.stride(1),
+        k.stride(0),
+        k.stride(1),
+        v.stride(0),
+        v.stride(1),
+        cos.stride(0),
+        sin.stride(0),
+        q_rot.stride(0),
+        q_rot.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        v_cache.stride(0),
+        v_cache.stride(1),
+        v_cache.stride(2),
+        NUM_HEADS=num_heads,
+        NUM_KV_HEADS=num_kv_heads,
+        HALF=half,
+        BLOCK_H=triton.next_power_of_2(num_heads),
+        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_HALF=triton.next_power_of_2(half),
+        BLOCK_SIZE=block_size,
+        # 32 heads x 64 pairs is 2048 rotations per token: 4 warps give each thread 16, enough
+        # independent loads in flight to keep this memory-bound kernel at bandwidth.
+        num_warps=4,
+    )
+    return q_rot

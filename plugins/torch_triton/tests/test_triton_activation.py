@@ -1,0 +1,46 @@
+"""Triton ``silu_and_mul`` against the PyTorch reference."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must precede the first import of Triton; with a GPU the kernels compile instead.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from conftest_triton import DTYPES, assert_close, make_generator, needs_gpu, needs_kernels, randn  # noqa: E402
+from lmforge_torch_triton.ops import reference  # noqa: E402
+from lmforge_torch_triton.ops.triton_activation import silu_and_mul  # noqa: E402
+
+
+def check_silu_and_mul(tokens, inter, dtype):
+    # Scaled so some gates reach the saturated ends of the sigmoid.
+    x = 4 * randn((tokens, 2 * inter), dtype, make_generator(inter))
+    out = silu_and_mul(x)
+    assert out.shape == (tokens, inter) and out.dtype == dtype
+    assert_close(out, reference.silu_and_mul(x))
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("inter", [96, 1500])
+def test_silu_and_mul_matches_reference(dtype, inter):
+    check_silu_and_mul(5, inter, dtype)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_silu_and_mul_rejects_odd_width():
+    with pytest.raises(ValueError, match=r"\[T, 2\*I\]"):
+        silu_and_mul(torch.zeros(2, 7))
+
+
+# Llama-3-8B intermediate size; a decode batch and a long prefill.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("tokens", [64, 4096])
+def test_silu_and_mul_llama3_shapes(dtype, tokens):
+    check_silu_and_mul(tokens, 14336, dtype)

@@ -1,0 +1,140 @@
+"""Triton paged decode attention against the PyTorch reference: GQA groups, split-K on and
+off, ragged lengths over shuffled blocks, sliding windows."""
+
+import os
+import random
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must precede the first import of Triton; with a GPU the kernels compile instead.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from conftest_triton import (  # noqa: E402
+    DTYPES,
+    assert_close,
+    make_generator,
+    make_paged_kv,
+    needs_gpu,
+    needs_kernels,
+    randn,
+)
+from lmforge_torch_triton.ops import reference  # noqa: E402
+from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
+    choose_num_splits,
+    paged_decode_attention,
+    paged_decode_attention_splitk,
+)
+
+
+def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window):
+    gen = make_generator(len(kv_lens) * 1000 + num_kv_heads * 10 + block_size)
+    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen)
+    q = randn((len(kv_lens), num_heads, head_dim), dtype, gen)
+    scale = head_dim**-0.5
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, scale, window)
+    if num_splits is None:
+        out = paged_decode_attention(*args)
+    else:
+        out = paged_decode_attention_splitk(*args, num_splits)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert_close(out, reference.paged_decode_attention(*args))
+
+
+# (num_kv_heads for 8 query heads: GQA ratio 1/4/8, block size, splits, sliding window).
+# Block 16 exercises key tiles that span several cache blocks, 64 and 128 tiles inside one
+# block; with several splits the short sequences leave their later splits empty.
+SMALL_CASES = [
+    (8, 16, 1, None),
+    (2, 16, 3, None),
+    (1, 64, 2, None),
+    (2, 128, 1, None),
+    (2, 32, 1, 40),
+    (1, 16, 4, 70),
+    (8, 64, None, None),
+]
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_kv_heads,block_size,num_splits,window", SMALL_CASES)
+def test_decode_matches_reference(dtype, num_kv_heads, block_size, num_splits, window):
+    # Lengths: a lone token, mid-block ends, an exact block multiple, several blocks.
+    check_decode([1, 37, 64, 150], 8, num_kv_heads, 32, block_size, dtype, num_splits, window)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_decode_head_dim_not_power_of_two():
+    check_decode([9, 70], 4, 2, 80, 16, torch.float32, 2, None)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_decode_rejects_mismatched_heads():
+    gen = make_generator()
+    kv = make_paged_kv([4], 3, 32, 16, torch.float32, gen)
+    q = randn((1, 8, 32), torch.float32, gen)
+    with pytest.raises(ValueError, match="multiple of K/V heads"):
+        paged_decode_attention(q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, 1.0)
+
+
+def test_choose_num_splits_fills_the_gpu_for_small_batches_only():
+    cpu = torch.device("cpu")  # stands in for a 132-SM H100
+    assert choose_num_splits(1, 8, 4096, cpu) == 16  # capped by 256-token splits
+    assert choose_num_splits(4, 8, 65536, cpu) == 9  # 2 x 132 programs
+    assert choose_num_splits(64, 8, 4096, cpu) == 1
+    assert choose_num_splits(1, 8, 100, cpu) == 1
+
+
+# Llama-3-8B: 32 query heads, head_dim 128, block 64; GQA ratios 1 / 4 / 8.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("num_kv_heads", [32, 8, 4])
+@pytest.mark.parametrize(
+    "batch,max_len,num_splits,window",
+    [
+        (64, 4096, None, None),
+        (64, 4096, 1, None),
+        (4, 4096, 16, None),
+        (16, 4096, None, 1000),
+        (3, 333, 5, None),
+    ],
+)
+def test_decode_matches_reference_llama3_shapes(
+    dtype, num_kv_heads, batch, max_len, num_splits, window
+):
+    rng = random.Random(batch * max_len)
+    kv_lens = [max_len] + [rng.randint(1, max_len) for _ in range(batch - 1)]
+    check_decode(kv_lens, 32, num_kv_heads, 128, 64, dtype, num_splits, window)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_decode_replays_in_a_cuda_graph():
+    """Decode launches depend on shapes only (no host sync), so a captured step replays
+    correctly when the lengths and tables change between replays."""
+    gen = make_generator(7)
+    kv = make_paged_kv([300, 1000, 4000, 77], 8, 128, 64, torch.bfloat16, gen)
+    q = randn((4, 32, 128), torch.bfloat16, gen)
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, 128**-0.5)
+    paged_decode_attention(*args)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = paged_decode_attention(*args)
+    for step in range(3):
+        kv.kv_lens.add_(step)
+        kv.block_tables.copy_(kv.block_tables.flip(0))
+        kv.kv_lens.copy_(kv.kv_lens.flip(0))
+        graph.replay()
+        assert_close(out, reference.paged_decode_attention(*args))
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_head_dim_256(num_splits):
+    check_decode([700, 77, 2000], 8, 4, 256, 64, torch.bfloat16, num_splits, None)

@@ -1,0 +1,118 @@
+"""Triton paged prefill attention against the PyTorch reference: fresh prompts, prompts after a
+cached prefix (chunked prefill, prefix-cache hits), GQA groups, sliding windows."""
+
+import os
+import random
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must precede the first import of Triton; with a GPU the kernels compile instead.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from conftest_triton import (  # noqa: E402
+    DEVICE,
+    DTYPES,
+    assert_close,
+    make_generator,
+    make_paged_kv,
+    needs_gpu,
+    needs_kernels,
+    randn,
+)
+from lmforge_torch_triton.ops import reference  # noqa: E402
+from lmforge_torch_triton.ops.triton_prefill_attention import paged_prefill_attention  # noqa: E402
+
+
+def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, window):
+    gen = make_generator(sum(kv_lens) + num_kv_heads * 10 + block_size)
+    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen)
+    q = randn((sum(q_lens), num_heads, head_dim), dtype, gen)
+    cu_q_lens = (
+        torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32).to(DEVICE)
+    )
+    scale = head_dim**-0.5
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, scale, window)
+    out = paged_prefill_attention(*args)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert_close(out, reference.paged_prefill_attention(*args))
+
+
+# (num_kv_heads for 8 query heads, block size, q_lens, kv_lens, sliding window).
+SMALL_CASES = [
+    # Fresh prompts, one a single token.
+    (8, 16, [5, 40, 1], [5, 40, 1], None),
+    # New tokens after a cached prefix: 37 and 29 positions already in the cache.
+    (2, 16, [5, 40, 1], [5, 77, 30], None),
+    # Several query tiles, a prefix that ends mid-block, key tiles inside one cache block.
+    (1, 64, [130, 3], [200, 3], None),
+    # Sliding windows narrower than a key tile and across a prefix.
+    (2, 16, [50, 7], [90, 7], 20),
+    (1, 32, [17, 64], [17, 100], 33),
+]
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_kv_heads,block_size,q_lens,kv_lens,window", SMALL_CASES)
+def test_prefill_matches_reference(dtype, num_kv_heads, block_size, q_lens, kv_lens, window):
+    check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_prefill_head_dim_not_power_of_two():
+    check_prefill([9, 20], [30, 20], 4, 2, 80, 16, torch.float32, None)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_prefill_rejects_bad_cu_q_lens():
+    gen = make_generator()
+    kv = make_paged_kv([4, 4], 2, 32, 16, torch.float32, gen)
+    q = randn((8, 4, 32), torch.float32, gen)
+    cu_q_lens = torch.tensor([0, 8], dtype=torch.int32, device=DEVICE)
+    with pytest.raises(ValueError, match="cu_q_lens"):
+        paged_prefill_attention(
+            q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, 1.0
+        )
+
+
+def llama3_batch(
+    batch: int, max_prompt: int, max_prefix: int, seed: int
+) -> tuple[list[int], list[int]]:
+    rng = random.Random(seed)
+    q_lens = [max_prompt] + [rng.randint(1, max_prompt) for _ in range(batch - 1)]
+    prefixes = [rng.randint(0, max_prefix) if max_prefix else 0 for _ in range(batch)]
+    return q_lens, [q + p for q, p in zip(q_lens, prefixes, strict=True)]
+
+
+# Llama-3-8B: 32 query heads, head_dim 128, block 64; GQA ratios 1 / 4 / 8; contexts to 4k.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("num_kv_heads", [32, 8, 4])
+@pytest.mark.parametrize(
+    "batch,max_prompt,max_prefix,window",
+    [
+        (8, 1024, 0, None),
+        (8, 512, 3072, None),
+        (32, 128, 2048, None),
+        (4, 2048, 2048, 1000),
+    ],
+)
+def test_prefill_matches_reference_llama3_shapes(
+    dtype, num_kv_heads, batch, max_prompt, max_prefix, window
+):
+    q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
+    check_prefill(q_lens, kv_lens, 32, num_kv_heads, 128, 64, dtype, window)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_prefill_head_dim_256(dtype):
+    # Gemma-style wide heads take the smaller tile configuration.
+    check_prefill([300, 77], [700, 77], 8, 4, 256, 64, dtype, None)

@@ -1,0 +1,111 @@
+"""Triton RoPE fused with the paged K/V write, and the K/V write alone, against the PyTorch
+reference: rotated queries, and the whole cache after the write (other slots untouched)."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must precede the first import of Triton; with a GPU the kernels compile instead.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from conftest_triton import (  # noqa: E402
+    DEVICE,
+    DTYPES,
+    assert_close,
+    make_generator,
+    needs_gpu,
+    needs_kernels,
+    randn,
+)
+from lmforge_torch_triton.ops import reference  # noqa: E402
+from lmforge_torch_triton.ops.triton_rope import rope_and_store_kv, store_kv  # noqa: E402
+
+
+def make_inputs(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype, seed=0):
+    gen = make_generator(seed)
+    num_blocks = tokens // block_size + 2
+    q = randn((tokens, num_heads, head_dim), dtype, gen)
+    k = randn((tokens, num_kv_heads, head_dim), dtype, gen)
+    v = randn((tokens, num_kv_heads, head_dim), dtype, gen)
+    k_cache = randn((num_blocks, block_size, num_kv_heads, head_dim), dtype, gen)
+    v_cache = randn((num_blocks, block_size, num_kv_heads, head_dim), dtype, gen)
+    # Distinct slots scattered over the pool, as shuffled block tables produce.
+    slots = torch.randperm(num_blocks * block_size, generator=torch.Generator().manual_seed(seed))
+    slot_mapping = slots[:tokens].to(DEVICE)
+    positions = torch.randint(0, 8192, (tokens,), generator=torch.Generator().manual_seed(seed)).to(
+        DEVICE
+    )
+    inv_freq = 1.0 / (
+        500000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=DEVICE) / head_dim)
+    )
+    cos, sin = reference.rope_cos_sin(positions, inv_freq)
+    return q, k, v, cos, sin, k_cache, v_cache, slot_mapping
+
+
+def check_rope_and_store(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype):
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(
+        tokens, num_heads, num_kv_heads, head_dim, block_size, dtype
+    )
+    ref_k_cache, ref_v_cache = k_cache.clone(), v_cache.clone()
+    q_ref, k_ref = reference.apply_rope(q, k, cos, sin)
+    reference.store_kv(k_ref, v, ref_k_cache, ref_v_cache, slots)
+
+    q_rot = rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots)
+    assert q_rot.shape == q.shape and q_rot.dtype == dtype
+    assert_close(q_rot, q_ref)
+    assert_close(k_cache, ref_k_cache)
+    assert torch.equal(v_cache, ref_v_cache)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(4, 4, 32), (8, 2, 64), (6, 1, 48)])
+def test_rope_and_store_kv_matches_reference(dtype, num_heads, num_kv_heads, head_dim):
+    check_rope_and_store(19, num_heads, num_kv_heads, head_dim, 16, dtype)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_store_kv_matches_reference(dtype):
+    _, k, v, _, _, k_cache, v_cache, slots = make_inputs(21, 4, 3, 40, 8, dtype)
+    ref_k_cache, ref_v_cache = k_cache.clone(), v_cache.clone()
+    reference.store_kv(k, v, ref_k_cache, ref_v_cache, slots)
+    store_kv(k, v, k_cache, v_cache, slots)
+    assert torch.equal(k_cache, ref_k_cache)
+    assert torch.equal(v_cache, ref_v_cache)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_negative_slots_are_not_written():
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(6, 4, 2, 32, 16, torch.float32)
+    slots[2] = -1
+    kept = slots >= 0
+    ref_k_cache, ref_v_cache = k_cache.clone(), v_cache.clone()
+    k_ref = reference.apply_rope(q, k, cos, sin)[1]
+    reference.store_kv(k_ref[kept], v[kept], ref_k_cache, ref_v_cache, slots[kept])
+
+    rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots)
+    assert_close(k_cache, ref_k_cache)
+    assert torch.equal(v_cache, ref_v_cache)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_rope_rejects_wrong_table_shape():
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(4, 4, 2, 32, 16, torch.float32)
+    with pytest.raises(ValueError, match="cos and sin"):
+        rope_and_store_kv(q, k, v, cos[:, :8], sin[:, :8], k_cache, v_cache, slots)
+
+
+# Llama-3-8B: 32 query heads, 8 K/V heads, head_dim 128, block 64; a decode batch and a prefill.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("tokens", [64, 4096])
+def test_rope_and_store_kv_llama3_shapes(dtype, tokens):
+    check_rope_and_store(tokens, 32, 8, 128, 64, dtype)
