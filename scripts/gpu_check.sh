@@ -46,7 +46,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run with a time limit, log to OUT/NA
   return 0
 }
 
-install() {
+install_lmforge() {
   if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl || return 1
@@ -61,11 +61,14 @@ install() {
          --break-system-packages "${editable[@]}"
 }
 
-export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+# The sources are on the path too, so the benchmarks run even where the install fails.
+SOURCES="$ROOT/core$(printf ':%s' "$ROOT"/plugins/*)"
+export PYTHONPATH="/tmp/site:$SOURCES${PYTHONPATH:+:$PYTHONPATH}"
 export LMFORGE_CACHE_DIR="${LMFORGE_CACHE_DIR:-$OUT/cache}"
 BENCH=(python3 -m lmforge.cli.main bench)
 
-stage install "${GPU_CHECK_INSTALL_S:-90}" install
+export -f install_lmforge
+stage install "${GPU_CHECK_INSTALL_S:-90}" bash -c install_lmforge
 stage nvidia-smi 20 nvidia-smi
 stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \
   --junitxml="$OUT/gpu-tests.xml"
@@ -88,7 +91,9 @@ if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
       sleep 2
     done
   }
-  stage w3-server-start "${GPU_CHECK_SERVER_START_S:-120}" bash -c "$(declare -f wait_ready); server=$server PORT=$PORT wait_ready"
+  export -f wait_ready
+  export server PORT
+  stage w3-server-start "${GPU_CHECK_SERVER_START_S:-120}" bash -c wait_ready
   stage w3 "${GPU_CHECK_W3_S:-150}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
     --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --json "$OUT/w3.json"
   kill -INT "$server" 2>/dev/null

@@ -1,0 +1,67 @@
+"""``lmforge bench generation`` and ``throughput`` on the CPU with the tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lmforge.cli.app import create_app
+from lmforge.cli.bench import parse_ints
+from lmforge.errors import ConfigError
+from typer.testing import CliRunner
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(create_app(), ["bench", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_generation_reports_each_batch_size(tiny_model, tmp_path):
+    out = tmp_path / "gen.json"
+    result = invoke("generation", str(tiny_model), "--batch-size", "1", "3", "--input-len", "8",
+                    "--output-len", "5", "--device", "cpu", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert "no weights" in result.output
+    assert report["benchmark"] == "generation" and report["device"].startswith("cpu")
+    assert report["settings"]["engine"]["load_format"] == "dummy"
+    assert report["settings"]["engine"]["max_batch_size"] == 3
+    assert [row["batch_size"] for row in report["rows"]] == [1, 3]
+    for row in report["rows"]:
+        assert row["generated_tokens"] == row["batch_size"] * 5  # EOS ignored: exact lengths
+        assert row["output_tok_s"] == pytest.approx(row["generated_tokens"] / row["elapsed_s"])
+        assert 0 < row["first_token_latency_s"] <= row["elapsed_s"]
+
+
+def test_throughput_synthetic_counts_every_token(tiny_model, tmp_path):
+    out = tmp_path / "tp.json"
+    invoke("throughput", str(tiny_model), "--dataset", "synthetic", "--num-prompts", "6",
+           "--input-len", "10", "--output-len", "4", "--device", "cpu", "--json", str(out))
+    row = json.loads(out.read_text())["rows"][0]
+    assert (row["num_requests"], row["input_tokens"], row["output_tokens"]) == (6, 60, 24)
+    assert row["request_s"] == pytest.approx(6 / row["elapsed_s"])
+    assert row["total_tok_s"] == pytest.approx(84 / row["elapsed_s"])
+
+
+def test_throughput_reads_a_users_sharegpt_file(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    convs = [{"conversations": [{"from": "human", "value": f"Tell me about topic number {i}."},
+                                {"from": "gpt", "value": "Here are a few words about it. " * (i + 1)}]}
+             for i in range(5)]
+    data = tmp_path / "mine.json"
+    data.write_text(json.dumps(convs))
+    out = tmp_path / "tp.json"
+    invoke("throughput", str(tiny_model), "--dataset", str(data), "--num-prompts", "3",
+           "--tokenizer", str(tiny_model), "--device", "cpu", "--json", str(out))
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["num_requests"] == 3 and row["output_tokens"] > 3 * 4
+    assert list((tmp_path / "cache" / "bench").glob("sharegpt-*.json"))
+
+
+def test_parse_ints_accepts_lists_in_every_spelling():
+    assert parse_ints(["1", "16,64"], ["256"], "--batch-size") == [1, 16, 64, 256]
+    assert parse_ints(["1 2"], [], "--batch-size") == [1, 2]
+    with pytest.raises(ConfigError, match="model path first"):
+        parse_ints(["1"], ["model"], "--batch-size")
+    with pytest.raises(ConfigError, match="--batch-size"):
+        parse_ints(["0"], [], "--batch-size")
