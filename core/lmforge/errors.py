@@ -20,3 +20,7 @@ class PluginError(LmforgeError):
 
 class PromptTooLongError(ConfigError):
     """A prompt does not fit the session length."""
+
+
+class EngineError(LmforgeError):
+    """The engine failed while running a request (the message carries the cause)."""

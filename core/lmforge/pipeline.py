@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .engine.async_engine import AsyncEngine, build_async_engine
 from .engine.outputs import GenOut
+from .errors import EngineError
 from .messages import GenerationConfig, Response
 
 _session_ids = itertools.count(1)
@@ -104,14 +105,19 @@ class Pipeline:
                     sequence_end=session_id is None, do_preprocess=do_preprocess,
                     adapter_name=adapter_name,
                 )
-                admitted.result()
-                started.append(request)
+                started.append((request, admitted))
                 remaining += cfg.n
+            # Wait for admission only once all are queued: the engine admits queued requests
+            # between two steps, so they start in one batch.
+            for _, admitted in started:
+                admitted.result()
             acc: dict[tuple[int, int], Response] = {}
             while remaining:
                 index, out = outputs.get()
                 if out.finish_reason is not None:
                     remaining -= 1
+                if out.finish_reason == "error":
+                    raise EngineError(f"The engine failed while generating: {out.error}")
                 if stream:
                     yield index, _to_response(out, index)
                     continue
@@ -127,7 +133,7 @@ class Pipeline:
                     yield index, resp
         finally:
             if remaining:
-                for request in started:
+                for request, _ in started:
                     self.engine.loop.abort(request.request_id)
 
     # ------------------------------------------------------------------ chat

@@ -198,3 +198,20 @@ def test_sequence_that_fills_the_pool_ends_with_length(tiny_llama_dir):
         assert out.finish_reason == "length"
         assert out.generate_token_len == 15
         assert_cache_empty(tiny_pool)
+
+
+def test_failed_step_raises_and_leaves_engine_usable(pipe, prompts, expected, monkeypatch):
+    from lmforge.errors import EngineError
+
+    runner = pipe.engine.loop.engine.runner
+    real = runner.execute
+
+    def broken(batch):
+        monkeypatch.setattr(runner, "execute", real)  # fail once
+        raise RuntimeError("simulated device fault")
+
+    monkeypatch.setattr(runner, "execute", broken)
+    with pytest.raises(EngineError, match="simulated device fault"):
+        pipe(prompts[:3], gen_config=GREEDY)
+    assert_cache_empty(pipe)
+    assert pipe(prompts[0], gen_config=GREEDY).token_ids == expected[0]

@@ -120,6 +120,7 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ the step
 
+    @torch.inference_mode()
     def step(self) -> None:
         """Run one scheduler step and deliver its outputs."""
         output = self.scheduler.schedule()
@@ -136,7 +137,7 @@ class LLMEngine:
             return
         sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
                                                 self.eos_token_ids, tokenizer=self.tokenizer)
-        sampled = self.sampler.sample(logits, sampling)
+        sampled = self.sampler.sample(logits, sampling, inplace=True)
         token_ids = sampled.token_ids.tolist()
         for row, (seq, token) in enumerate(zip(sample_seqs, token_ids)):
             logprobs = sampled.logprobs[row] if sampled.logprobs is not None else None
@@ -206,6 +207,7 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ perplexity
 
+    @torch.inference_mode()
     def score(self, token_ids: list[int]) -> float:
         """Mean negative log-likelihood of ``token_ids[1:]`` given their prefixes.
 

@@ -42,15 +42,18 @@ class Sampler:
     def __init__(self) -> None:
         self._column_hash: dict[tuple[int, torch.device], torch.Tensor] = {}
 
-    def sample(self, logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
-        """Pick one token per row of ``logits`` ([B, V] float32); ``logits`` is not modified.
+    def sample(self, logits: torch.Tensor, batch: SamplingBatch,
+               inplace: bool = False) -> SamplerOutput:
+        """Pick one token per row of ``logits`` ([B, V] float32). ``logits`` is not modified
+        unless ``inplace`` (the engine owns its step's logits and saves the copy).
 
         Logprobs are the log-softmax of the logits after penalties and masks and before
         temperature, top-k, top-p and min-p: the model's own distribution over the tokens the
         request allows, independent of how it is sampled.
         """
         if batch.penalties is not None or batch.masked is not None:
-            logits = logits.clone(memory_format=torch.contiguous_format)
+            if not (inplace and logits.is_contiguous()):
+                logits = logits.clone(memory_format=torch.contiguous_format)
             if batch.penalties is not None:
                 apply_penalties(logits, batch.penalties)
             if batch.masked is not None:
