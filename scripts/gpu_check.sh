@@ -28,6 +28,8 @@ TOKENIZER_ARGS=()
 if [ -d "$TOKENIZER" ]; then
   cp "$TOKENIZER"/* "$MODEL/"
   TOKENIZER_ARGS=(--tokenizer "$TOKENIZER")
+  # The tests' tiny models borrow the same tokenizer (see tests/conftest.py).
+  export LMFORGE_TEST_TOKENIZER="${LMFORGE_TEST_TOKENIZER:-$TOKENIZER}"
 fi
 cd "$ROOT" || exit 1
 declare -a STATUS=()

@@ -79,7 +79,7 @@ class Pipeline:
         single = _is_single(prompts)
         batch = [prompts] if single else list(prompts)
         configs = self._configs(gen_config, len(batch))
-        for index, out in self._run(batch, configs, do_preprocess, adapter_name, stream=True):
+        for _, out in self._run(batch, configs, do_preprocess, adapter_name, stream=True):
             yield out
 
     def _configs(self, gen_config, count: int) -> list[GenerationConfig]:
@@ -98,7 +98,7 @@ class Pipeline:
         started = []
         remaining = 0
         try:
-            for index, (prompt, cfg) in enumerate(zip(batch, configs)):
+            for index, (prompt, cfg) in enumerate(zip(batch, configs, strict=True)):
                 request, admitted = self.engine.start(
                     prompt, cfg, lambda out, i=index: outputs.put((i, out)),
                     session_id=session_id, sequence_start=sequence_start,

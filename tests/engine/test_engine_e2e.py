@@ -69,7 +69,7 @@ def expected(tiny_llama_dir, prompts):
 
 
 def test_alone_equals_transformers(pipe, prompts, expected):
-    for p, want in zip(prompts[:4], expected[:4]):
+    for p, want in zip(prompts[:4], expected[:4], strict=True):
         assert pipe(p, gen_config=GREEDY).token_ids == want
     assert_cache_empty(pipe)
 

@@ -132,14 +132,14 @@ class LLMEngine:
         logits = self.runner.execute(batch)
         self.scheduler.update(output)
         self.counters.steps_total += 1
-        sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits) if need]
+        sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True) if need]
         if not sample_seqs:
             return
         sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
                                                 self.eos_token_ids, tokenizer=self.tokenizer)
         sampled = self.sampler.sample(logits, sampling, inplace=True)
         token_ids = sampled.token_ids.tolist()
-        for row, (seq, token) in enumerate(zip(sample_seqs, token_ids)):
+        for row, (seq, token) in enumerate(zip(sample_seqs, token_ids, strict=True)):
             logprobs = sampled.logprobs[row] if sampled.logprobs is not None else None
             self._postprocess(seq, token, logprobs)
 

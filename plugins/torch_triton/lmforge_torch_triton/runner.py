@@ -10,6 +10,7 @@ from lmforge.engine.batch import ForwardBatch
 from lmforge.errors import ConfigError
 from lmforge.model.loader import ModelInfo
 
+from .cuda_graph import DecodeGraphs
 from .inputs import build_step_inputs
 from .models.decoder import LlamaDecoder
 from .models.weights import load_decoder_weights
@@ -77,6 +78,7 @@ class TorchModelRunner:
         self.model = LlamaDecoder(self.config, weights, self.ops, self.device)
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.block_size = 0
+        self.graphs: DecodeGraphs | None = None
 
     def cache_block_bytes(self, block_size: int) -> int:
         """Bytes of K and V for one block across all layers."""
@@ -114,6 +116,14 @@ class TorchModelRunner:
             for _ in range(c.num_layers)
         ]
         self.block_size = block_size
+        if self._use_graphs():
+            session_len = getattr(self.engine_config, "session_len", None) or \
+                self.model_info.session_len
+            self.graphs = DecodeGraphs(
+                self.model.forward, self.kv_caches,
+                max_batch_size=getattr(self.engine_config, "max_batch_size", 128),
+                max_blocks=-(-session_len // block_size), device=self.device,
+            )
         logger.info(
             "K/V cache: %d blocks of %d tokens (%.2f GiB)",
             num_blocks,
@@ -128,10 +138,20 @@ class TorchModelRunner:
             raise ValueError(
                 f"batch block_size {batch.block_size} != cache block size {self.block_size}"
             )
+        if self.graphs is not None and self.graphs.can_run(batch):
+            return self.graphs.run(batch)
         inputs = build_step_inputs(batch, self.device)
         return self.model.forward(inputs, self.kv_caches)
 
+    def _use_graphs(self) -> bool:
+        """Decode steps run as CUDA graphs on a GPU unless ``eager_mode``; dynamic NTK rope
+        needs per-sequence host work each step, so it stays eager."""
+        return (self.device.type == "cuda"
+                and not getattr(self.engine_config, "eager_mode", False)
+                and self.config.rope.scaling_type != "dynamic")
+
     def close(self) -> None:
+        self.graphs = None
         self.kv_caches = []
         del self.model
         if self.device.type == "cuda":

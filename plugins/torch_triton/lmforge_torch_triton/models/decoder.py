@@ -69,9 +69,8 @@ class LlamaDecoder:
         q = q.view(tokens, c.num_heads, c.head_dim)
         k = k.view(tokens, c.num_kv_heads, c.head_dim)
         v = v.view(tokens, c.num_kv_heads, c.head_dim)
-        q, k = ops.apply_rope(q, k, cos, sin)
         k_cache, v_cache = cache
-        ops.store_kv(k, v, k_cache, v_cache, inputs.slot_mapping)
+        q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping)
         if inputs.is_decode:
             out = ops.paged_decode_attention(
                 q,

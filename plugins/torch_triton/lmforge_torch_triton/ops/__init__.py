@@ -34,6 +34,7 @@ class Ops:
     rope_cos_sin: Callable
     apply_rope: Callable
     store_kv: Callable
+    rope_and_store_kv: Callable
     paged_decode_attention: Callable
     paged_prefill_attention: Callable
 

@@ -56,6 +56,22 @@ def apply_rope(
     return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
+def rope_and_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q."""
+    q, k = apply_rope(q, k, cos, sin)
+    store_kv(k, v, k_cache, v_cache, slot_mapping)
+    return q
+
+
 def store_kv(
     k: torch.Tensor,
     v: torch.Tensor,

@@ -1,0 +1,107 @@
+"""CUDA graphs for decode steps: one graph per bucketed batch size, replayed over static buffers.
+
+A decode step of a large model launches hundreds of small kernels; launched from Python, their
+overhead exceeds the GPU time at small batches. A captured graph replays them with one launch.
+Inputs are copied into static buffers sized for the largest bucket; padded rows get slot -1 (the
+K/V write skips them) and a one-token context, and their logits are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from lmforge.engine.batch import ForwardBatch
+
+from .inputs import StepInputs
+
+logger = logging.getLogger(__name__)
+
+BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+
+
+def bucket_sizes(max_batch_size: int) -> list[int]:
+    sizes = [b for b in BUCKETS if b < max_batch_size]
+    return sizes + [max_batch_size]
+
+
+class DecodeGraphs:
+    """Captures ``forward`` for decode batches lazily, one graph per bucket, sharing one pool."""
+
+    def __init__(self, forward, kv_caches, max_batch_size: int, max_blocks: int,
+                 device: torch.device):
+        self.forward = forward
+        self.kv_caches = kv_caches
+        self.buckets = bucket_sizes(max_batch_size)
+        self.max_blocks = max_blocks
+        self.device = device
+        n = self.buckets[-1]
+        i64, i32 = dict(dtype=torch.int64, device=device), dict(dtype=torch.int32, device=device)
+        self.input_ids = torch.zeros(n, **i64)
+        self.positions = torch.zeros(n, **i64)
+        self.slot_mapping = torch.full((n,), -1, **i64)
+        self.block_tables = torch.zeros(n, max_blocks, **i32)
+        self.kv_lens = torch.ones(n, **i32)
+        self.cu_q_lens = torch.arange(n + 1, **i32)
+        self.logit_rows = torch.arange(n, **i64)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+
+    def can_run(self, batch: ForwardBatch) -> bool:
+        return (batch.is_decode and not batch.return_all_logits
+                and batch.num_seqs <= self.buckets[-1]
+                and max(len(t) for t in batch.block_tables) <= self.max_blocks)
+
+    def _inputs(self, size: int) -> StepInputs:
+        return StepInputs(
+            input_ids=self.input_ids[:size],
+            positions=self.positions[:size],
+            slot_mapping=self.slot_mapping[:size],
+            block_tables=self.block_tables[:size],
+            kv_lens=self.kv_lens[:size],
+            cu_q_lens=self.cu_q_lens[: size + 1],
+            logit_rows=self.logit_rows[:size],
+            is_decode=True,
+            kv_lens_host=[],
+            q_lens_host=[],
+        )
+
+    def _capture(self, size: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        inputs = self._inputs(size)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up: Triton compiles and autotunes outside capture
+            self.forward(inputs, self.kv_caches)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self.forward(inputs, self.kv_caches)
+        logger.debug("captured a decode graph for batch %d", size)
+        return graph, logits
+
+    def run(self, batch: ForwardBatch) -> torch.Tensor:
+        """Replay the graph of the smallest bucket that holds ``batch``; its logits rows."""
+        n = batch.num_seqs
+        size = next(b for b in self.buckets if b >= n)
+        bs = batch.block_size
+        positions = [kv - 1 for kv in batch.kv_lens]
+        slots = [t[p // bs] * bs + p % bs for t, p in zip(batch.block_tables, positions, strict=True)]
+        width = max(len(t) for t in batch.block_tables)
+        tables = [t + [0] * (width - len(t)) for t in batch.block_tables]
+        host = torch.tensor([batch.input_ids, positions, slots], dtype=torch.int64)
+        self.input_ids[:n].copy_(host[0], non_blocking=True)
+        self.positions[:n].copy_(host[1], non_blocking=True)
+        self.slot_mapping[:n].copy_(host[2], non_blocking=True)
+        self.block_tables[:n, :width].copy_(torch.tensor(tables, dtype=torch.int32),
+                                            non_blocking=True)
+        self.kv_lens[:n].copy_(torch.tensor(batch.kv_lens, dtype=torch.int32), non_blocking=True)
+        if size > n:  # rows of an earlier, larger batch: make them harmless padding again
+            self.slot_mapping[n:size].fill_(-1)
+            self.kv_lens[n:size].fill_(1)
+            self.input_ids[n:size].zero_()
+            self.positions[n:size].zero_()
+        if size not in self.graphs:
+            self.graphs[size] = self._capture(size)
+        graph, logits = self.graphs[size]
+        graph.replay()
+        return logits[:n]
