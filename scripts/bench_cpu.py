@@ -57,10 +57,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from lmforge import PytorchEngineConfig, pipeline
     from lmforge.demo import demo_model_path
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(args.threads)
     gguf = demo_model_path()
