@@ -432,3 +432,36 @@ def test_randomized_stress_keeps_invariants(seed):
         ):
             assert s.output_ids == reference_output(s.prompt_ids, len(s.output_ids), s.adapter)
 
+
+
+def test_prefill_interval_groups_admissions_only_when_busy():
+    sched = Scheduler(SchedulerConfig(
+        max_batch_size=8, max_prefill_token_num=64, block_size=4, num_blocks=256,
+        prefill_interval=4,
+    ))
+    runner = FakeRunner(256, 4)
+    busy = [seq(range(1, 4), max_new=100) for _ in range(4)]  # 4 >= 8 // 4: the batch is busy
+    for s in busy:
+        sched.add(s)
+    step(sched, runner)
+    late = seq(range(10, 13), max_new=2)
+    sched.add(late)
+    admitted_at = None
+    for i in range(1, 6):
+        out = step(sched, runner)
+        if late in out.seqs and admitted_at is None:
+            admitted_at = i
+    assert admitted_at == 4  # deferred until 4 steps after the last admission
+    assert [s.output_ids for s in busy] == [busy[0].output_ids] * 4
+    # A lightly loaded engine admits at once: a first token is never held back.
+    light = Scheduler(SchedulerConfig(
+        max_batch_size=64, max_prefill_token_num=64, block_size=4, num_blocks=256,
+        prefill_interval=16,
+    ))
+    first = seq(range(1, 4), max_new=100)
+    light.add(first)
+    step(light, runner)
+    newcomer = seq(range(20, 23), max_new=2)
+    light.add(newcomer)
+    assert newcomer in step(light, runner).seqs
+    assert late.output_ids == reference_output(range(10, 13), 2)

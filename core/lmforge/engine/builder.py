@@ -91,6 +91,7 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
             num_blocks=num_blocks,
             enable_prefix_caching=True,  # hashes always kept: sessions reuse their own history
             max_session_len=session_len,
+            prefill_interval=runtime.prefill_interval,
         )
         engine = LLMEngine(runner, tokenizer, scheduler_config, session_len,
                            tokenizer.eos_token_ids, info.config.vocab_size)

@@ -33,6 +33,12 @@ class SchedulerConfig:
 
     ``watermark`` is the fraction of blocks kept free when admitting a waiting sequence next to
     running ones, so their decodes do not have to preempt at once.
+
+    ``prefill_interval`` (LMDeploy's name): while a busy batch decodes (at least a quarter of
+    ``max_batch_size`` running), waiting sequences are admitted at most once every that many
+    steps. Admissions then come in groups, and most steps are pure decodes, which an engine can
+    replay as CUDA graphs; a lightly loaded engine still admits at once, so first-token latency
+    does not suffer. 1 admits every step.
     """
 
     max_batch_size: int
@@ -42,6 +48,7 @@ class SchedulerConfig:
     enable_prefix_caching: bool = False
     max_session_len: int | None = None
     watermark: float = 0.01
+    prefill_interval: int = 1
 
     def __post_init__(self) -> None:
         if self.num_blocks < 1:
@@ -49,7 +56,7 @@ class SchedulerConfig:
                 "No K/V cache block fits in device memory; raise cache_max_entry_count or use a "
                 "smaller model."
             )
-        for name in ("max_batch_size", "max_prefill_token_num", "block_size"):
+        for name in ("max_batch_size", "max_prefill_token_num", "block_size", "prefill_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Invalid value for {name}: {getattr(self, name)!r}; must be >= 1")
         if self.max_session_len is not None and self.max_session_len < 2:
@@ -99,6 +106,7 @@ class Scheduler:
         self.num_preemptions = 0
         self._watermark_blocks = math.ceil(config.num_blocks * config.watermark)
         self._by_id: dict[int, Sequence] = {}
+        self._steps_since_admission = 0
 
     # ------------------------------------------------------------------ queues
 
@@ -170,9 +178,19 @@ class Scheduler:
                 continue
             self._schedule_running(seq, step)
         # Under block pressure, admitting new work would only preempt it again.
-        if not step.preempted:
+        if not step.preempted and self._may_admit():
+            before = len(step.scheduled)
             self._admit_waiting(step)
+            admitted = len(step.scheduled) > before
+            self._steps_since_admission = 0 if admitted else self._steps_since_admission + 1
+        else:
+            self._steps_since_admission += 1
         return step.output()
+
+    def _may_admit(self) -> bool:
+        busy = len(self.running) >= max(1, self.config.max_batch_size // 4)
+        return (not busy or self.config.prefill_interval <= 1
+                or self._steps_since_admission + 1 >= self.config.prefill_interval)
 
     def _over_session_len(self, seq: Sequence) -> bool:
         limit = self.config.max_session_len
