@@ -63,5 +63,5 @@ def test_cuda_graphs_agree_with_eager(tiny_llama_dir):
                     for i in range(len(prompts))])],
             ]
             if not eager:
-                assert runner.graphs.graphs, "no decode step ran as a CUDA graph"
+                assert runner.graphs.replays > 0, "no decode step ran as a CUDA graph"
     assert results[True] == results[False]

@@ -1,5 +1,8 @@
 """CUDA graphs for decode steps: one graph per bucketed batch size, replayed over static buffers.
 
+All buckets are captured when the cache is allocated (the engine's warm-up); a batch larger
+than the largest bucket, or a prefill, runs eagerly.
+
 A decode step of a large model launches hundreds of small kernels; launched from Python, their
 overhead exceeds the GPU time at small batches. A captured graph replays them with one launch.
 Inputs are copied into static buffers sized for the largest bucket; padded rows get slot -1 (the
@@ -46,6 +49,15 @@ class DecodeGraphs:
         self.logit_rows = torch.arange(n, **i64)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle()
+        self.replays = 0
+
+    def capture_all(self) -> None:
+        """Capture every bucket now, largest first so the smaller graphs reuse its memory pool;
+        the engine's warm-up, so no request pays for a capture."""
+        for size in reversed(self.buckets):
+            if size not in self.graphs:
+                self.graphs[size] = self._capture(size)
+        torch.cuda.synchronize(self.device)
 
     def can_run(self, batch: ForwardBatch) -> bool:
         return (batch.is_decode and not batch.return_all_logits
@@ -104,4 +116,5 @@ class DecodeGraphs:
             self.graphs[size] = self._capture(size)
         graph, logits = self.graphs[size]
         graph.replay()
+        self.replays += 1
         return logits[:n]

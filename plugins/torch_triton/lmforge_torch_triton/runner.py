@@ -124,6 +124,7 @@ class TorchModelRunner:
                 max_batch_size=getattr(self.engine_config, "max_batch_size", 128),
                 max_blocks=-(-session_len // block_size), device=self.device,
             )
+            self.graphs.capture_all()
         logger.info(
             "K/V cache: %d blocks of %d tokens (%.2f GiB)",
             num_blocks,
