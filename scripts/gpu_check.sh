@@ -98,6 +98,10 @@ if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   stage w3-server-start "${GPU_CHECK_SERVER_START_S:-120}" bash -c wait_ready
   stage w3 "${GPU_CHECK_W3_S:-150}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
     --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --json "$OUT/w3.json"
+  # Latency under a steady load: Poisson arrivals at 4 requests/s.
+  stage w3-rate "${GPU_CHECK_W3_RATE_S:-90}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
+    --dataset sharegpt --num-prompts 200 --request-rate 4 --seed 0 "${TOKENIZER_ARGS[@]}" \
+    --json "$OUT/w3-rate.json"
   kill -INT "$server" 2>/dev/null
   wait "$server" 2>/dev/null
 fi
@@ -124,10 +128,12 @@ if report:
     row = report["rows"][0]
     print(f"W2 on {report['device']}: {row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} "
           f"output tok/s, {row['total_tok_s']:.0f} total tok/s, {row['elapsed_s']:.1f} s")
-report = load("w3")
-if report:
+for name in ("w3", "w3-rate"):
+    report = load(name)
+    if not report:
+        continue
     row = report["rows"][0]
-    print(f"W3: {row['request_s']:.1f} req/s, TTFT p50/p99 {row['ttft_p50_s'] * 1000:.0f}/"
+    print(f"{name.upper()}: {row['request_s']:.1f} req/s, TTFT p50/p99 {row['ttft_p50_s'] * 1000:.0f}/"
           f"{row['ttft_p99_s'] * 1000:.0f} ms, ITL p50/p99 {row['itl_p50_s'] * 1000:.1f}/"
           f"{row['itl_p99_s'] * 1000:.1f} ms, {row['failed']} failed")
 PY
