@@ -34,11 +34,12 @@ class SchedulerConfig:
     ``watermark`` is the fraction of blocks kept free when admitting a waiting sequence next to
     running ones, so their decodes do not have to preempt at once.
 
-    ``prefill_interval`` (LMDeploy's name): while a busy batch decodes (at least a quarter of
-    ``max_batch_size`` running), waiting sequences are admitted at most once every that many
-    steps. Admissions then come in groups, and most steps are pure decodes, which an engine can
-    replay as CUDA graphs; a lightly loaded engine still admits at once, so first-token latency
-    does not suffer. 1 admits every step.
+    ``prefill_interval`` (LMDeploy's name): while a nearly full batch decodes (more than three
+    quarters of ``max_batch_size`` running), waiting sequences are admitted at most once every
+    that many steps. A few freed slots then fill in groups, and most steps are pure decodes,
+    which an engine can replay as CUDA graphs; a batch with room (a burst being admitted, or a
+    lightly loaded server) still admits at once, so first-token latency does not suffer.
+    1 admits every step.
     """
 
     max_batch_size: int
@@ -188,7 +189,7 @@ class Scheduler:
         return step.output()
 
     def _may_admit(self) -> bool:
-        busy = len(self.running) >= max(1, self.config.max_batch_size // 4)
+        busy = len(self.running) > self.config.max_batch_size * 3 // 4
         return (not busy or self.config.prefill_interval <= 1
                 or self._steps_since_admission + 1 >= self.config.prefill_interval)
 
