@@ -215,3 +215,22 @@ def test_failed_step_raises_and_leaves_engine_usable(pipe, prompts, expected, mo
         pipe(prompts[:3], gen_config=GREEDY)
     assert_cache_empty(pipe)
     assert pipe(prompts[0], gen_config=GREEDY).token_ids == expected[0]
+
+
+def test_stop_word_ends_text_before_it(pipe, prompts):
+    # Stop words are matched in text one step after their token is sampled; the token computed
+    # meanwhile must not leak into the output.
+    full = pipe(prompts[2], gen_config=GREEDY)
+    word = pipe.tokenizer.decode(full.token_ids[4:6])
+    assert word and word in full.text
+    cut = full.text.index(word)
+    cfg = GenerationConfig(max_new_tokens=NEW, ignore_eos=True, top_k=1, stop_words=[word])
+    out = pipe(prompts[2], gen_config=cfg)
+    assert out.finish_reason == "stop"
+    assert out.text == full.text[:cut]
+    assert out.token_ids == full.token_ids[: len(out.token_ids)]
+    with_stop = pipe(prompts[2], gen_config=GenerationConfig(
+        max_new_tokens=NEW, ignore_eos=True, top_k=1, stop_words=[word],
+        include_stop_str_in_output=True))
+    assert with_stop.text == full.text[: cut + len(word)]
+    assert_cache_empty(pipe)

@@ -36,6 +36,18 @@ class EngineCounters:
     preemptions_total: int = 0
 
 
+@dataclass
+class _Pending:
+    """A sampled token whose text is not out yet (see :meth:`LLMEngine.step`)."""
+
+    seq: Sequence
+    token: int
+    logprobs: dict[int, float] | None
+    reason: str | None  # a stop the token itself decided
+    stop_token: bool  # EOS or a stop token id: its text is not shown
+    num_generated: int
+
+
 class LLMEngine:
     """Owns the scheduler, the model runner and the sampler of one model."""
 
@@ -51,6 +63,7 @@ class LLMEngine:
         self.counters = EngineCounters()
         self._requests: dict[int, Request] = {}
         self._seq_owner: dict[int, tuple[Request, int]] = {}
+        self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------ requests
 
@@ -101,87 +114,113 @@ class LLMEngine:
         if request is None:
             return
         for index, seq in enumerate(request.seqs):
-            if not seq.is_finished:
+            if seq.seq_id in self._seq_owner:
                 self.scheduler.abort(seq.seq_id)
                 self._finish(request, index, seq, "abort",
                              GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids)), free=False)
 
     def abort_all(self, reason: str = "abort", error: str | None = None) -> None:
+        self._pending.clear()
         for request in list(self._requests.values()):
             for index, seq in enumerate(request.seqs):
-                if not seq.is_finished:
+                if seq.seq_id in self._seq_owner:
                     self.scheduler.abort(seq.seq_id)
                     out = GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids), error=error)
                     self._finish(request, index, seq, reason, out, free=False)
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or bool(self._pending)
 
     # ------------------------------------------------------------------ the step
 
     @torch.inference_mode()
     def step(self) -> None:
-        """Run one scheduler step and deliver its outputs."""
+        """Run one scheduler step and deliver outputs.
+
+        The previous step's tokens are detokenized and delivered while this step runs on the
+        device: the engine waits for the device only when it reads the sampled token ids. Stops
+        decided by the token itself (EOS, lengths) take effect at once; a stop word is seen one
+        step later, and the token computed meanwhile is dropped.
+        """
         output = self.scheduler.schedule()
+        sample_seqs: list[Sequence] = []
+        if output.seqs:
+            batch = self.scheduler.build_batch(output)
+            logits = self.runner.execute(batch)
+            self.scheduler.update(output)
+            self.counters.steps_total += 1
+            sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True)
+                           if need]
+        if sample_seqs:
+            sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
+                                                    self.eos_token_ids, tokenizer=self.tokenizer)
+            sampled = self.sampler.sample(logits, sampling, inplace=True)
+        self._flush_pending()
         for seq in output.finished:  # ended by the scheduler: the pool or session is full
             self._finish_by_scheduler(seq)
-        if not output.seqs:
-            return
-        batch = self.scheduler.build_batch(output)
-        logits = self.runner.execute(batch)
-        self.scheduler.update(output)
-        self.counters.steps_total += 1
-        sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True) if need]
         if not sample_seqs:
             return
-        sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
-                                                self.eos_token_ids, tokenizer=self.tokenizer)
-        sampled = self.sampler.sample(logits, sampling, inplace=True)
         token_ids = sampled.token_ids.tolist()
         for row, (seq, token) in enumerate(zip(sample_seqs, token_ids, strict=True)):
             logprobs = sampled.logprobs[row] if sampled.logprobs is not None else None
-            self._postprocess(seq, token, logprobs)
+            self._append(seq, token, logprobs)
 
-    def _postprocess(self, seq: Sequence, token: int, logprobs) -> None:
-        request, index = self._seq_owner[seq.seq_id]
-        if seq.is_finished:  # aborted while the step ran
+    def _append(self, seq: Sequence, token: int, logprobs) -> None:
+        """Add a sampled token and apply the stops the token decides; queue its text."""
+        owner = self._seq_owner.get(seq.seq_id)
+        if owner is None or seq.is_finished:  # aborted, or stopped by a stop word meanwhile
             return
+        request, _ = owner
         if not seq.output_ids:
             request.cached_tokens = max(request.cached_tokens, seq.num_cached)
             self.counters.prefix_cache_hit_tokens += seq.num_cached
         seq.append_token(token)
         self.counters.generation_tokens_total += 1
         cfg = seq.gen_config
-        n_out = len(seq.output_ids)
+        stop_token = (token in self.eos_token_ids and not cfg.ignore_eos) or bool(
+            cfg.stop_token_ids and token in cfg.stop_token_ids)
         reason = None
-        is_eos = token in self.eos_token_ids or (cfg.stop_token_ids and token in cfg.stop_token_ids)
-        detok = request.detoks[index]
-        if is_eos and not (cfg.ignore_eos and token in self.eos_token_ids):
-            step = detok.step([])
+        if stop_token:
             reason = "stop"
-        else:
-            step = detok.step([token])
-            if step.stopped:
-                reason = "stop"
-        if reason is None and (n_out >= cfg.max_new_tokens or seq.num_tokens >= self.session_len):
+        elif len(seq.output_ids) >= cfg.max_new_tokens or seq.num_tokens >= self.session_len:
             reason = "length"
-        text = step.text_delta
-        if reason is not None and not step.stopped:
-            text += detok.flush()
-        out = GenOut(
-            text=text,
-            token_ids=[token],
-            input_token_len=seq.num_prompt_tokens,
-            generate_token_len=n_out,
-            index=index,
-            logprobs=[logprobs] if logprobs is not None else None,
-            cached_token_len=request.cached_tokens,
-        )
         if reason is not None:
-            self._finish(request, index, seq, reason, out)
-        else:
-            request.sink(out)
+            self.scheduler.finish(seq, reason)
+        self._pending.append(
+            _Pending(seq, token, logprobs, reason, stop_token, len(seq.output_ids)))
+
+    def _flush_pending(self) -> None:
+        """Detokenize queued tokens, check stop words, and hand each output to its sink."""
+        pending, self._pending = self._pending, []
+        for p in pending:
+            owner = self._seq_owner.get(p.seq.seq_id)
+            if owner is None:  # its final output went out already (aborted)
+                continue
+            request, index = owner
+            detok = request.detoks[index]
+            step = detok.step([] if p.stop_token else [p.token])
+            reason = p.reason
+            if reason is None and step.stopped:
+                reason = "stop"
+                # It may be in the step now running: its blocks are reused only after that.
+                self.scheduler.finish(p.seq, reason)
+            text = step.text_delta
+            if reason is not None and not step.stopped:
+                text += detok.flush()
+            out = GenOut(
+                text=text,
+                token_ids=[p.token],
+                input_token_len=p.seq.num_prompt_tokens,
+                generate_token_len=p.num_generated,
+                index=index,
+                logprobs=[p.logprobs] if p.logprobs is not None else None,
+                cached_token_len=request.cached_tokens,
+            )
+            if reason is not None:
+                self._finish(request, index, p.seq, reason, out, free=False)
+            else:
+                request.sink(out)
 
     def _finish_by_scheduler(self, seq: Sequence) -> None:
         owner = self._seq_owner.get(seq.seq_id)
