@@ -147,15 +147,20 @@ class LLMEngine:
         sample_seqs: list[Sequence] = []
         if output.seqs:
             batch = self.scheduler.build_batch(output)
+            sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True)
+                           if need]
+            # Sampling inputs go to the device before the forward is queued: a copy from
+            # pageable host memory waits for the device, so after the launch it would stall
+            # the host until the step finished and nothing would overlap.
+            if sample_seqs:
+                sampling = SamplingBatch.from_sequences(
+                    sample_seqs, self.vocab_size, self.runner.device, self.eos_token_ids,
+                    tokenizer=self.tokenizer)
             logits = self.runner.execute(batch)
             self.scheduler.update(output)
             self.counters.steps_total += 1
-            sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True)
-                           if need]
-        if sample_seqs:
-            sampling = SamplingBatch.from_sequences(sample_seqs, self.vocab_size, logits.device,
-                                                    self.eos_token_ids, tokenizer=self.tokenizer)
-            sampled = self.sampler.sample(logits, sampling, inplace=True)
+            if sample_seqs:
+                sampled = self.sampler.sample(logits, sampling, inplace=True)
         self._flush_pending()
         for seq in output.finished:  # ended by the scheduler: the pool or session is full
             self._finish_by_scheduler(seq)
