@@ -156,6 +156,10 @@ class LLMEngine:
                 sampling = SamplingBatch.from_sequences(
                     sample_seqs, self.vocab_size, self.runner.device, self.eos_token_ids,
                     tokenizer=self.tokenizer)
+            if not batch.is_decode:
+                # A prefill waits for the device inside the forward; deliver first, so no
+                # finished token waits for it.
+                self._flush_pending()
             logits = self.runner.execute(batch)
             self.scheduler.update(output)
             self.counters.steps_total += 1
