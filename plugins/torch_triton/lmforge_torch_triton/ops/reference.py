@@ -93,15 +93,15 @@ def _gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int)
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
     """SDPA in float32 over ``q: [B, Lq, nh, d]``, ``k, v: [B, Lk, nkv, d]`` and a boolean
-    ``mask: [B, Lq, Lk]`` (True = attend). Returns ``[B, Lq, nh, d]``."""
-    groups = q.shape[2] // k.shape[2]
-    qf = q.float().transpose(1, 2)
-    kf = k.float().repeat_interleave(groups, dim=2).transpose(1, 2)
-    vf = v.float().repeat_interleave(groups, dim=2).transpose(1, 2)
-    out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask[:, None], scale=scale)
+    ``mask: [B, Lq, Lk]`` (True = attend; None = every key). Returns ``[B, Lq, nh, d]``."""
+    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))
+    attn_mask = None if mask is None else mask[:, None]
+    # enable_gqa lets SDPA share each K/V head across its query heads without copying them.
+    out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, scale=scale,
+                                         enable_gqa=True)
     return out.transpose(1, 2)
 
 
@@ -131,12 +131,32 @@ def paged_decode_attention(
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions,
     its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype."""
     bs = k_cache.shape[1]
+    if q.shape[0] == 1 and sliding_window is None:
+        return _decode_one(q, k_cache, v_cache, block_tables[0], int(kv_lens[0]), scale)
     num_blocks = (int(kv_lens.max()) + bs - 1) // bs
     k = _gather_kv(k_cache, block_tables, num_blocks)
     v = _gather_kv(v_cache, block_tables, num_blocks)
     kv_lens = kv_lens.long()
     mask = _window_mask((kv_lens - 1)[:, None], kv_lens, k.shape[1], sliding_window)
     return _attend(q[:, None], k, v, mask, scale)[:, 0].to(q.dtype)
+
+
+def _decode_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                table: torch.Tensor, kv_len: int, scale: float) -> torch.Tensor:
+    """A single sequence needs no mask; when its blocks are consecutive (the usual case for one
+    stream) its K/V are a view of the pool rather than a gathered copy."""
+    bs, nkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    num_blocks = (kv_len + bs - 1) // bs
+    ids = table[:num_blocks]
+    first = int(ids[0])
+    if num_blocks == 1 or bool((ids[1:] - ids[:-1] == 1).all()):
+        k = k_cache[first : first + num_blocks]
+        v = v_cache[first : first + num_blocks]
+    else:
+        k, v = k_cache[ids.long()], v_cache[ids.long()]
+    k = k.reshape(1, num_blocks * bs, nkv, d)[:, :kv_len]
+    v = v.reshape(1, num_blocks * bs, nkv, d)[:, :kv_len]
+    return _attend(q[:, None], k, v, None, scale)[:, 0].to(q.dtype)
 
 
 def paged_prefill_attention(
