@@ -229,6 +229,19 @@ def build_engine_config(
     )
 
 
+ENGINE_OPTIONS = (
+    "tp", "session_len", "max_batch_size", "cache_max_entry_count", "cache_block_seq_len",
+    "enable_prefix_caching", "max_prefill_token_num", "quant_policy", "model_format",
+    "rope_scaling_factor", "dtype", "device", "load_format", "model_name",
+)
+
+
+def engine_config_from(backend: str, values: dict[str, Any]) -> Any:
+    """:func:`build_engine_config` from a command's parameters (pass ``locals()``): the engine
+    options every model-loading command declares, picked by name."""
+    return build_engine_config(backend, **{k: values[k] for k in ENGINE_OPTIONS if k in values})
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 

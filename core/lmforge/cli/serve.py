@@ -128,23 +128,7 @@ def api_server(
     """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn)."""
     from ..serve.server import run_api_server
 
-    backend_config = options.build_engine_config(
-        backend,
-        tp=tp,
-        session_len=session_len,
-        max_batch_size=max_batch_size,
-        cache_max_entry_count=cache_max_entry_count,
-        cache_block_seq_len=cache_block_seq_len,
-        enable_prefix_caching=enable_prefix_caching,
-        max_prefill_token_num=max_prefill_token_num,
-        quant_policy=quant_policy,
-        model_format=model_format,
-        rope_scaling_factor=rope_scaling_factor,
-        dtype=dtype,
-        device=device,
-        load_format=load_format,
-        model_name=model_name,
-    )
+    backend_config = options.engine_config_from(backend, locals())
     run_api_server(
         model_path,
         backend=backend.value,
