@@ -234,3 +234,18 @@ def test_stop_word_ends_text_before_it(pipe, prompts):
         include_stop_str_in_output=True))
     assert with_stop.text == full.text[: cut + len(word)]
     assert_cache_empty(pipe)
+
+
+def test_unreadable_model_files(tiny_llama_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken_config"
+    shutil.copytree(tiny_llama_dir, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="config.json"):
+        pipeline(str(broken), backend_config=PytorchEngineConfig(dtype="float32"))
+    corrupt = tmp_path / "corrupt_weights"
+    shutil.copytree(tiny_llama_dir, corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelLoadError, match="model.safetensors"):
+        pipeline(str(corrupt), backend_config=PytorchEngineConfig(dtype="float32"))

@@ -45,7 +45,11 @@ def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
 
     for shard in shards:
-        with safe_open(str(shard), framework="pt") as f:
+        try:
+            handle = safe_open(str(shard), framework="pt")
+        except Exception as exc:  # a truncated or corrupt file
+            raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
+        with handle as f:
             for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 yield name, f.get_tensor(name)
 
