@@ -12,8 +12,8 @@ import httpx
 import lmforge
 import openai
 import pytest
-from conftest import free_port, lmforge_server
 from lmforge.messages import PytorchEngineConfig
+from server_process import free_port, lmforge_server
 from test_server_robustness import parse_metrics, wait_idle
 
 SESSION_LEN = 256

@@ -10,8 +10,8 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import fake_server_process
 from fake_engine import WORDS
+from server_process import fake_server_process
 
 MODEL = "fake-model"
 LONG = {"ignore_eos": True, "max_tokens": 50, "temperature": 0}  # 50 tokens: 2.5 s at 50 ms each

@@ -36,12 +36,25 @@ class EngineCounters:
     preemptions_total: int = 0
 
 
+# Stands in the output of a sequence for the token its launched step is sampling.
+PLACEHOLDER = -1
+
+
+@dataclass
+class _InFlight:
+    """A launched step: the sequences that sample a token, and the device-side result."""
+
+    seqs: list[Sequence]
+    sampled: object | None
+
+
 @dataclass
 class _Pending:
-    """A sampled token whose text is not out yet (see :meth:`LLMEngine.step`)."""
+    """An output whose text is not out yet (see :meth:`LLMEngine.step`); ``token`` None is the
+    final output of a sequence the scheduler ended."""
 
     seq: Sequence
-    token: int
+    token: int | None
     logprobs: dict[int, float] | None
     reason: str | None  # a stop the token itself decided
     stop_token: bool  # EOS or a stop token id: its text is not shown
@@ -64,6 +77,7 @@ class LLMEngine:
         self._requests: dict[int, Request] = {}
         self._seq_owner: dict[int, tuple[Request, int]] = {}
         self._pending: list[_Pending] = []
+        self._inflight: _InFlight | None = None
 
     # ------------------------------------------------------------------ requests
 
@@ -121,6 +135,7 @@ class LLMEngine:
 
     def abort_all(self, reason: str = "abort", error: str | None = None) -> None:
         self._pending.clear()
+        self._inflight = None
         for request in list(self._requests.values()):
             for index, seq in enumerate(request.seqs):
                 if seq.seq_id in self._seq_owner:
@@ -130,74 +145,93 @@ class LLMEngine:
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work or bool(self._pending)
+        return self.scheduler.has_work or bool(self._pending) or self._inflight is not None
 
     # ------------------------------------------------------------------ the step
 
     @torch.inference_mode()
     def step(self) -> None:
-        """Run one scheduler step and deliver outputs.
+        """Plan the next step while the current one runs on the device, then launch it.
 
-        The previous step's tokens are detokenized and delivered while this step runs on the
-        device: the engine waits for the device only when it reads the sampled token ids. Stops
-        decided by the token itself (EOS, lengths) take effect at once; a stop word is seen one
-        step later, and the token computed meanwhile is dropped.
+        The engine waits for the device only when it reads a step's sampled token ids. Before
+        that, it schedules the next step (each sequence in flight holds a placeholder for the
+        token being sampled) and detokenizes and delivers the tokens of the step before.
+        Stops that the token itself decides (EOS, lengths) take effect before the next launch;
+        a stop word is seen one step later and the token computed meanwhile is dropped.
         """
         output = self.scheduler.schedule()
-        sample_seqs: list[Sequence] = []
-        if output.seqs:
-            batch = self.scheduler.build_batch(output)
-            sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True)
-                           if need]
-            # Sampling inputs go to the device before the forward is queued: a copy from
-            # pageable host memory waits for the device, so after the launch it would stall
-            # the host until the step finished and nothing would overlap.
-            if sample_seqs:
-                sampling = SamplingBatch.from_sequences(
-                    sample_seqs, self.vocab_size, self.runner.device, self.eos_token_ids,
-                    tokenizer=self.tokenizer)
-            if not batch.is_decode:
-                # A prefill waits for the device inside the forward; deliver first, so no
-                # finished token waits for it.
-                self._flush_pending()
-            logits = self.runner.execute(batch)
-            self.scheduler.update(output)
-            self.counters.steps_total += 1
-            if sample_seqs:
-                sampled = self.sampler.sample(logits, sampling, inplace=True)
         self._flush_pending()
+        if self._inflight is not None:
+            self._collect(self._inflight)
+            self._inflight = None
         for seq in output.finished:  # ended by the scheduler: the pool or session is full
-            self._finish_by_scheduler(seq)
-        if not sample_seqs:
-            return
-        token_ids = sampled.token_ids.tolist()
-        for row, (seq, token) in enumerate(zip(sample_seqs, token_ids, strict=True)):
-            logprobs = sampled.logprobs[row] if sampled.logprobs is not None else None
-            self._append(seq, token, logprobs)
+            self._queue_final(seq)
+        # Sequences that stopped when their token arrived leave the step before it launches.
+        live = [(s, n) for s, n in zip(output.seqs, output.num_new_tokens, strict=True)
+                if not s.is_finished]
+        if len(live) < len(output.seqs):
+            output = replace(output, seqs=[s for s, _ in live], num_new_tokens=[n for _, n in live])
+        if output.seqs:
+            self._inflight = self._launch(output)
 
-    def _append(self, seq: Sequence, token: int, logprobs) -> None:
-        """Add a sampled token and apply the stops the token decides; queue its text."""
-        owner = self._seq_owner.get(seq.seq_id)
-        if owner is None or seq.is_finished:  # aborted, or stopped by a stop word meanwhile
+    def _launch(self, output) -> _InFlight:
+        """Queue one step on the device: forward, then sampling; no wait for the result."""
+        batch = self.scheduler.build_batch(output)
+        sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True) if need]
+        # Sampling inputs go to the device before the forward is queued: a copy from pageable
+        # host memory waits for the device, so after the launch it would stall the host.
+        sampling = None
+        if sample_seqs:
+            sampling = SamplingBatch.from_sequences(
+                sample_seqs, self.vocab_size, self.runner.device, self.eos_token_ids,
+                tokenizer=self.tokenizer)
+        logits = self.runner.execute(batch)
+        self.scheduler.update(output)
+        self.counters.steps_total += 1
+        sampled = self.sampler.sample(logits, sampling, inplace=True) if sample_seqs else None
+        for seq in sample_seqs:
+            seq.append_token(PLACEHOLDER)
+        return _InFlight(sample_seqs, sampled)
+
+    def _collect(self, inflight: _InFlight) -> None:
+        """Wait for a launched step's tokens, put them in place of the placeholders, and apply
+        the stops they decide."""
+        if inflight.sampled is None:
             return
-        request, _ = owner
-        if not seq.output_ids:
+        token_ids = inflight.sampled.token_ids.tolist()
+        logprobs = inflight.sampled.logprobs
+        for row, (seq, token) in enumerate(zip(inflight.seqs, token_ids, strict=True)):
+            seq.output_ids[-1] = token
+            owner = self._seq_owner.get(seq.seq_id)
+            if owner is None:  # aborted, or stopped by a stop word, while the step ran
+                continue
+            self._accept(owner[0], seq, token, logprobs[row] if logprobs is not None else None)
+
+    def _accept(self, request: Request, seq: Sequence, token: int, logprobs) -> None:
+        if len(seq.output_ids) == 1:
             request.cached_tokens = max(request.cached_tokens, seq.num_cached)
             self.counters.prefix_cache_hit_tokens += seq.num_cached
-        seq.append_token(token)
         self.counters.generation_tokens_total += 1
         cfg = seq.gen_config
         stop_token = (token in self.eos_token_ids and not cfg.ignore_eos) or bool(
             cfg.stop_token_ids and token in cfg.stop_token_ids)
-        reason = None
-        if stop_token:
-            reason = "stop"
-        elif len(seq.output_ids) >= cfg.max_new_tokens or seq.num_tokens >= self.session_len:
-            reason = "length"
-        if reason is not None:
-            self.scheduler.finish(seq, reason)
+        reason = seq.finish_reason if seq.is_finished else None  # the scheduler ended it
+        if reason is None:
+            if stop_token:
+                reason = "stop"
+            elif len(seq.output_ids) >= cfg.max_new_tokens or seq.num_tokens >= self.session_len:
+                reason = "length"
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
         self._pending.append(
             _Pending(seq, token, logprobs, reason, stop_token, len(seq.output_ids)))
+
+    def _queue_final(self, seq: Sequence) -> None:
+        """A sequence the scheduler ended: its last output follows the tokens queued before."""
+        if seq.seq_id in self._seq_owner and not any(p.seq is seq for p in self._pending):
+            self._pending.append(
+                _Pending(seq, None, None, seq.finish_reason or "length", False,
+                         len(seq.output_ids)))
 
     def _flush_pending(self) -> None:
         """Detokenize queued tokens, check stop words, and hand each output to its sink."""
@@ -208,7 +242,7 @@ class LLMEngine:
                 continue
             request, index = owner
             detok = request.detoks[index]
-            step = detok.step([] if p.stop_token else [p.token])
+            step = detok.step([] if p.stop_token or p.token is None else [p.token])
             reason = p.reason
             if reason is None and step.stopped:
                 reason = "stop"
@@ -219,7 +253,7 @@ class LLMEngine:
                 text += detok.flush()
             out = GenOut(
                 text=text,
-                token_ids=[p.token],
+                token_ids=[] if p.token is None else [p.token],
                 input_token_len=p.seq.num_prompt_tokens,
                 generate_token_len=p.num_generated,
                 index=index,
@@ -230,16 +264,6 @@ class LLMEngine:
                 self._finish(request, index, p.seq, reason, out, free=False)
             else:
                 request.sink(out)
-
-    def _finish_by_scheduler(self, seq: Sequence) -> None:
-        owner = self._seq_owner.get(seq.seq_id)
-        if owner is None:
-            return
-        request, index = owner
-        text = request.detoks[index].flush()
-        out = GenOut(text, [], seq.num_prompt_tokens, len(seq.output_ids), index=index,
-                     cached_token_len=request.cached_tokens)
-        self._finish(request, index, seq, seq.finish_reason or "length", out, free=False)
 
     def _finish(self, request: Request, index: int, seq: Sequence, reason: str, out: GenOut,
                 free: bool = True) -> None:
