@@ -171,6 +171,9 @@ class LLMEngine:
                 if not s.is_finished]
         if len(live) < len(output.seqs):
             output = replace(output, seqs=[s for s, _ in live], num_new_tokens=[n for _, n in live])
+        if any(n > 1 for n in output.num_new_tokens):
+            # A prefill waits for the device inside its forward: deliver what is ready first.
+            self._flush_pending()
         if output.seqs:
             self._inflight = self._launch(output)
 
