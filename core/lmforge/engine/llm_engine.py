@@ -1,14 +1,14 @@
 """The synchronous engine: requests in, one scheduler step at a time, outputs to each request's sink.
 
-A step is three calls (schedule → execute → update) plus sampling and stop checks. Everything
-here runs in one thread (the engine loop's); the front ends in ``async_engine`` talk to it
-through commands.
+A step is schedule → execute → update, then sampling and stop checks; the next step is planned,
+and the previous tokens detokenized, while the device runs the current one. Everything here
+runs in one thread (the engine loop's); the front ends in ``async_engine`` talk to it through
+commands.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -33,7 +33,6 @@ class EngineCounters:
     generation_tokens_total: int = 0
     prefix_cache_hit_tokens: int = 0
     steps_total: int = 0
-    preemptions_total: int = 0
 
 
 # Stands in the output of a sequence for the token its launched step is sampling.
@@ -325,5 +324,5 @@ class LLMEngine:
             "generation_tokens_total": c.generation_tokens_total,
             "prefix_cache_hit_tokens": c.prefix_cache_hit_tokens,
             "steps_total": c.steps_total,
-            "time": time.time(),
+            "preemptions_total": self.scheduler.num_preemptions,
         }
