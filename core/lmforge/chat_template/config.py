@@ -103,7 +103,7 @@ class ChatTemplateConfig:
     def from_json(cls, path_or_json: str | Path) -> ChatTemplateConfig:
         """A config from a JSON file's path or from a JSON string."""
         text = str(path_or_json)
-        source = "the chat template JSON string"
+        source = "chat template JSON string"
         if not text.lstrip().startswith("{"):
             path = Path(text).expanduser()
             if not path.is_file():
