@@ -81,7 +81,7 @@ def tiny_llama_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
-    # Tests share 2 cores with other processes; fixed threads keep timings and numerics stable.
+    # Processes the tests start (servers, CLI runs) inherit a fixed thread count.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
 

@@ -43,8 +43,14 @@ class Pipeline:
 
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
-        self.tokenizer = engine.tokenizer
-        self.chat_template = engine.chat_template
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def chat_template(self):
+        return self.engine.chat_template
 
     # ------------------------------------------------------------------ batch inference
 

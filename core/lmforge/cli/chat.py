@@ -67,7 +67,6 @@ def chat(
     Type 'reset' to start a new conversation and 'exit' (or Ctrl-D) to quit. With standard input
     piped in, each line is one turn and only the replies are printed.
     """
-    from ..engine.features import check_supported
     from ..messages import GenerationConfig
     from ..pipeline import pipeline
     from .chat_repl import run_chat
@@ -75,7 +74,6 @@ def chat(
     backend_config = options.engine_config_from(backend, locals())
     if adapters:
         backend_config.adapters = {str(i): a for i, a in enumerate(adapters)}
-    check_supported(backend_config)
     gen_config = GenerationConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         repetition_penalty=repetition_penalty, random_seed=seed,

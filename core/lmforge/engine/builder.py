@@ -25,8 +25,6 @@ def resolve_backend_config(backend: str | None, backend_config) -> tuple[str, ob
     """Pick the backend name and a config of the right class (LMDeploy: the config decides)."""
     if backend is None:
         backend = "turbomind" if isinstance(backend_config, TurbomindEngineConfig) else "pytorch"
-    if backend not in ("pytorch", "turbomind") and backend_config is None:
-        backend_config = PytorchEngineConfig()
     if backend_config is None:
         backend_config = TurbomindEngineConfig() if backend == "turbomind" else PytorchEngineConfig()
     return backend, backend_config

@@ -80,7 +80,7 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ requests
 
-    def check_prompt(self, prompt_ids: list[int], gen_config: GenerationConfig) -> None:
+    def check_prompt(self, prompt_ids: list[int]) -> None:
         """Reject a prompt that can never run, before it takes any resource."""
         if not prompt_ids:
             raise PromptTooLongError("The prompt is empty; send at least one token.")
@@ -92,7 +92,7 @@ class LLMEngine:
             )
 
     def add_request(self, request: Request) -> None:
-        self.check_prompt(request.prompt_ids, request.gen_config)
+        self.check_prompt(request.prompt_ids)
         cfg = request.gen_config
         self.counters.requests_total += 1
         self.counters.prompt_tokens_total += len(request.prompt_ids)
@@ -290,7 +290,7 @@ class LLMEngine:
         """
         if len(token_ids) < 2:
             raise PromptTooLongError("Perplexity needs at least two tokens.")
-        self.check_prompt(token_ids[:-1], GenerationConfig())
+        self.check_prompt(token_ids[:-1])
         seq = Sequence(list(token_ids), GenerationConfig(max_new_tokens=0))
         chunk = self.scheduler.config.max_prefill_token_num
         total, count = 0.0, 0

@@ -16,7 +16,7 @@ import logging
 import torch
 from lmforge.engine.batch import ForwardBatch
 
-from .inputs import StepInputs
+from .inputs import StepInputs, padded_block_tables
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class DecodeGraphs:
         bs = batch.block_size
         positions = [kv - 1 for kv in batch.kv_lens]
         slots = [t[p // bs] * bs + p % bs for t, p in zip(batch.block_tables, positions, strict=True)]
-        width = max(len(t) for t in batch.block_tables)
-        tables = [t + [0] * (width - len(t)) for t in batch.block_tables]
+        tables = padded_block_tables(batch.block_tables)
+        width = len(tables[0])
         host = torch.tensor([batch.input_ids, positions, slots], dtype=torch.int64)
         self.input_ids[:n].copy_(host[0], non_blocking=True)
         self.positions[:n].copy_(host[1], non_blocking=True)

@@ -28,6 +28,13 @@ class StepInputs:
     q_lens_host: list[int]
 
 
+def padded_block_tables(block_tables: list[list[int]]) -> list[list[int]]:
+    """Rows padded to the longest; padding is block 0, a valid id: kernels never read past
+    kv_lens."""
+    width = max(len(t) for t in block_tables)
+    return [t + [0] * (width - len(t)) for t in block_tables]
+
+
 def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
     """Positions, cache slots and attention metadata of ``batch``, on ``device``."""
     bs = batch.block_size
@@ -47,9 +54,7 @@ def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
             logit_rows.append(cu[-1] - 1)
     if batch.return_all_logits:
         logit_rows = list(range(batch.num_tokens))
-    width = max(len(t) for t in batch.block_tables)
-    # Padding uses block 0, a valid id: kernels never read past kv_lens.
-    tables = [t + [0] * (width - len(t)) for t in batch.block_tables]
+    tables = padded_block_tables(batch.block_tables)
 
     def tensor(values, dtype):
         return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
