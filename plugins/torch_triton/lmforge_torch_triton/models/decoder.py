@@ -40,22 +40,29 @@ class LlamaDecoder:
         ops, w = self.ops, self.weights
         hidden = F.embedding(inputs.input_ids, w.embed)
         cos, sin = self.rotary.cos_sin(inputs)
+        eps = self.config.norm_eps
         residual = None
+        # Each norm runs inside the matmul after it, and SiLU-and-mul inside the down projection:
+        # at decode batch sizes these are weight-streaming kernels with the small ops fused in.
         for layer, cache in zip(w.layers, kv_caches, strict=True):
-            x, residual = ops.rms_norm(hidden, layer.input_norm, self.config.norm_eps, residual)
+            qkv, residual = ops.rms_norm_linear(
+                hidden, layer.input_norm, eps, residual, layer.qkv, layer.qkv_bias
+            )
             if residual is None:  # first layer: the embedding is the residual stream
                 residual = hidden
-            hidden = self._attention(x, layer, cache, inputs, cos, sin)
-            x, residual = ops.rms_norm(hidden, layer.post_attn_norm, self.config.norm_eps, residual)
-            hidden = F.linear(ops.silu_and_mul(F.linear(x, layer.gate_up)), layer.down)
+            hidden = self._attention(qkv, layer, cache, inputs, cos, sin)
+            gate_up, residual = ops.rms_norm_linear(
+                hidden, layer.post_attn_norm, eps, residual, layer.gate_up
+            )
+            hidden = ops.silu_mul_linear(gate_up, layer.down)
         hidden = hidden[inputs.logit_rows]
         residual = residual[inputs.logit_rows]
-        x, _ = ops.rms_norm(hidden, w.norm, self.config.norm_eps, residual)
-        return F.linear(x, w.lm_head).float()
+        logits, _ = ops.rms_norm_linear(hidden, w.norm, eps, residual, w.lm_head)
+        return logits.float()
 
     def _attention(
         self,
-        x: torch.Tensor,
+        qkv: torch.Tensor,
         layer: LayerWeights,
         cache: tuple[torch.Tensor, torch.Tensor],
         inputs: StepInputs,
@@ -63,8 +70,7 @@ class LlamaDecoder:
         sin: torch.Tensor,
     ) -> torch.Tensor:
         c, ops = self.config, self.ops
-        tokens = x.shape[0]
-        qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+        tokens = qkv.shape[0]
         q, k, v = qkv.split([c.q_size, c.kv_size, c.kv_size], dim=-1)
         q = q.view(tokens, c.num_heads, c.head_dim)
         k = k.view(tokens, c.num_kv_heads, c.head_dim)
@@ -92,4 +98,4 @@ class LlamaDecoder:
                 self.scale,
                 c.sliding_window,
             )
-        return F.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)
+        return ops.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)

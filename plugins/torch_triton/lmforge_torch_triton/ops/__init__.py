@@ -31,6 +31,9 @@ class Ops:
 
     rms_norm: Callable
     silu_and_mul: Callable
+    linear: Callable
+    rms_norm_linear: Callable
+    silu_mul_linear: Callable
     rope_cos_sin: Callable
     apply_rope: Callable
     store_kv: Callable

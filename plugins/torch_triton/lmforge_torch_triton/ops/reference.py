@@ -34,6 +34,31 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x[T, K] @ w[N, K].T (+ bias)``."""
+    return F.linear(x, w, bias)
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    weight_norm: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None,
+    w: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`rms_norm` then :func:`linear`; returns the product and the new residual."""
+    normed, residual = rms_norm(x, weight_norm, eps, residual)
+    return F.linear(normed, w, bias), residual
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`silu_and_mul` then :func:`linear`: the gated MLP's down projection."""
+    return F.linear(silu_and_mul(gate_up), w, bias)
+
+
 def rope_cos_sin(
     positions: torch.Tensor, inv_freq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

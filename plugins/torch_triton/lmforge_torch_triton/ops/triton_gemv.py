@@ -1,0 +1,302 @@
+"""Bandwidth-bound GEMV / skinny GEMM for decode steps, with the op before it fused in.
+
+At a small batch every linear layer of a decode step is a read of its weight matrix: ``y[M, N] =
+x[M, K] @ w[N, K].T`` with ``M`` a handful of token rows. One program owns ``BLOCK_N`` weight rows
+and streams them along ``K`` in wide contiguous tiles, so the grid holds hundreds to thousands of
+programs and every SM keeps many loads in flight. The input row is tiny and stays in L2, so each
+program rebuilds the values it needs from the previous op's inputs instead of waiting for a
+separate kernel to write them: the RMSNorm (with its residual add) before the QKV, gate/up and
+LM-head projections, and ``silu(gate) * up`` before the down projection. That removes a launch
+and a round trip through memory between every pair of matmuls.
+
+Two inner loops, chosen per shape by :data:`CONFIGS`: for one row, an elementwise fp32
+multiply-accumulate over a ``[BLOCK_N, BLOCK_K]`` tile reduced once at the end; for several rows,
+``tl.dot`` on a ``[16, BLOCK_K]`` input tile (padding rows load zeros), which keeps the tensor
+cores busy for free while the weights stream. Above :data:`MAX_ROWS` rows (or for layouts the
+kernel does not take) each op falls back to the unfused Triton kernel and ``F.linear``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from . import triton_activation, triton_rms_norm
+from .triton_common import SUPPORTED_DTYPES, dot_precision, expect
+
+# Prologues: what each program computes from ``x`` before the product.
+_PLAIN = 0  # x itself
+_RMS = 1  # rms_norm(x) * weight_norm
+_RMS_RESIDUAL = 2  # rms_norm(x + residual) * weight_norm; the sum is the new residual
+_SILU_MUL = 3  # silu(x[:, :K]) * x[:, K:]
+
+# The largest row count the fused kernels take; more rows are a prefill-sized matmul that
+# cuBLAS runs at full tensor-core rate.
+MAX_ROWS = 16
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Launch parameters of one shape class (see :func:`pick_config`)."""
+
+    block_n: int  # weight rows per program
+    block_k: int  # elements along K per loop step
+    num_warps: int
+    num_stages: int
+    use_dot: bool  # tl.dot on a 16-row input tile rather than the elementwise loop
+
+
+# Chosen with `scripts/bench_gemv.py --sweep` on an H200 (Llama-3-8B shapes, bf16). Keys: the
+# row bucket ("1" or "many") and the shape class from :func:`_shape_class`.
+CONFIGS: dict[tuple[str, str], GemvConfig] = {
+    ("1", "narrow"): GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1, use_dot=False),
+    ("1", "deep"): GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1, use_dot=False),
+    ("1", "wide"): GemvConfig(block_n=16, block_k=512, num_warps=4, num_stages=1, use_dot=False),
+    ("many", "narrow"): GemvConfig(block_n=16, block_k=256, num_warps=4, num_stages=4, use_dot=True),
+    ("many", "deep"): GemvConfig(block_n=16, block_k=256, num_warps=4, num_stages=4, use_dot=True),
+    ("many", "wide"): GemvConfig(block_n=32, block_k=256, num_warps=4, num_stages=4, use_dot=True),
+}
+
+
+def _shape_class(n: int, k: int) -> str:
+    """``wide``: enough output rows to fill the GPU many times over (gate/up, LM head);
+    ``deep``: few output rows each with a long K (down); ``narrow``: the rest (QKV, o_proj)."""
+    if n > 16384:
+        return "wide"
+    return "deep" if k > 8192 else "narrow"
+
+
+def pick_config(m: int, n: int, k: int) -> GemvConfig:
+    """The launch parameters for ``m`` rows of a ``[n, k]`` weight."""
+    return CONFIGS[("1" if m == 1 else "many", _shape_class(n, k))]
+
+
+@triton.jit
+def _load(ptrs, mask, EVEN: tl.constexpr, EVICT: tl.constexpr = ""):
+    # Unmasked when the tile lies inside the tensor: masks cost instructions on the hot loop.
+    if EVEN:
+        return tl.load(ptrs, eviction_policy=EVICT)
+    return tl.load(ptrs, mask=mask, other=0.0, eviction_policy=EVICT)
+
+
+@triton.jit
+def _inv_rms(
+    x_ptr, res_ptr, res_out_ptr, rows, M, K, stride_xm, stride_rm, eps, is_writer,
+    PROLOGUE: tl.constexpr, EVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """``1 / rms`` of each input row ``[BLOCK_M]``; ``is_writer`` also stores ``x + residual``."""
+    sumsq = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask = (rows[:, None] < M) & (offs_k[None, :] < K)
+        x = _load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask, EVEN)
+        if PROLOGUE == 2:
+            r = _load(res_ptr + rows[:, None] * stride_rm + offs_k[None, :], mask, EVEN)
+            # Round the sum to the activation dtype before normalizing, as `x + residual` does.
+            x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
+            if is_writer:
+                tl.store(res_out_ptr + rows[:, None] * K + offs_k[None, :], x, mask=mask)
+        xf = x.to(tl.float32)
+        sumsq += tl.sum(xf * xf, 1)
+    return tl.rsqrt(sumsq / K + eps)
+
+
+@triton.jit
+def _input_tile(
+    x_ptr, res_ptr, norm_ptr, rows, offs_k, inv_rms, M, K, stride_xm, stride_rm,
+    PROLOGUE: tl.constexpr, EVEN: tl.constexpr,
+):
+    """The matmul's input at ``rows x offs_k`` in fp32, rounded exactly where the unfused ops
+    round to the activation dtype (so the product sees the same values)."""
+    mask = (rows[:, None] < M) & (offs_k[None, :] < K)
+    x = _load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask, EVEN, "evict_last")
+    if PROLOGUE == 3:
+        up = _load(x_ptr + rows[:, None] * stride_xm + K + offs_k[None, :], mask, EVEN,
+                   "evict_last")
+        gate = x.to(tl.float32)
+        silu = (gate * tl.sigmoid(gate)).to(up.dtype)
+        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+    elif PROLOGUE != 0:
+        if PROLOGUE == 2:
+            r = _load(res_ptr + rows[:, None] * stride_rm + offs_k[None, :], mask, EVEN,
+                      "evict_last")
+            x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
+        g = _load(norm_ptr + offs_k[None, :], offs_k[None, :] < K, EVEN, "evict_last")
+        # HF order: round the normalized row to the activation dtype, then scale by the weight.
+        normed = (x.to(tl.float32) * inv_rms[:, None]).to(x.dtype)
+        x = (normed.to(tl.float32) * g.to(tl.float32)).to(x.dtype)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, res_ptr, norm_ptr, res_out_ptr, w_ptr, bias_ptr, y_ptr,
+    M, N, K, stride_xm, stride_rm, stride_wn, stride_ym, eps,
+    PROLOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    EVEN_X: tl.constexpr,
+    EVEN_W: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = tl.arange(0, BLOCK_M)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    # int64: an LM head's N * K passes 2**31 elements for large vocabularies.
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    inv_rms = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
+    if PROLOGUE == 1 or PROLOGUE == 2:
+        inv_rms = _inv_rms(x_ptr, res_ptr, res_out_ptr, rows, M, K, stride_xm, stride_rm, eps,
+                           pid == 0, PROLOGUE, EVEN_X, BLOCK_M, BLOCK_K)
+
+    if USE_DOT:
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        w_mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)
+        # Each weight byte is read once: let it leave the cache first.
+        w = _load(w_rows + offs_k[None, :], w_mask, EVEN_W, "evict_first")
+        x = _input_tile(x_ptr, res_ptr, norm_ptr, rows, offs_k, inv_rms, M, K, stride_xm,
+                        stride_rm, PROLOGUE, EVEN_X)
+        if USE_DOT:
+            # x holds values of w's dtype (rounded by the prologue), so the cast is exact.
+            acc = tl.dot(x.to(w.dtype), tl.trans(w), acc, input_precision=DOT_PRECISION)
+        else:
+            acc += w.to(tl.float32) * x  # x: [1, BLOCK_K], broadcast over the weight rows
+    if USE_DOT:
+        y = acc
+    else:
+        y = tl.sum(acc, 1)[None, :]
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    y_mask = (rows[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :],
+             y.to(y_ptr.dtype.element_ty), mask=y_mask)
+
+
+def _suits(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int) -> bool:
+    """Whether the fused kernel takes these operands (else the op falls back)."""
+    return (
+        1 <= x.shape[0] <= MAX_ROWS
+        and x.dtype == w.dtype
+        and x.dtype in SUPPORTED_DTYPES
+        and w.stride(1) == 1
+        and k > 0
+        and (bias is None or (bias.dtype == w.dtype and bias.is_contiguous()))
+    )
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int) -> None:
+    expect(x.dim() == 2 and w.dim() == 2, f"x and w must be 2-D, got {tuple(x.shape)} and "
+           f"{tuple(w.shape)}.")
+    expect(w.shape[1] == k, f"w {tuple(w.shape)} must have K={k} columns to match x "
+           f"{tuple(x.shape)}.")
+    expect(bias is None or bias.shape == (w.shape[0],),
+           f"bias must be [N={w.shape[0]}], got {None if bias is None else tuple(bias.shape)}.")
+
+
+def _launch(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    k: int,
+    prologue: int,
+    residual: torch.Tensor | None = None,
+    weight_norm: torch.Tensor | None = None,
+    eps: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = x if x.stride(1) == 1 else x.contiguous()
+    if residual is not None and residual.stride(1) != 1:
+        residual = residual.contiguous()
+    m, n = x.shape[0], w.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    residual_out = torch.empty(m, k, dtype=x.dtype, device=x.device) if residual is not None \
+        else None
+    cfg = pick_config(m, n, k)
+    block_m = max(16, triton.next_power_of_2(m)) if cfg.use_dot else 1
+    min_block = 16 if cfg.use_dot else 1  # tl.dot needs 16 along every dimension
+    block_n = min(cfg.block_n, max(min_block, triton.next_power_of_2(n)))
+    block_k = min(cfg.block_k, max(16, triton.next_power_of_2(k)))
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x,
+        residual if residual is not None else x,
+        weight_norm if weight_norm is not None else x,
+        residual_out if residual_out is not None else y,
+        w,
+        bias if bias is not None else w,
+        y,
+        m, n, k,
+        x.stride(0),
+        residual.stride(0) if residual is not None else 0,
+        w.stride(0),
+        y.stride(0),
+        eps,
+        PROLOGUE=prologue,
+        HAS_BIAS=bias is not None,
+        USE_DOT=cfg.use_dot,
+        DOT_PRECISION=dot_precision(x.dtype),
+        # Tiles that lie inside the tensors load without masks.
+        EVEN_X=m == block_m and k % block_k == 0,
+        EVEN_W=n % block_n == 0 and k % block_k == 0,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return y, residual_out
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x[M, K] @ w[N, K].T (+ bias)`` in ``x``'s dtype, accumulated in fp32."""
+    _check(x, w, bias, x.shape[-1])
+    if not _suits(x, w, bias, x.shape[1]):
+        return F.linear(x, w, bias)
+    return _launch(x, w, bias, x.shape[1], _PLAIN)[0]
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    weight_norm: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None,
+    w: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``rms_norm(x, weight_norm, eps, residual)`` followed by ``linear(., w, bias)``; returns
+    the product and the new residual (``x + residual``; None without ``residual``)."""
+    _check(x, w, bias, x.shape[-1])
+    k = x.shape[1]
+    expect(weight_norm.shape == (k,), f"weight_norm must be [K={k}], got "
+           f"{tuple(weight_norm.shape)}.")
+    expect(residual is None or residual.shape == x.shape,
+           f"residual must have x's shape {tuple(x.shape)}.")
+    if not _suits(x, w, bias, k) or weight_norm.dtype != x.dtype or (
+        residual is not None and residual.dtype != x.dtype
+    ):
+        normed, residual = triton_rms_norm.rms_norm(x, weight_norm, eps, residual)
+        return F.linear(normed, w, bias), residual
+    prologue = _RMS if residual is None else _RMS_RESIDUAL
+    return _launch(x, w, bias, k, prologue, residual, weight_norm.contiguous(), eps)
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``linear(silu(gate) * up, w, bias)`` for ``gate_up: [M, 2*I]`` and ``w: [N, I]``."""
+    expect(gate_up.dim() == 2 and gate_up.shape[1] % 2 == 0,
+           f"gate_up must be [M, 2*I], got {tuple(gate_up.shape)}.")
+    inter = gate_up.shape[1] // 2
+    _check(gate_up, w, bias, inter)
+    if not _suits(gate_up, w, bias, inter):
+        return F.linear(triton_activation.silu_and_mul(gate_up), w, bias)
+    return _launch(gate_up, w, bias, inter, _SILU_MUL)[0]
