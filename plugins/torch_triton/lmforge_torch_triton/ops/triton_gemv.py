@@ -213,6 +213,7 @@ def _launch(
     residual: torch.Tensor | None = None,
     weight_norm: torch.Tensor | None = None,
     eps: float = 0.0,
+    config: GemvConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = x if x.stride(1) == 1 else x.contiguous()
     if residual is not None and residual.stride(1) != 1:
@@ -221,7 +222,7 @@ def _launch(
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     residual_out = torch.empty(m, k, dtype=x.dtype, device=x.device) if residual is not None \
         else None
-    cfg = pick_config(m, n, k)
+    cfg = config or pick_config(m, n, k)
     block_m = max(16, triton.next_power_of_2(m)) if cfg.use_dot else 1
     min_block = 16 if cfg.use_dot else 1  # tl.dot needs 16 along every dimension
     block_n = min(cfg.block_n, max(min_block, triton.next_power_of_2(n)))
@@ -254,6 +255,13 @@ def _launch(
         num_stages=cfg.num_stages,
     )
     return y, residual_out
+
+
+def linear_with_config(x: torch.Tensor, w: torch.Tensor, config: GemvConfig) -> torch.Tensor:
+    """``x @ w.T`` through the kernel with explicit launch parameters, for any row count: the
+    entry point of ``scripts/bench_gemv.py --sweep``, which picks :data:`CONFIGS`."""
+    _check(x, w, None, x.shape[-1])
+    return _launch(x, w, None, x.shape[1], _PLAIN, config=config)[0]
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
