@@ -204,3 +204,19 @@ def test_a_kept_session_extends_its_blocks():
     turn.num_computed = turn.num_tokens
     bm.commit(turn)
     assert bm.match(Sequence(list(range(6)) + [40, 41, 42, 43, 44, 45])) == 8
+
+
+def test_a_block_is_registered_only_once_its_pending_token_is_known():
+    # Steps are queued before the previous token is read: a block that a step completes with a
+    # token still being sampled must not be hashed with the placeholder.
+    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    seq = Sequence(list(range(100, 106)))
+    computed(bm, seq, 6)
+    seq.append_token(106)
+    index = seq.append_placeholder()
+    computed(bm, seq, 2)  # positions 6 and 7: the second block is full, its last token pending
+    probe = Sequence(list(range(100, 108)) + [200])
+    assert bm.match(probe) == 4
+    seq.fill_placeholder(index, 107)
+    bm.commit(seq)
+    assert bm.match(probe) == 8

@@ -8,6 +8,7 @@ into the sequence's paged blocks and returns logits for the sequences that need 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -33,6 +34,11 @@ class ForwardBatch:
     return_all_logits: bool = False
     # Adapter (LoRA) name per sequence, for engines that support them; None means the base model.
     adapters: list[str | None] = field(default_factory=list)
+    # Steps queued back to back: a sequence's last input token may be the one the step before
+    # is still sampling. Its ``input_ids`` entry is then -1 and ``prev_rows[i]`` is the row of
+    # ``prev_tokens`` (that step's sampled ids, a device tensor) to read it from; -1 elsewhere.
+    prev_tokens: Any = None
+    prev_rows: list[int] = field(default_factory=list)
 
     @property
     def num_seqs(self) -> int:

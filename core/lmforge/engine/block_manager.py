@@ -214,7 +214,9 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         start = self._num_committed.get(seq.seq_id, 0)
-        num_full = min(seq.num_computed // self.block_size, len(seq.block_ids))
+        # A block is registered once its tokens are known: a step's input may still be sampled.
+        known = min(seq.num_computed, seq.num_tokens - seq.num_pending_tokens)
+        num_full = min(known // self.block_size, len(seq.block_ids))
         if num_full <= start:
             return
         hashes = self._block_hashes(seq, num_full)

@@ -1,7 +1,8 @@
 """The synchronous engine: requests in, one scheduler step at a time, outputs to each request's sink.
 
-A step is schedule → execute → update, then sampling and stop checks; the next step is planned,
-and the previous tokens detokenized, while the device runs the current one. Everything here
+A step is schedule → execute → update, then sampling and stop checks. On a GPU the next step is
+planned and queued before the running step's tokens are read (the runner takes them from the
+device), and those tokens are detokenized while the new step runs. Everything here
 runs in one thread (the engine loop's); the front ends in ``async_engine`` talk to it through
 commands.
 """
@@ -18,8 +19,8 @@ from ..messages import GenerationConfig
 from .detokenizer import IncrementalDetokenizer
 from .outputs import GenOut
 from .request import Request
-from .sampler import Sampler
-from .sampling_batch import SamplingBatch
+from .sampler import Sampler, SamplerOutput
+from .sampling_batch import SamplingBatch, reads_output_tokens
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence
 
@@ -35,16 +36,17 @@ class EngineCounters:
     steps_total: int = 0
 
 
-# Stands in the output of a sequence for the token its launched step is sampling.
-PLACEHOLDER = -1
-
-
 @dataclass
 class _InFlight:
-    """A launched step: the sequences that sample a token, and the device-side result."""
+    """A launched step: the sequences that sample a token, where that token goes in each one's
+    ``output_ids``, and the device-side result."""
 
     seqs: list[Sequence]
-    sampled: object | None
+    positions: list[int]
+    sampled: SamplerOutput
+
+    def rows(self) -> dict[int, int]:
+        return {seq.seq_id: row for row, seq in enumerate(self.seqs)}
 
 
 @dataclass
@@ -77,6 +79,9 @@ class LLMEngine:
         self._seq_owner: dict[int, tuple[Request, int]] = {}
         self._pending: list[_Pending] = []
         self._inflight: _InFlight | None = None
+        # Queue each step before reading the previous step's tokens (the runner then takes
+        # them from the device); a runner that computes synchronously gains nothing from it.
+        self.queue_ahead = bool(getattr(runner, "accepts_prev_tokens", False))
 
     # ------------------------------------------------------------------ requests
 
@@ -150,38 +155,59 @@ class LLMEngine:
 
     @torch.inference_mode()
     def step(self) -> None:
-        """Plan the next step while the current one runs on the device, then launch it.
+        """Plan and queue the next step while the current one runs on the device.
 
-        The engine waits for the device only when it reads a step's sampled token ids. Before
-        that, it schedules the next step (each sequence in flight holds a placeholder for the
-        token being sampled) and detokenizes and delivers the tokens of the step before.
-        Stops that the token itself decides (EOS, lengths) take effect before the next launch;
-        a stop word is seen one step later and the token computed meanwhile is dropped.
+        Each sequence in flight holds a placeholder for the token being sampled, so the next
+        step is scheduled, built and queued before that token is known: the runner reads it
+        from the device. Only then does the engine wait for the running step's tokens, and it
+        detokenizes and delivers them while the new step runs. A sequence whose pending token is
+        its last (its length limit) is left out of the next step; one that stops on its token
+        (EOS, a stop token or word) has one more token computed, which is dropped. When the
+        runner cannot read pending tokens, or a sequence's sampling reads its earlier tokens
+        (penalties), the running step's tokens are read first.
         """
         output = self.scheduler.schedule()
-        self._flush_pending()
-        if self._inflight is not None:
-            self._collect(self._inflight)
-            self._inflight = None
-        for seq in output.finished:  # ended by the scheduler: the pool or session is full
-            self._queue_final(seq)
-        # Sequences that stopped when their token arrived leave the step before it launches.
-        live = [(s, n) for s, n in zip(output.seqs, output.num_new_tokens, strict=True)
-                if not s.is_finished]
-        if len(live) < len(output.seqs):
-            output = replace(output, seqs=[s for s, _ in live], num_new_tokens=[n for _, n in live])
-        if any(n > 1 for n in output.num_new_tokens):
-            # A prefill waits for the device inside its forward: deliver what is ready first.
-            self._flush_pending()
+        prev, self._inflight = self._inflight, None
+        if prev is not None and not (self.queue_ahead and not any(
+                reads_output_tokens(s) for s in output.seqs)):
+            self._collect(prev)
+            prev = None
+        if prev is None:
+            self._queue_finals(output.finished)
+            if not self.queue_ahead:  # the forward holds the host: deliver what is ready first
+                self._flush_pending()
+        output = self._runnable(output)
         if output.seqs:
-            self._inflight = self._launch(output)
+            self._inflight = self._launch(output, prev)
+        if prev is not None:
+            self._collect(prev)
+            self._queue_finals(output.finished)
+        self._flush_pending()
 
-    def _launch(self, output) -> _InFlight:
+    def _runnable(self, output):
+        """``output`` without the sequences that stopped, or whose pending token is their last."""
+        keep = [(s, n) for s, n in zip(output.seqs, output.num_new_tokens, strict=True)
+                if not (s.is_finished or (s.num_pending_tokens and self._at_limit(s, s.num_tokens)))]
+        if len(keep) == len(output.seqs):
+            return output
+        return replace(output, seqs=[s for s, _ in keep], num_new_tokens=[n for _, n in keep])
+
+    def _at_limit(self, seq: Sequence, num_tokens: int) -> bool:
+        """Whether a sequence of ``num_tokens`` tokens has reached its length limit."""
+        return (num_tokens - seq.num_prompt_tokens >= seq.gen_config.max_new_tokens
+                or num_tokens >= self.session_len)
+
+    def _launch(self, output, prev: _InFlight | None) -> _InFlight | None:
         """Queue one step on the device: forward, then sampling; no wait for the result."""
         batch = self.scheduler.build_batch(output)
+        if prev is not None:
+            rows = prev.rows()
+            batch.prev_tokens = prev.sampled.token_ids
+            batch.prev_rows = [rows[s.seq_id] if s.num_pending_tokens else -1
+                               for s in output.seqs]
         sample_seqs = [s for s, need in zip(output.seqs, batch.need_logits, strict=True) if need]
-        # Sampling inputs go to the device before the forward is queued: a copy from pageable
-        # host memory waits for the device, so after the launch it would stall the host.
+        # Sampling inputs go to the device before the forward is queued, so the step's work is
+        # queued back to back.
         sampling = None
         if sample_seqs:
             sampling = SamplingBatch.from_sequences(
@@ -190,27 +216,31 @@ class LLMEngine:
         logits = self.runner.execute(batch)
         self.scheduler.update(output)
         self.counters.steps_total += 1
-        sampled = self.sampler.sample(logits, sampling, inplace=True) if sample_seqs else None
-        for seq in sample_seqs:
-            seq.append_token(PLACEHOLDER)
-        return _InFlight(sample_seqs, sampled)
+        if not sample_seqs:
+            return None
+        sampled = self.sampler.sample(logits, sampling, inplace=True)
+        sampled.start_copy()
+        positions = [seq.append_placeholder() for seq in sample_seqs]
+        return _InFlight(sample_seqs, positions, sampled)
 
     def _collect(self, inflight: _InFlight) -> None:
         """Wait for a launched step's tokens, put them in place of the placeholders, and apply
         the stops they decide."""
-        if inflight.sampled is None:
-            return
-        token_ids = inflight.sampled.token_ids.tolist()
+        token_ids = inflight.sampled.host_token_ids()
         logprobs = inflight.sampled.logprobs
-        for row, (seq, token) in enumerate(zip(inflight.seqs, token_ids, strict=True)):
-            seq.output_ids[-1] = token
-            owner = self._seq_owner.get(seq.seq_id)
-            if owner is None:  # aborted, or stopped by a stop word, while the step ran
+        for row, (seq, pos, token) in enumerate(
+                zip(inflight.seqs, inflight.positions, token_ids, strict=True)):
+            if pos >= len(seq.output_ids):  # computed past the sequence's stop: dropped
                 continue
-            self._accept(owner[0], seq, token, logprobs[row] if logprobs is not None else None)
+            seq.fill_placeholder(pos, token)
+            owner = self._seq_owner.get(seq.seq_id)
+            if owner is None:  # aborted while the step ran
+                continue
+            self._accept(owner[0], seq, pos, token,
+                         logprobs[row] if logprobs is not None else None)
 
-    def _accept(self, request: Request, seq: Sequence, token: int, logprobs) -> None:
-        if len(seq.output_ids) == 1:
+    def _accept(self, request: Request, seq: Sequence, pos: int, token: int, logprobs) -> None:
+        if pos == 0:
             request.cached_tokens = max(request.cached_tokens, seq.num_cached)
             self.counters.prefix_cache_hit_tokens += seq.num_cached
         self.counters.generation_tokens_total += 1
@@ -221,12 +251,17 @@ class LLMEngine:
         if reason is None:
             if stop_token:
                 reason = "stop"
-            elif len(seq.output_ids) >= cfg.max_new_tokens or seq.num_tokens >= self.session_len:
+            elif self._at_limit(seq, seq.num_prompt_tokens + pos + 1):
                 reason = "length"
             if reason is not None:
                 self.scheduler.finish(seq, reason)
-        self._pending.append(
-            _Pending(seq, token, logprobs, reason, stop_token, len(seq.output_ids)))
+        if reason is not None:
+            seq.truncate_output(pos + 1)
+        self._pending.append(_Pending(seq, token, logprobs, reason, stop_token, pos + 1))
+
+    def _queue_finals(self, seqs: list[Sequence]) -> None:
+        for seq in seqs:
+            self._queue_final(seq)
 
     def _queue_final(self, seq: Sequence) -> None:
         """A sequence the scheduler ended: its last output follows the tokens queued before."""
@@ -248,8 +283,10 @@ class LLMEngine:
             reason = p.reason
             if reason is None and step.stopped:
                 reason = "stop"
-                # It may be in the step now running: its blocks are reused only after that.
+                # It may be in the step now running; that step is queued before any step that
+                # reuses its blocks, and the token it computes is dropped.
                 self.scheduler.finish(p.seq, reason)
+                p.seq.truncate_output(p.num_generated)
             text = step.text_delta
             if reason is not None and not step.stopped:
                 text += detok.flush()

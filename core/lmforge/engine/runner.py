@@ -25,6 +25,10 @@ class ModelRunner(Protocol):
 
     device: torch.device
     dtype: torch.dtype
+    # True when ``execute`` reads pending input tokens from ``ForwardBatch.prev_tokens`` (see
+    # there); the engine then queues each step before reading the previous step's tokens. A
+    # runner without this attribute gets batches whose tokens are all known.
+    accepts_prev_tokens: bool
 
     def __init__(self, model_info: ModelInfo, engine_config: object) -> None: ...
 

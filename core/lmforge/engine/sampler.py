@@ -13,11 +13,12 @@ draw their noise in one batched operation instead of one kernel launch per seede
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .sampling_batch import Penalties, SamplingBatch
+from .transfer import to_device
 
 __all__ = ["Sampler", "SamplerOutput", "SamplingBatch"]
 
@@ -28,12 +29,59 @@ _MASK32 = 0xFFFFFFFF
 class SamplerOutput:
     """The sampled token of each row, and the logprobs of the rows that asked for them.
 
+    Everything stays on the logits' device until :meth:`start_copy` queues one transfer to the
+    host; :meth:`host_token_ids` and :attr:`logprobs` then wait for that transfer alone, not for
+    work queued on the device after it (the engine's next step).
+
     ``logprobs[row]`` is None for a row that did not ask, else ``{token_id: logprob}`` with the
     sampled token first, then the row's ``logprobs`` most likely tokens.
     """
 
     token_ids: torch.Tensor  # [B] long, on the logits' device
-    logprobs: list[dict[int, float] | None] | None = None
+    logprob_ids: torch.Tensor | None = None  # [R, 1 + k] for the rows that asked, best last
+    logprob_values: torch.Tensor | None = None
+    logprobs_rows: list[int] = field(default_factory=list)
+    logprobs_k: list[int] = field(default_factory=list)
+    _host: list[torch.Tensor] | None = field(default=None, repr=False)
+    _ready: torch.cuda.Event | None = field(default=None, repr=False)
+
+    def start_copy(self) -> None:
+        """Queue the copy of the results to pinned host memory behind the sampling kernels."""
+        tensors = [self.token_ids]
+        if self.logprob_ids is not None:
+            tensors += [self.logprob_ids, self.logprob_values]
+        if self.token_ids.device.type != "cuda":
+            self._host = tensors
+            return
+        self._host = []
+        for t in tensors:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            self._host.append(host)
+        self._ready = torch.cuda.Event()
+        self._ready.record()
+
+    def _wait(self) -> list[torch.Tensor]:
+        if self._host is None:
+            self.start_copy()
+        if self._ready is not None:
+            self._ready.synchronize()
+        return self._host
+
+    def host_token_ids(self) -> list[int]:
+        """The sampled ids as a list; waits for this step's results only."""
+        return self._wait()[0].tolist()
+
+    @property
+    def logprobs(self) -> list[dict[int, float] | None] | None:
+        if self.logprob_ids is None:
+            return None
+        _, ids, values = self._wait()
+        ids_list, values_list = ids.tolist(), values.tolist()
+        out: list[dict[int, float] | None] = [None] * len(self.token_ids)
+        for i, (row, k) in enumerate(zip(self.logprobs_rows, self.logprobs_k, strict=True)):
+            out[row] = dict(zip(ids_list[i][: k + 1], values_list[i][: k + 1], strict=True))
+        return out
 
 
 class Sampler:
@@ -63,8 +111,11 @@ class Sampler:
             token_ids = logits.argmax(dim=-1)
         else:
             token_ids = self._sample_rows(logits, batch)
-        logprobs = _logprobs(logits, token_ids, batch) if batch.logprobs_rows else None
-        return SamplerOutput(token_ids, logprobs)
+        out = SamplerOutput(token_ids)
+        if batch.logprobs_rows:
+            out.logprob_ids, out.logprob_values = _logprobs(logits, token_ids, batch)
+            out.logprobs_rows, out.logprobs_k = batch.logprobs_rows, batch.logprobs_k
+        return out
 
     def _sample_rows(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
         rows = batch.sample_rows
@@ -173,8 +224,9 @@ def _top_p_sorted(sorted_x: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 
 def _logprobs(
     logits: torch.Tensor, token_ids: torch.Tensor, batch: SamplingBatch
-) -> list[dict[int, float] | None]:
-    rows = torch.tensor(batch.logprobs_rows, device=logits.device)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and logprobs of each asking row's sampled token, then of its top ``max(k)`` tokens."""
+    rows = to_device(batch.logprobs_rows, torch.long, logits.device)
     logp = torch.log_softmax(logits.index_select(0, rows), dim=-1)
     chosen = token_ids.index_select(0, rows).unsqueeze(1)
     ids, values = chosen, logp.gather(1, chosen)
@@ -183,9 +235,4 @@ def _logprobs(
         top = logp.topk(max_k, dim=-1)
         ids = torch.cat([ids, top.indices], dim=1)
         values = torch.cat([values, top.values], dim=1)
-    # One transfer for all rows, then plain Python.
-    ids_list, values_list = ids.tolist(), values.tolist()
-    out: list[dict[int, float] | None] = [None] * batch.size
-    for i, (row, k) in enumerate(zip(batch.logprobs_rows, batch.logprobs_k, strict=True)):
-        out[row] = dict(zip(ids_list[i][: k + 1], values_list[i][: k + 1], strict=True))
-    return out
+    return ids, values

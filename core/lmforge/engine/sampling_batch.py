@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from ..messages import GenerationConfig
+from .transfer import to_device
 
 
 class SamplingSequence(Protocol):
@@ -99,7 +100,7 @@ class SamplingBatch:
         sample = [i for i, cfg in enumerate(configs) if not cfg.greedy]
 
         def on_device(values: list, dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)
+            return to_device(values, dtype, device)
 
         temperature = top_k = top_p = min_p = keys = rows = None
         max_top_k, all_top_k = 0, False
@@ -211,6 +212,13 @@ def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
         out.presence = on_device([_presence(s) for _, s in freq], torch.float32)
         out.frequency = on_device([_frequency(s) for _, s in freq], torch.float32)
     return out
+
+
+def reads_output_tokens(seq: SamplingSequence) -> bool:
+    """Whether sampling this sequence reads its earlier token values (penalties do), so they
+    must all be known when its step is queued."""
+    return seq.gen_config.repetition_penalty != 1.0 or _presence(seq) != 0.0 or _frequency(
+        seq) != 0.0
 
 
 # OpenAI's penalties are not GenerationConfig fields; the server sets them as attributes.

@@ -18,6 +18,9 @@ class SequenceStatus(str, Enum):
 
 _ids = itertools.count()
 
+# Stands in ``output_ids`` for a token that a launched step is still sampling.
+PLACEHOLDER = -1
+
 
 @dataclass(eq=False)
 class Sequence:
@@ -46,6 +49,8 @@ class Sequence:
     # Memo of the chained hashes of this sequence's full blocks of tokens, in order. They are a
     # pure function of the token ids and the adapter, so they stay valid across preemption.
     block_hashes: list[bytes] = field(default_factory=list, repr=False)
+    # How many of the last ``output_ids`` are PLACEHOLDERs (tokens of steps still running).
+    num_pending_tokens: int = 0
 
     @property
     def token_ids(self) -> list[int]:
@@ -83,3 +88,20 @@ class Sequence:
 
     def append_token(self, token_id: int) -> None:
         self.output_ids.append(token_id)
+
+    def append_placeholder(self) -> int:
+        """Hold the place of the token a launched step samples; returns its index in
+        ``output_ids``."""
+        self.output_ids.append(PLACEHOLDER)
+        self.num_pending_tokens += 1
+        return len(self.output_ids) - 1
+
+    def fill_placeholder(self, index: int, token_id: int) -> None:
+        self.output_ids[index] = token_id
+        self.num_pending_tokens -= 1
+
+    def truncate_output(self, length: int) -> None:
+        """Drop the outputs after the first ``length`` (tokens computed past a stop)."""
+        dropped = self.output_ids[length:]
+        del self.output_ids[length:]
+        self.num_pending_tokens -= dropped.count(PLACEHOLDER)

@@ -15,8 +15,9 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.transfer import to_device
 
-from .inputs import StepInputs, padded_block_tables
+from .inputs import StepInputs, fill_prev_tokens, padded_block_tables
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,14 @@ class DecodeGraphs:
         slots = [t[p // bs] * bs + p % bs for t, p in zip(batch.block_tables, positions, strict=True)]
         tables = padded_block_tables(batch.block_tables)
         width = len(tables[0])
-        host = torch.tensor([batch.input_ids, positions, slots], dtype=torch.int64)
-        self.input_ids[:n].copy_(host[0], non_blocking=True)
-        self.positions[:n].copy_(host[1], non_blocking=True)
-        self.slot_mapping[:n].copy_(host[2], non_blocking=True)
-        self.block_tables[:n, :width].copy_(torch.tensor(tables, dtype=torch.int32),
-                                            non_blocking=True)
-        self.kv_lens[:n].copy_(torch.tensor(batch.kv_lens, dtype=torch.int32), non_blocking=True)
+        device = self.device
+        ids = to_device([batch.input_ids, positions, slots], torch.int64, device)
+        self.input_ids[:n].copy_(ids[0])
+        self.positions[:n].copy_(ids[1])
+        self.slot_mapping[:n].copy_(ids[2])
+        fill_prev_tokens(self.input_ids, batch, list(range(n)))
+        self.block_tables[:n, :width].copy_(to_device(tables, torch.int32, device))
+        self.kv_lens[:n].copy_(to_device(batch.kv_lens, torch.int32, device))
         if size > n:  # rows of an earlier, larger batch: make them harmless padding again
             self.slot_mapping[n:size].fill_(-1)
             self.kv_lens[n:size].fill_(1)

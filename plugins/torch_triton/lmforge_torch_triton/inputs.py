@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.transfer import to_device
 
 
 @dataclass
@@ -35,6 +36,19 @@ def padded_block_tables(block_tables: list[list[int]]) -> list[list[int]]:
     return [t + [0] * (width - len(t)) for t in block_tables]
 
 
+def fill_prev_tokens(input_ids: torch.Tensor, batch: ForwardBatch, last_rows: list[int]) -> None:
+    """Copy the pending tokens of ``batch`` (see ``ForwardBatch.prev_rows``) from the previous
+    step's sampled ids into ``input_ids``, on the device: ``last_rows[i]`` is the row of
+    sequence ``i``'s last input token."""
+    if not batch.prev_rows:
+        return
+    pairs = [(last, src) for last, src in zip(last_rows, batch.prev_rows, strict=True) if src >= 0]
+    if not pairs:
+        return
+    index = to_device(pairs, torch.int64, input_ids.device)
+    input_ids.index_copy_(0, index[:, 0], batch.prev_tokens.index_select(0, index[:, 1]))
+
+
 def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
     """Positions, cache slots and attention metadata of ``batch``, on ``device``."""
     bs = batch.block_size
@@ -57,10 +71,12 @@ def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
     tables = padded_block_tables(batch.block_tables)
 
     def tensor(values, dtype):
-        return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+        return to_device(values, dtype, device)
 
+    input_ids = tensor(batch.input_ids, torch.int64)
+    fill_prev_tokens(input_ids, batch, [end - 1 for end in cu[1:]])
     return StepInputs(
-        input_ids=tensor(batch.input_ids, torch.int64),
+        input_ids=input_ids,
         positions=tensor(positions, torch.int64),
         slot_mapping=tensor(slots, torch.int64),
         block_tables=tensor(tables, torch.int32),

@@ -74,6 +74,8 @@ class TorchModelRunner:
             requested = model_info.dtype
         self.dtype = resolve_dtype(requested, self.config.torch_dtype, self.device)
         self.ops = get_ops(self.device)
+        # On a GPU the engine queues a step before the previous one's tokens are read.
+        self.accepts_prev_tokens = self.device.type == "cuda"
         weights = load_decoder_weights(model_info, self.dtype, self.device)
         self.model = LlamaDecoder(self.config, weights, self.ops, self.device)
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
