@@ -180,9 +180,10 @@ def bench_step() -> None:
 
 
 def sweep_configs() -> list[GemvConfig]:
-    configs = [GemvConfig(bn, bk, warps, stages, use_dot=False)
-               for bn, bk, warps, stages in itertools.product(
-                   (4, 8, 16), (512, 1024, 2048), (4, 8), (1, 3))]
+    # The one-row loop has no shared-memory pipeline: stages do not change its code.
+    configs = [GemvConfig(bn, bk, warps, 1, use_dot=False)
+               for bn, bk, warps in itertools.product(
+                   (1, 2, 4, 8, 16), (1024, 2048, 4096), (4, 8))]
     configs += [GemvConfig(bn, bk, warps, stages, use_dot=True)
                 for bn, bk, warps, stages in itertools.product(
                     (16, 32, 64), (128, 256, 512), (4, 8), (3, 5))]
@@ -213,15 +214,16 @@ def precompile(tasks: list[tuple[GemvConfig, int]]) -> None:
           f"{len(failed)} failed: {failed}")
 
 
-def sweep(budget_s: float) -> None:
+def sweep(budget_s: float, rows: tuple[int, ...]) -> None:
     """Time every config of :func:`sweep_configs` per shape and row count; print the best ones."""
-    # One compiled variant per row class: M = 1 and 16 are specialized, 2, 4, 8 share one.
-    precompile([(cfg, m) for cfg in sweep_configs() for m in ((1,) if not cfg.use_dot
-                                                              else (2, 16, 32))])
+    # One compiled variant per row class: multiples of 16 are specialized, 2, 4, 8 share one.
+    variants = sorted({m if m % 16 == 0 else 2 for m in rows if m > 1})
+    precompile([(cfg, m) for cfg in sweep_configs()
+                for m in (((1,) if 1 in rows else ()) if not cfg.use_dot else variants)])
     deadline = time.monotonic() + budget_s
     for name, (n, k) in SHAPES.items():
         copies = weight_copies(n, k)
-        for m in ROWS:
+        for m in rows:
             x = torch.randn(m, k, device="cuda", dtype=DTYPE)
             ref = rotate(lambda w, x=x: lambda: F.linear(x, w), copies)
             results = []
@@ -249,12 +251,14 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="time a grid of launch configs")
     parser.add_argument("--sweep-budget", type=float, default=150.0,
                         help="seconds the sweep may take before it stops trying configs")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS),
+                        help="row counts the sweep times")
     parser.add_argument("--step", action="store_true",
                         help="also time one decode step's matmul chain over 32 real layers")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {DTYPE}")
     if args.sweep:
-        sweep(args.sweep_budget)
+        sweep(args.sweep_budget, tuple(args.rows))
         return
     bare = bench_linear()
     fused = bench_fused()
