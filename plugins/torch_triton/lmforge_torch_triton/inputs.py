@@ -28,6 +28,11 @@ class StepInputs:
     kv_lens_host: list[int]
     q_lens_host: list[int]
 
+    @property
+    def max_q_len(self) -> int:
+        """The longest query of the step, known on the host (1 in a captured decode graph)."""
+        return max(self.q_lens_host, default=1)
+
 
 def padded_block_tables(block_tables: list[list[int]]) -> list[list[int]]:
     """Rows padded to the longest; padding is block 0, a valid id: kernels never read past

@@ -97,5 +97,6 @@ class LlamaDecoder:
                 inputs.kv_lens,
                 self.scale,
                 c.sliding_window,
+                max_q_len=inputs.max_q_len,
             )
         return ops.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)

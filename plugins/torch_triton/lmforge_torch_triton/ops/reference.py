@@ -193,10 +193,12 @@ def paged_prefill_attention(
     kv_lens: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    max_q_len: int | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
-    cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``."""
+    cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``.
+    ``max_q_len`` (the longest query length) only spares kernels a read-back; unused here."""
     bs = k_cache.shape[1]
     cu = cu_q_lens.long().tolist()
     q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]

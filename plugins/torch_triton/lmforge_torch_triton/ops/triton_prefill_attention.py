@@ -200,11 +200,13 @@ def paged_prefill_attention(
     kv_lens: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    max_q_len: int | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]`` in
-    ``q``'s dtype. Reads the longest query length back to the host once to size the grid."""
+    ``q``'s dtype. ``max_q_len``, the longest query length, sizes the grid; without it the
+    lengths are read back from the device, which waits for all work queued before."""
     expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache)
@@ -233,7 +235,8 @@ def paged_prefill_attention(
     out = torch.empty_like(q)
     if q.shape[0] == 0:
         return out
-    max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max())
+    if max_q_len is None:
+        max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max())
     config = _tile_config(head_dim)
     grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
     _prefill_kernel[grid](

@@ -1,0 +1,93 @@
+"""Where a decode step's GPU time goes: the kernels of one CUDA-graph replay, per batch size.
+
+    python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
+
+Builds the ``pytorch`` engine's runner on ``MODEL_DIR`` (a config.json is enough: random bf16
+weights), fills every row of the batch with a ``--context``-token sequence, times the replay
+with CUDA events, then lists its kernels (torch.profiler) by total time. The gap between the
+replay's time and the sum of its kernels is what the launches between kernels cost. Needs a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+from lmforge.engine.batch import ForwardBatch
+from lmforge.messages import PytorchEngineConfig
+from lmforge.model.loader import load_model_info
+from lmforge_torch_triton.runner import TorchModelRunner
+
+
+def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
+    per_seq = -(-context // block_size)
+    return ForwardBatch(
+        input_ids=[1000 + i for i in range(size)],
+        q_lens=[1] * size,
+        kv_lens=[context] * size,
+        block_tables=[list(range(i * per_seq, (i + 1) * per_seq)) for i in range(size)],
+        need_logits=[True] * size,
+        block_size=block_size,
+    )
+
+
+def streamed_weight_bytes(weights) -> int:
+    """Bytes a decode step reads: every layer, the final norm and the LM head (the embedding
+    table is only indexed)."""
+    tensors = [weights.norm, weights.lm_head]
+    for layer in weights.layers:
+        tensors += [t for t in vars(layer).values() if isinstance(t, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    block_size = 64
+    max_bs = max(args.batch_size)
+    cfg = PytorchEngineConfig(dtype="bfloat16", load_format="dummy", max_batch_size=max_bs,
+                              block_size=block_size, session_len=4096)
+    runner = TorchModelRunner(load_model_info(args.model, cfg), cfg)
+    blocks = max_bs * -(-args.context // block_size) + 8
+    runner.allocate_cache(blocks, block_size)
+    weight_bytes = streamed_weight_bytes(runner.model.weights)
+    print(f"weights read per step {weight_bytes / 1e9:.2f} GB ({runner.dtype})")
+    for size in args.batch_size:
+        batch = decode_batch(size, args.context, block_size)
+        for _ in range(3):
+            runner.execute(batch)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        iters = 50
+        start.record()
+        for _ in range(iters):
+            runner.execute(batch)
+        end.record()
+        torch.cuda.synchronize()
+        step_ms = start.elapsed_time(end) / iters
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                runner.execute(batch)
+            torch.cuda.synchronize()
+        totals: dict[str, float] = collections.defaultdict(float)
+        counts: dict[str, int] = collections.defaultdict(int)
+        for event in prof.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                totals[event.name] += event.device_time_total / 5
+                counts[event.name] += 1
+        kernel_ms = sum(totals.values()) / 1e3
+        print(f"\nbatch {size}, context {args.context}: step {step_ms:.3f} ms "
+              f"(kernels {kernel_ms:.3f} ms, {sum(counts.values()) // 5} launches; "
+              f"weights at 4.26 TB/s: {weight_bytes / 4.26e12 * 1e3:.3f} ms)")
+        for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {us / 1e3:8.3f} ms  {counts[name] // 5:4d}x  {name[:110]}")
+    runner.close()
+
+
+if __name__ == "__main__":
+    main()
