@@ -99,37 +99,71 @@ def bench_linear() -> dict[str, tuple[float, float]]:
     return at_one
 
 
+# Fused-prologue launch configs the bench compares with the split path, per row bucket.
+FUSED_CANDIDATES = {
+    "1": [GemvConfig(4, 2048, 4, 1, False), GemvConfig(8, 1024, 4, 1, False),
+          GemvConfig(16, 512, 4, 1, False), GemvConfig(16, 1024, 8, 1, False),
+          GemvConfig(32, 512, 8, 1, False)],
+    "many": [GemvConfig(64, 128, 4, 3, True), GemvConfig(128, 128, 8, 3, True),
+             GemvConfig(128, 64, 4, 4, True)],
+}
+
+
 def bench_fused() -> dict[str, tuple[float, float]]:
-    """Fused ops against the unfused Triton kernel + ``F.linear``; returns the M = 1 times."""
+    """Each fused op as the decoder calls it, against the unfused path it replaced (Triton
+    prologue kernel + ``F.linear``), the split path (prologue kernel + GEMV) and the fused kernel
+    at every candidate config; returns the M = 1 times (unfused, op)."""
     at_one = {}
-    print(f"\n{'op':>20} {'M':>3} | {'unfused us':>10} | {'fused us':>8} {'GB/s':>6}")
+    print(f"\n{'op':>20} {'M':>3} | {'unfused':>7} {'split':>6} {'op us':>6} {'GB/s':>5} | "
+          f"fused candidates us")
     for name, (n, k) in SHAPES.items():
         if name == "o":
             continue
         copies = weight_copies(n, k)
         for m in (1, 2, 4, 8, 16):
             if name == "down":
-                op = "silu_mul_linear"
+                op, prologue = "silu_mul_linear", "silu"
                 gate_up = torch.randn(m, 2 * k, device="cuda", dtype=DTYPE)
 
-                def unfused(w, g=gate_up):
-                    return lambda: F.linear(triton_activation.silu_and_mul(g), w)
+                def unfused(w, g=gate_up, mm=F.linear):
+                    return lambda: mm(triton_activation.silu_and_mul(g), w)
+
+                def split(w, g=gate_up):
+                    return unfused(w, g, triton_gemv.linear)
 
                 def fused(w, g=gate_up):
                     return lambda: triton_gemv.silu_mul_linear(g, w)
+
+                def candidate(w, cfg, g=gate_up):
+                    return lambda: triton_gemv.linear_with_config(g, w, cfg, "silu")
             else:
-                op = "rms_norm_linear"
+                op, prologue = "rms_norm_linear", "rms"
                 x, res = (torch.randn(m, k, device="cuda", dtype=DTYPE) for _ in range(2))
                 norm = torch.ones(k, device="cuda", dtype=DTYPE)
 
-                def unfused(w, x=x, res=res, norm=norm):
-                    return lambda: F.linear(triton_rms_norm.rms_norm(x, norm, EPS, res)[0], w)
+                def unfused(w, x=x, res=res, norm=norm, mm=F.linear):
+                    return lambda: mm(triton_rms_norm.rms_norm(x, norm, EPS, res)[0], w)
+
+                def split(w, x=x, res=res, norm=norm):
+                    return unfused(w, x, res, norm, triton_gemv.linear)
 
                 def fused(w, x=x, res=res, norm=norm):
                     return lambda: triton_gemv.rms_norm_linear(x, norm, EPS, res, w)
-            ref, ours = rotate(unfused, copies), rotate(fused, copies)
-            print(f"{op + ' ' + name:>20} {m:>3} | {ref:>10.1f} | {ours:>8.1f} "
-                  f"{gbps(n, k, ours):>6.0f}")
+
+                def candidate(w, cfg, x=x, res=res, norm=norm):
+                    return lambda: triton_gemv.linear_with_config(x, w, cfg, "rms", norm, EPS, res)
+            ref, halves, ours = (rotate(make, copies) for make in (unfused, split, fused))
+            tried = []
+            for cfg in FUSED_CANDIDATES["1" if m == 1 else "many"]:
+                label = f"({cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages})"
+                try:
+                    us = rotate(lambda w, cfg=cfg, make=candidate: make(w, cfg), copies)
+                except Exception as exc:  # past the shared memory or register limits
+                    tried.append(f"{type(exc).__name__} {label}")
+                    continue
+                tried.append(f"{us:.1f} {label}")
+            print(f"{op + ' ' + name:>20} {m:>3} | {ref:>7.1f} {halves:>6.1f} {ours:>6.1f} "
+                  f"{gbps(n, k, ours):>5.0f} | {'  '.join(tried)}  [{prologue}]")
             if m == 1:
                 at_one[name] = (ref, ours)
         del copies

@@ -31,7 +31,14 @@ def check_linear(m, n, k, dtype, with_bias, seed=0):
     assert_close(y, reference.linear(x, w, bias))
 
 
-def check_rms_norm_linear(m, n, k, dtype, with_residual, with_bias, seed=0):
+def fused_config(m):
+    """Small blocks that force several K steps and ragged tiles on the small shapes."""
+    if m == 1:
+        return triton_gemv.GemvConfig(4, 64, 4, 1, use_dot=False)
+    return triton_gemv.GemvConfig(16, 64, 4, 2, use_dot=True)
+
+
+def check_rms_norm_linear(m, n, k, dtype, with_residual, with_bias, seed=0, config=None):
     gen = make_generator(seed)
     x = randn((m, k), dtype, gen)
     weight_norm = 1.0 + 0.1 * randn((k,), dtype, gen)
@@ -40,7 +47,12 @@ def check_rms_norm_linear(m, n, k, dtype, with_residual, with_bias, seed=0):
     x_before = x.clone()
     residual_before = None if residual is None else residual.clone()
 
-    y, new_residual = triton_gemv.rms_norm_linear(x, weight_norm, 1e-5, residual, w, bias)
+    if config is None:
+        y, new_residual = triton_gemv.rms_norm_linear(x, weight_norm, 1e-5, residual, w, bias)
+    else:  # the fused kernel itself, wherever the op's policy would split it
+        bias = None
+        y, new_residual = triton_gemv.linear_with_config(x, w, config, "rms", weight_norm, 1e-5,
+                                                         residual)
     ref_y, ref_residual = reference.rms_norm_linear(x, weight_norm, 1e-5, residual, w, bias)
     assert torch.equal(x, x_before), "x must not be modified in place"
     assert_close(y, ref_y)
@@ -52,11 +64,15 @@ def check_rms_norm_linear(m, n, k, dtype, with_residual, with_bias, seed=0):
         assert new_residual is None
 
 
-def check_silu_mul_linear(m, n, inter, dtype, with_bias, seed=0):
+def check_silu_mul_linear(m, n, inter, dtype, with_bias, seed=0, config=None):
     gen = make_generator(seed)
     gate_up = randn((m, 2 * inter), dtype, gen)
     w, bias = _weights(n, inter, dtype, gen, with_bias)
-    y = triton_gemv.silu_mul_linear(gate_up, w, bias)
+    if config is None:
+        y = triton_gemv.silu_mul_linear(gate_up, w, bias)
+    else:
+        bias = None
+        y, _ = triton_gemv.linear_with_config(gate_up, w, config, "silu")
     assert_close(y, reference.silu_mul_linear(gate_up, w, bias))
 
 
@@ -94,6 +110,25 @@ def test_rms_norm_linear_matches_reference(dtype, shape, m, with_residual):
 @pytest.mark.parametrize("m", ROWS)
 def test_silu_mul_linear_matches_reference(dtype, shape, m):
     check_silu_mul_linear(m, *shape, dtype, with_bias=m == 3)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", INTERPRET_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+def test_fused_rms_norm_kernel_matches_reference(dtype, shape, m, with_residual):
+    check_rms_norm_linear(m, *shape, dtype, with_residual, False, config=fused_config(m))
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", INTERPRET_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("m", ROWS)
+def test_fused_silu_mul_kernel_matches_reference(dtype, shape, m):
+    check_silu_mul_linear(m, *shape, dtype, False, config=fused_config(m))
 
 
 @pytest.mark.triton_interpret
@@ -159,6 +194,17 @@ def test_rms_norm_linear_llama3_shapes(dtype, m, name):
 def test_silu_mul_linear_llama3_shapes(dtype, m):
     n, inter = LLAMA3_8B["down"]
     check_silu_mul_linear(m, n, inter, dtype, with_bias=False)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("m", [1, 4])
+def test_fused_kernels_llama3_shapes(dtype, m):
+    config = triton_gemv.GemvConfig(16, 512, 4, 1, False) if m == 1 else \
+        triton_gemv.GemvConfig(64, 128, 4, 3, True)
+    check_rms_norm_linear(m, *LLAMA3_8B["gate_up"], dtype, True, False, config=config)
+    check_silu_mul_linear(m, *LLAMA3_8B["down"], dtype, False, config=config)
 
 
 @pytest.mark.gpu

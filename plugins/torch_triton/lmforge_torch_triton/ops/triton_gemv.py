@@ -69,6 +69,17 @@ CONFIGS: dict[tuple[str, str], GemvConfig] = {
 }
 
 
+# Where running the prologue inside the GEMV beats launching its own kernel first ("split": the
+# Triton RMSNorm or SiLU-and-mul kernel, then the plain GEMV). Every program recomputes the
+# prologue for its rows, so it pays only when a program owns enough weight rows to amortize
+# that: one input row and wide row blocks. Keys: prologue, row bucket, shape class.
+FUSED_CONFIGS: dict[tuple[str, str, str], GemvConfig] = {
+    ("rms", "1", "narrow"): GemvConfig(16, 512, 4, 1, use_dot=False),
+    ("rms", "1", "wide"): GemvConfig(16, 512, 4, 1, use_dot=False),
+    ("silu", "1", "deep"): _ONE_ROW,
+}
+
+
 def _shape_class(n: int, k: int) -> str:
     """``wide``: enough output rows to fill the GPU many times over (gate/up, LM head);
     ``deep``: few output rows each with a long K (down); ``narrow``: the rest (QKV, o_proj)."""
@@ -77,9 +88,19 @@ def _shape_class(n: int, k: int) -> str:
     return "deep" if k > 8192 else "narrow"
 
 
+def _bucket(m: int) -> str:
+    return "1" if m == 1 else "many"
+
+
 def pick_config(m: int, n: int, k: int) -> GemvConfig:
     """The launch parameters for ``m`` rows of a ``[n, k]`` weight."""
-    return CONFIGS[("1" if m == 1 else "many", _shape_class(n, k))]
+    return CONFIGS[(_bucket(m), _shape_class(n, k))]
+
+
+def fused_config(prologue: str, m: int, n: int, k: int) -> GemvConfig | None:
+    """The launch parameters of the ``prologue`` ("rms" or "silu") fused into the GEMV, or None
+    where the prologue's own kernel followed by the GEMV is faster."""
+    return FUSED_CONFIGS.get((prologue, _bucket(m), _shape_class(n, k)))
 
 
 @triton.jit
@@ -266,11 +287,22 @@ def _launch(
     return y, residual_out
 
 
-def linear_with_config(x: torch.Tensor, w: torch.Tensor, config: GemvConfig) -> torch.Tensor:
-    """``x @ w.T`` through the kernel with explicit launch parameters, for any row count: the
-    entry point of ``scripts/bench_gemv.py --sweep``, which picks :data:`CONFIGS`."""
-    _check(x, w, None, x.shape[-1])
-    return _launch(x, w, None, x.shape[1], _PLAIN, config=config)[0]
+def linear_with_config(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    config: GemvConfig,
+    prologue: str = "",
+    weight_norm: torch.Tensor | None = None,
+    eps: float = 0.0,
+    residual: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The kernel with explicit launch parameters, for any row count, optionally with the
+    ``"rms"`` or ``"silu"`` prologue; returns the product and the new residual. The entry point
+    of ``scripts/bench_gemv.py``, which picks :data:`CONFIGS` and :data:`FUSED_CONFIGS`."""
+    k = x.shape[1] // 2 if prologue == "silu" else x.shape[1]
+    _check(x, w, None, k)
+    kind = {"": _PLAIN, "silu": _SILU_MUL, "rms": _RMS if residual is None else _RMS_RESIDUAL}
+    return _launch(x, w, None, k, kind[prologue], residual, weight_norm, eps, config)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -297,13 +329,14 @@ def rms_norm_linear(
            f"{tuple(weight_norm.shape)}.")
     expect(residual is None or residual.shape == x.shape,
            f"residual must have x's shape {tuple(x.shape)}.")
-    if not _suits(x, w, bias, k) or weight_norm.dtype != x.dtype or (
+    config = fused_config("rms", x.shape[0], w.shape[0], k)
+    if config is None or not _suits(x, w, bias, k) or weight_norm.dtype != x.dtype or (
         residual is not None and residual.dtype != x.dtype
     ):
         normed, residual = triton_rms_norm.rms_norm(x, weight_norm, eps, residual)
-        return F.linear(normed, w, bias), residual
+        return linear(normed, w, bias), residual
     prologue = _RMS if residual is None else _RMS_RESIDUAL
-    return _launch(x, w, bias, k, prologue, residual, weight_norm.contiguous(), eps)
+    return _launch(x, w, bias, k, prologue, residual, weight_norm.contiguous(), eps, config)
 
 
 def silu_mul_linear(
@@ -314,6 +347,7 @@ def silu_mul_linear(
            f"gate_up must be [M, 2*I], got {tuple(gate_up.shape)}.")
     inter = gate_up.shape[1] // 2
     _check(gate_up, w, bias, inter)
-    if not _suits(gate_up, w, bias, inter):
-        return F.linear(triton_activation.silu_and_mul(gate_up), w, bias)
-    return _launch(gate_up, w, bias, inter, _SILU_MUL)[0]
+    config = fused_config("silu", gate_up.shape[0], w.shape[0], inter)
+    if config is None or not _suits(gate_up, w, bias, inter):
+        return linear(triton_activation.silu_and_mul(gate_up), w, bias)
+    return _launch(gate_up, w, bias, inter, _SILU_MUL, config=config)[0]
