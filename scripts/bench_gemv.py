@@ -207,7 +207,7 @@ def bench_step() -> None:
 
     nbytes = (sum(w.numel() for ws in layers for w in ws) + lm_head.numel()) * DTYPE.itemsize
     for label, chain in (("unfused (rms_norm / silu kernels + F.linear)", unfused),
-                         ("fused GEMV ops", fused)):
+                         ("the decoder's ops: GEMV, prologues per FUSED_CONFIGS", fused)):
         us = time_graph([chain], replays=10)
         print(f"decode-step matmul chain, {label}: {us / 1000:.3f} ms, "
               f"{nbytes / us / 1e3:.0f} GB/s over {nbytes / 1e9:.2f} GB")

@@ -42,8 +42,8 @@ class LlamaDecoder:
         cos, sin = self.rotary.cos_sin(inputs)
         eps = self.config.norm_eps
         residual = None
-        # Each norm runs inside the matmul after it, and SiLU-and-mul inside the down projection:
-        # at decode batch sizes these are weight-streaming kernels with the small ops fused in.
+        # Each norm and the SiLU-and-mul go through the op of the matmul after them, which picks
+        # per device and shape whether to run them inside that matmul (ops/triton_gemv.py).
         for layer, cache in zip(w.layers, kv_caches, strict=True):
             qkv, residual = ops.rms_norm_linear(
                 hidden, layer.input_norm, eps, residual, layer.qkv, layer.qkv_bias

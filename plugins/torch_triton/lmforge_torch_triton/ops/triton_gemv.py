@@ -1,19 +1,20 @@
-"""Bandwidth-bound GEMV / skinny GEMM for decode steps, with the op before it fused in.
+"""Bandwidth-bound GEMV / skinny GEMM for decode steps, optionally with the op before it fused in.
 
 At a small batch every linear layer of a decode step is a read of its weight matrix: ``y[M, N] =
 x[M, K] @ w[N, K].T`` with ``M`` a handful of token rows. One program owns ``BLOCK_N`` weight rows
 and streams them along ``K`` in wide contiguous tiles, so the grid holds hundreds to thousands of
-programs and every SM keeps many loads in flight. The input row is tiny and stays in L2, so each
-program rebuilds the values it needs from the previous op's inputs instead of waiting for a
-separate kernel to write them: the RMSNorm (with its residual add) before the QKV, gate/up and
-LM-head projections, and ``silu(gate) * up`` before the down projection. That removes a launch
-and a round trip through memory between every pair of matmuls.
+programs and every SM keeps many loads in flight. Two inner loops, chosen per shape by
+:data:`CONFIGS`: for one row, an elementwise fp32 multiply-accumulate over a ``[BLOCK_N,
+BLOCK_K]`` tile reduced once at the end; for several rows, ``tl.dot`` on a ``[16, BLOCK_K]``
+input tile (padding rows load zeros). Shapes without a config, more than :data:`MAX_ROWS` rows,
+or layouts the kernel does not take go to ``F.linear``.
 
-Two inner loops, chosen per shape by :data:`CONFIGS`: for one row, an elementwise fp32
-multiply-accumulate over a ``[BLOCK_N, BLOCK_K]`` tile reduced once at the end; for several rows,
-``tl.dot`` on a ``[16, BLOCK_K]`` input tile (padding rows load zeros), which keeps the tensor
-cores busy for free while the weights stream. Above :data:`MAX_ROWS` rows (or for layouts the
-kernel does not take) each op falls back to the unfused Triton kernel and ``F.linear``.
+The kernel can also rebuild its input from the previous op's inputs (the RMSNorm with its
+residual add, or ``silu(gate) * up``) instead of reading a tensor another kernel wrote. Every
+program then repeats that work for its rows, and on an H200 this costs more than the launch it
+saves for the RMSNorm at every shape measured (for example 20.0 us fused against 15.6 us for the
+norm kernel plus the GEMV on Llama-3-8B's QKV at one row), so :data:`FUSED_CONFIGS` enables it
+only where it measured faster: SiLU-and-mul before the down projection at one row.
 """
 
 from __future__ import annotations
@@ -51,38 +52,41 @@ class GemvConfig:
 
 
 # Chosen with `scripts/bench_gemv.py --sweep` on an H200 (Llama-3-8B shapes, bf16, Triton 3.6).
-# Keys: the row bucket ("1" or "many") and the shape class from :func:`_shape_class`. One row:
-# 4 weight rows x 2048 columns per step beat every other split for all five shapes (13.9, 10.0,
-# 54.2, 28.6, 231 us for QKV, o, gate/up, down, LM head; cuBLAS 15.1, 13.2, 56.1, 31.8, 248).
-# 2-16 rows: the tl.dot loop, whose best tiles differ by class.
+# Keys: the row bucket ("1" or "many") and the shape class from :func:`_shape_class`; a missing
+# key runs cuBLAS. One row: 4 weight rows x 2048 columns per step beat every other split for all
+# five shapes (13.8, 9.9, 53.3, 28.2, 227 us for QKV, o, gate/up, down, LM head; cuBLAS 15.4,
+# 13.2, 55.0, 31.2, 238). 2-16 rows: the tl.dot loop wins on o, down and the LM head (11.5 vs
+# 13.0, 29.8 vs 31.4, 234 vs 239 us at 4 rows), ties on QKV and loses ~2 % on gate/up.
 _ONE_ROW = GemvConfig(block_n=4, block_k=2048, num_warps=4, num_stages=1, use_dot=False)
 CONFIGS: dict[tuple[str, str], GemvConfig] = {
     ("1", "narrow"): _ONE_ROW,
     ("1", "deep"): _ONE_ROW,
     ("1", "wide"): _ONE_ROW,
+    ("1", "vocab"): _ONE_ROW,
     ("many", "narrow"): GemvConfig(block_n=32, block_k=128, num_warps=4, num_stages=5,
                                    use_dot=True),
     ("many", "deep"): GemvConfig(block_n=32, block_k=256, num_warps=4, num_stages=5,
                                  use_dot=True),
-    ("many", "wide"): GemvConfig(block_n=64, block_k=128, num_warps=4, num_stages=3,
-                                 use_dot=True),
+    ("many", "vocab"): GemvConfig(block_n=64, block_k=128, num_warps=4, num_stages=3,
+                                  use_dot=True),
 }
 
-
-# Where running the prologue inside the GEMV beats launching its own kernel first ("split": the
-# Triton RMSNorm or SiLU-and-mul kernel, then the plain GEMV). Every program recomputes the
-# prologue for its rows, so it pays only when a program owns enough weight rows to amortize
-# that: one input row and wide row blocks. Keys: prologue, row bucket, shape class.
+# Where running the prologue inside the GEMV beats launching its own kernel first (the Triton
+# RMSNorm or SiLU-and-mul kernel, then the GEMV). Keys: prologue, row bucket, shape class.
+# Measured on the H200: SiLU-and-mul + down at one row 28.9 us fused against 29.4 us split; the
+# fused RMSNorm lost at every shape and row count (see the module docstring).
 FUSED_CONFIGS: dict[tuple[str, str, str], GemvConfig] = {
-    ("rms", "1", "narrow"): GemvConfig(16, 512, 4, 1, use_dot=False),
-    ("rms", "1", "wide"): GemvConfig(16, 512, 4, 1, use_dot=False),
-    ("silu", "1", "deep"): _ONE_ROW,
+    ("silu", "1", "deep"): GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1,
+                                      use_dot=False),
 }
 
 
 def _shape_class(n: int, k: int) -> str:
-    """``wide``: enough output rows to fill the GPU many times over (gate/up, LM head);
-    ``deep``: few output rows each with a long K (down); ``narrow``: the rest (QKV, o_proj)."""
+    """``vocab``: an LM head; ``wide``: enough output rows to fill the GPU many times over
+    (gate/up); ``deep``: few output rows each with a long K (down); ``narrow``: the rest (QKV,
+    o_proj)."""
+    if n > 65536:
+        return "vocab"
     if n > 16384:
         return "wide"
     return "deep" if k > 8192 else "narrow"
@@ -92,9 +96,9 @@ def _bucket(m: int) -> str:
     return "1" if m == 1 else "many"
 
 
-def pick_config(m: int, n: int, k: int) -> GemvConfig:
-    """The launch parameters for ``m`` rows of a ``[n, k]`` weight."""
-    return CONFIGS[(_bucket(m), _shape_class(n, k))]
+def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
+    """The launch parameters for ``m`` rows of a ``[n, k]`` weight; None where cuBLAS is faster."""
+    return CONFIGS.get((_bucket(m), _shape_class(n, k)))
 
 
 def fused_config(prologue: str, m: int, n: int, k: int) -> GemvConfig | None:
@@ -240,10 +244,10 @@ def _launch(
     bias: torch.Tensor | None,
     k: int,
     prologue: int,
+    config: GemvConfig,
     residual: torch.Tensor | None = None,
     weight_norm: torch.Tensor | None = None,
     eps: float = 0.0,
-    config: GemvConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     x = x if x.stride(1) == 1 else x.contiguous()
     if residual is not None and residual.stride(1) != 1:
@@ -252,11 +256,10 @@ def _launch(
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     residual_out = torch.empty(m, k, dtype=x.dtype, device=x.device) if residual is not None \
         else None
-    cfg = config or pick_config(m, n, k)
-    block_m = max(16, triton.next_power_of_2(m)) if cfg.use_dot else 1
-    min_block = 16 if cfg.use_dot else 1  # tl.dot needs 16 along every dimension
-    block_n = min(cfg.block_n, max(min_block, triton.next_power_of_2(n)))
-    block_k = min(cfg.block_k, max(16, triton.next_power_of_2(k)))
+    block_m = max(16, triton.next_power_of_2(m)) if config.use_dot else 1
+    min_block = 16 if config.use_dot else 1  # tl.dot needs 16 along every dimension
+    block_n = min(config.block_n, max(min_block, triton.next_power_of_2(n)))
+    block_k = min(config.block_k, max(16, triton.next_power_of_2(k)))
     _gemv_kernel[(triton.cdiv(n, block_n),)](
         x,
         residual if residual is not None else x,
@@ -273,7 +276,7 @@ def _launch(
         eps,
         PROLOGUE=prologue,
         HAS_BIAS=bias is not None,
-        USE_DOT=cfg.use_dot,
+        USE_DOT=config.use_dot,
         DOT_PRECISION=dot_precision(x.dtype),
         # Tiles that lie inside the tensors load without masks.
         EVEN_X=m == block_m and k % block_k == 0,
@@ -281,8 +284,8 @@ def _launch(
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     return y, residual_out
 
@@ -302,15 +305,16 @@ def linear_with_config(
     k = x.shape[1] // 2 if prologue == "silu" else x.shape[1]
     _check(x, w, None, k)
     kind = {"": _PLAIN, "silu": _SILU_MUL, "rms": _RMS if residual is None else _RMS_RESIDUAL}
-    return _launch(x, w, None, k, kind[prologue], residual, weight_norm, eps, config)
+    return _launch(x, w, None, k, kind[prologue], config, residual, weight_norm, eps)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x[M, K] @ w[N, K].T (+ bias)`` in ``x``'s dtype, accumulated in fp32."""
     _check(x, w, bias, x.shape[-1])
-    if not _suits(x, w, bias, x.shape[1]):
+    config = pick_config(x.shape[0], w.shape[0], x.shape[1])
+    if config is None or not _suits(x, w, bias, x.shape[1]):
         return F.linear(x, w, bias)
-    return _launch(x, w, bias, x.shape[1], _PLAIN)[0]
+    return _launch(x, w, bias, x.shape[1], _PLAIN, config)[0]
 
 
 def rms_norm_linear(
@@ -336,7 +340,7 @@ def rms_norm_linear(
         normed, residual = triton_rms_norm.rms_norm(x, weight_norm, eps, residual)
         return linear(normed, w, bias), residual
     prologue = _RMS if residual is None else _RMS_RESIDUAL
-    return _launch(x, w, bias, k, prologue, residual, weight_norm.contiguous(), eps, config)
+    return _launch(x, w, bias, k, prologue, config, residual, weight_norm.contiguous(), eps)
 
 
 def silu_mul_linear(
@@ -350,4 +354,4 @@ def silu_mul_linear(
     config = fused_config("silu", gate_up.shape[0], w.shape[0], inter)
     if config is None or not _suits(gate_up, w, bias, inter):
         return linear(triton_activation.silu_and_mul(gate_up), w, bias)
-    return _launch(gate_up, w, bias, inter, _SILU_MUL, config=config)[0]
+    return _launch(gate_up, w, bias, inter, _SILU_MUL, config)[0]
