@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
-# W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1) on Llama-3-8B's architecture with
+# W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
+# steps when GPU_CHECK_PROFILE=1) on Llama-3-8B's architecture with
 # random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
 #
 #   scripts/gpu_check.sh OUTDIR
@@ -78,6 +79,11 @@ stage w1 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloa
   --batch-size 1 --input-len 128 --output-len 512 --json "$OUT/w1.json"
 stage w4 "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
   --batch-size 1 16 64 256 --input-len 128 --output-len 128 --json "$OUT/w4.json"
+if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
+  # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
+  stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
+    --batch-size 1 64 256
+fi
 stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
   --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
   --json "$OUT/w2.json"
