@@ -82,7 +82,7 @@ stage w4 "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --dtype bflo
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
   stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
-    --batch-size 1 64 256
+    --batch-size 1 64 256 --engine
 fi
 stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
   --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \

@@ -1,11 +1,14 @@
-"""Where a decode step's GPU time goes: the kernels of one CUDA-graph replay, per batch size.
+"""Where a decode step's time goes: the kernels of one CUDA-graph replay, and the engine's steps.
 
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
 
 Builds the ``pytorch`` engine's runner on ``MODEL_DIR`` (a config.json is enough: random bf16
 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
 with CUDA events, then lists its kernels (torch.profiler) by total time. The gap between the
-replay's time and the sum of its kernels is what the launches between kernels cost. Needs a GPU.
+replay's time and the sum of its kernels is what the launches between kernels cost. With
+``--engine``, it then runs each batch size through ``pipeline()`` (128 → 128 tokens) and reports
+the wall time of its decode and prefill steps: a decode step much longer than its replay means
+the host, not the device, sets the pace. Needs a GPU.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--engine", action="store_true", help="also time the engine's steps")
     args = parser.parse_args()
     block_size = 64
     max_bs = max(args.batch_size)
     cfg = PytorchEngineConfig(dtype="bfloat16", load_format="dummy", max_batch_size=max_bs,
                               block_size=block_size, session_len=4096)
-    runner = TorchModelRunner(load_model_info(args.model, cfg), cfg)
+    info = load_model_info(args.model, load_format="dummy", session_len=4096, dtype="bfloat16")
+    runner = TorchModelRunner(info, cfg)
     blocks = max_bs * -(-args.context // block_size) + 8
     runner.allocate_cache(blocks, block_size)
     weight_bytes = streamed_weight_bytes(runner.model.weights)
@@ -87,6 +92,54 @@ def main() -> None:
         for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"  {us / 1e3:8.3f} ms  {counts[name] // 5:4d}x  {name[:110]}")
     runner.close()
+    del runner
+    torch.cuda.empty_cache()
+    if args.engine:
+        engine_steps(args.model, args.batch_size)
+
+
+def engine_steps(model: str, sizes: list[int]) -> None:
+    import random
+    import statistics
+    import time
+
+    from lmforge import GenerationConfig, pipeline
+
+    cfg = PytorchEngineConfig(dtype="bfloat16", load_format="dummy", max_batch_size=max(sizes),
+                              max_prefill_token_num=8192)
+    with pipeline(model, backend_config=cfg) as pipe:
+        engine = pipe.engine.loop.engine
+        step, launch = engine.step, engine._launch
+        walls: list[tuple[float, bool]] = []
+        kinds: list[bool] = []
+
+        def timed_launch(output, prev):
+            kinds.append(all(n == 1 for n in output.num_new_tokens))
+            return launch(output, prev)
+
+        def timed_step():
+            kinds.clear()
+            start = time.perf_counter()
+            step()
+            if kinds:
+                walls.append((time.perf_counter() - start, kinds[0]))
+
+        engine.step, engine._launch = timed_step, timed_launch
+        rng = random.Random(0)
+        gen = GenerationConfig(max_new_tokens=128, ignore_eos=True, top_k=1)
+        for size in sizes:
+            prompts = [[rng.randrange(1000, 40000) for _ in range(128)] for _ in range(size)]
+            pipe(prompts, gen_config=gen)  # warm-up
+            walls.clear()
+            start = time.perf_counter()
+            pipe(prompts, gen_config=gen)
+            total = time.perf_counter() - start
+            decode = [w for w, is_decode in walls if is_decode]
+            prefill = [w for w, is_decode in walls if not is_decode]
+            print(f"\nengine, batch {size}, 128 -> 128: {total:.3f} s, {size * 128 / total:,.0f} "
+                  f"tok/s; {len(decode)} decode steps, median {statistics.median(decode) * 1e3:.2f} "
+                  f"ms, sum {sum(decode):.3f} s; {len(prefill)} prefill steps, sum "
+                  f"{sum(prefill):.3f} s")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, 
 
 # (num_kv_heads for 8 query heads: GQA ratio 1/4/8, block size, splits, sliding window).
 # Block 16 exercises key tiles that span several cache blocks, 64 and 128 tiles inside one
-# block; with several splits the short sequences leave their later splits empty.
+# block; each sequence spreads its own tiles over the splits, and splits past its tiles idle.
 SMALL_CASES = [
     (8, 16, 1, None),
     (2, 16, 3, None),
@@ -53,6 +53,7 @@ SMALL_CASES = [
     (2, 32, 1, 40),
     (1, 16, 4, 70),
     (8, 64, None, None),
+    (2, 16, 33, None),  # a graph-sized split count: most splits of these short sequences idle
 ]
 
 
@@ -83,10 +84,11 @@ def test_decode_rejects_mismatched_heads():
 
 def test_choose_num_splits_fills_the_gpu_for_small_batches_only():
     cpu = torch.device("cpu")  # stands in for a 132-SM H100
-    assert choose_num_splits(1, 8, 4096, cpu) == 16  # capped by 256-token splits
-    assert choose_num_splits(4, 8, 65536, cpu) == 9  # 2 x 132 programs
+    assert choose_num_splits(1, 8, 4096, cpu) == 33  # 2 x 132 programs
+    assert choose_num_splits(4, 8, 65536, cpu) == 9
     assert choose_num_splits(64, 8, 4096, cpu) == 1
-    assert choose_num_splits(1, 8, 100, cpu) == 1
+    assert choose_num_splits(1, 8, 100, cpu) == 2  # no more splits than 64-token tiles
+    assert choose_num_splits(1, 8, 1 << 20, cpu) == 33
 
 
 # Llama-3-8B: 32 query heads, head_dim 128, block 64; GQA ratios 1 / 4 / 8.

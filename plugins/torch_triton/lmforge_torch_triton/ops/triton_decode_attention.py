@@ -25,8 +25,6 @@ from .triton_common import (
 # Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
 # it fits an H100/H200 SM's shared memory beside 3-4 resident programs.
 _BLOCK_N = 64
-# A split shorter than this does too little work to pay for its partial-result round trip.
-_MIN_TOKENS_PER_SPLIT = 256
 # Splits beyond this add merge work without adding parallelism a single GPU can use.
 _MAX_SPLITS = 64
 
@@ -42,7 +40,7 @@ def _decode_split_kernel(
     lse_ptr,
     qk_scale,
     window,
-    tiles_per_split,
+    num_splits,
     stride_qb,
     stride_qh,
     stride_kb,
@@ -76,9 +74,13 @@ def _decode_split_kernel(
         first_pos = tl.maximum(kv_len - window, 0)
     else:
         first_pos = 0
-    # Splits partition the tiles that can hold attended positions, starting at the window.
-    tile_lo = first_pos // BLOCK_N + split * tiles_per_split
-    tile_hi = tl.minimum(tile_lo + tiles_per_split, tl.cdiv(kv_len, BLOCK_N))
+    # The splits share this sequence's own tiles (from the window's start) evenly, so a short
+    # context still spreads over the splits of a grid sized for the longest one.
+    first_tile = first_pos // BLOCK_N
+    end_tile = tl.cdiv(kv_len, BLOCK_N)
+    tiles_per_split = tl.cdiv(end_tile - first_tile, num_splits)
+    tile_lo = first_tile + split * tiles_per_split
+    tile_hi = tl.minimum(tile_lo + tiles_per_split, end_tile)
 
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, BLOCK_D)
@@ -136,13 +138,15 @@ def _decode_split_kernel(
     acc = acc / tl.where(has_any, l_i, 1.0)[:, None]
     out_mask = head_mask[:, None] & d_mask[None, :]
     if SPLIT:
-        # Partials stay in fp32; an empty split reports lse = -inf and so weighs nothing.
+        # Partials stay in fp32. Splits past the sequence's end store nothing: the merge reads
+        # only the splits that cover it (a graph sizes the grid for the longest context).
+        store_h = head_mask & (offs_h * 0 + tile_lo < tile_hi)
         out_offs = (
             seq * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
         )
-        tl.store(out_ptr + out_offs, acc, mask=out_mask)
+        tl.store(out_ptr + out_offs, acc, mask=store_h[:, None] & d_mask[None, :])
         lse = tl.where(has_any, m_i + tl.log2(tl.where(has_any, l_i, 1.0)), float("-inf"))
-        tl.store(lse_ptr + seq * stride_lb + heads * stride_lh + split, lse, mask=head_mask)
+        tl.store(lse_ptr + seq * stride_lb + heads * stride_lh + split, lse, mask=store_h)
     else:
         out_offs = seq * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
@@ -153,6 +157,8 @@ def _decode_merge_kernel(
     partial_ptr,
     lse_ptr,
     out_ptr,
+    kv_lens_ptr,
+    window,
     num_splits,
     stride_pb,
     stride_ph,
@@ -164,12 +170,22 @@ def _decode_merge_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
+    kv_len = tl.load(kv_lens_ptr + seq)
+    if HAS_WINDOW:
+        first_tile = tl.maximum(kv_len - window, 0) // BLOCK_N
+    else:
+        first_tile = 0
+    # The splits that hold tiles of this sequence (the split kernel's partition).
+    num_tiles = tl.cdiv(kv_len, BLOCK_N) - first_tile
+    num_active = tl.cdiv(num_tiles, tl.cdiv(num_tiles, num_splits))
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < num_splits
+    s_mask = offs_s < num_active
     d_mask = offs_d < HEAD_DIM
 
     lse = tl.load(
@@ -195,13 +211,12 @@ def _decode_merge_kernel(
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device) -> int:
-    """Splits per (sequence, KV head) so the grid fills the GPU about twice over, each split
-    covering at least a few hundred tokens. Uses only shapes, so it never syncs with the device
-    and a decode step stays capturable in a CUDA graph."""
-    programs = batch * num_kv_heads
-    wanted = triton.cdiv(2 * num_sms(device), programs)
-    most = max(1, triton.cdiv(max_context, _MIN_TOKENS_PER_SPLIT))
-    return max(1, min(wanted, most, _MAX_SPLITS))
+    """Splits per (sequence, KV head) so the grid fills the GPU about twice over; none once the
+    batch alone does, and never more than ``max_context`` has tiles. Each sequence divides its
+    own tiles among the splits, so the count holds for any context length, and it uses only
+    shapes: it never syncs with the device and a decode step stays capturable in a CUDA graph."""
+    wanted = triton.cdiv(2 * num_sms(device), batch * num_kv_heads)
+    return max(1, min(wanted, triton.cdiv(max_context, _BLOCK_N), _MAX_SPLITS))
 
 
 def paged_decode_attention_splitk(
@@ -213,9 +228,11 @@ def paged_decode_attention_splitk(
     scale: float,
     sliding_window: int | None,
     num_splits: int,
+    num_warps: int = 4,
+    num_stages: int = 2,
 ) -> torch.Tensor:
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
-    (1 = no split-K: a single kernel writes the output)."""
+    (1 = no split-K: a single kernel writes the output) and launch config of the main kernel."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache)
@@ -241,8 +258,7 @@ def paged_decode_attention_splitk(
     span = block_tables.shape[1] * block_size
     if sliding_window is not None:
         span = min(span, sliding_window + _BLOCK_N)
-    tiles_per_split = triton.cdiv(triton.cdiv(span, _BLOCK_N), num_splits)
-    num_splits = triton.cdiv(triton.cdiv(span, _BLOCK_N), tiles_per_split)
+    num_splits = min(num_splits, triton.cdiv(span, _BLOCK_N))
 
     group = num_heads // num_kv_heads
     block_d = triton.next_power_of_2(head_dim)
@@ -259,8 +275,8 @@ def paged_decode_attention_splitk(
         DOT_PRECISION=dot_precision(q.dtype),
         # 4 warps cover a 16 x 64 score tile and a 16 x 128 accumulator without spills; 2 stages
         # overlap the next tile's K/V loads with this tile's math.
-        num_warps=4,
-        num_stages=2,
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     out = torch.empty_like(q)
     grid = (batch, num_kv_heads, num_splits)
@@ -278,7 +294,7 @@ def paged_decode_attention_splitk(
             out,
             qk_scale,
             window,
-            tiles_per_split,
+            num_splits,
             q.stride(0),
             q.stride(1),
             k_cache.stride(0),
@@ -311,7 +327,7 @@ def paged_decode_attention_splitk(
         lse,
         qk_scale,
         window,
-        tiles_per_split,
+        num_splits,
         q.stride(0),
         q.stride(1),
         k_cache.stride(0),
@@ -332,6 +348,8 @@ def paged_decode_attention_splitk(
         partial,
         lse,
         out,
+        kv_lens,
+        window,
         num_splits,
         partial.stride(0),
         partial.stride(1),
@@ -343,7 +361,9 @@ def paged_decode_attention_splitk(
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         BLOCK_S=triton.next_power_of_2(num_splits),
-        num_warps=4,
+        BLOCK_N=_BLOCK_N,
+        HAS_WINDOW=sliding_window is not None,
+        num_warps=4 if num_splits <= 32 else 8,
     )
     return out
 

@@ -1,0 +1,102 @@
+"""Paged decode attention on a GPU: microseconds per call by batch, context and split count.
+
+For Llama-3-8B's attention (32 query heads, 8 K/V heads, head_dim 128, bf16, 64-token blocks),
+times the Triton kernel as a CUDA graph step would run it: the block tables are as wide as a
+``--session-len`` session (the graph's static buffer), while sequences hold ``--context``
+tokens. Prints the time with the split count the op chooses and with each fixed count, and the
+bandwidth of the K/V bytes actually read.
+
+    python scripts/bench_decode_attention.py [--batch-size 1 4 16 64 256] [--context 256 640 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from lmforge_torch_triton.ops.triton_decode_attention import (
+    choose_num_splits,
+    paged_decode_attention_splitk,
+)
+
+HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
+DTYPE = torch.bfloat16
+CALLS = 32  # per graph, over as many layers' caches, so nothing stays in L2
+
+
+def time_us(fn, replays: int = 5) -> float:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn(0)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(CALLS):
+            fn(i)
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (replays * CALLS)
+
+
+def bench_case(batch: int, context: int, width: int, splits: list[int]) -> str:
+    """One table row: the chosen split count's time and bandwidth, then each fixed count's."""
+    device = torch.device("cuda")
+    per_seq = -(-context // BLOCK)
+    blocks = batch * per_seq
+    kv_bytes = 2 * batch * context * KV_HEADS * HEAD_DIM * DTYPE.itemsize
+    copies = max(2, min(CALLS, -(-(256 << 20) // kv_bytes)))  # enough that L2 never holds it
+    caches = [tuple(torch.randn(blocks, BLOCK, KV_HEADS, HEAD_DIM, device=device, dtype=DTYPE)
+                    for _ in range(2)) for _ in range(copies)]
+    tables = torch.zeros(batch, width, dtype=torch.int32, device=device)
+    tables[:, :per_seq] = torch.randperm(blocks, device=device).view(batch, per_seq)
+    lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+    q = torch.randn(batch, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
+
+    def run(num_splits):
+        def call(i):
+            k, v = caches[i % copies]
+            return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
+                                                 num_splits)
+        return call
+
+    chosen = choose_num_splits(batch, KV_HEADS, width * BLOCK, device)
+    us = time_us(run(chosen))
+    cells = " ".join(f"{time_us(run(n)):7.1f}" for n in splits)
+    row = (f"{batch:5d} {context:7d} {us:6.1f} ({chosen:2d}, {kv_bytes / us / 1e6:4.1f} TB/s) "
+           f"{cells}")
+    # The launch config of the chosen split count: warps x pipeline stages.
+    configs = []
+    for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3)):
+        def call(i, warps=warps, stages=stages):
+            k, v = caches[i % copies]
+            return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
+                                                 chosen, warps, stages)
+        configs.append(f"{warps}w{stages}s {time_us(call):.1f}")
+    return row + "\n      configs: " + ", ".join(configs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--context", type=int, nargs="+", default=[256, 640, 2048])
+    parser.add_argument("--session-len", type=int, default=8192)
+    parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 4, 8, 16, 33, 64])
+    args = parser.parse_args()
+    width = args.session_len // BLOCK
+    print(f"{'batch':>5} {'context':>7} {'chosen (splits, K/V read)':>26} "
+          + " ".join(f"{n:>7}" for n in args.splits))
+    for batch in args.batch_size:
+        for context in args.context:
+            print(bench_case(batch, context, width, args.splits), flush=True)
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
