@@ -84,11 +84,11 @@ def test_decode_rejects_mismatched_heads():
 
 def test_choose_num_splits_fills_the_gpu_for_small_batches_only():
     cpu = torch.device("cpu")  # stands in for a 132-SM H100
-    assert choose_num_splits(1, 8, 4096, cpu) == 33  # 2 x 132 programs
-    assert choose_num_splits(4, 8, 65536, cpu) == 9
+    assert choose_num_splits(1, 8, 4096, cpu) == 16  # at most 16
+    assert choose_num_splits(16, 8, 65536, cpu) == 5  # 4 x 132 programs
+    assert choose_num_splits(33, 8, 4096, cpu) == 1  # 2 x 132 programs without splits
     assert choose_num_splits(64, 8, 4096, cpu) == 1
     assert choose_num_splits(1, 8, 100, cpu) == 2  # no more splits than 64-token tiles
-    assert choose_num_splits(1, 8, 1 << 20, cpu) == 33
 
 
 # Llama-3-8B: 32 query heads, head_dim 128, block 64; GQA ratios 1 / 4 / 8.
