@@ -27,6 +27,11 @@ class StepInputs:
     is_decode: bool
     kv_lens_host: list[int]
     q_lens_host: list[int]
+    # A mixed step lists its decodes (one query each) first: they run through the decode kernel,
+    # which reads each K/V head once for its query group, and the rest through the prefill one,
+    # whose queries start at ``prefill_cu_q_lens`` (``cu_q_lens`` of the remaining sequences).
+    num_decode_seqs: int = 0
+    prefill_cu_q_lens: torch.Tensor | None = None
 
     @property
     def max_q_len(self) -> int:
@@ -78,6 +83,10 @@ def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
     def tensor(values, dtype):
         return to_device(values, dtype, device)
 
+    decodes = 0
+    if not batch.is_decode:
+        while batch.q_lens[decodes] == 1:
+            decodes += 1
     input_ids = tensor(batch.input_ids, torch.int64)
     fill_prev_tokens(input_ids, batch, [end - 1 for end in cu[1:]])
     return StepInputs(
@@ -91,4 +100,7 @@ def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:
         is_decode=batch.is_decode,
         kv_lens_host=list(batch.kv_lens),
         q_lens_host=list(batch.q_lens),
+        num_decode_seqs=decodes,
+        prefill_cu_q_lens=tensor([c - decodes for c in cu[decodes:]], torch.int32)
+        if decodes else None,
     )

@@ -116,3 +116,23 @@ def test_prefill_matches_reference_llama3_shapes(
 def test_prefill_head_dim_256(dtype):
     # Gemma-style wide heads take the smaller tile configuration.
     check_prefill([300, 77], [700, 77], 8, 4, 256, 64, dtype, None)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_prefill_writes_into_a_view_of_a_larger_output():
+    # A mixed step runs its decodes through the decode kernel into the first rows of one output
+    # and its prompts through this one into the rest, with their host-known longest length.
+    gen = make_generator(11)
+    kv = make_paged_kv([40, 77], 2, 32, 16, torch.float32, gen)
+    q = randn((45, 8, 32), torch.float32, gen)
+    cu_q_lens = torch.tensor([0, 5, 45], dtype=torch.int32, device=DEVICE)
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, 32**-0.5)
+    full = torch.full((48, 8, 32), 7.0, device=DEVICE)
+    got = paged_prefill_attention(*args, max_q_len=40, out=full[3:])
+    assert got.data_ptr() == full[3:].data_ptr()
+    assert torch.equal(full[:3], torch.full((3, 8, 32), 7.0, device=DEVICE))
+    assert_close(full[3:], reference.paged_prefill_attention(*args))
+    ref_full = torch.zeros(45, 8, 32, device=DEVICE)
+    reference.paged_prefill_attention(*args, out=ref_full)
+    assert_close(ref_full, full[3:])

@@ -79,24 +79,20 @@ class LlamaDecoder:
         q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping)
         if inputs.is_decode:
             out = ops.paged_decode_attention(
-                q,
-                k_cache,
-                v_cache,
-                inputs.block_tables,
-                inputs.kv_lens,
-                self.scale,
+                q, k_cache, v_cache, inputs.block_tables, inputs.kv_lens, self.scale,
                 c.sliding_window,
             )
         else:
-            out = ops.paged_prefill_attention(
-                q,
-                k_cache,
-                v_cache,
-                inputs.block_tables,
-                inputs.cu_q_lens,
-                inputs.kv_lens,
-                self.scale,
-                c.sliding_window,
-                max_q_len=inputs.max_q_len,
+            out = torch.empty_like(q)
+            d = inputs.num_decode_seqs
+            if d:
+                out[:d] = ops.paged_decode_attention(
+                    q[:d], k_cache, v_cache, inputs.block_tables[:d], inputs.kv_lens[:d],
+                    self.scale, c.sliding_window,
+                )
+            ops.paged_prefill_attention(
+                q[d:], k_cache, v_cache, inputs.block_tables[d:],
+                inputs.prefill_cu_q_lens if d else inputs.cu_q_lens, inputs.kv_lens[d:],
+                self.scale, c.sliding_window, max_q_len=inputs.max_q_len, out=out[d:],
             )
         return ops.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)

@@ -194,11 +194,13 @@ def paged_prefill_attention(
     scale: float,
     sliding_window: int | None = None,
     max_q_len: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``.
-    ``max_q_len`` (the longest query length) only spares kernels a read-back; unused here."""
+    ``max_q_len`` (the longest query length) only spares kernels a read-back; unused here.
+    ``out``, when given, receives the result."""
     bs = k_cache.shape[1]
     cu = cu_q_lens.long().tolist()
     q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]
@@ -221,5 +223,7 @@ def paged_prefill_attention(
     # Padding rows attend to key 0 only so SDPA never sees an all-masked row; they are dropped.
     mask[~valid] = False
     mask[..., 0] |= ~valid
-    out = _attend(q_pad, k, v, mask, scale)
-    return out[valid].to(q.dtype)
+    result = _attend(q_pad, k, v, mask, scale)[valid].to(q.dtype)
+    if out is None:
+        return result
+    return out.copy_(result)

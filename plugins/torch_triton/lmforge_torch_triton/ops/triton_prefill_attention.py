@@ -201,12 +201,14 @@ def paged_prefill_attention(
     scale: float,
     sliding_window: int | None = None,
     max_q_len: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]`` in
     ``q``'s dtype. ``max_q_len``, the longest query length, sizes the grid; without it the
-    lengths are read back from the device, which waits for all work queued before."""
+    lengths are read back from the device, which waits for all work queued before. ``out``, when
+    given, receives the result (a ``[T, nh, d]`` view, rows contiguous in ``d``)."""
     expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache)
@@ -232,7 +234,7 @@ def paged_prefill_attention(
     cu_q_lens = cu_q_lens.to(torch.int32).contiguous()
     kv_lens = kv_lens.to(torch.int32).contiguous()
 
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     if q.shape[0] == 0:
         return out
     if max_q_len is None:
