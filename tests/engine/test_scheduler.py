@@ -465,3 +465,34 @@ def test_prefill_interval_groups_admissions_only_when_busy():
     light.add(newcomer)
     assert newcomer in step(light, runner).seqs
     assert late.output_ids == reference_output(range(10, 13), 2)
+
+
+def test_a_burst_into_a_batch_with_room_prefills_alone_then_decodes_in_step():
+    sched = make(budget=13, batch=8)
+    runner = FakeRunner(64, 4)
+    a = seq([1, 2, 3], max_new=10)
+    sched.add(a)
+    step(sched, runner)  # a decodes from now on
+    burst = [seq([5 + i] * 4, max_new=3) for i in range(3)]
+    for s in burst:
+        sched.add(s)
+    out = step(sched, runner)  # 12 prompt tokens, 3 sequences: a waits this step
+    assert out.seqs == burst and out.num_new_tokens == [4, 4, 4]
+    out = step(sched, runner)
+    assert out.seqs == [a, *burst] and out.num_new_tokens == [1, 1, 1, 1]
+    run_all(sched, runner)
+    assert a.output_ids == reference_output([1, 2, 3], 10)
+
+
+def test_a_burst_into_a_busy_batch_runs_beside_its_decodes():
+    sched = make(budget=16, batch=10)
+    runner = FakeRunner(64, 4)
+    running = [seq([i], max_new=10) for i in range(1, 9)]
+    for s in running:
+        sched.add(s)
+    step(sched, runner)  # 8 of 10 decoding: more than three quarters busy
+    burst = [seq([9] * 4, max_new=3), seq([8] * 4, max_new=3)]
+    for s in burst:
+        sched.add(s)
+    out = step(sched, runner)
+    assert out.seqs == [*running, *burst] and out.num_new_tokens == [1] * 8 + [4, 4]

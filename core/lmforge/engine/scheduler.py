@@ -180,17 +180,31 @@ class Scheduler:
             self._schedule_running(seq, step)
         # Under block pressure, admitting new work would only preempt it again.
         if not step.preempted and self._may_admit():
+            busy = self._busy()
+            decodes = [seq for seq, n in step.scheduled.items() if n == 1]
             before = len(step.scheduled)
+            budget_before = step.budget
             self._admit_waiting(step)
             admitted = len(step.scheduled) > before
             self._steps_since_admission = 0 if admitted else self._steps_since_admission + 1
+            # A burst (several new prompts, half a step's budget or more) into a batch with room
+            # runs alone: the running decodes wait one step (the prompts' compute sets the step's
+            # length either way), and the burst then decodes in step with them instead of
+            # trailing them to the end by a few steps.
+            burst = (len(step.scheduled) - before >= 2 and 2 * (budget_before - step.budget)
+                     >= self.config.max_prefill_token_num)
+            if burst and not busy:
+                for seq in decodes:
+                    step.remove(seq)
         else:
             self._steps_since_admission += 1
         return step.output()
 
+    def _busy(self) -> bool:
+        return len(self.running) > self.config.max_batch_size * 3 // 4
+
     def _may_admit(self) -> bool:
-        busy = len(self.running) > self.config.max_batch_size * 3 // 4
-        return (not busy or self.config.prefill_interval <= 1
+        return (not self._busy() or self.config.prefill_interval <= 1
                 or self._steps_since_admission + 1 >= self.config.prefill_interval)
 
     def _over_session_len(self, seq: Sequence) -> bool:
