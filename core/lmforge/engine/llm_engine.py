@@ -168,8 +168,8 @@ class LLMEngine:
         """
         output = self.scheduler.schedule()
         prev, self._inflight = self._inflight, None
-        if prev is not None and not (self.queue_ahead and not any(
-                reads_output_tokens(s) for s in output.seqs)):
+        overlap = self.queue_ahead and not any(reads_output_tokens(s) for s in output.seqs)
+        if prev is not None and not overlap:
             self._collect(prev)
             prev = None
         if prev is None:

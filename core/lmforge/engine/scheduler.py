@@ -185,13 +185,13 @@ class Scheduler:
             before = len(step.scheduled)
             budget_before = step.budget
             self._admit_waiting(step)
-            admitted = len(step.scheduled) > before
+            admitted = len(step.scheduled) - before
             self._steps_since_admission = 0 if admitted else self._steps_since_admission + 1
             # A burst (several new prompts, half a step's budget or more) into a batch with room
             # runs alone: the running decodes wait one step (the prompts' compute sets the step's
             # length either way), and the burst then decodes in step with them instead of
             # trailing them to the end by a few steps.
-            burst = (len(step.scheduled) - before >= 2 and 2 * (budget_before - step.budget)
+            burst = (admitted >= 2 and 2 * (budget_before - step.budget)
                      >= self.config.max_prefill_token_num)
             if burst and not busy:
                 for seq in decodes:

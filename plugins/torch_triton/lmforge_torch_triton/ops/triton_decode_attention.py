@@ -31,6 +31,20 @@ _MAX_SPLITS = 16
 
 
 @triton.jit
+def _split_tiles(kv_len, window, num_splits, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """How the split and merge kernels partition one sequence: its first attended position,
+    its end tile, and the tiles per split. The splits share the sequence's own tiles (from the
+    window's start) evenly, so a short context still spreads over the splits of a grid sized
+    for the longest one."""
+    if HAS_WINDOW:
+        first_pos = tl.maximum(kv_len - window, 0)
+    else:
+        first_pos = 0
+    end_tile = tl.cdiv(kv_len, BLOCK_N)
+    return first_pos, end_tile, tl.cdiv(end_tile - first_pos // BLOCK_N, num_splits)
+
+
+@triton.jit
 def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
@@ -71,16 +85,10 @@ def _decode_split_kernel(
     split = tl.program_id(2)
 
     kv_len = tl.load(kv_lens_ptr + seq)
-    if HAS_WINDOW:
-        first_pos = tl.maximum(kv_len - window, 0)
-    else:
-        first_pos = 0
-    # The splits share this sequence's own tiles (from the window's start) evenly, so a short
-    # context still spreads over the splits of a grid sized for the longest one.
-    first_tile = first_pos // BLOCK_N
-    end_tile = tl.cdiv(kv_len, BLOCK_N)
-    tiles_per_split = tl.cdiv(end_tile - first_tile, num_splits)
-    tile_lo = first_tile + split * tiles_per_split
+    first_pos, end_tile, tiles_per_split = _split_tiles(
+        kv_len, window, num_splits, BLOCK_N, HAS_WINDOW
+    )
+    tile_lo = first_pos // BLOCK_N + split * tiles_per_split
     tile_hi = tl.minimum(tile_lo + tiles_per_split, end_tile)
 
     offs_h = tl.arange(0, BLOCK_H)
@@ -177,13 +185,11 @@ def _decode_merge_kernel(
     seq = tl.program_id(0)
     head = tl.program_id(1)
     kv_len = tl.load(kv_lens_ptr + seq)
-    if HAS_WINDOW:
-        first_tile = tl.maximum(kv_len - window, 0) // BLOCK_N
-    else:
-        first_tile = 0
-    # The splits that hold tiles of this sequence (the split kernel's partition).
-    num_tiles = tl.cdiv(kv_len, BLOCK_N) - first_tile
-    num_active = tl.cdiv(num_tiles, tl.cdiv(num_tiles, num_splits))
+    first_pos, end_tile, tiles_per_split = _split_tiles(
+        kv_len, window, num_splits, BLOCK_N, HAS_WINDOW
+    )
+    # The splits that hold tiles of this sequence; the others stored nothing.
+    num_active = tl.cdiv(end_tile - first_pos // BLOCK_N, tiles_per_split)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
     s_mask = offs_s < num_active
