@@ -28,6 +28,10 @@ class GenerationConfig:
     min_p: float = 0.0
     temperature: float = 0.8
     repetition_penalty: float = 1.0
+    # OpenAI's penalties: subtracted from a token's logit once it appears in the output
+    # (presence) and once per appearance (frequency).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     ignore_eos: bool = False
     random_seed: int | None = None
     stop_words: list[str] | None = None
@@ -62,6 +66,10 @@ class GenerationConfig:
             "repetition_penalty",
             f"{self.repetition_penalty!r}; must be > 0",
         )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(isinstance(value, int | float) and -2.0 <= value <= 2.0, name,
+                   f"{value!r}; must be in [-2, 2]")
         if self.min_new_tokens is not None:
             _check(
                 isinstance(self.min_new_tokens, int) and self.min_new_tokens >= 0,

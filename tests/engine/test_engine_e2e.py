@@ -249,3 +249,23 @@ def test_unreadable_model_files(tiny_llama_dir, tmp_path):
     (corrupt / "model.safetensors").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ModelLoadError, match="model.safetensors"):
         pipeline(str(corrupt), backend_config=PytorchEngineConfig(dtype="float32"))
+
+
+def test_penalties_apply_to_every_seeded_choice(pipe):
+    """With n > 1 and a seed, each choice runs on a copy of the request's config: the server's
+    presence and frequency penalties must survive the copy (greedy, so both choices equal the
+    penalized reply alone)."""
+    from lmforge.serve.protocol import CompletionRequest
+    from lmforge.serve.sampling import completion_generation_config
+
+    prompt = random_prompts(1, seed=5)[0]
+
+    def config(n):
+        req = CompletionRequest(model="m", prompt=prompt, n=n, seed=11, top_k=1, max_tokens=NEW,
+                                frequency_penalty=1.5, ignore_eos=True)
+        return completion_generation_config(req, 2048)
+
+    alone = pipe(prompt, gen_config=config(1))
+    assert alone.token_ids != pipe(prompt, gen_config=GREEDY).token_ids  # the penalty bites
+    both = pipe(prompt, gen_config=config(2))
+    assert [r.token_ids for r in both] == [alone.token_ids, alone.token_ids]

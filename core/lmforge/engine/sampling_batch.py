@@ -190,7 +190,7 @@ def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
     ]
     freq = [
         (row, s) for row, s in enumerate(seqs)
-        if s.output_ids and (_presence(s) != 0.0 or _frequency(s) != 0.0)
+        if s.output_ids and (s.gen_config.presence_penalty or s.gen_config.frequency_penalty)
     ]
     if not rep and not freq:
         return None
@@ -209,22 +209,14 @@ def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
         out.out_weights = on_device(
             [[1.0] * len(o) + [0.0] * (width - len(o)) for o in outputs], torch.float32
         )
-        out.presence = on_device([_presence(s) for _, s in freq], torch.float32)
-        out.frequency = on_device([_frequency(s) for _, s in freq], torch.float32)
+        out.presence = on_device([s.gen_config.presence_penalty for _, s in freq], torch.float32)
+        out.frequency = on_device([s.gen_config.frequency_penalty for _, s in freq], torch.float32)
     return out
 
 
 def reads_output_tokens(seq: SamplingSequence) -> bool:
     """Whether sampling this sequence reads its earlier token values (penalties do), so they
     must all be known when its step is queued."""
-    return seq.gen_config.repetition_penalty != 1.0 or _presence(seq) != 0.0 or _frequency(
-        seq) != 0.0
+    cfg = seq.gen_config
+    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
 
-
-# OpenAI's penalties are not GenerationConfig fields; the server sets them as attributes.
-def _presence(seq: SamplingSequence) -> float:
-    return float(getattr(seq.gen_config, "presence_penalty", 0.0) or 0.0)
-
-
-def _frequency(seq: SamplingSequence) -> float:
-    return float(getattr(seq.gen_config, "frequency_penalty", 0.0) or 0.0)

@@ -21,7 +21,7 @@ def _stop_words(stop: str | list[str] | None) -> list[str] | None:
 def _from_sampling_fields(
     req: SamplingFields, max_new_tokens: int, logprobs: int | None
 ) -> GenerationConfig:
-    config = GenerationConfig(
+    return GenerationConfig(
         n=req.n,
         max_new_tokens=max_new_tokens,
         temperature=req.temperature,
@@ -35,11 +35,9 @@ def _from_sampling_fields(
         skip_special_tokens=req.skip_special_tokens,
         min_new_tokens=req.min_tokens,
         logprobs=logprobs,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
     )
-    # Not GenerationConfig fields: the sampler reads them with getattr when present.
-    config.presence_penalty = req.presence_penalty
-    config.frequency_penalty = req.frequency_penalty
-    return config
 
 
 def chat_generation_config(req: ChatCompletionRequest, session_len: int) -> GenerationConfig:
