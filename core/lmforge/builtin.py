@@ -21,7 +21,6 @@ def register_models(register):
             ModelSpec(
                 architecture=architecture,
                 adapter=f"lmforge.model.adapters.{ref}",
-                engines=("pytorch", "turbomind"),
                 description=description,
                 plugin="builtin",
             )

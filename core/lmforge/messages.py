@@ -192,13 +192,6 @@ class TurbomindEngineConfig:
     load_format: Literal["auto", "dummy"] = "auto"
     seed: int = 0
 
-    def to_pytorch(self) -> PytorchEngineConfig:
-        """The equivalent runtime settings, for the parts of the runtime both engines share."""
-        shared = {f.name for f in fields(PytorchEngineConfig)}
-        kwargs = {k: v for k, v in self.__dict__.items() if k in shared and v is not None}
-        kwargs["block_size"] = self.cache_block_seq_len
-        return PytorchEngineConfig(**kwargs)
-
 
 @dataclass
 class Response:

@@ -8,7 +8,8 @@ import queue
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .engine.async_engine import AsyncEngine, build_async_engine
+from .engine.async_engine import AsyncEngine
+from .engine.builder import build_async_engine
 from .engine.outputs import GenOut
 from .errors import EngineError
 from .messages import GenerationConfig, Response

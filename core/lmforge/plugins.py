@@ -54,6 +54,14 @@ class PluginInfo:
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
 _infos: dict[str, PluginInfo] = {}
+# Bumped whenever the set of registered plugins changes; the registry caches what the hooks
+# returned per generation.
+_generation = 0
+
+
+def generation() -> int:
+    """A number that changes whenever a plugin is registered or removed."""
+    return _generation
 
 
 def _allowed() -> set[str] | None:
@@ -76,6 +84,8 @@ def _format_error(exc: BaseException) -> str:
 
 def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     """Register ``plugin`` and validate its hooks; on any error leave ``pm`` as it was."""
+    global _generation
+    _generation += 1
     pm.register(plugin, name=name)
     try:
         # Every plugin registered before this one passed the check, so a failure here is this
@@ -111,6 +121,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
             return _pm
         pm = pluggy.PluginManager(GROUP)
         pm.add_hookspecs(hookspecs)
+        # Published before any plugin is imported: a plugin that looks something up while it is
+        # imported gets this manager with the plugins loaded so far, instead of starting a
+        # second discovery whose result this one would then overwrite.
+        _pm = pm
         allowed = _allowed()
         for ep in entry_points(group=GROUP):
             if ep.name in _infos:
@@ -122,9 +136,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
                 continue
             _load_entry_point(pm, ep, allowed)
         if BUILTIN not in _infos:  # running from a source tree without an install
-            pm.register(importlib.import_module("lmforge.builtin"), name=BUILTIN)
+            _register_checked(pm, importlib.import_module("lmforge.builtin"), BUILTIN)
             _infos[BUILTIN] = PluginInfo(BUILTIN, "lmforge", "", "lmforge.builtin", LOADED)
-        _pm = pm
         return pm
 
 
@@ -148,19 +161,22 @@ def register_plugin(plugin: Any, name: str) -> None:
 
 def unregister_plugin(name: str) -> None:
     """Remove a plugin registered under ``name``; unknown names are ignored."""
+    global _generation
     pm = get_plugin_manager()
     with _lock:
         if pm.has_plugin(name):
             pm.unregister(name=name)
+            _generation += 1
         _infos.pop(name, None)
 
 
 def reset() -> None:
     """Forget every loaded plugin; the next call discovers them again."""
-    global _pm
+    global _pm, _generation
     with _lock:
         _pm = None
         _infos.clear()
+        _generation += 1
 
 
 def plugin_infos() -> list[PluginInfo]:

@@ -1,15 +1,15 @@
 """What plugins register, as plain data, and the lookups that the rest of lmforge uses.
 
-Each collection is gathered once per plugin-manager state by calling the matching
-``register_*`` hook; lookups raise :class:`PluginError` with one sentence that says what to install
-or which names exist.
+Each collection is gathered by calling the matching ``register_*`` hook once per plugin set
+(registering or removing a plugin gathers it again); lookups raise :class:`PluginError` with one
+sentence that says which names exist.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import PluginError
@@ -27,25 +27,56 @@ def load_object(ref: str | Any) -> Any:
 
 
 @dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do. The core checks a configuration and a model against this before
+    any weight is loaded, and refuses what is outside it with one sentence naming the engine,
+    the setting and the installed engines that have it.
+
+    ``architectures``: the HF ``architectures`` names the engine runs itself (a model plugin can
+    add more through :attr:`ModelSpec.engines`). ``devices``: ``"cuda"``, ``"cpu"``.
+    ``tp``: tensor-parallel sizes. ``kv_quant_policies``: ``quant_policy`` values (0 = no K/V
+    quantization, 8 = int8, 4 = int4). ``weight_formats``: checkpoint files it reads
+    (``safetensors``, ``bin``, ``gguf``, ``dummy``). ``quant_methods``: quantized checkpoints it
+    runs (``awq``, ``w8a8``). ``model_formats``: values of LMDeploy's ``model_format`` it takes.
+    """
+
+    architectures: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ("cuda",)
+    dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32")
+    tp: tuple[int, ...] = (1,)
+    kv_quant_policies: tuple[int, ...] = (0,)
+    weight_formats: tuple[str, ...] = ("safetensors", "bin", "gguf", "dummy")
+    quant_methods: tuple[str, ...] = ()
+    model_formats: tuple[str, ...] = ("hf",)
+    eviction_types: tuple[str, ...] = ("recompute",)
+    adapters: bool = False
+    logn_attn: bool = False
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """An inference engine.
 
-    ``runner`` is a lazy ``"module:Class"`` reference to the model runner class (imported only
-    when the engine is built, so listing engines never touches a GPU). ``is_supported(model_info,
-    device)`` returns ``(ok, reason)``.
+    ``runner`` is a lazy ``"module:Class"`` reference to the model runner class and
+    ``config_class`` to its configuration dataclass (both imported only when the engine is
+    built, so listing engines never touches a GPU). ``is_supported(model_info, engine_config)``,
+    when given, returns ``(ok, reason)`` for what :class:`EngineCapabilities` cannot say.
     """
 
     name: str
     runner: str | type
-    config_class: str | type = "lmforge.messages:PytorchEngineConfig"
+    config_class: str | type
+    capabilities: EngineCapabilities = EngineCapabilities()
     description: str = ""
-    is_supported: Callable[[Any, str], tuple[bool, str]] | None = None
+    is_supported: Callable[[Any, Any], tuple[bool, str]] | None = None
     plugin: str = ""
 
-    def check(self, model_info: Any, device: str) -> tuple[bool, str]:
-        if self.is_supported is None:
-            return True, ""
-        return self.is_supported(model_info, device)
+    def runs_architecture(self, architecture: str) -> bool:
+        """Whether this engine runs ``architecture``, by itself or through a model plugin."""
+        if architecture in self.capabilities.architectures:
+            return True
+        spec = models().get(architecture)
+        return spec is not None and self.name in spec.engines
 
 
 @dataclass(frozen=True)
@@ -53,12 +84,13 @@ class ModelSpec:
     """A model architecture: an HF ``architectures`` name mapped onto the canonical decoder.
 
     ``adapter`` is a lazy reference to a :class:`lmforge.model.adapter.ModelAdapter` subclass.
-    ``engines`` names the engines that implement it.
+    ``engines`` names engines that run it although they do not list it among their own
+    architectures (a model plugin that brings an engine the pieces it needs).
     """
 
     architecture: str
     adapter: str | type
-    engines: tuple[str, ...] = ("pytorch",)
+    engines: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
 
@@ -75,24 +107,26 @@ class QuantizerSpec:
     plugin: str = ""
 
 
-@dataclass
-class Registry:
-    engines: dict[str, EngineSpec] = field(default_factory=dict)
-    models: dict[str, ModelSpec] = field(default_factory=dict)
-    quantizers: dict[str, QuantizerSpec] = field(default_factory=dict)
-    chat_templates: dict[str, Any] = field(default_factory=dict)
+_cache: dict[str, tuple[int, dict[str, Any]]] = {}
 
 
 def _collect(hook_name: str, key: Callable[[Any], str]) -> dict[str, Any]:
-    from .plugins import call_hook
+    from .plugins import call_hook, generation, get_plugin_manager
 
+    get_plugin_manager()  # discovery first: it changes the generation
+    current = generation()
+    cached = _cache.get(hook_name)
+    if cached is not None and cached[0] == current:
+        return dict(cached[1])
     found: dict[str, Any] = {}
 
     def register(item: Any) -> None:
         found[key(item)] = item
 
     call_hook(hook_name, register=register)
-    return dict(sorted(found.items()))
+    found = dict(sorted(found.items()))
+    _cache[hook_name] = (current, found)
+    return dict(found)
 
 
 def engines() -> dict[str, EngineSpec]:
@@ -115,18 +149,12 @@ def chat_templates() -> dict[str, Any]:
 def get_engine(name: str) -> EngineSpec:
     found = engines()
     if name not in found:
-        hint = {"pytorch": "lmforge-torch-triton", "turbomind": "lmforge-turbomind-cuda"}.get(name)
-        install = f" Install it with `pip install {hint}`." if hint else ""
         have = ", ".join(found) or "none"
-        raise PluginError(f"Engine {name!r} is not installed (installed engines: {have}).{install}")
+        raise PluginError(f"Engine {name!r} is not installed; installed engines: {have}.")
     return found[name]
 
 
-def get_model_spec(architecture: str) -> ModelSpec:
-    found = models()
-    if architecture not in found:
-        raise PluginError(
-            f"Architecture {architecture!r} is not supported; supported architectures: "
-            f"{', '.join(found) or 'none'}."
-        )
-    return found[architecture]
+def engines_for(architecture: str) -> list[str]:
+    """The installed engines that run ``architecture``."""
+    return [name for name, spec in engines().items() if spec.runs_architecture(architecture)]
+

@@ -90,7 +90,8 @@ def test_list_shows_what_plugins_register(cli, no_installed_plugins):
         @staticmethod
         @hookimpl
         def register_engines(register):
-            register(EngineSpec("fake", runner="x:Y", description="A fake engine", plugin="provider"))
+            register(EngineSpec("fake", runner="x:Y", config_class="x:C",
+                                description="A fake engine", plugin="provider"))
 
         @staticmethod
         @hookimpl

@@ -45,7 +45,7 @@ def test_cannot_allocate_past_the_pool():
 
 
 def test_prefix_hit_on_identical_prompt_shares_blocks():
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     prompt = list(range(100, 110))
     a = Sequence(list(prompt))
     assert bm.match(a) == 0
@@ -57,7 +57,6 @@ def test_prefix_hit_on_identical_prompt_shares_blocks():
     assert b.block_ids[:2] == a.block_ids[:2] and b.block_ids[2] != a.block_ids[2]
     assert [bm.ref_count(x) for x in b.block_ids] == [2, 2, 1]
     assert bm.num_used_blocks == 4
-    assert (bm.usage.prefix_query_tokens, bm.usage.prefix_hit_tokens) == (20, 8)
     bm.free(a)
     assert [bm.ref_count(x) for x in b.block_ids] == [1, 1, 1]
     bm.free(b)
@@ -65,7 +64,7 @@ def test_prefix_hit_on_identical_prompt_shares_blocks():
 
 
 def test_last_prompt_token_is_never_cached():
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     computed(bm, Sequence(list(range(8))), 8)
     # Two full blocks match, but the last token must run to give logits: only one is reused.
     assert bm.match(Sequence(list(range(8)))) == 4
@@ -73,7 +72,7 @@ def test_last_prompt_token_is_never_cached():
 
 
 def test_shared_prefix_and_chained_hashes():
-    bm = BlockManager(num_blocks=16, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=16, block_size=BS)
     system = [7, 7, 7, 7, 8, 8, 8, 8]
     computed(bm, Sequence(system + [1, 2, 3, 4, 5]), 13)
     assert bm.match(Sequence(system + [9, 9, 9, 9, 9])) == 8
@@ -84,7 +83,7 @@ def test_shared_prefix_and_chained_hashes():
 
 
 def test_adapters_and_opt_out_do_not_share():
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     prompt = list(range(9))
     computed(bm, Sequence(list(prompt)), 9)
     assert bm.match(Sequence(list(prompt), adapter="lora-a")) == 0
@@ -95,17 +94,8 @@ def test_adapters_and_opt_out_do_not_share():
     assert bm.match(Sequence(list(prompt), adapter="lora-b")) == 0
 
 
-def test_no_caching_when_disabled():
-    bm = BlockManager(num_blocks=8, block_size=BS)
-    a = Sequence(list(range(9)))
-    computed(bm, a, 9)
-    bm.free(a)
-    assert bm.match(Sequence(list(range(9)))) == 0
-    assert bm.num_cached_blocks == 0 and a.block_hashes == []
-
-
 def test_freed_blocks_stay_cached_until_needed_in_lru_order():
-    bm = BlockManager(num_blocks=6, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=6, block_size=BS)
     a, b = Sequence([1] * 8 + [0]), Sequence([2] * 8 + [0])
     computed(bm, a, 9)
     computed(bm, b, 9)
@@ -131,7 +121,7 @@ def test_freed_blocks_stay_cached_until_needed_in_lru_order():
 
 
 def test_reusing_a_cached_block_refreshes_it_in_the_lru():
-    bm = BlockManager(num_blocks=4, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=4, block_size=BS)
     a, b = Sequence([1] * 4 + [0]), Sequence([2] * 4 + [0])
     computed(bm, a, 5)
     computed(bm, b, 5)
@@ -148,7 +138,7 @@ def test_reusing_a_cached_block_refreshes_it_in_the_lru():
 
 
 def test_can_allocate_counts_cached_hits_taken_from_the_free_pool():
-    bm = BlockManager(num_blocks=3, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=3, block_size=BS)
     a = Sequence(list(range(9)))
     computed(bm, a, 9)
     bm.free(a)
@@ -163,7 +153,7 @@ def test_can_allocate_counts_cached_hits_taken_from_the_free_pool():
 
 
 def test_blocks_computed_twice_side_by_side_are_registered_once():
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     a, b = Sequence(list(range(9))), Sequence(list(range(9)))
     bm.allocate(a, 9)
     bm.allocate(b, 9)
@@ -181,7 +171,7 @@ def test_blocks_computed_twice_side_by_side_are_registered_once():
 
 
 def test_reset_prefix_cache():
-    bm = BlockManager(num_blocks=6, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=6, block_size=BS)
     a, b = Sequence(list(range(9))), Sequence([5] * 9)
     computed(bm, a, 9)
     computed(bm, b, 9)
@@ -194,7 +184,7 @@ def test_reset_prefix_cache():
 
 
 def test_a_kept_session_extends_its_blocks():
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     turn = Sequence(list(range(6)))
     computed(bm, turn, 6)
     first_blocks = list(turn.block_ids)
@@ -209,7 +199,7 @@ def test_a_kept_session_extends_its_blocks():
 def test_a_block_is_registered_only_once_its_pending_token_is_known():
     # Steps are queued before the previous token is read: a block that a step completes with a
     # token still being sampled must not be hashed with the placeholder.
-    bm = BlockManager(num_blocks=8, block_size=BS, enable_prefix_caching=True)
+    bm = BlockManager(num_blocks=8, block_size=BS)
     seq = Sequence(list(range(100, 106)))
     computed(bm, seq, 6)
     seq.append_token(106)

@@ -172,8 +172,8 @@ def test_unsupported_architecture(tmp_path):
         pipeline(str(tmp_path), backend_config=PytorchEngineConfig(dtype="float32"))
 
 
-def test_unbuilt_feature_says_so(tiny_llama_dir):
-    with pytest.raises(ConfigError, match="not available"):
+def test_setting_the_engine_lacks_is_refused_by_its_declaration(tiny_llama_dir):
+    with pytest.raises(ConfigError, match="The pytorch engine does not support tp=2"):
         pipeline(str(tiny_llama_dir), backend_config=PytorchEngineConfig(tp=2))
 
 

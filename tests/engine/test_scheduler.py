@@ -40,17 +40,18 @@ class FakeRunner:
         return next_tokens
 
 
-def make(num_blocks=64, block_size=4, budget=64, batch=8, caching=False, session_len=None,
+def make(num_blocks=64, block_size=4, budget=64, batch=8, session_len=None,
          watermark=0.0) -> Scheduler:
     return Scheduler(SchedulerConfig(
-        max_batch_size=batch, max_prefill_token_num=budget, block_size=block_size,
-        num_blocks=num_blocks, enable_prefix_caching=caching, max_session_len=session_len,
-        watermark=watermark,
+        max_batch_size=batch, max_step_tokens=budget, block_size=block_size,
+        num_blocks=num_blocks, max_session_len=session_len, watermark=watermark,
     ))
 
 
-def seq(prompt, max_new=4, **kw) -> Sequence:
-    return Sequence(list(prompt), GenerationConfig(max_new_tokens=max_new), **kw)
+def seq(prompt, max_new=4, cached=False, **kw) -> Sequence:
+    """A sequence; ``cached`` lets it reuse K/V from the prefix cache."""
+    return Sequence(list(prompt), GenerationConfig(max_new_tokens=max_new),
+                    allow_prefix_match=cached, **kw)
 
 
 def check_invariants(sched: Scheduler, out: SchedulerOutput | None = None) -> None:
@@ -68,7 +69,7 @@ def check_invariants(sched: Scheduler, out: SchedulerOutput | None = None) -> No
     assert sched.waiting == sorted(sched.waiting, key=lambda s: s.priority)
     assert len(sched.running) <= cfg.max_batch_size
     if out is not None:
-        assert out.num_tokens <= cfg.max_prefill_token_num
+        assert out.num_tokens <= cfg.max_step_tokens
         assert len(out.seqs) <= cfg.max_batch_size and len(set(out.seqs)) == len(out.seqs)
         for s, n in zip(out.seqs, out.num_new_tokens, strict=True):
             assert 1 <= n <= s.num_uncomputed
@@ -258,9 +259,10 @@ def test_preemption_recomputes_the_newest_and_resumes_it_first():
 
 
 def test_preempted_sequence_gets_its_blocks_back_from_the_prefix_cache():
-    sched = make(num_blocks=6, block_size=4, caching=True)
+    sched = make(num_blocks=6, block_size=4)
     runner = FakeRunner(6, 4)
-    old, new = seq(range(8), max_new=12), seq(range(50, 58), max_new=12)
+    old = seq(range(8), max_new=12, cached=True)
+    new = seq(range(50, 58), max_new=12, cached=True)
     sched.add(old)
     sched.add(new)
     while not step(sched, runner).preempted:
@@ -279,8 +281,8 @@ def test_preempted_sequence_gets_its_blocks_back_from_the_prefix_cache():
 def test_a_step_that_preempts_admits_nobody():
     # Found by search: without the rule, the preempted sequence's first prefix-cached chunk is
     # admitted again in the very step that preempted it.
-    sched = make(num_blocks=7, block_size=2, budget=6, batch=4, caching=True)
-    seqs = [seq([0, 4], max_new=8), seq([0, 4], max_new=8), seq([2, 2, 0], max_new=8)]
+    sched = make(num_blocks=7, block_size=2, budget=6, batch=4)
+    seqs = [seq(p, max_new=8, cached=True) for p in ([0, 4], [0, 4], [2, 2, 0])]
     for s in seqs:
         sched.add(s)
     outs = run_all(sched)  # step() asserts the rule
@@ -318,10 +320,10 @@ def test_session_len_finishes_with_length_and_long_prompts_are_rejected():
 
 @pytest.mark.parametrize("when", ["waiting", "mid_chunk", "decode", "preempted", "in_flight"])
 def test_abort_frees_blocks_at_any_point(when):
-    sched = make(num_blocks=12, block_size=4, budget=4, caching=True)
+    sched = make(num_blocks=12, block_size=4, budget=4)
     runner = FakeRunner(12, 4)
-    other = seq(range(10), max_new=30)
-    victim = seq(range(100, 110), max_new=30)  # the newer one: preempted under pressure
+    other = seq(range(10), max_new=30, cached=True)
+    victim = seq(range(100, 110), max_new=30, cached=True)  # the newer one: preempted under pressure
     sched.add(other)
     sched.add(victim)
     conditions = {
@@ -359,22 +361,21 @@ def test_abort_frees_blocks_at_any_point(when):
 
 
 def test_prefix_cache_hit_skips_computed_tokens():
-    sched = make(caching=True)
-    a = seq(range(10), max_new=2)
+    sched = make()
+    a = seq(range(10), max_new=2, cached=True)
     sched.add(a)
     run_all(sched)
-    b = seq(range(10), max_new=2)
+    b = seq(range(10), max_new=2, cached=True)
     sched.add(b)
     out = sched.schedule()
     assert out.num_new_tokens == [2] and b.num_cached == 8
     assert sched.build_batch(out).kv_lens == [10]
     sched.finish(b, "abort")
-    assert sched.block_manager.usage.prefix_hit_tokens == 8
 
 
 def test_scoring_batch_returns_all_logits_and_frees():
-    sched = make(caching=True)
-    run_all_seq = seq(range(12), max_new=1)
+    sched = make()
+    run_all_seq = seq(range(12), max_new=1, cached=True)
     sched.add(run_all_seq)
     run_all(sched)
     s = Sequence(list(range(12)))
@@ -403,7 +404,7 @@ def test_randomized_stress_keeps_invariants(seed):
     block_size = rng.choice([1, 2, 4, 8])
     num_blocks = rng.randint(64, 96) // block_size + 8
     sched = make(num_blocks=num_blocks, block_size=block_size, budget=rng.randint(4, 40),
-                 batch=rng.randint(1, 8), caching=rng.random() < 0.7, watermark=rng.choice([0, 0.05]),
+                 batch=rng.randint(1, 8), watermark=rng.choice([0, 0.05]),
                  session_len=rng.choice([None, 64]))
     runner = FakeRunner(num_blocks, block_size)
     prefixes = [[rng.randrange(VOCAB) for _ in range(rng.randint(1, 24))] for _ in range(3)]
@@ -414,7 +415,8 @@ def test_randomized_stress_keeps_invariants(seed):
                 rng.randrange(VOCAB) for _ in range(rng.randint(0, 30))
             ]
             prompt = prompt[: sched.max_tokens_capacity // 2] or [1]
-            s = seq(prompt, max_new=rng.randint(1, 20), adapter=rng.choice([None, None, "x"]))
+            s = seq(prompt, max_new=rng.randint(1, 20), adapter=rng.choice([None, None, "x"]),
+                    cached=rng.random() < 0.7)
             sched.add(s)
             submitted.append(s)
         live = sched.running + sched.waiting
@@ -436,7 +438,7 @@ def test_randomized_stress_keeps_invariants(seed):
 
 def test_prefill_interval_groups_admissions_only_when_busy():
     sched = Scheduler(SchedulerConfig(
-        max_batch_size=8, max_prefill_token_num=64, block_size=4, num_blocks=256,
+        max_batch_size=8, max_step_tokens=64, block_size=4, num_blocks=256,
         prefill_interval=4,
     ))
     runner = FakeRunner(256, 4)
@@ -455,7 +457,7 @@ def test_prefill_interval_groups_admissions_only_when_busy():
     assert [s.output_ids for s in busy] == [busy[0].output_ids] * 7
     # A batch with room admits at once: a first token is not held back.
     light = Scheduler(SchedulerConfig(
-        max_batch_size=64, max_prefill_token_num=64, block_size=4, num_blocks=256,
+        max_batch_size=64, max_step_tokens=64, block_size=4, num_blocks=256,
         prefill_interval=16,
     ))
     first = seq(range(1, 4), max_new=100)

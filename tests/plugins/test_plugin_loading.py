@@ -84,11 +84,11 @@ def test_loading_is_idempotent(fake_site):
     assert plugins.get_plugin_manager() is pm
     registry.chat_templates()
     module = importlib.import_module("alpha_plugin")
-    assert module.calls == [1]  # registered once, so its hook runs once per call
+    assert module.calls == [1]  # registered once, so its hook ran once
     plugins.register_plugin(module, name="alpha_plugin")  # already there: nothing happens
     plugins.register_plugin(module, name="alpha_again")  # same object under another name
     registry.chat_templates()
-    assert module.calls == [1, 1]
+    assert module.calls == [1]  # nothing changed: the collection is not gathered again
     assert module.IMPORTS == 1
 
 
@@ -164,3 +164,39 @@ def test_hook_order_follows_tryfirst_and_trylast(no_installed_plugins):
     plugins.register_plugin(Early, name="early")
     plugins.call_hook("register_chat_templates", register=lambda t: None)
     assert order == ["early", "late"]
+
+
+def test_plugin_that_looks_up_the_registry_at_import_does_not_restart_discovery(fake_site):
+    # The fake site comes first on sys.path, so this plugin loads before the installed ones.
+    fake_site.add("lmforge-eager", "eager_plugin", """
+        from lmforge import hookimpl, registry
+
+        SEEN = sorted(registry.chat_templates())  # a lookup while plugins are being loaded
+
+        @hookimpl
+        def register_chat_templates(register):
+            pass
+    """)
+    templates = registry.chat_templates()
+    assert "internlm2" in templates and "llama3" in templates  # the installed built-ins
+    pm = plugins.get_plugin_manager()
+    for info in plugins.plugin_infos():
+        if info.status == plugins.LOADED:
+            assert pm.has_plugin(info.name), info
+
+
+def test_registry_collections_are_gathered_once(fake_site):
+    fake_site.add("lmforge-counting", "counting_plugin", """
+        from lmforge import hookimpl
+
+        CALLS = []
+
+        @hookimpl
+        def register_chat_templates(register):
+            CALLS.append(1)
+    """)
+    registry.chat_templates()
+    registry.chat_templates()
+    import counting_plugin
+
+    assert len(counting_plugin.CALLS) == 1

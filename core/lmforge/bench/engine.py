@@ -36,8 +36,10 @@ def model_vocab_size(pipe) -> int:
     return min(pipe.engine.loop.engine.vocab_size, pipe.tokenizer.vocab_size)
 
 
-def load_pipeline(model_path: str | None, engine_config):
-    """A :class:`~lmforge.pipeline.Pipeline` for ``model_path`` with ``engine_config``."""
+def load_pipeline(model_path: str | None, engine_config, backend: str | None = None):
+    """A :class:`~lmforge.pipeline.Pipeline` for ``model_path`` on engine ``backend`` (by
+    default, the one ``engine_config``'s class belongs to)."""
     from ..pipeline import pipeline
 
-    return pipeline(model_path, backend_config=engine_config, log_level="WARNING")
+    return pipeline(model_path, backend_config=engine_config, log_level="WARNING",
+                    backend=backend)

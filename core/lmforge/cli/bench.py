@@ -147,7 +147,7 @@ def generation(
                                         "timed one.", rich_help_panel=WORKLOAD_PANEL)] = 1,
     seed: Seed = 0,
     json_path: JsonOut = None,
-    backend: options.Backend = options.BackendName.pytorch,
+    backend: options.Backend = "pytorch",
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
@@ -171,7 +171,7 @@ def generation(
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)
     config = _engine_config(model_path, engine, max_batch_size or max(sizes), eager_mode)
-    with load_pipeline(model_path, config) as pipe, _progress() as progress:
+    with load_pipeline(model_path, config, backend) as pipe, _progress() as progress:
         rows = profile_generation(pipe, sizes, input_len, output_len, warmup=warmup, seed=seed,
                                   vocab_size=model_vocab_size(pipe), progress=progress)
         report = generation_report(pipe.engine.model_name, device_name(),
@@ -193,7 +193,7 @@ def throughput(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Requests of the workload run "
                                         "untimed first.", rich_help_panel=WORKLOAD_PANEL)] = 0,
     json_path: JsonOut = None,
-    backend: options.Backend = options.BackendName.pytorch,
+    backend: options.Backend = "pytorch",
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
@@ -218,7 +218,7 @@ def throughput(
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)
     config = _engine_config(model_path, engine, max_batch_size or 256, eager_mode)
-    with load_pipeline(model_path, config) as pipe:
+    with load_pipeline(model_path, config, backend) as pipe:
         requests = _workload(dataset, num_prompts, input_len, output_len, seed,
                              model_vocab_size(pipe), tokenizer)
         with _progress() as progress:

@@ -13,7 +13,7 @@ SAMPLING_PANEL = "Sampling"
 
 def chat(
     model_path: options.ModelPath = None,
-    backend: options.Backend = options.BackendName.pytorch,
+    backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
     meta_instruction: Annotated[
         str | None,
@@ -80,7 +80,7 @@ def chat(
     )
     template_config = options.load_chat_template_config(chat_template)
     with pipeline(model_path, backend_config=backend_config, chat_template_config=template_config,
-                  backend=backend.value, model_name=model_name) as pipe:
+                  backend=backend, model_name=model_name) as pipe:
         if meta_instruction is not None:
             pipe.engine.chat_template = pipe.engine.chat_template.replace(
                 meta_instruction=meta_instruction)

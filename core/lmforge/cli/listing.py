@@ -64,7 +64,10 @@ def list_command() -> None:
         for s in registry.quantizers().values()
     ])
     _section("Model architectures", [
-        (s.architecture, " ".join(filter(None, (f"engines: {', '.join(s.engines)}", _from(s.plugin)))))
+        (s.architecture, " ".join(filter(None, (
+            f"engines: {', '.join(registry.engines_for(s.architecture)) or 'none installed'}",
+            _from(s.plugin),
+        ))))
         for s in registry.models().values()
     ])
 

@@ -16,11 +16,6 @@ from ..errors import ConfigError
 ENGINE_PANEL = "Engine"
 
 
-class BackendName(str, Enum):
-    pytorch = "pytorch"
-    turbomind = "turbomind"
-
-
 class ModelFormatName(str, Enum):
     hf = "hf"
     llama = "llama"
@@ -53,7 +48,14 @@ ModelPath = Annotated[
         show_default=False,
     ),
 ]
-Backend = Annotated[BackendName, typer.Option("--backend", help="The inference engine.")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="The inference engine: pytorch, or another installed one (`lmforge list` shows "
+        "them).",
+    ),
+]
 ModelName = Annotated[
     str | None,
     typer.Option("--model-name", help="The name the model is served and reported under."),
@@ -169,77 +171,49 @@ LoadFormat = Annotated[
 ]
 
 
-def build_engine_config(
-    backend: str,
-    *,
-    tp: int = 1,
-    session_len: int | None = None,
-    max_batch_size: int = 128,
-    cache_max_entry_count: float = 0.8,
-    cache_block_seq_len: int = 64,
-    enable_prefix_caching: bool = False,
-    max_prefill_token_num: int = 8192,
-    quant_policy: int | str = 0,
-    model_format: str | None = None,
-    rope_scaling_factor: float = 0.0,
-    dtype: str = "auto",
-    device: str = "auto",
-    load_format: str = "auto",
-    model_name: str | None = None,
-) -> Any:
-    """The engine config for ``backend`` from the command-line engine options.
+# The engine options every model-loading command declares, with their command-line defaults.
+ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
+    "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
+    "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
+    "quant_policy": 0, "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto",
+    "device": "auto", "load_format": "auto", "model_name": None,
+}
+# Options whose config field has another name in some engines' config classes.
+_FIELD_NAMES = {"cache_block_seq_len": ("cache_block_seq_len", "block_size")}
 
-    Returns a :class:`PytorchEngineConfig` or :class:`TurbomindEngineConfig`; invalid values
-    raise :class:`ConfigError` naming the field.
+
+def build_engine_config(backend: str, **values: Any) -> Any:
+    """The configuration of engine ``backend`` (an instance of its registered config class)
+    from the command-line engine options.
+
+    An option the engine's config class has no field for is refused when it differs from its
+    default; invalid values raise :class:`ConfigError` naming the field.
     """
-    from ..messages import PytorchEngineConfig, TurbomindEngineConfig
+    import dataclasses
 
-    backend, model_format, dtype, device, load_format = (
-        _plain(v) for v in (backend, model_format, dtype, device, load_format)
-    )
-    shared: dict[str, Any] = dict(
-        tp=tp,
-        session_len=session_len,
-        max_batch_size=max_batch_size,
-        cache_max_entry_count=cache_max_entry_count,
-        enable_prefix_caching=enable_prefix_caching,
-        max_prefill_token_num=max_prefill_token_num,
-        quant_policy=int(quant_policy),
-        rope_scaling_factor=rope_scaling_factor,
-        dtype=dtype,
-        device=device,
-        load_format=load_format,
-    )
-    if backend == "turbomind":
-        return TurbomindEngineConfig(
-            model_name=model_name,
-            model_format=model_format,
-            cache_block_seq_len=cache_block_seq_len,
-            **shared,
-        )
-    if backend != "pytorch":
-        raise ConfigError(f"Invalid value for --backend: {backend!r}; use pytorch or turbomind.")
-    if model_format not in (None, "hf"):
-        raise ConfigError(
-            f"--model-format {model_format} is only read by the turbomind engine; "
-            "use --backend turbomind or drop the flag."
-        )
-    return PytorchEngineConfig(
-        model_name=model_name or "", block_size=cache_block_seq_len, **shared
-    )
+    from .. import registry
 
-
-ENGINE_OPTIONS = (
-    "tp", "session_len", "max_batch_size", "cache_max_entry_count", "cache_block_seq_len",
-    "enable_prefix_caching", "max_prefill_token_num", "quant_policy", "model_format",
-    "rope_scaling_factor", "dtype", "device", "load_format", "model_name",
-)
+    spec = registry.get_engine(backend)
+    config_class = registry.load_object(spec.config_class)
+    known = {f.name for f in dataclasses.fields(config_class)}
+    kwargs: dict[str, Any] = {}
+    for option, value in values.items():
+        value = _plain(value)
+        name = next((n for n in _FIELD_NAMES.get(option, (option,)) if n in known), None)
+        if name is not None:
+            if value is not None:
+                kwargs[name] = int(value) if option == "quant_policy" else value
+        elif value != ENGINE_OPTION_DEFAULTS.get(option):
+            flag = "--" + option.replace("_", "-")
+            raise ConfigError(f"The {backend} engine has no {flag} setting; drop the flag.")
+    return config_class(**kwargs)
 
 
 def engine_config_from(backend: str, values: dict[str, Any]) -> Any:
     """:func:`build_engine_config` from a command's parameters (pass ``locals()``): the engine
     options every model-loading command declares, picked by name."""
-    return build_engine_config(backend, **{k: values[k] for k in ENGINE_OPTIONS if k in values})
+    options = {k: values[k] for k in ENGINE_OPTION_DEFAULTS if k in values}
+    return build_engine_config(backend, **options)
 
 
 def _plain(value: Any) -> Any:

@@ -109,7 +109,7 @@ def api_server(
         ),
     ] = ServerLogLevel.ERROR,
     model_name: options.ModelName = None,
-    backend: options.Backend = options.BackendName.pytorch,
+    backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
@@ -131,7 +131,7 @@ def api_server(
     backend_config = options.engine_config_from(backend, locals())
     run_api_server(
         model_path,
-        backend=backend.value,
+        backend=backend,
         backend_config=backend_config,
         chat_template_config=options.load_chat_template_config(chat_template),
         model_name=model_name,

@@ -75,7 +75,7 @@ def gradio(
         typer.Option("--server-port", help="Port of the web UI.", rich_help_panel=SERVER_PANEL),
     ] = 6006,
     model_name: options.ModelName = None,
-    backend: options.Backend = options.BackendName.pytorch,
+    backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
@@ -111,7 +111,7 @@ def gradio(
     # The api_server serves the web UI at its root path.
     run_api_server(
         model_path_or_server,
-        backend=backend.value,
+        backend=backend,
         backend_config=backend_config,
         chat_template_config=options.load_chat_template_config(chat_template),
         model_name=model_name,

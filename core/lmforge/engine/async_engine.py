@@ -27,14 +27,16 @@ Prompt = str | list[int] | list[dict]
 
 class AsyncEngine:
     def __init__(self, loop, tokenizer, chat_template, model_name: str, session_len: int,
-                 engine_config, enable_prefix_caching: bool = False):
+                 engine_config, match_prefixes: bool = False):
         self.loop = loop
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self.model_name = model_name
         self.session_len = session_len
         self.engine_config = engine_config
-        self.enable_prefix_caching = enable_prefix_caching
+        # The user's enable_prefix_caching: every request may reuse cached prefixes. Without it
+        # only a session's own continued turns do (its history stays cached either way).
+        self.match_prefixes = match_prefixes
         self._sessions: dict[int, list[int]] = {}
         self._lock = threading.Lock()
 
@@ -75,7 +77,7 @@ class AsyncEngine:
         if session_id is not None:
             sink = self._session_sink(sink, session_id, ids, gen_config.n, sequence_end)
         request = Request(ids, gen_config, sink, adapter=adapter_name,
-                          allow_prefix_match=self.enable_prefix_caching or continuing)
+                          allow_prefix_match=self.match_prefixes or continuing)
         return request, self.loop.submit(request)
 
     def _session_sink(self, sink, session_id: int, ids: list[int], n: int, end: bool):
@@ -156,10 +158,3 @@ class AsyncEngine:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def build_async_engine(model_path=None, backend=None, backend_config=None,
-                       chat_template_config=None, model_name=None) -> AsyncEngine:
-    """Load a model and start its engine (see :func:`lmforge.engine.builder.build_async_engine`)."""
-    from .builder import build_async_engine as build
-
-    return build(model_path, backend, backend_config, chat_template_config, model_name)

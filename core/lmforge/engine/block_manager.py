@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 from .sequence import Sequence
 
@@ -38,25 +37,6 @@ def root_hash(adapter: str | None) -> bytes:
     return hashlib.sha256(b"adapter:" + (adapter or "").encode()).digest()
 
 
-@dataclass
-class CacheUsage:
-    """A snapshot of the pool for metrics."""
-
-    num_blocks: int
-    num_used_blocks: int  # held by at least one sequence
-    num_cached_blocks: int  # free, but still holding reusable prefix K/V
-    prefix_query_tokens: int  # tokens looked up in the prefix cache, since start
-    prefix_hit_tokens: int  # of which found
-
-    @property
-    def usage(self) -> float:
-        return self.num_used_blocks / self.num_blocks
-
-    @property
-    def prefix_hit_rate(self) -> float:
-        return self.prefix_hit_tokens / self.prefix_query_tokens if self.prefix_query_tokens else 0.0
-
-
 class BlockManager:
     """Hands out K/V blocks to sequences, counts references, and keeps the prefix cache.
 
@@ -65,12 +45,11 @@ class BlockManager:
     ``num_free_blocks`` counts both free kinds, since a cached block can be recycled at once.
     """
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = False):
+    def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}")
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self.enable_prefix_caching = enable_prefix_caching
         self._ref_counts = [0] * num_blocks
         self._hash_of: list[bytes | None] = [None] * num_blocks
         self._block_of: dict[bytes, int] = {}
@@ -80,8 +59,6 @@ class BlockManager:
         # Per sequence holding blocks: how many of its leading blocks are registered (or were
         # matched), so commit() hashes each block once.
         self._num_committed: dict[int, int] = {}
-        self._query_tokens = 0
-        self._hit_tokens = 0
 
     # ------------------------------------------------------------------ counts
 
@@ -97,16 +74,6 @@ class BlockManager:
     def num_cached_blocks(self) -> int:
         """Free blocks that still hold reusable prefix K/V."""
         return len(self._cached)
-
-    @property
-    def usage(self) -> CacheUsage:
-        return CacheUsage(
-            num_blocks=self.num_blocks,
-            num_used_blocks=self.num_used_blocks,
-            num_cached_blocks=self.num_cached_blocks,
-            prefix_query_tokens=self._query_tokens,
-            prefix_hit_tokens=self._hit_tokens,
-        )
 
     def ref_count(self, block_id: int) -> int:
         """How many sequences hold ``block_id``."""
@@ -129,7 +96,7 @@ class BlockManager:
 
     def _match_blocks(self, seq: Sequence) -> list[int]:
         """The cached blocks that hold the longest prefix of a sequence with no blocks yet."""
-        if not (self.enable_prefix_caching and seq.allow_prefix_match) or seq.block_ids:
+        if not seq.allow_prefix_match or seq.block_ids:
             return []
         # The last token is always computed, so the step has logits to sample from.
         max_blocks = (seq.num_tokens - 1) // self.block_size
@@ -192,9 +159,6 @@ class BlockManager:
             seq.block_ids = list(hits)
             seq.num_computed = seq.num_cached = len(hits) * self.block_size
             self._num_committed[seq.seq_id] = len(hits)
-            if self.enable_prefix_caching and seq.allow_prefix_match:
-                self._query_tokens += seq.num_tokens
-                self._hit_tokens += seq.num_cached
         needed = self.num_blocks_for(seq.num_computed + num_new_tokens) - len(seq.block_ids)
         seq.block_ids.extend(self._take_free_block() for _ in range(needed))
 
@@ -211,8 +175,6 @@ class BlockManager:
     def commit(self, seq: Sequence) -> None:
         """Register the blocks that became full and computed since the last call (after a step
         advanced ``seq.num_computed``), so later sequences can reuse them."""
-        if not self.enable_prefix_caching:
-            return
         start = self._num_committed.get(seq.seq_id, 0)
         # A block is registered once its tokens are known: a step's input may still be sampled.
         known = min(seq.num_computed, seq.num_tokens - seq.num_pending_tokens)

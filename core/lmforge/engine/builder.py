@@ -9,25 +9,41 @@ from .. import registry
 from ..chat_template import build_chat_template
 from ..demo import DEMO_NAME, demo_model_path
 from ..errors import ConfigError
-from ..messages import PytorchEngineConfig, TurbomindEngineConfig
 from ..model.loader import load_model_info
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
-from .features import check_supported
 from .llm_engine import LLMEngine
 from .loop import EngineLoop
 from .scheduler import SchedulerConfig
+from .settings import EngineSettings, convert_config
+from .support import check_model, check_settings
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_ENGINE = "pytorch"
 
-def resolve_backend_config(backend: str | None, backend_config) -> tuple[str, object]:
-    """Pick the backend name and a config of the right class (LMDeploy: the config decides)."""
-    if backend is None:
-        backend = "turbomind" if isinstance(backend_config, TurbomindEngineConfig) else "pytorch"
+
+def resolve_engine(backend: str | None, backend_config) -> tuple[registry.EngineSpec, object]:
+    """The engine to build and a configuration of its own class.
+
+    Without ``backend`` the configuration's class picks the engine (LMDeploy: a
+    ``TurbomindEngineConfig`` means turbomind), else the default engine. A configuration of
+    another engine's class is converted field by field, as LMDeploy does.
+    """
+    if backend is None and backend_config is not None:
+        backend = next((name for name, spec in registry.engines().items()
+                        if type(backend_config) is registry.load_object(spec.config_class)),
+                       None)
+        if backend is None:
+            raise ConfigError(
+                f"No installed engine takes a {type(backend_config).__name__}; pass backend= "
+                "or a configuration class of an installed engine."
+            )
+    spec = registry.get_engine(backend or DEFAULT_ENGINE)
+    config_class = registry.load_object(spec.config_class)
     if backend_config is None:
-        backend_config = TurbomindEngineConfig() if backend == "turbomind" else PytorchEngineConfig()
-    return backend, backend_config
+        return spec, config_class()
+    return spec, convert_config(backend_config, config_class)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -52,52 +68,49 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
                        model_name: str | None = None) -> AsyncEngine:
     """Load a model and start its engine loop.
 
-    ``model_path`` is an HF model folder, a GGUF file, or None for the bundled demo model.
+    ``model_path`` is an HF model folder, a GGUF file, or None for the bundled demo model. The
+    chosen engine is asked whether it supports the configuration and the model before any
+    weight is loaded.
     """
-    backend, cfg = resolve_backend_config(backend, backend_config)
-    check_supported(cfg)
-    spec = registry.get_engine(backend)
-    runtime = cfg.to_pytorch() if isinstance(cfg, TurbomindEngineConfig) else cfg
+    spec, cfg = resolve_engine(backend, backend_config)
+    check_settings(spec, cfg)
+    settings = EngineSettings.from_config(cfg)
     if model_path is None:
         model_path = demo_model_path()
         model_name = model_name or DEMO_NAME
     info = load_model_info(
         model_path,
-        load_format=runtime.load_format,
-        rope_scaling_factor=runtime.rope_scaling_factor,
-        session_len=runtime.session_len,
-        dtype=runtime.dtype,
+        load_format=settings.load_format,
+        rope_scaling_factor=settings.rope_scaling_factor,
+        session_len=settings.session_len,
+        dtype=settings.dtype,
+        seed=settings.seed,
     )
-    runner_cls = registry.load_object(spec.runner)
-    runner = runner_cls(info, cfg)
-    ok, reason = spec.check(info, str(runner.device))
-    if not ok:
-        runner.close()
-        raise ConfigError(f"The {backend} engine cannot run this model here: {reason}")
+    check_model(spec, info, cfg)
+    runner = registry.load_object(spec.runner)(info, cfg)
     try:
         tokenizer = _load_tokenizer(info)
         template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
-        block_size = runtime.block_size
-        num_blocks = runtime.num_gpu_blocks or runner.num_cache_blocks(
-            block_size, runtime.cache_max_entry_count)
+        block_size = settings.block_size
+        num_blocks = settings.num_gpu_blocks or runner.num_cache_blocks(
+            block_size, settings.cache_max_entry_count)
         runner.allocate_cache(num_blocks, block_size)
-        session_len = runtime.session_len or info.session_len
+        session_len = settings.session_len or info.session_len
         scheduler_config = SchedulerConfig(
-            max_batch_size=runtime.max_batch_size,
-            max_prefill_token_num=runtime.max_prefill_token_num,
+            max_batch_size=settings.max_batch_size,
+            max_step_tokens=settings.max_prefill_token_num,
             block_size=block_size,
             num_blocks=num_blocks,
-            enable_prefix_caching=True,  # hashes always kept: sessions reuse their own history
             max_session_len=session_len,
-            prefill_interval=runtime.prefill_interval,
+            prefill_interval=settings.prefill_interval,
         )
         engine = LLMEngine(runner, tokenizer, scheduler_config, session_len,
                            tokenizer.eos_token_ids, info.config.vocab_size)
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %d KV blocks of %d tokens, session_len %d", backend, num_blocks, block_size,
-                session_len)
-    name = model_name or runtime.model_name or Path(str(model_path)).name
+    logger.info("%s: %d KV blocks of %d tokens, session_len %d", spec.name, num_blocks,
+                block_size, session_len)
+    name = model_name or settings.model_name or Path(str(model_path)).name
     return AsyncEngine(EngineLoop(engine), tokenizer, template, name, session_len, cfg,
-                       enable_prefix_caching=runtime.enable_prefix_caching)
+                       match_prefixes=settings.enable_prefix_caching)

@@ -322,14 +322,14 @@ class LLMEngine:
     def score(self, token_ids: list[int]) -> float:
         """Mean negative log-likelihood of ``token_ids[1:]`` given their prefixes.
 
-        Runs in prefill chunks of at most ``max_prefill_token_num`` tokens through the paged cache,
+        Runs in prefill chunks of at most ``max_step_tokens`` tokens through the paged cache,
         so inputs longer than one step's budget work; the blocks are freed afterwards.
         """
         if len(token_ids) < 2:
             raise PromptTooLongError("Perplexity needs at least two tokens.")
         self.check_prompt(token_ids[:-1])
         seq = Sequence(list(token_ids), GenerationConfig(max_new_tokens=0))
-        chunk = self.scheduler.config.max_prefill_token_num
+        chunk = self.scheduler.config.max_step_tokens
         total, count = 0.0, 0
         try:
             while seq.num_computed < len(token_ids):

@@ -4,7 +4,7 @@ One engine step is ``schedule()`` → ``build_batch()`` → runner → ``update(
 samples, appends tokens and calls ``finish()`` for the sequences that stopped. The scheduler is
 bookkeeping only (no tensors), so it is tested without a model.
 
-Policy, per step: a budget of ``max_prefill_token_num`` tokens (a decode costs 1) and at most
+Policy, per step: a budget of ``max_step_tokens`` tokens (LMDeploy's ``max_prefill_token_num``) (a decode costs 1) and at most
 ``max_batch_size`` sequences. Running decodes go first (their latency is what users feel), then
 running sequences part-way through a chunked prefill, then waiting sequences in arrival order. A
 prompt longer than what is left of the budget runs in chunks over several steps, next to the
@@ -43,10 +43,9 @@ class SchedulerConfig:
     """
 
     max_batch_size: int
-    max_prefill_token_num: int
+    max_step_tokens: int
     block_size: int
     num_blocks: int
-    enable_prefix_caching: bool = False
     max_session_len: int | None = None
     watermark: float = 0.01
     prefill_interval: int = 1
@@ -57,7 +56,7 @@ class SchedulerConfig:
                 "No K/V cache block fits in device memory; raise cache_max_entry_count or use a "
                 "smaller model."
             )
-        for name in ("max_batch_size", "max_prefill_token_num", "block_size", "prefill_interval"):
+        for name in ("max_batch_size", "max_step_tokens", "block_size", "prefill_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Invalid value for {name}: {getattr(self, name)!r}; must be >= 1")
         if self.max_session_len is not None and self.max_session_len < 2:
@@ -98,9 +97,7 @@ class Scheduler:
 
     def __init__(self, config: SchedulerConfig):
         self.config = config
-        self.block_manager = BlockManager(
-            config.num_blocks, config.block_size, config.enable_prefix_caching
-        )
+        self.block_manager = BlockManager(config.num_blocks, config.block_size)
         # Both queues stay sorted by Sequence.priority (arrival order).
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -164,7 +161,7 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         """Pick this step's sequences and their token counts, allocating their blocks."""
-        step = _Step(self.config.max_prefill_token_num)
+        step = _Step(self.config.max_step_tokens)
         running = list(self.running)
         # Decodes first, then partial prefills; each group oldest first.
         for seq in [s for s in running if s.num_uncomputed == 1] + [
@@ -192,7 +189,7 @@ class Scheduler:
             # length either way), and the burst then decodes in step with them instead of
             # trailing them to the end by a few steps.
             burst = (admitted >= 2 and 2 * (budget_before - step.budget)
-                     >= self.config.max_prefill_token_num)
+                     >= self.config.max_step_tokens)
             if burst and not busy:
                 for seq in decodes:
                     step.remove(seq)

@@ -83,7 +83,7 @@ def run_api_server(
     ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
     ``api_keys``, ``ssl``, ``log_level`` and the CORS settings.
     """
-    from ..engine.async_engine import build_async_engine
+    from ..engine.builder import build_async_engine
 
     _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))

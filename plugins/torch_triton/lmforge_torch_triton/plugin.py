@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from lmforge import hookimpl
+from lmforge.registry import EngineCapabilities
 
-SUPPORTED_FORMATS = ("safetensors", "bin", "gguf", "dummy")
+CAPABILITIES = EngineCapabilities(
+    # Every architecture that maps onto the canonical Llama-family decoder.
+    architectures=(
+        "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "InternLM2ForCausalLM",
+    ),
+    devices=("cuda", "cpu"),
+    weight_formats=("safetensors", "bin", "gguf", "dummy"),
+)
 
 
-def is_supported(model_info, device: str) -> tuple[bool, str]:
-    """Whether the ``pytorch`` engine can run ``model_info`` on ``device``."""
-    from lmforge.registry import models
-
-    architecture = model_info.config.architecture
-    spec = models().get(architecture)
-    if spec is None or "pytorch" not in spec.engines:
-        return False, f"the pytorch engine does not implement {architecture}"
-    if model_info.format not in SUPPORTED_FORMATS:
-        return False, f"the pytorch engine cannot read {model_info.format} weights"
-    if model_info.config.hidden_act != "silu":
-        return (
-            False,
-            f"the pytorch engine does not implement the {model_info.config.hidden_act} activation",
-        )
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        return False, f"the pytorch engine runs on CUDA GPUs and the CPU, not {device}"
+def is_supported(model_info, engine_config) -> tuple[bool, str]:
+    """What the capabilities cannot say: the decoder's activation."""
+    act = model_info.config.hidden_act
+    if act != "silu":
+        return False, f"the pytorch engine does not implement the {act} activation"
     return True, ""
 
 
@@ -36,6 +32,7 @@ def register_engines(register):
             name="pytorch",
             runner="lmforge_torch_triton.runner:TorchModelRunner",
             config_class="lmforge.messages:PytorchEngineConfig",
+            capabilities=CAPABILITIES,
             description="PyTorch with Triton kernels on CUDA GPUs; pure PyTorch on the CPU.",
             is_supported=is_supported,
             plugin="torch_triton",

@@ -33,11 +33,13 @@ def test_engine_is_registered_without_importing_torch_at_plugin_import():
     assert "torch" not in module.__dict__
 
 
-def test_is_supported(info):
+def test_engine_declares_what_it_supports(info):
+    from lmforge.engine.support import check_model, check_settings
+
     spec = get_engine("pytorch")
-    assert spec.check(info, "cpu") == (True, "")
-    ok, reason = spec.check(info, "mps")
-    assert not ok and "mps" in reason
+    check_model(spec, info, PytorchEngineConfig(device="cpu"))
+    with pytest.raises(ConfigError, match="does not support device=mps; it supports device cuda, cpu"):
+        check_settings(spec, PytorchEngineConfig(device="mps"))
 
 
 def test_auto_dtype_and_device(info):
