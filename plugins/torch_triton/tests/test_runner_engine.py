@@ -53,7 +53,7 @@ def test_auto_dtype_and_device(info):
 def test_cpu_ops_are_the_reference_ones():
     table = ops.get_ops("cpu")
     assert table.paged_prefill_attention is reference.paged_prefill_attention
-    assert set(ops.OP_NAMES) >= {"rms_norm", "store_kv", "paged_decode_attention"}
+    assert set(ops.OP_NAMES) >= {"rms_norm", "linear_dense", "paged_decode_attention"}
 
 
 def test_num_cache_blocks(info, monkeypatch):
