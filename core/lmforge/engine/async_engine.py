@@ -144,10 +144,10 @@ class AsyncEngine:
 
     def score(self, token_ids: list[int]) -> float:
         """Mean negative log-likelihood of a token sequence (see ``LLMEngine.score``)."""
-        return self.loop.call(lambda engine: engine.score(token_ids)).result()
+        return self.loop.score(token_ids).result()
 
     def stats(self) -> dict[str, Any]:
-        return self.loop.engine.stats()
+        return self.loop.stats()
 
     def close(self) -> None:
         self.loop.close()
