@@ -1,0 +1,232 @@
+// Paged prefill attention over a cached prefix, flash-attention style, on the tensor cores
+// (mma.sync m16n8k16, sm_80 and later).
+//
+// A block computes one tile of 64 queries of one sequence for one query head; each of its four
+// warps owns 16 query rows. K and V tiles of 64 tokens are gathered from the paged cache into
+// shared memory (the prompt's own K/V were written there by the RoPE kernel first, so prefix
+// and new tokens are read the same way). Scores, the online softmax and the output accumulator
+// stay in registers: the m16n8k16 accumulator layout (rows lane/4 and lane/4 + 8, columns
+// 2 * (lane % 4) + {0, 1}) is the A-operand layout of the P @ V product, so P never leaves them.
+// Queries sit at positions kv_len - q_len + i and see keys at or before their position (and,
+// with a sliding window, within it).
+#include <math.h>
+
+#include "common.cuh"
+
+namespace turbomind {
+
+constexpr int kTileM = 64, kTileN = 64, kPrefillWarps = 4;
+
+template <typename T> struct Mma;
+template <> struct Mma<__half> {
+  static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <> struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                             uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint32_t load32(const void* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(T lo, T hi) {
+  const uint16_t a = *reinterpret_cast<uint16_t*>(&lo), b = *reinterpret_cast<uint16_t*>(&hi);
+  return (uint32_t)a | ((uint32_t)b << 16);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kPrefillWarps * 32)
+prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, const T* v_cache,
+                         const int32_t* block_tables, int bt_stride, const int32_t* kv_lens,
+                         const int32_t* q_starts, const int32_t* tile_seq,
+                         const int32_t* tile_start, int heads, int kv_heads, int block_size,
+                         float scale_log2, int window) {
+  constexpr int LD = D + 8;  // padded rows: the fragment loads hit 32 distinct banks
+  __shared__ __align__(16) T sk[kTileN][LD];
+  __shared__ __align__(16) T sv[kTileN][LD];
+
+  const int seq = tile_seq[blockIdx.x], m0 = tile_start[blockIdx.x];
+  const int head = blockIdx.y, kvh = head / (heads / kv_heads);
+  const int row0 = q_starts[seq], q_len = q_starts[seq + 1] - row0;
+  const int kv_len = kv_lens[seq], prefix = kv_len - q_len;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int32_t* table = block_tables + (int64_t)seq * bt_stride;
+
+  // This warp's 16 query rows as A fragments, one per 16 columns of head_dim.
+  const int qa = m0 + warp * 16 + g, qb = qa + 8;
+  uint32_t qf[D / 16][4];
+  {
+    const T* pa = q + (int64_t)(row0 + qa) * q_stride + head * D;
+    const T* pb = q + (int64_t)(row0 + qb) * q_stride + head * D;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const int c = kk * 16 + t * 2;
+      qf[kk][0] = qa < q_len ? load32(pa + c) : 0u;
+      qf[kk][1] = qb < q_len ? load32(pb + c) : 0u;
+      qf[kk][2] = qa < q_len ? load32(pa + c + 8) : 0u;
+      qf[kk][3] = qb < q_len ? load32(pb + c + 8) : 0u;
+    }
+  }
+  const int pos_a = prefix + qa, pos_b = prefix + qb;
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+
+  const int last_q = min(m0 + kTileM, q_len) - 1;
+  const int n_end = min(kv_len, prefix + last_q + 1);
+  int n_begin = window > 0 ? max(0, prefix + m0 - window + 1) : 0;
+  n_begin = n_begin / kTileN * kTileN;
+
+  for (int n0 = n_begin; n0 < n_end; n0 += kTileN) {
+    // Gather the K and V tile: 16-byte chunks, consecutive threads along a token's row.
+    for (int c = threadIdx.x; c < kTileN * D / 8; c += blockDim.x) {
+      const int j = c / (D / 8), part = (c % (D / 8)) * 8;
+      const int tok = n0 + j;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+      if (tok < kv_len) {
+        const int64_t r = (int64_t)table[tok / block_size] * block_size + tok % block_size;
+        const int64_t index = (r * kv_heads + kvh) * D + part;
+        kv = *reinterpret_cast<const uint4*>(k_cache + index);
+        vv = *reinterpret_cast<const uint4*>(v_cache + index);
+      }
+      *reinterpret_cast<uint4*>(&sk[j][part]) = kv;
+      *reinterpret_cast<uint4*>(&sv[j][part]) = vv;
+    }
+    __syncthreads();
+
+    // S = Q K^T for 8 groups of 8 keys.
+    float s[kTileN / 8][4];
+#pragma unroll
+    for (int j = 0; j < kTileN / 8; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const T* kr = &sk[j * 8 + g][kk * 16 + t * 2];
+        Mma<T>::run(s[j], qf[kk], load32(kr), load32(kr + 8));
+      }
+    }
+    // Mask, scale (log2 domain) and the row maxima; a row's 4 lanes share it.
+    float mx_a = m_a, mx_b = m_b;
+#pragma unroll
+    for (int j = 0; j < kTileN / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = n0 + j * 8 + t * 2 + (e & 1);
+        const int pos = e < 2 ? pos_a : pos_b;
+        const bool ok = key <= pos && key < kv_len && (window <= 0 || pos - key < window);
+        s[j][e] = ok ? s[j][e] * scale_log2 : -INFINITY;
+      }
+      mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+      mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
+      mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
+    }
+    // A fully masked row keeps max -inf; subtracting 0 then leaves its probabilities at 0.
+    const float base_a = mx_a == -INFINITY ? 0.f : mx_a;
+    const float base_b = mx_b == -INFINITY ? 0.f : mx_b;
+    const float alpha_a = exp2f(m_a - base_a), alpha_b = exp2f(m_b - base_b);
+    m_a = mx_a;
+    m_b = mx_b;
+    float sum_a = 0.f, sum_b = 0.f;
+#pragma unroll
+    for (int j = 0; j < kTileN / 8; ++j) {
+      s[j][0] = exp2f(s[j][0] - base_a);
+      s[j][1] = exp2f(s[j][1] - base_a);
+      s[j][2] = exp2f(s[j][2] - base_b);
+      s[j][3] = exp2f(s[j][3] - base_b);
+      sum_a += s[j][0] + s[j][1];
+      sum_b += s[j][2] + s[j][3];
+    }
+    l_a = l_a * alpha_a + sum_a;
+    l_b = l_b * alpha_b + sum_b;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[i][0] *= alpha_a;
+      o[i][1] *= alpha_a;
+      o[i][2] *= alpha_b;
+      o[i][3] *= alpha_b;
+    }
+    // O += P V, 16 keys at a time; P comes straight from the score accumulators.
+#pragma unroll
+    for (int kk = 0; kk < kTileN / 16; ++kk) {
+      uint32_t p[4];
+      p[0] = Math<T>::pack(s[2 * kk][0], s[2 * kk][1]);
+      p[1] = Math<T>::pack(s[2 * kk][2], s[2 * kk][3]);
+      p[2] = Math<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      p[3] = Math<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      const int k = kk * 16 + t * 2;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        const int col = i * 8 + g;
+        const uint32_t b0 = pack2<T>(sv[k][col], sv[k + 1][col]);
+        const uint32_t b1 = pack2<T>(sv[k + 8][col], sv[k + 9][col]);
+        Mma<T>::run(o[i], p, b0, b1);
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
+  }
+  const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
+  T* oa = out + (int64_t)(row0 + qa) * heads * D + head * D;
+  T* ob = out + (int64_t)(row0 + qb) * heads * D + head * D;
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) {
+    const int c = i * 8 + t * 2;
+    if (qa < q_len)
+      *reinterpret_cast<uint32_t*>(oa + c) = Math<T>::pack(o[i][0] * inv_a, o[i][1] * inv_a);
+    if (qb < q_len)
+      *reinterpret_cast<uint32_t*>(ob + c) = Math<T>::pack(o[i][2] * inv_b, o[i][3] * inv_b);
+  }
+}
+
+int prefill_attention(int dtype, void* out, const void* q, int q_stride, const void* k_cache,
+                      const void* v_cache, const int32_t* block_tables, int bt_stride,
+                      const int32_t* kv_lens, const int32_t* q_starts, const int32_t* tile_seq,
+                      const int32_t* tile_start, int num_tiles, int heads, int kv_heads,
+                      int head_dim, int block_size, float scale, int window,
+                      cudaStream_t stream) {
+  if (num_tiles == 0) return 0;
+  const float scale_log2 = scale * 1.4426950408889634f;
+  dim3 grid(num_tiles, heads);
+  return TM_DISPATCH_DTYPE(dtype, [&] {
+    if (head_dim == 64)
+      prefill_attention_kernel<T, 64><<<grid, kPrefillWarps * 32, 0, stream>>>(
+          (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
+          bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads, block_size,
+          scale_log2, window);
+    else
+      prefill_attention_kernel<T, 128><<<grid, kPrefillWarps * 32, 0, stream>>>(
+          (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
+          bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads, block_size,
+          scale_log2, window);
+    return launched("prefill_attention");
+  });
+}
+
+}  // namespace turbomind
