@@ -2,9 +2,9 @@
 
 Runs when the distribution is built or installed (``setup.py``) on a machine with nvcc, and by
 hand: ``python -m lmforge_turbomind_cuda.build [--archs 90a]``. The library has a plain C ABI, so
-one build serves any torch. A stamp beside it records the sources' hash and the targets; a build
-whose stamp matches is skipped, so reinstalling on a machine that received a built library (the
-GPU test machine) costs nothing.
+one build serves any torch. A stamp beside it records the sources' hash and the targets; a
+library built from the current sources is kept (unless other targets are asked for), so
+reinstalling on a machine that received a built library (the GPU test machine) costs nothing.
 
 ``LMFORGE_TURBOMIND_ARCHS`` (comma-separated, e.g. ``90a`` or ``80,86,89,90a``) picks the
 targets; ``LMFORGE_NVCC`` the compiler.
@@ -45,9 +45,9 @@ def find_nvcc() -> str | None:
 
 
 def requested_archs() -> tuple[str, ...]:
+    """The targets ``LMFORGE_TURBOMIND_ARCHS`` names (empty when it is unset)."""
     value = os.environ.get("LMFORGE_TURBOMIND_ARCHS", "")
-    archs = tuple(a.strip() for a in value.split(",") if a.strip())
-    return archs or DEFAULT_ARCHS
+    return tuple(a.strip() for a in value.split(",") if a.strip())
 
 
 def sources_digest() -> str:
@@ -81,14 +81,17 @@ def read_stamp(lib_dir: Path = LIB_DIR) -> dict:
 
 def build_library(lib_dir: Path = LIB_DIR, archs: tuple[str, ...] | None = None,
                   force: bool = False) -> Path:
-    """Build (or keep, when its stamp matches) the library in ``lib_dir``; its path."""
+    """Build the library in ``lib_dir`` for ``archs`` (default: ``LMFORGE_TURBOMIND_ARCHS``,
+    else :data:`DEFAULT_ARCHS`); its path. A library built from the same sources is kept, unless
+    targets were named and differ."""
     archs = archs or requested_archs()
     out = lib_dir / LIB_NAME
     digest = sources_digest()
     stamp = read_stamp(lib_dir)
     if (not force and out.is_file() and stamp.get("sources") == digest
-            and tuple(stamp.get("archs", ())) == archs):
+            and (not archs or tuple(stamp.get("archs", ())) == archs)):
         return out
+    archs = archs or DEFAULT_ARCHS
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc was not found: install the CUDA toolkit (12 or newer) or set "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lmforge.cli.options import LoadFormatName
 
 
 class ConvertFormat(str, Enum):
@@ -39,9 +40,9 @@ def convert(
         "--model-format", help="Format of the input weights.")] = ConvertFormat.hf,
     group_size: Annotated[int, typer.Option(
         "--group-size", min=0, help="AWQ quantization group size (awq models only).")] = 0,
-    load_format: Annotated[str, typer.Option(
+    load_format: Annotated[LoadFormatName, typer.Option(
         "--load-format", help="'dummy' writes random weights from the config alone, for "
-        "testing.")] = "auto",
+        "testing.")] = LoadFormatName.auto,
 ) -> None:
     """Convert a model to the turbomind engine's layout (fused, sharded, mapped as it loads)."""
     import time
@@ -62,7 +63,7 @@ def convert(
                           "convert an fp16 or bf16 model (--model-format hf, no --group-size).")
     if dst_path.exists() and (not dst_path.is_dir() or any(dst_path.iterdir())):
         raise ConfigError(f"--dst-path {dst_path} is not an empty folder; choose a new one.")
-    info = load_model_info(model_path, load_format=load_format, dtype=dtype.value)
+    info = load_model_info(model_path, load_format=load_format.value, dtype=dtype.value)
     check_model(registry.get_engine("turbomind"), info, TurbomindEngineConfig())
     check_tp(info.config, tp)
     name = dtype.value

@@ -82,8 +82,9 @@ def _copy_model_files(info: ModelInfo, dst: Path) -> None:
 
 
 def write_converted(info: ModelInfo, dst: Path, dtype: torch.dtype, tp: int = 1,
-                    model_format: str = "hf") -> dict:
-    """Convert ``info``'s weights into ``dst``; returns the record written beside them."""
+                    model_format: str = "hf", device: str | torch.device = "cpu") -> dict:
+    """Convert ``info``'s weights into ``dst``; returns the record written beside them.
+    ``device`` is where the tensors are fused (a GPU makes dummy weights fast)."""
     from safetensors.torch import save_file
 
     dst.mkdir(parents=True, exist_ok=True)
@@ -96,11 +97,11 @@ def write_converted(info: ModelInfo, dst: Path, dtype: torch.dtype, tp: int = 1,
     def flush(index: int) -> None:
         for r, tensors in enumerate(layer.pop(index)):
             rel = f"rank{r}/layers.{index}.safetensors"
-            save_file(tensors, str(dst / rel))
+            save_file({k: v.cpu() for k, v in tensors.items()}, str(dst / rel))
             files.append(rel)
 
     current = None
-    for name, shards in iter_layout(info, dtype, tp):
+    for name, shards in iter_layout(info, dtype, tp, device):
         if name.startswith("layers."):
             index = int(name.split(".")[1])
             if current is not None and index != current:
@@ -117,7 +118,7 @@ def write_converted(info: ModelInfo, dst: Path, dtype: torch.dtype, tp: int = 1,
     for r, tensors in enumerate(top):
         rel = f"rank{r}/top.safetensors"
         # Tied embeddings share storage; safetensors stores each tensor once, so clone.
-        save_file({k: v.clone() for k, v in tensors.items()}, str(dst / rel))
+        save_file({k: v.cpu().clone() for k, v in tensors.items()}, str(dst / rel))
         files.append(rel)
     _copy_model_files(info, dst)
     record = {

@@ -38,3 +38,32 @@ class ReferenceRunner:
         ids = torch.tensor(batch.input_ids, device=self.device)
         return reference.forward(self.weights, self.config, self.kv_caches, self.inv_freq, ids,
                                  plan_step(batch))
+
+
+def save_internlm2_kernel_shape(out):
+    """save_internlm2 at a shape the kernels take (it builds from the shared TINY dict)."""
+    import torch_runner_helpers
+
+    saved = dict(torch_runner_helpers.TINY)
+    torch_runner_helpers.TINY.update(KERNEL_TINY)
+    try:
+        return torch_runner_helpers.save_internlm2(out)
+    finally:
+        torch_runner_helpers.TINY.clear()
+        torch_runner_helpers.TINY.update(saved)
+
+
+def make_turbomind_runner(path, dtype: str, **config):
+    from lmforge.messages import TurbomindEngineConfig
+    from lmforge_turbomind_cuda.runner import TurbomindRunner
+
+    values = dict(dtype=dtype, max_batch_size=8, session_len=256, max_prefill_token_num=512)
+    values.update(config)
+    return TurbomindRunner(load_model_info(path), TurbomindEngineConfig(**values))
+
+
+def hf_greedy_cuda(model, prompt: list[int], steps: int) -> list[int]:
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=steps,
+                             min_new_tokens=steps, do_sample=False)
+    return out[0, len(prompt):].tolist()

@@ -1,0 +1,107 @@
+"""Two engine measurements the throughput benchmarks do not make, on the GPU:
+
+- ``prefill``: one forward step over a single prompt of ``--prefill-len`` tokens (8,192 by
+  default), median of ``--repeat`` warm runs, for each ``--backend``;
+- ``ready``: the time from a call to ``pipeline()`` until the engine takes requests (weights
+  loaded, K/V cache allocated, CUDA graphs captured), for turbomind from a folder written by
+  ``lmforge convert`` moments before (so it sits in the page cache).
+
+    python scripts/bench_prefill_ready.py MODEL_DIR --backend pytorch turbomind --json out.json
+
+MODEL_DIR holds a ``config.json`` (random weights, as in the other benchmarks) and tokenizer
+files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from lmforge import registry
+from lmforge.engine.batch import ForwardBatch
+from lmforge.model.loader import load_model_info
+
+BLOCK = 64
+
+
+def prefill_ms(model: str, backend: str, length: int, repeat: int) -> float:
+    spec = registry.get_engine(backend)
+    config = registry.load_object(spec.config_class)(
+        dtype="bfloat16", load_format="dummy", max_prefill_token_num=length, max_batch_size=8,
+        eager_mode=True)
+    info = load_model_info(model, load_format="dummy", dtype="bfloat16")
+    runner = registry.load_object(spec.runner)(info, config)
+    blocks = -(-length // BLOCK)
+    runner.allocate_cache(blocks + 1, BLOCK)
+    ids = torch.randint(3, info.config.vocab_size, (length,)).tolist()
+    batch = ForwardBatch(input_ids=ids, q_lens=[length], kv_lens=[length],
+                         block_tables=[list(range(blocks))], need_logits=[True],
+                         block_size=BLOCK)
+    times = []
+    for i in range(repeat + 1):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        runner.execute(batch)
+        torch.cuda.synchronize()
+        if i:  # the first run warms up
+            times.append((time.perf_counter() - start) * 1000)
+    runner.close()
+    del runner
+    torch.cuda.empty_cache()
+    return statistics.median(times)
+
+
+def ready_s(model: str, workdir: Path) -> dict:
+    from lmforge import TurbomindEngineConfig, pipeline
+    from lmforge_turbomind_cuda.converted import write_converted
+
+    dst = workdir / "converted"
+    info = load_model_info(model, load_format="dummy", dtype="bfloat16")
+    start = time.perf_counter()
+    write_converted(info, dst, torch.bfloat16, device="cuda")
+    convert = time.perf_counter() - start
+    torch.cuda.empty_cache()
+    start = time.perf_counter()
+    pipe = pipeline(str(dst), backend_config=TurbomindEngineConfig(), log_level="WARNING")
+    ready = time.perf_counter() - start
+    pipe.close()
+    return {"convert_s": round(convert, 2), "ready_s": round(ready, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--backend", nargs="+", default=["pytorch", "turbomind"])
+    parser.add_argument("--prefill-len", type=int, default=8192)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-ready", action="store_true", help="skip the engine-ready timing")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    report = {"device": torch.cuda.get_device_name(), "prefill_len": args.prefill_len,
+              "prefill_ms": {}}
+    for backend in args.backend:
+        ms = prefill_ms(args.model, backend, args.prefill_len, args.repeat)
+        report["prefill_ms"][backend] = round(ms, 2)
+        print(f"{backend}: one {args.prefill_len}-token prefill step {ms:.1f} ms "
+              f"({args.prefill_len / ms * 1000:,.0f} tok/s)", flush=True)
+    if "turbomind" in args.backend and not args.no_ready:
+        workdir = Path(tempfile.mkdtemp(prefix="lmforge-ready-"))
+        try:
+            report["turbomind_ready"] = ready_s(args.model, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        r = report["turbomind_ready"]
+        print(f"turbomind: converted in {r['convert_s']} s; engine ready from the converted "
+              f"folder in {r['ready_s']} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
