@@ -28,7 +28,7 @@ class TmLayer(ctypes.Structure):
 
 class TmModelDesc(ctypes.Structure):
     _fields_ = [
-        ("dtype", c_int32), ("num_layers", c_int32), ("hidden", c_int32), ("num_heads", c_int32),
+        ("device", c_int32), ("dtype", c_int32), ("num_layers", c_int32), ("hidden", c_int32), ("num_heads", c_int32),
         ("num_kv_heads", c_int32), ("head_dim", c_int32), ("inter", c_int32), ("vocab", c_int32),
         ("norm_eps", c_float), ("sliding_window", c_int32), ("block_size", c_int32),
         ("max_tokens", c_int32), ("max_seqs", c_int32), ("max_splits", c_int32),
@@ -54,7 +54,7 @@ class TmStep(ctypes.Structure):
 _I, _P, _F = c_int, c_void_p, c_float
 SIGNATURES = {
     "tm_build_info": [POINTER(c_int), c_char_p, _I],
-    "tm_probe_device": [],
+    "tm_probe_device": [c_int],
     "tm_load_cublaslt": [c_char_p],
     "tm_check_model": [POINTER(TmModelDesc)],
     "tm_check_step": [POINTER(TmModelDesc), POINTER(TmStep)],
@@ -184,7 +184,7 @@ def describe_build() -> dict:
 
         if torch.cuda.is_available():
             torch.cuda.init()
-            ok = lib.dll.tm_probe_device() == 0
+            ok = lib.dll.tm_probe_device(torch.cuda.current_device()) == 0
             report["status"] = "loads; runs on this GPU" if ok else (
                 f"loads; no code for this GPU ({lib.last_error()})")
     except ImportError:

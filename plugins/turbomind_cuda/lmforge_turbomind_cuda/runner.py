@@ -54,16 +54,15 @@ def open_library(device: torch.device) -> Library:
     """The library, checked to have machine code for ``device``, with cuBLASLt loaded."""
     lib = load_library()
     torch.cuda.init()
-    with torch.cuda.device(device):
-        if lib.dll.tm_probe_device() != 0:
-            major, minor = torch.cuda.get_device_capability(device)
-            arch = f"{major}{minor}{'a' if major == 9 else ''}"
-            built = ", ".join(f"sm_{a}" for a in lib.build_info()["archs"])
-            raise ConfigError(
-                f"The turbomind library was built for {built}, not this GPU (sm_{major}{minor}); "
-                f"rebuild it with `LMFORGE_TURBOMIND_ARCHS={arch} python -m "
-                "lmforge_turbomind_cuda.build --force`."
-            )
+    if lib.dll.tm_probe_device(device.index) != 0:
+        major, minor = torch.cuda.get_device_capability(device)
+        arch = f"{major}{minor}{'a' if major == 9 else ''}"
+        built = ", ".join(f"sm_{a}" for a in lib.build_info()["archs"])
+        raise ConfigError(
+            f"The turbomind library was built for {built}, not this GPU (sm_{major}{minor}); "
+            f"rebuild it with `LMFORGE_TURBOMIND_ARCHS={arch} python -m "
+            "lmforge_turbomind_cuda.build --force`."
+        )
     lib.load_cublaslt(find_cublaslt().encode())
     return lib
 
@@ -173,7 +172,7 @@ class TurbomindRunner:
             for lw, (k, v) in zip(w.layers, self.kv_caches, strict=True)
         ])
         desc = TmModelDesc(
-            dtype=TM_BFLOAT16 if self.dtype == torch.bfloat16 else TM_FLOAT16,
+            device=self.device.index, dtype=TM_BFLOAT16 if self.dtype == torch.bfloat16 else TM_FLOAT16,
             num_layers=c.num_layers, hidden=c.hidden_size, num_heads=c.num_heads,
             num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, inter=c.intermediate_size,
             vocab=c.vocab_size, norm_eps=c.norm_eps, sliding_window=c.sliding_window or 0,

@@ -39,7 +39,7 @@ def test_library_is_built_from_these_sources(lib):
 
 def model_desc(layers, **overrides) -> TmModelDesc:
     values = dict(
-        dtype=TM_BFLOAT16, num_layers=len(layers), hidden=4096, num_heads=32, num_kv_heads=8,
+        device=0, dtype=TM_BFLOAT16, num_layers=len(layers), hidden=4096, num_heads=32, num_kv_heads=8,
         head_dim=128, inter=14336, vocab=128256, norm_eps=1e-5, sliding_window=0, block_size=64,
         max_tokens=8192, max_seqs=128, max_splits=16, gemm_workspace_bytes=32 << 20,
     )
@@ -75,6 +75,7 @@ def test_a_llama_3_8b_description_passes(lib):
     (dict(num_heads=30), "30 query heads cannot be grouped over 8 key/value heads."),
     (dict(hidden=4100), "hidden is 4100; it must be a positive multiple of 8 (16-byte rows)."),
     (dict(dtype=7), "dtype code 7 is not float16 (0) or bfloat16 (1)."),
+    (dict(device=-1), "device is -1; it must be a CUDA device index."),
     (dict(embed=FAKE + 2), "embed is not 16-byte aligned."),
     (dict(x=None), "x is a null pointer."),
     (dict(gemm_workspace_bytes=1024), "gemm_workspace must hold at least 1 MiB."),

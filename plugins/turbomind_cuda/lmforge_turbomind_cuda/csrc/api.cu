@@ -43,9 +43,10 @@ int tm_build_info(int* cuda_version, char* archs, int archs_len) {
   return 0;
 }
 
-int tm_probe_device(void) {
+int tm_probe_device(int device) {
   cudaFuncAttributes attr;
-  const cudaError_t err = cudaFuncGetAttributes(&attr, probe_kernel);
+  cudaError_t err = cudaSetDevice(device);
+  if (err == cudaSuccess) err = cudaFuncGetAttributes(&attr, probe_kernel);
   if (err != cudaSuccess) {
     cudaGetLastError();
     return fail("%s", cudaGetErrorString(err));

@@ -32,6 +32,7 @@ int check_ptr(const char* name, const void* p) {
 
 int check_model(const TmModelDesc* d) {
   if (!d) return fail("The model description is a null pointer.");
+  if (d->device < 0) return fail("device is %d; it must be a CUDA device index.", d->device);
   if (int e = check_dtype(d->dtype)) return e;
   if (int e = check_heads(d->num_heads, d->num_kv_heads, d->head_dim)) return e;
   if (int e = check_width("hidden", d->hidden)) return e;

@@ -83,6 +83,12 @@ int tm_forward(void* handle, const TmStep* step, void* stream) {
   if (!handle) return fail("The model handle is a null pointer.");
   const TmModelDesc& d = static_cast<Model*>(handle)->desc;
   if (int e = check_step(&d, step)) return e;
+  // The current device is per host thread, and the engine may step from another thread.
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || current != d.device) {
+    if (cudaSetDevice(d.device) != cudaSuccess)
+      return fail("Cannot make CUDA device %d current.", d.device);
+  }
   return forward(d, *step, as_stream(stream));
 }
 

@@ -29,6 +29,7 @@ typedef struct {
 
 // A model and the buffers one step works in, all allocated once by the caller.
 typedef struct {
+  int32_t device; // CUDA device index the buffers live on
   int32_t dtype;  // TM_FLOAT16 or TM_BFLOAT16
   int32_t num_layers, hidden, num_heads, num_kv_heads, head_dim, inter, vocab;
   float norm_eps;
@@ -81,8 +82,8 @@ typedef struct {
 const char* tm_last_error(void);
 // CUDA runtime version the library was built with, and its targets ("80,86,89,90a").
 int tm_build_info(int* cuda_version, char* archs, int archs_len);
-// Whether the library has machine code for the current device (0) or not (non-zero).
-int tm_probe_device(void);
+// Whether the library has machine code for this device (0) or not (non-zero).
+int tm_probe_device(int device);
 // cuBLASLt is loaded at run time from the given path (the one the caller's CUDA stack uses).
 int tm_load_cublaslt(const char* path);
 
