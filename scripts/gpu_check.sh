@@ -98,8 +98,10 @@ if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
 fi
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
-  stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
-    --batch-size 1 64 256 --engine
+  for backend in "${BACKENDS[@]}"; do
+    stage "profile$(suffix "$backend")" "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/profile_decode.py "$MODEL" --batch-size 1 64 256 --engine --backend "$backend"
+  done
 fi
 for backend in "${BACKENDS[@]}"; do
   s=$(suffix "$backend")
