@@ -1,14 +1,15 @@
 // Small-batch GEMV for decode steps: y[m, n] = x[m, :] . w[n, :] for M <= 8 rows.
 //
 // Decode matmuls read every weight once and do little arithmetic with it, so they are bound by
-// memory bandwidth. Each warp owns output columns and streams their weight rows in 16-byte
-// loads, several in flight per lane; the few activation rows come from L1/L2. Accumulation is
-// in float32; one rounding on the store, as a GEMM would.
+// memory bandwidth. Each warp owns an output column and streams its weight row in 16-byte
+// loads, eight in flight per lane (a 4096-wide row is two round trips, not sixteen); the few
+// activation rows come from L1/L2. Accumulation is in float32; one rounding on the store, as a
+// GEMM would.
 #include "common.cuh"
 
 namespace turbomind {
 
-constexpr int kGemvWarps = 8, kGemvUnroll = 4;
+constexpr int kGemvWarps = 8, kGemvUnroll = 8;
 
 template <typename T, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32)

@@ -31,6 +31,7 @@ int gemv(int dtype, void* y, const void* x, const void* w, int m, int n, int k,
 int load_cublaslt(const char* path);
 int cublaslt_matmul(int dtype, void* y, const void* x, const void* w, int m, int n, int k,
                     void* workspace, size_t workspace_bytes, cudaStream_t stream);
-// GEMV up to this many rows, cuBLASLt above.
-constexpr int kGemvMaxRows = 8;
+// GEMV up to this many rows, cuBLASLt above: every row re-reads the activations from L1, so
+// past a few rows cuBLASLt's tiles win (to be tuned on the H200).
+constexpr int kGemvMaxRows = 4;
 }  // namespace turbomind
