@@ -172,7 +172,7 @@ class TurbomindRunner:
             for lw, (k, v) in zip(w.layers, self.kv_caches, strict=True)
         ])
         desc = TmModelDesc(
-            device=self.device.index, dtype=TM_BFLOAT16 if self.dtype == torch.bfloat16 else TM_FLOAT16,
+            device=self.device.index or 0, dtype=TM_BFLOAT16 if self.dtype == torch.bfloat16 else TM_FLOAT16,
             num_layers=c.num_layers, hidden=c.hidden_size, num_heads=c.num_heads,
             num_kv_heads=c.num_kv_heads, head_dim=c.head_dim, inter=c.intermediate_size,
             vocab=c.vocab_size, norm_eps=c.norm_eps, sliding_window=c.sliding_window or 0,
