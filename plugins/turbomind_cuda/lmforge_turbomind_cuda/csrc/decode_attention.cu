@@ -4,8 +4,10 @@
 // split of the sequence's tokens: each K/V row is read once for the whole group. Lanes work in
 // groups of head_dim / 8 (one 16-byte slice each), so a warp handles 32 / (head_dim / 8) tokens
 // at a time and keeps its own running max, sum and output (online softmax); the warps' states
-// merge through shared memory at the end. With several splits each writes a normalized partial
-// output and its log-sum-exp, and a second kernel merges them.
+// merge through shared memory at the end. Each iteration loads the K/V rows of two steps before
+// using them, so a warp keeps 2 KB in flight (decode attention is bound by memory bandwidth).
+// With several splits each writes a normalized partial output and its log-sum-exp, and a second
+// kernel merges them.
 //
 // The K/V rows are loaded through load_kv(), the one place an int8/int4 cache would dequantize.
 #include <math.h>
@@ -15,6 +17,7 @@
 namespace turbomind {
 
 constexpr int kDecodeWarps = 4;
+constexpr int kDecodeUnroll = 2;
 constexpr int kDecodeMaxHeads = 8;
 
 template <typename T, int D>
@@ -75,35 +78,43 @@ decode_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, cons
   }
 
   const int32_t* table = block_tables + (int64_t)seq * bt_stride;
+  constexpr int STRIDE = kDecodeWarps * TPW;  // tokens between a warp's steps
   // The loop bound is uniform across the warp (the shuffles need every lane).
-  for (int base = t0 + warp * TPW; base < t1; base += kDecodeWarps * TPW) {
-    const int t = base + grp;
-    const bool valid = t < t1;
-    float kf[8], vf[8];
-    if (valid) {
-      const int64_t row = (int64_t)table[t / block_size] * block_size + t % block_size;
-      const int64_t index = (row * kv_heads + kvh) * D + sub * 8;
-      load_kv<T, D>(k_cache, index, kf);
-      load_kv<T, D>(v_cache, index, vf);
-    } else {
+  for (int base = t0 + warp * TPW; base < t1; base += kDecodeUnroll * STRIDE) {
+    float kf[kDecodeUnroll][8], vf[kDecodeUnroll][8];
+    bool valid[kDecodeUnroll];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.f;
+    for (int u = 0; u < kDecodeUnroll; ++u) {
+      const int t = base + u * STRIDE + grp;
+      valid[u] = t < t1;
+      if (valid[u]) {
+        const int64_t row = (int64_t)table[t / block_size] * block_size + t % block_size;
+        const int64_t index = (row * kv_heads + kvh) * D + sub * 8;
+        load_kv<T, D>(k_cache, index, kf[u]);
+        load_kv<T, D>(v_cache, index, vf[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kf[u][i] = vf[u][i] = 0.f;
+      }
     }
 #pragma unroll
-    for (int h = 0; h < HEADS; ++h) {
-      float s = 0.f;
+    for (int u = 0; u < kDecodeUnroll; ++u) {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) s += qf[h][i] * kf[i];
+      for (int h = 0; h < HEADS; ++h) {
+        float s = 0.f;
 #pragma unroll
-      for (int o = LANES / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (valid) {
-        const float m_new = fmaxf(m[h], s);
-        const float alpha = exp2f(m[h] - m_new);  // 0 on the first token (m = -inf)
-        const float p = exp2f(s - m_new);
-        l[h] = l[h] * alpha + p;
+        for (int i = 0; i < 8; ++i) s += qf[h][i] * kf[u][i];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[h][i] = acc[h][i] * alpha + p * vf[i];
-        m[h] = m_new;
+        for (int o = LANES / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (valid[u]) {
+          const float m_new = fmaxf(m[h], s);
+          const float alpha = exp2f(m[h] - m_new);  // 0 on the first token (m = -inf)
+          const float p = exp2f(s - m_new);
+          l[h] = l[h] * alpha + p;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[h][i] = acc[h][i] * alpha + p * vf[u][i];
+          m[h] = m_new;
+        }
       }
     }
   }

@@ -7,6 +7,9 @@
 // and new tokens are read the same way). Scores, the online softmax and the output accumulator
 // stay in registers: the m16n8k16 accumulator layout (rows lane/4 and lane/4 + 8, columns
 // 2 * (lane % 4) + {0, 1}) is the A-operand layout of the P @ V product, so P never leaves them.
+// K and V fragments come from shared memory through ldmatrix (V transposed on the way), four
+// 8x8 matrices per instruction. Blocks run the longest (last) tiles first, so the short ones
+// fill the tail.
 // Queries sit at positions kv_len - q_len + i and see keys at or before their position (and,
 // with a sliding window, within it).
 #include <math.h>
@@ -43,10 +46,17 @@ __device__ __forceinline__ uint32_t load32(const void* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(T lo, T hi) {
-  const uint16_t a = *reinterpret_cast<uint16_t*>(&lo), b = *reinterpret_cast<uint16_t*>(&hi);
-  return (uint32_t)a | ((uint32_t)b << 16);
+// Four 8x8 b16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i, and r[i] holds
+// this lane's pair of it: row lane / 4, columns 2 * (lane % 4) + {0, 1} (transposed with .trans).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
 }
 
 template <typename T, int D>
@@ -60,7 +70,8 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
   __shared__ __align__(16) T sk[kTileN][LD];
   __shared__ __align__(16) T sv[kTileN][LD];
 
-  const int seq = tile_seq[blockIdx.x], m0 = tile_start[blockIdx.x];
+  const int tile = gridDim.x - 1 - blockIdx.x;
+  const int seq = tile_seq[tile], m0 = tile_start[tile];
   const int head = blockIdx.y, kvh = head / (heads / kv_heads);
   const int row0 = q_starts[seq], q_len = q_starts[seq + 1] - row0;
   const int kv_len = kv_lens[seq], prefix = kv_len - q_len;
@@ -112,15 +123,18 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
     }
     __syncthreads();
 
-    // S = Q K^T for 8 groups of 8 keys.
+    // S = Q K^T for 8 groups of 8 keys: one ldmatrix gives the B fragments of two 16-column
+    // steps of head_dim (matrix i: keys j*8 .. j*8+7, columns kk*16 + 8i .. + 7).
     float s[kTileN / 8][4];
 #pragma unroll
     for (int j = 0; j < kTileN / 8; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const T* kr = &sk[j * 8 + g][kk * 16 + t * 2];
-        Mma<T>::run(s[j], qf[kk], load32(kr), load32(kr + 8));
+      for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, &sk[j * 8 + (lane & 7)][kk * 16 + (lane >> 3) * 8]);
+        Mma<T>::run(s[j], qf[kk], b[0], b[1]);
+        Mma<T>::run(s[j], qf[kk + 1], b[2], b[3]);
       }
     }
     // Mask, scale (log2 domain) and the row maxima; a row's 4 lanes share it.
@@ -175,13 +189,15 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
       p[1] = Math<T>::pack(s[2 * kk][2], s[2 * kk][3]);
       p[2] = Math<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
       p[3] = Math<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      const int k = kk * 16 + t * 2;
+      // Matrix i of the transposed load: keys kk*16 + 8 (i % 2) .., columns of dim tile
+      // d + i / 2; its pairs are the B fragments (keys 2 (lane % 4) + {0, 1}, column lane / 4).
+      const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        const int col = i * 8 + g;
-        const uint32_t b0 = pack2<T>(sv[k][col], sv[k + 1][col]);
-        const uint32_t b1 = pack2<T>(sv[k + 8][col], sv[k + 9][col]);
-        Mma<T>::run(o[i], p, b0, b1);
+      for (int i = 0; i < D / 8; i += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, &sv[key][(i + (lane >> 4)) * 8]);
+        Mma<T>::run(o[i], p, b[0], b[1]);
+        Mma<T>::run(o[i + 1], p, b[2], b[3]);
       }
     }
     __syncthreads();
