@@ -1,5 +1,6 @@
 // The C entry points of turbomind.h: errors, build facts, and the single kernels (checked, then
 // launched).
+#include <stdlib.h>
 #include <string.h>
 
 #include "checks.h"
@@ -21,13 +22,20 @@ int fail(const char* fmt, ...) {
   return 1;
 }
 
-int launched(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err == cudaSuccess) return 0;
-  return fail("The %s kernel did not launch: %s.", what, cudaGetErrorString(err));
-}
-
 __global__ void probe_kernel() {}
+
+bool pdl_enabled() {
+  static int enabled[64] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  if (enabled[device] == 0) {
+    const char* env = getenv("LMFORGE_TURBOMIND_PDL");
+    int major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    enabled[device] = (major >= 9 && !(env && strcmp(env, "0") == 0)) ? 1 : 2;
+  }
+  return enabled[device] == 1;
+}
 
 }  // namespace turbomind
 

@@ -14,8 +14,6 @@ namespace turbomind {
 
 // Records the one-sentence message tm_last_error() returns; always returns 1.
 int fail(const char* fmt, ...);
-// 0 after a successful launch, else the CUDA error as a message.
-int launched(const char* what);
 
 template <typename T> struct Math;
 template <> struct Math<__half> {
@@ -78,6 +76,40 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 }
 
 inline cudaStream_t as_stream(void* s) { return reinterpret_cast<cudaStream_t>(s); }
+
+// Programmatic dependent launch (Hopper and later): every kernel is launched so that it may start
+// while the kernel before it finishes, and begins by waiting for that kernel's results
+// (griddepcontrol.wait), then lets the next one launch. A step of hundreds of short kernels then
+// pays no launch gap between them. Each kernel must call this before touching global memory.
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Whether the current device takes programmatic dependent launches (compute capability 9.0 or
+// later; LMFORGE_TURBOMIND_PDL=0 turns them off).
+bool pdl_enabled();
+
+template <typename... Params, typename... Args>
+int launch(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
+           cudaStream_t stream, Args... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  if (err == cudaSuccess) return 0;
+  cudaGetLastError();
+  return fail("The %s kernel did not launch: %s.", what, cudaGetErrorString(err));
+}
 
 // Runs `body` with T = __half or __nv_bfloat16 for a TM_* dtype code.
 #define TM_DISPATCH_DTYPE(dtype, ...)                                       \

@@ -38,6 +38,7 @@ decode_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, cons
   constexpr int GROUPS = kDecodeWarps * TPW;
   __shared__ float s_m[GROUPS][HEADS], s_l[GROUPS][HEADS];
   __shared__ float s_acc[GROUPS][HEADS][D];
+  pdl_begin();
 
   const int group_size = heads / kv_heads;
   const int chunks = (group_size + HEADS - 1) / HEADS;
@@ -158,6 +159,7 @@ decode_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, cons
 template <typename T>
 __global__ void merge_splits_kernel(T* out, const float* split_out, const float* split_lse,
                                     int heads, int head_dim, int num_splits) {
+  pdl_begin();
   const int head = blockIdx.x, seq = blockIdx.y;
   const int64_t base = ((int64_t)seq * heads + head) * num_splits;
   float mx = -INFINITY;
@@ -184,16 +186,16 @@ static int launch_decode(void* out, const void* q, int q_stride, const void* k_c
                          float* split_out, float* split_lse, cudaStream_t stream) {
   const int group = heads / kv_heads;
   dim3 grid(kv_heads * ((group + HEADS - 1) / HEADS), seqs, num_splits);
-  decode_attention_kernel<T, D, HEADS><<<grid, kDecodeWarps * 32, 0, stream>>>(
-      (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
-      bt_stride, kv_lens, heads, kv_heads, block_size, scale * 1.4426950408889634f, window,
-      num_splits, split_out, split_lse);
-  if (int err = launched("decode_attention")) return err;
-  if (num_splits > 1) {
-    merge_splits_kernel<T><<<dim3(heads, seqs), D, 0, stream>>>((T*)out, split_out, split_lse,
-                                                                heads, D, num_splits);
-    return launched("decode_attention merge");
-  }
+  if (int err = launch("decode_attention", decode_attention_kernel<T, D, HEADS>, grid,
+                       dim3(kDecodeWarps * 32), stream, (T*)out, (const T*)q, q_stride,
+                       (const T*)k_cache, (const T*)v_cache, block_tables, bt_stride, kv_lens,
+                       heads, kv_heads, block_size, scale * 1.4426950408889634f, window,
+                       num_splits, split_out, split_lse))
+    return err;
+  if (num_splits > 1)
+    return launch("decode_attention merge", merge_splits_kernel<T>, dim3(heads, seqs), dim3(D),
+                  stream, (T*)out, (const float*)split_out, (const float*)split_lse, heads, D,
+                  num_splits);
   return 0;
 }
 

@@ -8,6 +8,7 @@ namespace turbomind {
 template <typename T>
 __global__ void embedding_kernel(T* out, const T* embed, const int64_t* ids, int hidden,
                                  int vocab) {
+  pdl_begin();
   const int64_t id = ids[blockIdx.x];
   T* dst = out + (int64_t)blockIdx.x * hidden;
   const bool valid = id >= 0 && id < vocab;
@@ -25,6 +26,7 @@ template <typename T>
 __global__ void rms_norm_kernel(T* out, T* residual, const T* x, const T* w,
                                 const int32_t* index, int hidden, float eps) {
   __shared__ float scratch[32];
+  pdl_begin();
   const int64_t src = index ? index[blockIdx.x] : blockIdx.x;
   const T* xr = x + src * hidden;
   T* rr = residual ? residual + src * hidden : nullptr;
@@ -66,6 +68,7 @@ __global__ void rms_norm_kernel(T* out, T* residual, const T* x, const T* w,
 
 template <typename T>
 __global__ void silu_mul_kernel(T* out, const T* gate_up, int inter) {
+  pdl_begin();
   const T* g = gate_up + (int64_t)blockIdx.x * 2 * inter;
   const T* u = g + inter;
   T* dst = out + (int64_t)blockIdx.x * inter;
@@ -85,6 +88,7 @@ __global__ void silu_mul_kernel(T* out, const T* gate_up, int inter) {
 
 template <typename T>
 __global__ void to_float_kernel(float* out, const T* in, int64_t count) {
+  pdl_begin();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
        i += (int64_t)gridDim.x * blockDim.x)
     out[i] = Math<T>::to_float(in[i]);
@@ -99,9 +103,8 @@ int embedding(int dtype, void* out, const void* embed, const int64_t* ids, int t
               int hidden, int vocab, cudaStream_t stream) {
   if (tokens == 0) return 0;
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    embedding_kernel<T><<<tokens, row_threads(hidden), 0, stream>>>(
-        (T*)out, (const T*)embed, ids, hidden, vocab);
-    return launched("embedding");
+    return launch("embedding", embedding_kernel<T>, dim3(tokens), dim3(row_threads(hidden)),
+                  stream, (T*)out, (const T*)embed, ids, hidden, vocab);
   });
 }
 
@@ -109,9 +112,8 @@ int rms_norm(int dtype, void* out, void* residual, const void* x, const void* w,
              const int32_t* index, int rows, int hidden, float eps, cudaStream_t stream) {
   if (rows == 0) return 0;
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    rms_norm_kernel<T><<<rows, row_threads(hidden), 0, stream>>>(
-        (T*)out, (T*)residual, (const T*)x, (const T*)w, index, hidden, eps);
-    return launched("rms_norm");
+    return launch("rms_norm", rms_norm_kernel<T>, dim3(rows), dim3(row_threads(hidden)), stream,
+                  (T*)out, (T*)residual, (const T*)x, (const T*)w, index, hidden, eps);
   });
 }
 
@@ -119,9 +121,8 @@ int silu_mul(int dtype, void* out, const void* gate_up, int tokens, int inter,
              cudaStream_t stream) {
   if (tokens == 0) return 0;
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    silu_mul_kernel<T><<<tokens, row_threads(inter), 0, stream>>>((T*)out, (const T*)gate_up,
-                                                                   inter);
-    return launched("silu_mul");
+    return launch("silu_mul", silu_mul_kernel<T>, dim3(tokens), dim3(row_threads(inter)), stream,
+                  (T*)out, (const T*)gate_up, inter);
   });
 }
 
@@ -130,8 +131,8 @@ int to_float(int dtype, float* out, const void* in, int64_t count, cudaStream_t 
   int64_t blocks = (count + 255) / 256;
   if (blocks > 65535) blocks = 65535;
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    to_float_kernel<T><<<(int)blocks, 256, 0, stream>>>(out, (const T*)in, count);
-    return launched("to_float");
+    return launch("to_float", to_float_kernel<T>, dim3((int)blocks), dim3(256), stream, out,
+                  (const T*)in, count);
   });
 }
 

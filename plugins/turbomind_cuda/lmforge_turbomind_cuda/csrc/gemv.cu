@@ -14,6 +14,7 @@ constexpr int kGemvWarps = 8, kGemvUnroll = 8;
 template <typename T, int M>
 __global__ void __launch_bounds__(kGemvWarps * 32)
 gemv_kernel(T* y, const T* x, const T* w, int n, int k) {
+  pdl_begin();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int col = blockIdx.x * kGemvWarps + warp;
   if (col >= n) return;
@@ -66,9 +67,8 @@ gemv_kernel(T* y, const T* x, const T* w, int n, int k) {
 
 template <typename T, int M>
 static int launch_gemv(void* y, const void* x, const void* w, int n, int k, cudaStream_t s) {
-  gemv_kernel<T, M><<<(n + kGemvWarps - 1) / kGemvWarps, kGemvWarps * 32, 0, s>>>(
-      (T*)y, (const T*)x, (const T*)w, n, k);
-  return launched("gemv");
+  return launch("gemv", gemv_kernel<T, M>, dim3((n + kGemvWarps - 1) / kGemvWarps),
+                dim3(kGemvWarps * 32), s, (T*)y, (const T*)x, (const T*)w, n, k);
 }
 
 int gemv(int dtype, void* y, const void* x, const void* w, int m, int n, int k,

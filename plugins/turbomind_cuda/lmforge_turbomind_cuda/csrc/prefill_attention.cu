@@ -69,6 +69,7 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
   constexpr int LD = D + 8;  // padded rows: the fragment loads hit 32 distinct banks
   __shared__ __align__(16) T sk[kTileN][LD];
   __shared__ __align__(16) T sv[kTileN][LD];
+  pdl_begin();
 
   const int tile = gridDim.x - 1 - blockIdx.x;
   const int seq = tile_seq[tile], m0 = tile_start[tile];
@@ -231,17 +232,12 @@ int prefill_attention(int dtype, void* out, const void* q, int q_stride, const v
   const float scale_log2 = scale * 1.4426950408889634f;
   dim3 grid(num_tiles, heads);
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    if (head_dim == 64)
-      prefill_attention_kernel<T, 64><<<grid, kPrefillWarps * 32, 0, stream>>>(
-          (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
-          bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads, block_size,
-          scale_log2, window);
-    else
-      prefill_attention_kernel<T, 128><<<grid, kPrefillWarps * 32, 0, stream>>>(
-          (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
-          bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads, block_size,
-          scale_log2, window);
-    return launched("prefill_attention");
+    auto kernel = head_dim == 64 ? prefill_attention_kernel<T, 64>
+                                 : prefill_attention_kernel<T, 128>;
+    return launch("prefill_attention", kernel, grid, dim3(kPrefillWarps * 32), stream, (T*)out,
+                  (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
+                  bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads,
+                  block_size, scale_log2, window);
   });
 }
 

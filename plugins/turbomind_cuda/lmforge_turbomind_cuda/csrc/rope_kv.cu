@@ -9,6 +9,7 @@ template <typename T>
 __global__ void rope_kv_kernel(T* qkv, const T* bias, const float* inv_freq,
                                const int32_t* positions, const int32_t* slots, T* k_cache,
                                T* v_cache, int heads, int kv_heads, int head_dim) {
+  pdl_begin();
   const int token = blockIdx.x;
   const int half = head_dim / 2;
   const int width = (heads + 2 * kv_heads) * head_dim;
@@ -53,10 +54,9 @@ int rope_kv(int dtype, void* qkv, const void* bias, const float* inv_freq,
             int tokens, int heads, int kv_heads, int head_dim, cudaStream_t stream) {
   if (tokens == 0) return 0;
   return TM_DISPATCH_DTYPE(dtype, [&] {
-    rope_kv_kernel<T><<<tokens, 256, 0, stream>>>((T*)qkv, (const T*)bias, inv_freq, positions,
-                                                  slots, (T*)k_cache, (T*)v_cache, heads,
-                                                  kv_heads, head_dim);
-    return launched("rope_kv");
+    return launch("rope_kv", rope_kv_kernel<T>, dim3(tokens), dim3(256), stream, (T*)qkv,
+                  (const T*)bias, inv_freq, positions, slots, (T*)k_cache, (T*)v_cache, heads,
+                  kv_heads, head_dim);
   });
 }
 
