@@ -9,7 +9,7 @@ import functools
 import torch
 
 from .library import TM_BFLOAT16, TM_FLOAT16, Library, find_cublaslt, load_library
-from .steps import MAX_SPLITS
+from .steps import MAX_SPLITS, tile_span
 
 
 @functools.cache
@@ -96,9 +96,10 @@ def prefill_attention(q, k_cache, v_cache, block_tables, kv_lens, q_starts, scal
     tokens, heads, d = q.shape
     out = torch.empty(tokens, heads, d, dtype=q.dtype, device=q.device)
     starts = [int(s) for s in q_starts]
+    span = tile_span(heads, k_cache.shape[2])
     tile_seq, tile_start = [], []
     for seq in range(len(starts) - 1):
-        for start in range(0, starts[seq + 1] - starts[seq], 64):
+        for start in range(0, starts[seq + 1] - starts[seq], span):
             tile_seq.append(seq)
             tile_start.append(start)
     device = q.device

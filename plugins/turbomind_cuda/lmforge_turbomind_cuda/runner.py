@@ -28,7 +28,7 @@ from .library import (
     find_cublaslt,
     load_library,
 )
-from .steps import MAX_SPLITS, DeviceStep, decode_splits, plan_step
+from .steps import MAX_SPLITS, DeviceStep, decode_splits, plan_step, tile_span
 from .weights import converted_dtype, load_weights
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class TurbomindRunner:
             raise EngineError(
                 f"A step of {batch.num_tokens} tokens exceeds the engine's buffers "
                 f"({self.max_tokens}); raise max_prefill_token_num.")
-        plan = plan_step(batch)
+        c = self.config
+        plan = plan_step(batch, tile_span(c.num_heads, c.num_kv_heads))
         splits = self.decode_splits(plan.num_decode, max(plan.kv_lens[:plan.num_decode],
                                                           default=1))
         step = DeviceStep(batch, plan, self.device, self.config.vocab_size, self.dtype, splits)

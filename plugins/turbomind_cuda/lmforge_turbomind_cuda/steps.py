@@ -2,7 +2,8 @@
 
 Every int32 array of the step travels in one page-locked host tensor and one copy; the step
 struct points into it. Sequences that lead the batch with one new token each run through the
-decode kernel; every later sequence is cut into 64-query tiles for the prefill kernel.
+decode kernel; every later sequence is cut into tiles of :func:`tile_span` queries for the
+prefill kernel.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from lmforge.engine.transfer import fill_prev_tokens, to_device
 
 from .library import TmStep
 
-PREFILL_TILE = 64  # query rows per prefill tile (kTileM in prefill_attention.cu)
+PREFILL_ROWS = 64  # rows of a prefill tile (kTileM in prefill_attention.cu)
 MAX_SPLITS = 16
+
+
+def tile_span(heads: int, kv_heads: int) -> int:
+    """Query positions per prefill tile: its rows hold every query head of a K/V head's group."""
+    return PREFILL_ROWS // (heads // kv_heads)
 
 
 def decode_splits(num_seqs: int, blocks_per_seq: int, num_sms: int,
@@ -54,8 +60,9 @@ class HostStep:
     num_decode: int
 
 
-def plan_step(batch: ForwardBatch) -> HostStep:
-    """Positions, cache slots, padded block tables, prefill tiles and logit rows of ``batch``."""
+def plan_step(batch: ForwardBatch, span: int) -> HostStep:
+    """Positions, cache slots, padded block tables, prefill tiles of ``span`` queries and logit
+    rows of ``batch``."""
     bs = batch.block_size
     positions: list[int] = []
     slots: list[int] = []
@@ -63,9 +70,9 @@ def plan_step(batch: ForwardBatch) -> HostStep:
     logit_rows: list[int] = []
     for q_len, kv_len, table, need in zip(batch.q_lens, batch.kv_lens, batch.block_tables,
                                           batch.need_logits, strict=True):
-        span = range(kv_len - q_len, kv_len)
-        positions.extend(span)
-        slots.extend(table[p // bs] * bs + p % bs for p in span)
+        new = range(kv_len - q_len, kv_len)
+        positions.extend(new)
+        slots.extend(table[p // bs] * bs + p % bs for p in new)
         q_starts.append(q_starts[-1] + q_len)
         if need and not batch.return_all_logits:
             logit_rows.append(q_starts[-1] - 1)
@@ -76,7 +83,7 @@ def plan_step(batch: ForwardBatch) -> HostStep:
     num_decode = leading_decodes(batch.q_lens)
     tile_seq, tile_start = [], []
     for seq in range(num_decode, batch.num_seqs):
-        for start in range(0, batch.q_lens[seq], PREFILL_TILE):
+        for start in range(0, batch.q_lens[seq], span):
             tile_seq.append(seq)
             tile_start.append(start)
     return HostStep(positions, slots, tables, width, list(batch.kv_lens), q_starts, tile_seq,

@@ -118,7 +118,8 @@ def test_decode_attention(ops, dtype, heads, kv_heads, head_dim, num_splits, win
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 64), (32, 8, 128)])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 64), (32, 8, 128),
+                                                             (12, 12, 64), (28, 4, 128)])
 @pytest.mark.parametrize("window", [0, 50])
 def test_prefill_attention_over_a_cached_prefix(ops, dtype, heads, kv_heads, head_dim, window):
     # (prefix, new tokens): a whole prompt, a chunk after a prefix, one token, a long prompt.

@@ -8,7 +8,7 @@ from lmforge.engine.batch import ForwardBatch
 from lmforge.model.loader import load_model_info
 from lmforge.model.rope import rope_inv_freq
 from lmforge_turbomind_cuda import reference
-from lmforge_turbomind_cuda.steps import plan_step
+from lmforge_turbomind_cuda.steps import plan_step, tile_span
 from lmforge_turbomind_cuda.weights import load_weights
 
 # head_dim 64: 4 query heads over 2 key/value heads.
@@ -36,8 +36,10 @@ class ReferenceRunner:
 
     def execute(self, batch: ForwardBatch) -> torch.Tensor:
         ids = torch.tensor(batch.input_ids, device=self.device)
+        c = self.config
+        plan = plan_step(batch, tile_span(c.num_heads, c.num_kv_heads))
         return reference.forward(self.weights, self.config, self.kv_caches, self.inv_freq, ids,
-                                 plan_step(batch))
+                                 plan)
 
 
 def save_internlm2_kernel_shape(out):

@@ -1,8 +1,10 @@
 // Paged prefill attention over a cached prefix, flash-attention style, on the tensor cores
 // (mma.sync m16n8k16, sm_80 and later).
 //
-// A block computes one tile of 64 queries of one sequence for one query head; each of its four
-// warps owns 16 query rows. K and V tiles of 64 tokens are gathered from the paged cache into
+// A block computes one tile of 64 query rows of one sequence for one K/V head: the rows are
+// 64 / group query positions times the group's query heads (row r: position r / group, head
+// r % group), so each K/V tile is read once for the whole group. Each of its four warps owns 16
+// rows. K and V tiles of 64 tokens are gathered from the paged cache into
 // shared memory (the prompt's own K/V were written there by the RoPE kernel first, so prefix
 // and new tokens are read the same way). Scores, the online softmax and the output accumulator
 // stay in registers: the m16n8k16 accumulator layout (rows lane/4 and lane/4 + 8, columns
@@ -73,26 +75,30 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
 
   const int tile = gridDim.x - 1 - blockIdx.x;
   const int seq = tile_seq[tile], m0 = tile_start[tile];
-  const int head = blockIdx.y, kvh = head / (heads / kv_heads);
+  const int kvh = blockIdx.y, group = heads / kv_heads, span = kTileM / group;
   const int row0 = q_starts[seq], q_len = q_starts[seq + 1] - row0;
   const int kv_len = kv_lens[seq], prefix = kv_len - q_len;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int32_t* table = block_tables + (int64_t)seq * bt_stride;
 
-  // This warp's 16 query rows as A fragments, one per 16 columns of head_dim.
-  const int qa = m0 + warp * 16 + g, qb = qa + 8;
+  // This warp's two rows per lane: query index (in the sequence), head, and whether it exists.
+  const int ra = warp * 16 + g, rb = ra + 8;
+  const int qa = m0 + ra / group, qb = m0 + rb / group;
+  const int ha = kvh * group + ra % group, hb = kvh * group + rb % group;
+  const bool va = ra < span * group && qa < q_len, vb = rb < span * group && qb < q_len;
+  // The warp's 16 rows as A fragments, one per 16 columns of head_dim.
   uint32_t qf[D / 16][4];
   {
-    const T* pa = q + (int64_t)(row0 + qa) * q_stride + head * D;
-    const T* pb = q + (int64_t)(row0 + qb) * q_stride + head * D;
+    const T* pa = q + (int64_t)(row0 + qa) * q_stride + ha * D;
+    const T* pb = q + (int64_t)(row0 + qb) * q_stride + hb * D;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       const int c = kk * 16 + t * 2;
-      qf[kk][0] = qa < q_len ? load32(pa + c) : 0u;
-      qf[kk][1] = qb < q_len ? load32(pb + c) : 0u;
-      qf[kk][2] = qa < q_len ? load32(pa + c + 8) : 0u;
-      qf[kk][3] = qb < q_len ? load32(pb + c + 8) : 0u;
+      qf[kk][0] = va ? load32(pa + c) : 0u;
+      qf[kk][1] = vb ? load32(pb + c) : 0u;
+      qf[kk][2] = va ? load32(pa + c + 8) : 0u;
+      qf[kk][3] = vb ? load32(pb + c + 8) : 0u;
     }
   }
   const int pos_a = prefix + qa, pos_b = prefix + qb;
@@ -102,7 +108,7 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
 
-  const int last_q = min(m0 + kTileM, q_len) - 1;
+  const int last_q = min(m0 + span, q_len) - 1;
   const int n_end = min(kv_len, prefix + last_q + 1);
   int n_begin = window > 0 ? max(0, prefix + m0 - window + 1) : 0;
   n_begin = n_begin / kTileN * kTileN;
@@ -210,15 +216,13 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
     l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
   }
   const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
-  T* oa = out + (int64_t)(row0 + qa) * heads * D + head * D;
-  T* ob = out + (int64_t)(row0 + qb) * heads * D + head * D;
+  T* oa = out + (int64_t)(row0 + qa) * heads * D + ha * D;
+  T* ob = out + (int64_t)(row0 + qb) * heads * D + hb * D;
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) {
     const int c = i * 8 + t * 2;
-    if (qa < q_len)
-      *reinterpret_cast<uint32_t*>(oa + c) = Math<T>::pack(o[i][0] * inv_a, o[i][1] * inv_a);
-    if (qb < q_len)
-      *reinterpret_cast<uint32_t*>(ob + c) = Math<T>::pack(o[i][2] * inv_b, o[i][3] * inv_b);
+    if (va) *reinterpret_cast<uint32_t*>(oa + c) = Math<T>::pack(o[i][0] * inv_a, o[i][1] * inv_a);
+    if (vb) *reinterpret_cast<uint32_t*>(ob + c) = Math<T>::pack(o[i][2] * inv_b, o[i][3] * inv_b);
   }
 }
 
@@ -230,7 +234,10 @@ int prefill_attention(int dtype, void* out, const void* q, int q_stride, const v
                       cudaStream_t stream) {
   if (num_tiles == 0) return 0;
   const float scale_log2 = scale * 1.4426950408889634f;
-  dim3 grid(num_tiles, heads);
+  if (kTileM / (heads / kv_heads) < 1)
+    return fail("Groups of %d query heads per key/value head are more than a prefill tile's "
+                "%d rows.", heads / kv_heads, kTileM);
+  dim3 grid(num_tiles, kv_heads);
   return TM_DISPATCH_DTYPE(dtype, [&] {
     auto kernel = head_dim == 64 ? prefill_attention_kernel<T, 64>
                                  : prefill_attention_kernel<T, 128>;

@@ -58,8 +58,9 @@ typedef struct {
 } TmModelDesc;
 
 // One forward step. Sequences 0 .. num_decode - 1 have one new token each (rows 0 ..
-// num_decode - 1); the others are prompt chunks, cut into query tiles of 64 rows for the prefill
-// kernel (tile_seq / tile_start, built by the caller). All arrays are on the device.
+// num_decode - 1); the others are prompt chunks, cut into tiles of 64 / (heads / kv_heads)
+// query positions for the prefill kernel (tile_seq / tile_start, built by the caller). All
+// arrays are on the device.
 typedef struct {
   int32_t num_tokens, num_seqs, num_decode;
   int32_t num_splits;          // split-K parts of the decode kernel (<= max_splits)
