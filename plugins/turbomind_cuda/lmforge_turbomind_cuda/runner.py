@@ -221,5 +221,5 @@ class TurbomindRunner:
             self.handle = ctypes.c_void_p()
         self.kv_caches = []
         self.buffers = {}
-        del self.weights
+        self.weights = None
         torch.cuda.empty_cache()
