@@ -121,3 +121,12 @@ def test_kernel_entry_points_check_before_launching(lib):
 def test_forward_refuses_a_null_handle(lib):
     with pytest.raises(TurbomindError, match="^The model handle is a null pointer.$"):
         lib.forward(None, ctypes.byref(step()), None)
+
+
+def test_check_env_reports_the_build(lib):
+    from lmforge.cli.envinfo import collect_env
+
+    section = collect_env()["turbomind library"]
+    assert section["path"] == str(library_path())
+    assert section["archs"] == ",".join(f"sm_{a}" for a in lib.build_info()["archs"])
+    assert section["status"].startswith("loads")
