@@ -1,7 +1,8 @@
 """Two engine measurements the throughput benchmarks do not make, on the GPU:
 
 - ``prefill``: one forward step over a single prompt of ``--prefill-len`` tokens (8,192 by
-  default), median of ``--repeat`` warm runs, for each ``--backend``;
+  default), median of ``--repeat`` warm runs, for each ``--backend``, with the step's kernels
+  ranked by time (where it goes);
 - ``ready``: the time from a call to ``pipeline()`` until the engine takes requests (weights
   loaded, K/V cache allocated, CUDA graphs captured), for turbomind from a folder written by
   ``lmforge convert`` moments before (so it sits in the page cache).
@@ -15,6 +16,7 @@ files.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import shutil
 import statistics
@@ -30,7 +32,20 @@ from lmforge.model.loader import load_model_info
 BLOCK = 64
 
 
-def prefill_ms(model: str, backend: str, length: int, repeat: int) -> float:
+def top_kernels(run, count: int = 8) -> list[tuple[str, float]]:
+    """The ``count`` kernels that take longest in one call of ``run``: (name, ms)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = collections.defaultdict(float)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] += event.device_time_total / 1e3
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+
+
+def prefill_ms(model: str, backend: str, length: int, repeat: int
+               ) -> tuple[float, list[tuple[str, float]]]:
     spec = registry.get_engine(backend)
     config = registry.load_object(spec.config_class)(
         dtype="bfloat16", load_format="dummy", max_prefill_token_num=length, max_batch_size=8,
@@ -51,10 +66,10 @@ def prefill_ms(model: str, backend: str, length: int, repeat: int) -> float:
         torch.cuda.synchronize()
         if i:  # the first run warms up
             times.append((time.perf_counter() - start) * 1000)
+    kernels = top_kernels(lambda: runner.execute(batch))
     runner.close()
-    del runner
     torch.cuda.empty_cache()
-    return statistics.median(times)
+    return statistics.median(times), kernels
 
 
 def ready_s(model: str, workdir: Path) -> dict:
@@ -84,12 +99,15 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     report = {"device": torch.cuda.get_device_name(), "prefill_len": args.prefill_len,
-              "prefill_ms": {}}
+              "prefill_ms": {}, "prefill_kernels_ms": {}}
     for backend in args.backend:
-        ms = prefill_ms(args.model, backend, args.prefill_len, args.repeat)
+        ms, kernels = prefill_ms(args.model, backend, args.prefill_len, args.repeat)
         report["prefill_ms"][backend] = round(ms, 2)
+        report["prefill_kernels_ms"][backend] = [(name, round(t, 3)) for name, t in kernels]
         print(f"{backend}: one {args.prefill_len}-token prefill step {ms:.1f} ms "
-              f"({args.prefill_len / ms * 1000:,.0f} tok/s)", flush=True)
+              f"({args.prefill_len / ms * 1000:,.0f} tok/s); its longest kernels:", flush=True)
+        for name, t in kernels:
+            print(f"  {t:8.2f} ms  {name[:100]}", flush=True)
     if "turbomind" in args.backend and not args.no_ready:
         workdir = Path(tempfile.mkdtemp(prefix="lmforge-ready-"))
         try:
