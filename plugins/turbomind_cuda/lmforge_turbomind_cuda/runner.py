@@ -18,7 +18,7 @@ from lmforge.errors import ConfigError, EngineError
 from lmforge.model.loader import ModelInfo
 from lmforge.model.rope import rope_inv_freq
 
-from .graphs import DecodeGraphs
+from .graphs import DecodeGraphs, bucket_sizes
 from .library import (
     TM_BFLOAT16,
     TM_FLOAT16,
@@ -184,10 +184,13 @@ class TurbomindRunner:
         )
         self.lib.model_create(ctypes.byref(desc), ctypes.byref(self.handle))
 
-    def decode_splits(self, num_seqs: int, max_kv_len: int | None = None) -> int:
+    def decode_splits(self, num_seqs: int) -> int:
+        """Split-K parts for ``num_seqs`` decodes, chosen for the graph bucket that holds them,
+        so an eager step and a graph replay compute the same sums."""
         c = self.config
         chunks = -(-(c.num_heads // c.num_kv_heads) // DECODE_HEADS_PER_BLOCK)
-        return decode_splits(num_seqs, c.num_kv_heads * chunks, self.num_sms, max_kv_len)
+        size = next((b for b in bucket_sizes(self.max_seqs) if b >= num_seqs), num_seqs)
+        return decode_splits(size, c.num_kv_heads * chunks, self.num_sms)
 
     def forward(self, step_ref) -> None:
         """Queue one step (a ``TmStep`` reference) on the current stream."""
@@ -208,9 +211,8 @@ class TurbomindRunner:
                 f"({self.max_tokens}); raise max_prefill_token_num.")
         c = self.config
         plan = plan_step(batch, tile_span(c.num_heads, c.num_kv_heads))
-        splits = self.decode_splits(plan.num_decode, max(plan.kv_lens[:plan.num_decode],
-                                                          default=1))
-        step = DeviceStep(batch, plan, self.device, self.config.vocab_size, self.dtype, splits)
+        step = DeviceStep(batch, plan, self.device, self.config.vocab_size, self.dtype,
+                          self.decode_splits(plan.num_decode))
         self.forward(step.ref())
         return step.logits
 

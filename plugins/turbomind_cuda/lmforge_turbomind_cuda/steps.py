@@ -26,15 +26,11 @@ def tile_span(heads: int, kv_heads: int) -> int:
     return PREFILL_ROWS // (heads // kv_heads)
 
 
-def decode_splits(num_seqs: int, blocks_per_seq: int, num_sms: int,
-                  max_kv_len: int | None = None) -> int:
+def decode_splits(num_seqs: int, blocks_per_seq: int, num_sms: int) -> int:
     """Split-K parts for the decode kernel: enough blocks for two waves over the GPU, at most
-    :data:`MAX_SPLITS`, and (when the longest context is known) no split under 64 tokens."""
+    :data:`MAX_SPLITS`. (A split past a short context finds no tokens and costs one idle block.)"""
     blocks = max(1, num_seqs * blocks_per_seq)
-    splits = min(MAX_SPLITS, max(1, -(-2 * num_sms // blocks)))
-    if max_kv_len is not None:
-        splits = min(splits, max(1, -(-max_kv_len // 64)))
-    return splits
+    return min(MAX_SPLITS, max(1, -(-2 * num_sms // blocks)))
 
 
 def leading_decodes(q_lens: list[int]) -> int:

@@ -29,9 +29,9 @@ def test_a_decode_after_a_prompt_goes_through_the_prefill_kernel():
     assert plan.logit_rows == [2]
 
 
-def test_decode_splits_fill_the_gpu_but_not_short_contexts():
+def test_decode_splits_fill_the_gpu():
     assert decode_splits(1, 8, num_sms=132) == 16
-    assert decode_splits(1, 8, num_sms=132, max_kv_len=100) == 2
+    assert decode_splits(4, 8, num_sms=132) == 9
     assert decode_splits(256, 8, num_sms=132) == 1
 
 
