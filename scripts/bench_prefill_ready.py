@@ -98,7 +98,9 @@ def ready_s(model: str, workdir: Path) -> dict:
     convert = time.perf_counter() - start
     torch.cuda.empty_cache()
     child = subprocess.run([sys.executable, "-c", READY_CHILD, str(dst)], capture_output=True,
-                           text=True, check=True)
+                           text=True)
+    if child.returncode != 0:
+        sys.exit(f"the engine-ready run failed:\n{child.stderr}")
     return {"convert_s": round(convert, 2), **json.loads(child.stdout.strip().splitlines()[-1])}
 
 
