@@ -196,8 +196,9 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
       p[1] = Math<T>::pack(s[2 * kk][2], s[2 * kk][3]);
       p[2] = Math<T>::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
       p[3] = Math<T>::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      // Matrix i of the transposed load: keys kk*16 + 8 (i % 2) .., columns of dim tile
-      // d + i / 2; its pairs are the B fragments (keys 2 (lane % 4) + {0, 1}, column lane / 4).
+      // Transposed load of matrices (keys kk*16 + 8 (m % 2) .. + 7, dims of tile i + m / 2)
+      // for m = 0 .. 3: this lane gets keys 2 (lane % 4) + {0, 1} of column lane / 4, the B
+      // fragments of dim tiles i and i + 1.
       const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
       for (int i = 0; i < D / 8; i += 2) {
