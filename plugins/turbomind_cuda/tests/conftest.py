@@ -22,16 +22,18 @@ def smollm2_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory, smollm2_gguf) -> Path:
+def tokenizer_dir(tmp_path_factory, request) -> Path:
     """An HF tokenizer folder for tiny models run through the whole engine (it decodes their
-    tokens): ``LMFORGE_TEST_TOKENIZER``, else the demo model's tokenizer saved once."""
+    tokens): ``LMFORGE_TEST_TOKENIZER`` (the GPU machine has no demo model), else the demo
+    model's tokenizer saved once."""
     import os
 
     if os.environ.get("LMFORGE_TEST_TOKENIZER"):
         return Path(os.environ["LMFORGE_TEST_TOKENIZER"])
     from transformers import AutoTokenizer
 
+    gguf = request.getfixturevalue("smollm2_gguf")
     out = tmp_path_factory.mktemp("tokenizer")
-    tok = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     tok.save_pretrained(out)
     return out
