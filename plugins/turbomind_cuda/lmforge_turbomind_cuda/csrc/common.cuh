@@ -92,16 +92,18 @@ __device__ __forceinline__ void pdl_begin() {
 // later; LMFORGE_TURBOMIND_PDL=0 turns them off).
 bool pdl_enabled();
 
+// Launches `kernel` with programmatic dependent launch where the device has it; `smem` bytes of
+// dynamic shared memory (above 48 KB the caller raises the kernel's limit first).
 template <typename... Params, typename... Args>
-int launch(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
-           cudaStream_t stream, Args... args) {
+int launch_smem(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t stream, Args... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
-  config.dynamicSmemBytes = 0;
+  config.dynamicSmemBytes = smem;
   config.stream = stream;
   config.attrs = attr;
   config.numAttrs = 1;
@@ -109,6 +111,12 @@ int launch(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
   if (err == cudaSuccess) return 0;
   cudaGetLastError();
   return fail("The %s kernel did not launch: %s.", what, cudaGetErrorString(err));
+}
+
+template <typename... Params, typename... Args>
+int launch(const char* what, void (*kernel)(Params...), dim3 grid, dim3 block,
+           cudaStream_t stream, Args... args) {
+  return launch_smem(what, kernel, grid, block, 0, stream, args...);
 }
 
 // Runs `body` with T = __half or __nv_bfloat16 for a TM_* dtype code.

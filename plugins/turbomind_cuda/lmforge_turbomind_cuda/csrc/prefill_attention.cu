@@ -6,7 +6,8 @@
 // r % group), so each K/V tile is read once for the whole group. Each of its four warps owns 16
 // rows. K and V tiles of 64 tokens are gathered from the paged cache into
 // shared memory (the prompt's own K/V were written there by the RoPE kernel first, so prefix
-// and new tokens are read the same way). Scores, the online softmax and the output accumulator
+// and new tokens are read the same way), two stages deep: cp.async fetches the next tile while
+// the tensor cores work on this one. Scores, the online softmax and the output accumulator
 // stay in registers: the m16n8k16 accumulator layout (rows lane/4 and lane/4 + 8, columns
 // 2 * (lane % 4) + {0, 1}) is the A-operand layout of the P @ V product, so P never leaves them.
 // K and V fragments come from shared memory through ldmatrix (V transposed on the way), four
@@ -20,7 +21,11 @@
 
 namespace turbomind {
 
-constexpr int kTileM = 64, kTileN = 64, kPrefillWarps = 4;
+constexpr int kTileM = 64, kTileN = 64, kPrefillWarps = 4, kStages = 2;
+
+template <int D> constexpr size_t prefill_smem_bytes() {
+  return (size_t)2 * kStages * kTileN * (D + 8) * 2;  // K and V, 16-bit, padded rows
+}
 
 template <typename T> struct Mma;
 template <> struct Mma<__half> {
@@ -48,6 +53,18 @@ __device__ __forceinline__ uint32_t load32(const void* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
 
+// 16 bytes global -> shared without passing through registers; `bytes` 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src),
+               "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+// Waits until at most one group of copies is still in flight.
+__device__ __forceinline__ void cp_async_wait_one() {
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
 // Four 8x8 b16 matrices; lanes 8i .. 8i + 7 give the row addresses of matrix i, and r[i] holds
 // this lane's pair of it: row lane / 4, columns 2 * (lane % 4) + {0, 1} (transposed with .trans).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
@@ -69,8 +86,10 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
                          const int32_t* tile_start, int heads, int kv_heads, int block_size,
                          float scale_log2, int window) {
   constexpr int LD = D + 8;  // padded rows: the fragment loads hit 32 distinct banks
-  __shared__ __align__(16) T sk[kTileN][LD];
-  __shared__ __align__(16) T sv[kTileN][LD];
+  extern __shared__ __align__(16) unsigned char smem[];
+  using Tile = T[kTileN][LD];
+  Tile* sk = reinterpret_cast<Tile*>(smem);  // [kStages] K tiles, then [kStages] V tiles
+  Tile* sv = sk + kStages;
   pdl_begin();
 
   const int tile = gridDim.x - 1 - blockIdx.x;
@@ -113,21 +132,32 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
   int n_begin = window > 0 ? max(0, prefix + m0 - window + 1) : 0;
   n_begin = n_begin / kTileN * kTileN;
 
-  for (int n0 = n_begin; n0 < n_end; n0 += kTileN) {
-    // Gather the K and V tile: 16-byte chunks, consecutive threads along a token's row.
-    for (int c = threadIdx.x; c < kTileN * D / 8; c += blockDim.x) {
-      const int j = c / (D / 8), part = (c % (D / 8)) * 8;
-      const int tok = n0 + j;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-      if (tok < kv_len) {
-        const int64_t r = (int64_t)table[tok / block_size] * block_size + tok % block_size;
-        const int64_t index = (r * kv_heads + kvh) * D + part;
-        kv = *reinterpret_cast<const uint4*>(k_cache + index);
-        vv = *reinterpret_cast<const uint4*>(v_cache + index);
+  // Gather a K and V tile into a stage: 16-byte chunks, consecutive threads along a token's
+  // row; tokens past the context read as zeros. Always one commit, so the group count is fixed.
+  auto fetch = [&](int stage, int n0) {
+    if (n0 < n_end) {
+      for (int c = threadIdx.x; c < kTileN * D / 8; c += blockDim.x) {
+        const int j = c / (D / 8), part = (c % (D / 8)) * 8;
+        const int tok = n0 + j;
+        int64_t index = 0;
+        if (tok < kv_len) {
+          const int64_t r = (int64_t)table[tok / block_size] * block_size + tok % block_size;
+          index = (r * kv_heads + kvh) * D + part;
+        }
+        const int bytes = tok < kv_len ? 16 : 0;
+        cp_async16(&sk[stage][j][part], k_cache + index, bytes);
+        cp_async16(&sv[stage][j][part], v_cache + index, bytes);
       }
-      *reinterpret_cast<uint4*>(&sk[j][part]) = kv;
-      *reinterpret_cast<uint4*>(&sv[j][part]) = vv;
     }
+    cp_async_commit();
+  };
+
+  fetch(0, n_begin);
+  int stage = 0;
+  for (int n0 = n_begin; n0 < n_end; n0 += kTileN, stage ^= 1) {
+    // The other stage was last read in the previous iteration, which ended at a barrier.
+    fetch(stage ^ 1, n0 + kTileN);
+    cp_async_wait_one();  // this tile's copies (all but the newest group) have landed
     __syncthreads();
 
     // S = Q K^T for 8 groups of 8 keys: one ldmatrix gives the B fragments of two 16-column
@@ -139,7 +169,7 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk += 2) {
         uint32_t b[4];
-        ldmatrix_x4(b, &sk[j * 8 + (lane & 7)][kk * 16 + (lane >> 3) * 8]);
+        ldmatrix_x4(b, &sk[stage][j * 8 + (lane & 7)][kk * 16 + (lane >> 3) * 8]);
         Mma<T>::run(s[j], qf[kk], b[0], b[1]);
         Mma<T>::run(s[j], qf[kk + 1], b[2], b[3]);
       }
@@ -203,7 +233,7 @@ prefill_attention_kernel(T* out, const T* q, int q_stride, const T* k_cache, con
 #pragma unroll
       for (int i = 0; i < D / 8; i += 2) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, &sv[key][(i + (lane >> 4)) * 8]);
+        ldmatrix_x4_trans(b, &sv[stage][key][(i + (lane >> 4)) * 8]);
         Mma<T>::run(o[i], p, b[0], b[1]);
         Mma<T>::run(o[i + 1], p, b[2], b[3]);
       }
@@ -242,10 +272,17 @@ int prefill_attention(int dtype, void* out, const void* q, int q_stride, const v
   return TM_DISPATCH_DTYPE(dtype, [&] {
     auto kernel = head_dim == 64 ? prefill_attention_kernel<T, 64>
                                  : prefill_attention_kernel<T, 128>;
-    return launch("prefill_attention", kernel, grid, dim3(kPrefillWarps * 32), stream, (T*)out,
-                  (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache, block_tables,
-                  bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads, kv_heads,
-                  block_size, scale_log2, window);
+    const size_t smem = head_dim == 64 ? prefill_smem_bytes<64>() : prefill_smem_bytes<128>();
+    // Above 48 KB a kernel needs its limit raised once (per device; cheap to repeat).
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess)
+      return fail("The prefill_attention kernel cannot have %d bytes of shared memory: %s.",
+                  (int)smem, cudaGetErrorString(err));
+    return launch_smem("prefill_attention", kernel, grid, dim3(kPrefillWarps * 32), smem, stream,
+                       (T*)out, (const T*)q, q_stride, (const T*)k_cache, (const T*)v_cache,
+                       block_tables, bt_stride, kv_lens, q_starts, tile_seq, tile_start, heads,
+                       kv_heads, block_size, scale_log2, window);
   });
 }
 
