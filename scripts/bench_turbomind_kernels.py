@@ -58,11 +58,11 @@ def gemv_rows(rows: list[int]) -> None:
         size = n * k * DTYPE.itemsize
         for m in rows:
             x = torch.randn(m, k, device=device, dtype=DTYPE)
-            gemv = time_us(lambda i, x=x: ops.linear(x, weights[i % 2], 1, workspace))
-            cublas = time_us(lambda i, x=x: F.linear(x, weights[i % 2]))
+            gemv = time_us(lambda i, x=x, w=weights, ws=workspace: ops.linear(x, w[i % 2], 1, ws))
+            cublas = time_us(lambda i, x=x, w=weights: F.linear(x, w[i % 2]))
             print(f"{name:>8} {m:4d} {gemv:8.1f} {size / gemv / 1e6:5.2f} {cublas:9.1f} "
                   f"{size / cublas / 1e6:5.2f}", flush=True)
-        del weights
+        weights.clear()
         torch.cuda.empty_cache()
 
 

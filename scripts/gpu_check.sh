@@ -102,6 +102,10 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
     stage "profile$(suffix "$backend")" "${GPU_CHECK_PROFILE_S:-120}" python3 \
       scripts/profile_decode.py "$MODEL" --batch-size 1 64 256 --engine --backend "$backend"
   done
+  if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
+    stage turbomind-kernels "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/bench_turbomind_kernels.py
+  fi
 fi
 for backend in "${BACKENDS[@]}"; do
   s=$(suffix "$backend")
