@@ -13,22 +13,9 @@ import lmforge
 import openai
 import pytest
 from lmforge.messages import PytorchEngineConfig
-from server_process import free_port, lmforge_server
+from server_process import TINY_SESSION_LEN as SESSION_LEN
+from server_process import free_port
 from test_server_robustness import parse_metrics, wait_idle
-
-SESSION_LEN = 256
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tiny_llama_dir, tmp_path_factory):
-    yield from lmforge_server(
-        tmp_path_factory.mktemp("tiny_server"),
-        str(tiny_llama_dir),
-        "--model-name", "tiny",
-        "--session-len", str(SESSION_LEN),
-        "--cache-max-entry-count", "1024",  # a block count: keeps host memory small
-        "--max-batch-size", "256",
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..engine.outputs import GenOut
 from ..errors import LmforgeError
 from .errors import APIError, config_error_to_api
@@ -95,3 +97,34 @@ def text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )
         out.append({**message, "role": role, "content": content})
     return out
+
+
+def check_text(value: Any, path: str = "") -> None:
+    """A 400 naming the first string in a request that is not Unicode text.
+
+    JSON's ``\\u`` escapes can carry half of a UTF-16 surrogate pair (``"\\ud800"``), which no
+    tokenizer can encode.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start : exc.end].encode("unicode_escape").decode()
+            raise APIError(
+                400,
+                f"{path} holds a lone surrogate ({bad}), which is not text; send a complete "
+                "surrogate pair or the character itself.",
+                param=path,
+                code="invalid_value",
+            ) from None
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            check_text(getattr(value, name), f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, path)
+            check_text(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if type(item) is not int:  # token-id lists are long and need no look
+                check_text(item, f"{path}.{i}")
