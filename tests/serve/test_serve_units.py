@@ -67,3 +67,19 @@ def test_build_engine_config():
         build_engine_config("pytorch", model_format="awq")
     with pytest.raises(ConfigError, match="quant_policy"):
         build_engine_config("pytorch", quant_policy=3)
+
+
+def test_logprobs_that_underflowed_are_finite():
+    from lmforge.serve.logprobs import MIN_LOGPROB, chat_logprobs, completion_logprobs
+
+    class Tok:
+        def decode(self, ids):
+            return "".join(f"<{i}>" for i in ids)
+
+    entries = [{7: float("-inf"), 3: float("nan"), 5: -0.5}]
+    chat = chat_logprobs(Tok(), [7], entries, top_n=3).content[0]
+    assert chat.logprob == MIN_LOGPROB and [t.logprob for t in chat.top_logprobs][0] == -0.5
+    assert all(t.logprob == MIN_LOGPROB for t in chat.top_logprobs[1:])
+    text = completion_logprobs(Tok(), [7], entries, top_n=2, text_offset=0)
+    assert text.token_logprobs == [MIN_LOGPROB] and text.top_logprobs[0]["<5>"] == -0.5
+    assert "Infinity" not in chat.model_dump_json() and "NaN" not in text.model_dump_json()

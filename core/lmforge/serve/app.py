@@ -22,6 +22,7 @@ from .errors import APIError, ContainErrors, install_error_handlers
 from .interactive import InteractiveSessions, chat_interactive
 from .openapi import ERROR_RESPONSES, describe, streamed
 from .protocol import (
+    CancelResponse,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -136,7 +137,7 @@ def create_app(
 
     @v1.post(
         "/v1/chat/interactive",
-        response_model=InteractiveResponse,
+        response_model=InteractiveResponse | CancelResponse,
         responses=streamed("application/x-ndjson", InteractiveResponse),
     )
     async def interactive(req: InteractiveRequest, raw: Request) -> Response:
@@ -156,7 +157,7 @@ def create_app(
         return PlainTextResponse(state.metrics.render(engine.stats()), media_type=PROMETHEUS_TYPE)
 
     mount_webui(app)  # the chat page at /
-    describe(app, state.model_name)
+    describe(app, state.model_name, engine.session_len, engine.vocab_size)
 
     call_hook("register_routes", app=app)
     app.add_middleware(_CountRequests, state=state)

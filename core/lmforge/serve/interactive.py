@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine.outputs import GenOut
 from .errors import APIError
-from .protocol import InteractiveRequest, InteractiveResponse
+from .protocol import CancelResponse, InteractiveRequest, InteractiveResponse
 from .sampling import interactive_generation_config
 from .state import RequestTimer, ServerState, text_messages
 from .streams import cancel_on_disconnect, close_quietly
@@ -137,7 +137,7 @@ async def chat_interactive(
         running = session is not None and session.running is not None
         if running:
             session.running.set()
-        return JSONResponse({"session_id": session_id, "cancelled": running})
+        return JSONResponse(CancelResponse(session_id=session_id, cancelled=running).model_dump())
     prompt = req.messages or req.prompt
     if not prompt and req.interactive_mode:
         raise APIError(400, "prompt must not be empty.", param="prompt")

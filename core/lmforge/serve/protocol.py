@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool
 
@@ -48,6 +48,23 @@ class RequestBody(BaseModel):
     """What every request body shares: unknown fields are ignored, numbers must be finite."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class TextPart(RequestBody):
+    """One part of a message's content; this server serves text-only models."""
+
+    type: Literal["text"]
+    text: str
+
+
+class MessageParam(RequestBody):
+    """A message of a conversation. Fields beyond ``role`` and ``content`` (``name``...) are
+    kept and handed to the chat template."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart] | None = None
 
 
 class StreamOptions(RequestBody):
@@ -89,7 +106,7 @@ class SamplingFields(RequestBody):
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(default=None, ge=0)
     logprobs: Bool = False
     top_logprobs: Int | None = Field(default=None, ge=0, le=20)
@@ -240,8 +257,8 @@ class InteractiveRequest(RequestBody):
     request.
     """
 
-    prompt: str | list[dict[str, Any]] = ""
-    messages: list[dict[str, Any]] | None = None
+    prompt: str | list[MessageParam] = ""
+    messages: list[MessageParam] | None = None
     session_id: SessionId = Field(
         default=-1, description="Scoped to the API key (or the client's address without keys)."
     )
@@ -272,6 +289,13 @@ class InteractiveResponse(BaseModel):
     history_tokens: int
     session_id: int
     finish_reason: Literal["stop", "length", "abort", "error"] | None = None
+
+
+class CancelResponse(BaseModel):
+    """The answer to ``cancel: true``: whether a running turn of the session was stopped."""
+
+    session_id: int
+    cancelled: bool
 
 
 # --- errors ------------------------------------------------------------------------------------
