@@ -32,13 +32,13 @@ SSE_EVENT = {
 
 
 def streamed(media_type: str, model: type) -> dict[int | str, dict[str, Any]]:
-    """Responses of a route that answers ``model`` as JSON or, when asked to, streams it:
-    server-sent events (each event's schema) or JSON lines (each line a ``model``)."""
+    """Responses of a route that answers its ``response_model`` as JSON or, when asked to,
+    streams: server-sent events (each event's schema) or JSON lines (each line a ``model``)."""
     if media_type == "text/event-stream":
         stream = {"schema": SSE_EVENT}
     else:
         stream = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-    return {200: {"model": model, "content": {media_type: stream}}, **ERROR_RESPONSES}
+    return {200: {"content": {media_type: stream}}, **ERROR_RESPONSES}
 
 
 TOKEN_LIMITS = ("max_tokens", "max_completion_tokens", "request_output_len", "min_tokens")
