@@ -67,5 +67,7 @@ def test_the_engine_is_idle_after_the_fuzzing(tiny_server):
     metrics = wait_idle(tiny_server.url, 30)
     assert metrics["lmforge_num_requests_running"] == 0
     assert metrics["lmforge_kv_cache_blocks_used"] == 0
+    assert metrics["lmforge_engine_steps_total"] > 0
+    assert metrics.get("lmforge_engine_step_failures_total", 0) == 0  # where the engine counts them
     assert httpx.get(f"{tiny_server.url}/health").status_code == 200
     assert "engine step failed" not in tiny_server.output()

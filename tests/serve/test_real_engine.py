@@ -165,6 +165,8 @@ def test_256_concurrent_streams_match_their_solo_runs_beside_a_hostile_client(cl
     assert metrics["lmforge_num_requests_running"] == 0
     assert metrics["lmforge_num_requests_waiting"] == 0
     assert metrics["lmforge_kv_cache_blocks_used"] == 0
+    assert metrics["lmforge_engine_steps_total"] > 0
+    assert metrics.get("lmforge_engine_step_failures_total", 0) == 0  # where the engine counts them
     assert "Traceback" not in tiny_server.output()
 
 

@@ -30,6 +30,13 @@ ENGINE_METRICS = {
         "counter",
         "Prompt tokens served from the prefix cache.",
     ),
+    "steps_total": ("engine_steps_total", "counter", "Engine steps run."),
+    "preemptions_total": ("preemptions_total", "counter", "Sequences preempted for KV space."),
+    "step_failures_total": (
+        "engine_step_failures_total",
+        "counter",
+        "Engine steps that raised; the requests in them failed.",
+    ),
 }
 
 
