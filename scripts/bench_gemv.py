@@ -99,7 +99,7 @@ def bench_linear() -> dict[str, tuple[float, float]]:
     return at_one
 
 
-# Fused-prologue launch configs the bench compares with the split path, per row bucket.
+# Fused SiLU-and-mul launch configs the bench compares with the split path, per row bucket.
 FUSED_CANDIDATES = {
     "1": [GemvConfig(4, 2048, 4, 1, False), GemvConfig(8, 1024, 4, 1, False),
           GemvConfig(16, 512, 4, 1, False), GemvConfig(16, 1024, 8, 1, False),
@@ -110,48 +110,30 @@ FUSED_CANDIDATES = {
 
 
 def bench_fused() -> dict[str, tuple[float, float]]:
-    """Each fused op as the decoder calls it, against the unfused path it replaced (Triton
-    prologue kernel + ``F.linear``), the split path (prologue kernel + GEMV) and the fused kernel
-    at every candidate config; returns the M = 1 times (unfused, op)."""
+    """SiLU-and-mul + the down projection as the decoder calls it, against the unfused path
+    (activation kernel + ``F.linear``), the split path (activation kernel + GEMV) and the fused
+    kernel at every candidate config; returns the M = 1 times (unfused, op)."""
     at_one = {}
     print(f"\n{'op':>20} {'M':>3} | {'unfused':>7} {'split':>6} {'op us':>6} {'GB/s':>5} | "
           f"fused candidates us")
-    for name, (n, k) in SHAPES.items():
-        if name == "o":
-            continue
+    for name in ("down",):
+        n, k = SHAPES[name]
         copies = weight_copies(n, k)
         for m in (1, 2, 4, 8, 16):
-            if name == "down":
-                op, prologue = "silu_mul_linear", "silu"
-                gate_up = torch.randn(m, 2 * k, device="cuda", dtype=DTYPE)
+            op, prologue = "silu_mul_linear", "silu"
+            gate_up = torch.randn(m, 2 * k, device="cuda", dtype=DTYPE)
 
-                def unfused(w, g=gate_up, mm=F.linear):
-                    return lambda: mm(triton_activation.silu_and_mul(g), w)
+            def unfused(w, g=gate_up, mm=F.linear):
+                return lambda: mm(triton_activation.silu_and_mul(g), w)
 
-                def split(w, g=gate_up):
-                    return unfused(w, g, triton_gemv.linear)
+            def split(w, g=gate_up):
+                return unfused(w, g, triton_gemv.linear)
 
-                def fused(w, g=gate_up):
-                    return lambda: triton_gemv.silu_mul_linear(g, w)
+            def fused(w, g=gate_up):
+                return lambda: triton_gemv.silu_mul_linear(g, w)
 
-                def candidate(w, cfg, g=gate_up):
-                    return lambda: triton_gemv.linear_with_config(g, w, cfg, "silu")
-            else:
-                op, prologue = "rms_norm_linear", "rms"
-                x, res = (torch.randn(m, k, device="cuda", dtype=DTYPE) for _ in range(2))
-                norm = torch.ones(k, device="cuda", dtype=DTYPE)
-
-                def unfused(w, x=x, res=res, norm=norm, mm=F.linear):
-                    return lambda: mm(triton_rms_norm.rms_norm(x, norm, EPS, res)[0], w)
-
-                def split(w, x=x, res=res, norm=norm):
-                    return unfused(w, x, res, norm, triton_gemv.linear)
-
-                def fused(w, x=x, res=res, norm=norm):
-                    return lambda: triton_gemv.rms_norm_linear(x, norm, EPS, res, w)
-
-                def candidate(w, cfg, x=x, res=res, norm=norm):
-                    return lambda: triton_gemv.linear_with_config(x, w, cfg, "rms", norm, EPS, res)
+            def candidate(w, cfg, g=gate_up):
+                return lambda: triton_gemv.linear_with_config(g, w, cfg, silu_mul=True)
             ref, halves, ours = (rotate(make, copies) for make in (unfused, split, fused))
             tried = []
             for cfg in FUSED_CANDIDATES["1" if m == 1 else "many"]:
@@ -199,15 +181,15 @@ def bench_step() -> None:
     def fused() -> None:
         h, res = hidden, hidden
         for qkv, o, gate_up, down in layers:
-            q, res = triton_gemv.rms_norm_linear(h, norm, EPS, res, qkv)
-            h = triton_gemv.linear(q[:, :HIDDEN], o)
-            g, res = triton_gemv.rms_norm_linear(h, norm, EPS, res, gate_up)
-            h = triton_gemv.silu_mul_linear(g, down)
-        triton_gemv.rms_norm_linear(h, norm, EPS, res, lm_head)
+            x, res = triton_rms_norm.rms_norm(h, norm, EPS, res)
+            h = triton_gemv.linear(triton_gemv.linear(x, qkv)[:, :HIDDEN], o)
+            x, res = triton_rms_norm.rms_norm(h, norm, EPS, res)
+            h = triton_gemv.silu_mul_linear(triton_gemv.linear(x, gate_up), down)
+        triton_gemv.linear(triton_rms_norm.rms_norm(h, norm, EPS, res)[0], lm_head)
 
     nbytes = (sum(w.numel() for ws in layers for w in ws) + lm_head.numel()) * DTYPE.itemsize
     for label, chain in (("unfused (rms_norm / silu kernels + F.linear)", unfused),
-                         ("the decoder's ops: GEMV, prologues per FUSED_CONFIGS", fused)):
+                         ("the decoder's ops: GEMV, SiLU fused per SILU_CONFIGS", fused)):
         us = time_graph([chain], replays=10)
         print(f"decode-step matmul chain, {label}: {us / 1000:.3f} ms, "
               f"{nbytes / us / 1e3:.0f} GB/s over {nbytes / 1e9:.2f} GB")

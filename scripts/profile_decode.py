@@ -19,6 +19,7 @@ import collections
 import torch
 from lmforge.engine.batch import ForwardBatch
 from lmforge.messages import PytorchEngineConfig
+from lmforge.model.linear import LinearWeight
 from lmforge.model.loader import load_model_info
 from lmforge_torch_triton.runner import TorchModelRunner
 
@@ -38,10 +39,12 @@ def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
 def streamed_weight_bytes(weights) -> int:
     """Bytes a decode step reads: every layer, the final norm and the LM head (the embedding
     table is only indexed)."""
-    tensors = [weights.norm, weights.lm_head]
+    total = weights.norm.numel() * weights.norm.element_size() + weights.lm_head.nbytes
     for layer in weights.layers:
-        tensors += [t for t in vars(layer).values() if isinstance(t, torch.Tensor)]
-    return sum(t.numel() * t.element_size() for t in tensors)
+        for part in vars(layer).values():
+            total += part.nbytes if isinstance(part, LinearWeight) else (
+                part.numel() * part.element_size())
+    return total
 
 
 def main() -> None:

@@ -114,7 +114,6 @@ class PytorchEngineConfig:
     num_gpu_blocks: int = 0
     adapters: dict[str, str] | None = None
     max_prefill_token_num: int = 4096
-    thread_safe: bool = False
     enable_prefix_caching: bool = False
     download_dir: str | None = None
     revision: str | None = None

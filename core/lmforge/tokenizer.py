@@ -14,6 +14,62 @@ from typing import Any
 
 from .errors import ModelLoadError
 
+_UNBUILT = object()
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+class ByteTable:
+    """The bytes each token id decodes to, and which ids are special tokens.
+
+    Exact for tokenizers whose whole decoder is GPT-2's byte-level one: decoding ids is then
+    concatenating their bytes and decoding UTF-8 with replacement characters, as the Rust
+    decoder does. Added tokens contribute their content; it must be ASCII (the byte-level
+    decoder maps other characters differently).
+    """
+
+    def __init__(self, pieces: list[bytes], special: set[int]) -> None:
+        self.pieces = pieces
+        self.special = special
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> ByteTable | None:
+        backend = tokenizer._backend
+        if backend is None:
+            return None
+        import json
+
+        spec = json.loads(backend.to_str())
+        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+            return None
+        added = {t["id"]: t for t in spec.get("added_tokens", [])}
+        alphabet = _byte_decoder()
+        pieces: list[bytes] = [b""] * backend.get_vocab_size(with_added_tokens=True)
+        for token, token_id in backend.get_vocab(with_added_tokens=True).items():
+            if token_id >= len(pieces):
+                return None
+            if token_id in added:
+                if not token.isascii():
+                    return None
+                pieces[token_id] = token.encode()
+            elif all(c in alphabet for c in token):
+                pieces[token_id] = bytes(alphabet[c] for c in token)
+            else:
+                return None
+        return cls(pieces, {i for i, t in added.items() if t.get("special")})
+
 
 class Tokenizer:
     """Encodes text to token ids and decodes them back, the same way for every caller.
@@ -40,6 +96,7 @@ class Tokenizer:
             hf_tokenizer.encode("a", add_special_tokens=True)[:1] == [self.bos_token_id]
         )
         self._ids_by_text: dict[str, list[int]] | None = None
+        self._byte_table: ByteTable | None | object = _UNBUILT
 
     @classmethod
     def from_pretrained(
@@ -140,6 +197,14 @@ class Tokenizer:
         return self.hf.decode(
             list(ids), skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
         )
+
+    def byte_table(self) -> ByteTable | None:
+        """Each token's bytes, for tokenizers whose decoder only concatenates byte-level BPE
+        tokens (GPT-2 style: Llama 3, Qwen, SmolLM, ...); None for the others. Decoding is then
+        a table lookup and an incremental UTF-8 decode (see the engine's detokenizer)."""
+        if self._byte_table is _UNBUILT:
+            self._byte_table = ByteTable.of(self)
+        return self._byte_table
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
         """The vocabulary entries (not the decoded text) of ``ids``."""

@@ -200,9 +200,8 @@ def test_sequence_that_fills_the_pool_ends_with_length(tiny_llama_dir):
         assert_cache_empty(tiny_pool)
 
 
-def test_failed_step_raises_and_leaves_engine_usable(pipe, prompts, expected, monkeypatch):
-    from lmforge.errors import EngineError
-
+def test_a_step_that_fails_once_is_retried_and_nobody_notices(pipe, prompts, expected,
+                                                             monkeypatch):
     runner = pipe.engine.loop.engine.runner
     real = runner.execute
 
@@ -211,15 +210,59 @@ def test_failed_step_raises_and_leaves_engine_usable(pipe, prompts, expected, mo
         raise RuntimeError("simulated device fault")
 
     monkeypatch.setattr(runner, "execute", broken)
-    with pytest.raises(EngineError, match="simulated device fault"):
-        pipe(prompts[:3], gen_config=GREEDY)
+    got = pipe(prompts[:3], gen_config=GREEDY)
+    assert [r.token_ids for r in got] == expected[:3]
+    assert pipe.engine.stats()["failed_steps_total"] >= 1
+    assert_cache_empty(pipe)
+
+
+def test_a_request_whose_steps_fail_ends_alone_with_an_error(pipe, prompts, expected,
+                                                            monkeypatch):
+    """A poisoned request (every step holding it raises) fails; the requests batched with it
+    finish with the right tokens and the engine keeps serving."""
+    runner = pipe.engine.loop.engine.runner
+    real = runner.execute
+    poison = prompts[1]
+
+    def execute(batch):
+        if any(batch.input_ids[i:i + len(poison)] == poison for i in range(len(batch.input_ids))):
+            raise IndexError("index out of range in self")
+        return real(batch)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    import queue
+
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    outputs: dict[int, list] = {0: [], 1: [], 2: []}
+    for i in range(3):  # separate requests, as separate users send them
+        pipe.engine.start(prompts[i], GREEDY, lambda out, i=i: done.put((i, out)))
+    finished = 0
+    while finished < 3:
+        i, out = done.get(timeout=60)
+        outputs[i].append(out)
+        finished += out.finish_reason is not None
+    monkeypatch.setattr(runner, "execute", real)
+    assert outputs[1][-1].finish_reason == "error"
+    assert "index out of range" in outputs[1][-1].error
+    for i in (0, 2):
+        assert sum((o.token_ids for o in outputs[i]), []) == expected[i]
+        assert outputs[i][-1].finish_reason == "length"
     assert_cache_empty(pipe)
     assert pipe(prompts[0], gen_config=GREEDY).token_ids == expected[0]
 
 
+def test_token_ids_outside_the_vocabulary_are_refused(pipe):
+    from lmforge.errors import ConfigError
+
+    for bad in ([49152], [1, -1, 2], [10**9]):
+        with pytest.raises(ConfigError, match="outside the vocabulary"):
+            pipe(bad, gen_config=GREEDY)
+    assert_cache_empty(pipe)
+
+
 def test_stop_word_ends_text_before_it(pipe, prompts):
-    # Stop words are matched in text one step after their token is sampled; the token computed
-    # meanwhile must not leak into the output.
+    # The stop word ends the text at the step its last token arrives; a token computed past
+    # it (steps queued ahead) must not leak into the output.
     full = pipe(prompts[2], gen_config=GREEDY)
     word = pipe.tokenizer.decode(full.token_ids[4:6])
     assert word and word in full.text

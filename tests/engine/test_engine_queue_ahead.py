@@ -121,3 +121,22 @@ def test_abort_mid_stream_frees_cache(ahead_pipe):
     while ahead_pipe.engine.stats()["kv_blocks_used"] and time.time() < deadline:
         time.sleep(0.05)
     assert_cache_empty(ahead_pipe)
+
+
+def test_a_failed_step_is_contained(ahead_pipe, prompts, monkeypatch):
+    """With steps queued ahead, a failure loses the tokens of the step before it too: both
+    steps' sequences are recomputed alone and give the tokens they give without the failure."""
+    want = [r.token_ids for r in ahead_pipe(prompts[:4], gen_config=GREEDY)]
+    runner = ahead_pipe.engine.loop.engine.runner
+    real, calls = runner.execute, []
+
+    def flaky(batch):
+        calls.append(1)
+        if len(calls) == 3:  # a decode step, with the previous one still in flight
+            raise RuntimeError("simulated device fault")
+        return real(batch)
+
+    monkeypatch.setattr(runner, "execute", flaky)
+    got = [r.token_ids for r in ahead_pipe(prompts[:4], gen_config=GREEDY)]
+    assert got == want
+    assert_cache_empty(ahead_pipe)

@@ -498,3 +498,28 @@ def test_a_burst_into_a_busy_batch_runs_beside_its_decodes():
         sched.add(s)
     out = step(sched, runner)
     assert out.seqs == [*running, *burst] and out.num_new_tokens == [1] * 8 + [4, 4]
+
+
+def test_isolated_sequences_run_alone_oldest_first_until_cleared():
+    sched = make()
+    runner = FakeRunner(64, 4)
+    seqs = [seq(range(10 * i, 10 * i + 6), max_new=6) for i in range(3)]
+    for s in seqs:
+        sched.add(s)
+    step(sched, runner)  # all three prefill together
+    for s in seqs[1:]:
+        sched.isolate(s)  # a failed step's sequences: back to the queue, blocks freed
+    assert seqs[1].status is SequenceStatus.WAITING and seqs[1].block_ids == []
+    check_invariants(sched)
+    out = step(sched, runner)
+    assert out.seqs == [seqs[1]] and out.num_new_tokens == [seqs[1].num_prompt_tokens + 1]
+    assert step(sched, runner).seqs == [seqs[1]]  # still alone until cleared
+    sched.cleared(out.seqs)
+    out = step(sched, runner)
+    assert out.seqs == [seqs[2]]
+    sched.cleared(out.seqs)
+    assert not sched.isolating
+    sched.finish(seqs[2], "abort")
+    run_all(sched, runner)
+    assert [s.output_ids for s in seqs[:2]] == [reference_output(s.prompt_ids, 6) for s in seqs[:2]]
+    assert_all_free(sched)

@@ -70,7 +70,7 @@ def test_weights_stream_under_canonical_names(llama, layout, tmp_path):
         assert (tmp_path / "model.safetensors.index.json").exists() and len(info.shards) > 1
     got = dict(info.iter_weights())
     expected = _canonical(llama.state_dict())
-    assert got.keys() == expected.keys() == {n for n, _ in canonical_shapes(info.config)}
+    assert got.keys() == expected.keys() == {n for n, _, _ in canonical_shapes(info.config)}
     for name, tensor in expected.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=0)
 
@@ -99,7 +99,7 @@ def test_dummy_from_config_alone(tmp_path):
     info = load_model_info(tmp_path, load_format="dummy")
     assert info.format == "dummy" and info.load_format == "dummy"
     weights = dict(info.iter_weights())
-    assert {n: tuple(t.shape) for n, t in weights.items()} == dict(canonical_shapes(info.config))
+    assert {n: tuple(t.shape) for n, t in weights.items()} == {n: shape for n, shape, _ in canonical_shapes(info.config)}
     assert weights["norm"].mean().item() == pytest.approx(1.0, abs=0.01)
     assert weights["embed"].std().item() == pytest.approx(0.02, rel=0.1)
     torch.testing.assert_close(dict(info.iter_weights())["embed"], weights["embed"], rtol=0, atol=0)

@@ -33,7 +33,7 @@ def resolve_load_format(model_path: str | Path | None, load_format: str) -> tupl
 
 def model_vocab_size(pipe) -> int:
     """The token ids every part of the loaded engine accepts: the model's and tokenizer's vocab."""
-    return min(pipe.engine.loop.engine.vocab_size, pipe.tokenizer.vocab_size)
+    return min(pipe.engine.loop.vocab_size, pipe.tokenizer.vocab_size)
 
 
 def load_pipeline(model_path: str | None, engine_config, backend: str | None = None):

@@ -63,7 +63,7 @@ class AsyncEngine:
     @property
     def vocab_size(self) -> int:
         """Token ids run from 0 to ``vocab_size - 1``."""
-        return self.loop.engine.vocab_size
+        return self.loop.vocab_size
 
     @cached_property
     def _guard(self) -> ContentGuard:
@@ -258,10 +258,10 @@ class AsyncEngine:
 
     def score(self, token_ids: list[int]) -> float:
         """Mean negative log-likelihood of a token sequence (see ``LLMEngine.score``)."""
-        return self.loop.call(lambda engine: engine.score(token_ids)).result()
+        return self.loop.score(token_ids).result()
 
     def stats(self) -> dict[str, Any]:
-        return self.loop.engine.stats()
+        return self.loop.stats()
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)

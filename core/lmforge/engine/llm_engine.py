@@ -1,10 +1,15 @@
 """The synchronous engine: requests in, one scheduler step at a time, outputs to each request's sink.
 
-A step is schedule → execute → update, then sampling and stop checks. On a GPU the next step is
-planned and queued before the running step's tokens are read (the runner takes them from the
-device), and those tokens are detokenized while the new step runs. Everything here
-runs in one thread (the engine loop's); the front ends in ``async_engine`` talk to it through
+A step is schedule → launch (forward and sampling) → collect; the step's tokens go to the
+:class:`OutputProcessor`, the one place where stops, finishing and delivery happen. On a GPU the
+next step is planned and queued before the running step's tokens are read (the runner takes them
+from the device), and those tokens are processed while the new step runs. Everything here runs
+in one thread (the engine loop's); the front ends in ``async_engine`` talk to it through
 commands.
+
+A step that raises does not take the batch down: its sequences go back to the queue and run
+alone, one per step, until each either completes a step (it was a bystander) or fails alone
+(its request ends with an error); the engine stays up.
 """
 
 from __future__ import annotations
@@ -14,26 +19,18 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import PromptTooLongError
+from ..errors import ConfigError, PromptTooLongError
 from ..messages import GenerationConfig
-from .detokenizer import IncrementalDetokenizer
-from .outputs import GenOut
+from .output_processor import EngineCounters, OutputProcessor
 from .request import Request
 from .sampler import Sampler, SamplerOutput
 from .sampling_batch import SamplingBatch, reads_output_tokens
-from .scheduler import Scheduler, SchedulerConfig
+from .scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from .sequence import Sequence
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class EngineCounters:
-    requests_total: int = 0
-    prompt_tokens_total: int = 0
-    generation_tokens_total: int = 0
-    prefix_cache_hit_tokens: int = 0
-    steps_total: int = 0
+__all__ = ["EngineCounters", "LLMEngine"]
 
 
 @dataclass
@@ -49,21 +46,8 @@ class _InFlight:
         return {seq.seq_id: row for row, seq in enumerate(self.seqs)}
 
 
-@dataclass
-class _Pending:
-    """An output whose text is not out yet (see :meth:`LLMEngine.step`); ``token`` None is the
-    final output of a sequence the scheduler ended."""
-
-    seq: Sequence
-    token: int | None
-    logprobs: dict[int, float] | None
-    reason: str | None  # a stop the token itself decided
-    stop_token: bool  # EOS or a stop token id: its text is not shown
-    num_generated: int
-
-
 class LLMEngine:
-    """Owns the scheduler, the model runner and the sampler of one model."""
+    """Owns the scheduler, the model runner, the sampler and the output processor of one model."""
 
     def __init__(self, runner, tokenizer, scheduler_config: SchedulerConfig, session_len: int,
                  eos_token_ids: list[int], vocab_size: int):
@@ -75,9 +59,8 @@ class LLMEngine:
         self.eos_token_ids = list(eos_token_ids)
         self.vocab_size = vocab_size
         self.counters = EngineCounters()
-        self._requests: dict[int, Request] = {}
-        self._seq_owner: dict[int, tuple[Request, int]] = {}
-        self._pending: list[_Pending] = []
+        self.outputs = OutputProcessor(self.scheduler, tokenizer, self.eos_token_ids,
+                                       session_len, self.counters)
         self._inflight: _InFlight | None = None
         # Queue each step before reading the previous step's tokens (the runner then takes
         # them from the device); a runner that computes synchronously gains nothing from it.
@@ -89,6 +72,13 @@ class LLMEngine:
         """Reject a prompt that can never run, before it takes any resource."""
         if not prompt_ids:
             raise PromptTooLongError("The prompt is empty; send at least one token.")
+        bad = next((t for t in prompt_ids
+                    if not isinstance(t, int) or not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise ConfigError(
+                f"Invalid value for prompt: token id {bad!r} is outside the vocabulary "
+                f"(0 to {self.vocab_size - 1})."
+            )
         limit = min(self.session_len, self.scheduler.max_tokens_capacity)
         if len(prompt_ids) >= limit:
             raise PromptTooLongError(
@@ -98,58 +88,19 @@ class LLMEngine:
 
     def add_request(self, request: Request) -> None:
         self.check_prompt(request.prompt_ids)
-        cfg = request.gen_config
-        self.counters.requests_total += 1
-        self.counters.prompt_tokens_total += len(request.prompt_ids)
-        for index in range(cfg.n):
-            # Seeded choices must differ from each other yet stay reproducible.
-            choice_cfg = cfg if cfg.random_seed is None or index == 0 else replace(
-                cfg, random_seed=cfg.random_seed + index)
-            seq = Sequence(list(request.prompt_ids), choice_cfg, adapter=request.adapter)
-            seq.allow_prefix_match = request.allow_prefix_match
-            request.seqs.append(seq)
-            request.detoks.append(
-                IncrementalDetokenizer(
-                    self.tokenizer,
-                    request.prompt_ids,
-                    skip_special_tokens=cfg.skip_special_tokens,
-                    stop_words=cfg.stop_words,
-                    include_stop_str_in_output=cfg.include_stop_str_in_output,
-                )
-            )
-            self._seq_owner[seq.seq_id] = (request, index)
-        request.num_unfinished = cfg.n
-        self._requests[request.request_id] = request
-        if cfg.max_new_tokens == 0:
-            for index, seq in enumerate(request.seqs):
-                self._finish(request, index, seq, "length", GenOut("", [], len(seq.prompt_ids), 0))
-            return
-        for seq in request.seqs:
+        for seq in self.outputs.add(request):
             self.scheduler.add(seq)
 
     def abort_request(self, request_id: int) -> None:
-        request = self._requests.get(request_id)
-        if request is None:
-            return
-        for index, seq in enumerate(request.seqs):
-            if seq.seq_id in self._seq_owner:
-                self.scheduler.abort(seq.seq_id)
-                self._finish(request, index, seq, "abort",
-                             GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids)), free=False)
+        self.outputs.abort(request_id)
 
     def abort_all(self, reason: str = "abort", error: str | None = None) -> None:
-        self._pending.clear()
         self._inflight = None
-        for request in list(self._requests.values()):
-            for index, seq in enumerate(request.seqs):
-                if seq.seq_id in self._seq_owner:
-                    self.scheduler.abort(seq.seq_id)
-                    out = GenOut("", [], seq.num_prompt_tokens, len(seq.output_ids), error=error)
-                    self._finish(request, index, seq, reason, out, free=False)
+        self.outputs.abort_all(reason, error)
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work or bool(self._pending) or self._inflight is not None
+        return self.scheduler.has_work or self._inflight is not None
 
     # ------------------------------------------------------------------ the step
 
@@ -159,45 +110,49 @@ class LLMEngine:
 
         Each sequence in flight holds a placeholder for the token being sampled, so the next
         step is scheduled, built and queued before that token is known: the runner reads it
-        from the device. Only then does the engine wait for the running step's tokens, and it
-        detokenizes and delivers them while the new step runs. A sequence whose pending token is
-        its last (its length limit) is left out of the next step; one that stops on its token
-        (EOS, a stop token or word) has one more token computed, which is dropped. When the
-        runner cannot read pending tokens, or a sequence's sampling reads its earlier tokens
-        (penalties), the running step's tokens are read first.
+        from the device. Only then does the engine wait for the running step's tokens and hand
+        them to the output processor, while the new step runs. A sequence whose pending token
+        is its last (its length limit) is left out of the next step; one that stops on its
+        token (EOS, a stop token or word) has one more token computed, which is dropped. When
+        the runner cannot read pending tokens, a sequence's sampling reads its earlier tokens
+        (penalties), or the scheduler is isolating a failed step's sequences, the running
+        step's tokens are processed first, so nothing is computed past a stop.
         """
         output = self.scheduler.schedule()
+        self.counters.preemptions_total += len(output.preempted)
         prev, self._inflight = self._inflight, None
-        overlap = self.queue_ahead and not any(reads_output_tokens(s) for s in output.seqs)
-        if prev is not None and not overlap:
-            self._collect(prev)
-            prev = None
-        if prev is None:
-            self._queue_finals(output.finished)
-            if not self.queue_ahead:  # the forward holds the host: deliver what is ready first
-                self._flush_pending()
-        output = self._runnable(output)
-        if output.seqs:
-            self._inflight = self._launch(output, prev)
-        if prev is not None:
-            self._collect(prev)
-            self._queue_finals(output.finished)
-        self._flush_pending()
+        try:
+            if prev is not None and not self._may_overlap(output):
+                self._collect(prev)
+                prev = None
+            if prev is None:
+                self.outputs.finished_by_scheduler(output.finished)
+            output = self._runnable(output)
+            if output.seqs:
+                self._inflight = self._launch(output, prev)
+                if self._inflight is None:  # a prefill chunk that samples nothing: done
+                    self.scheduler.cleared(output.seqs)
+            if prev is not None:
+                self._collect(prev)
+                self.outputs.finished_by_scheduler(output.finished)
+        except Exception as exc:
+            self._contain(exc, output, prev)
 
-    def _runnable(self, output):
+    def _may_overlap(self, output: SchedulerOutput) -> bool:
+        """Whether this step may be queued before the previous step's tokens are read."""
+        return (self.queue_ahead and not self.scheduler.isolating
+                and not any(reads_output_tokens(s) for s in output.seqs))
+
+    def _runnable(self, output: SchedulerOutput) -> SchedulerOutput:
         """``output`` without the sequences that stopped, or whose pending token is their last."""
         keep = [(s, n) for s, n in zip(output.seqs, output.num_new_tokens, strict=True)
-                if not (s.is_finished or (s.num_pending_tokens and self._at_limit(s, s.num_tokens)))]
+                if not (s.is_finished or (s.num_pending_tokens
+                                          and self.outputs.at_limit(s, s.num_tokens)))]
         if len(keep) == len(output.seqs):
             return output
         return replace(output, seqs=[s for s, _ in keep], num_new_tokens=[n for _, n in keep])
 
-    def _at_limit(self, seq: Sequence, num_tokens: int) -> bool:
-        """Whether a sequence of ``num_tokens`` tokens has reached its length limit."""
-        return (num_tokens - seq.num_prompt_tokens >= seq.gen_config.max_new_tokens
-                or num_tokens >= self.session_len)
-
-    def _launch(self, output, prev: _InFlight | None) -> _InFlight | None:
+    def _launch(self, output: SchedulerOutput, prev: _InFlight | None) -> _InFlight | None:
         """Queue one step on the device: forward, then sampling; no wait for the result."""
         batch = self.scheduler.build_batch(output)
         if prev is not None:
@@ -224,97 +179,37 @@ class LLMEngine:
         return _InFlight(sample_seqs, positions, sampled)
 
     def _collect(self, inflight: _InFlight) -> None:
-        """Wait for a launched step's tokens, put them in place of the placeholders, and apply
-        the stops they decide."""
+        """Wait for a launched step's tokens and hand them to the output processor."""
         token_ids = inflight.sampled.host_token_ids()
-        logprobs = inflight.sampled.logprobs
-        for row, (seq, pos, token) in enumerate(
-                zip(inflight.seqs, inflight.positions, token_ids, strict=True)):
-            if pos >= len(seq.output_ids):  # computed past the sequence's stop: dropped
+        self.scheduler.cleared(inflight.seqs)
+        self.outputs.process(inflight.seqs, inflight.positions, token_ids,
+                             inflight.sampled.logprobs)
+
+    def _contain(self, exc: Exception, output: SchedulerOutput, prev: _InFlight | None) -> None:
+        """A step raised: its sequences (and those of the step before, whose tokens are lost
+        with it) go back to the queue to run alone; one that fails alone ends with an error."""
+        self.counters.failed_steps_total += 1
+        failed = {s.seq_id: s for s in output.seqs}
+        for inflight in (prev, self._inflight):
+            if inflight is not None:
+                failed.update((s.seq_id, s) for s in inflight.seqs)
+        self._inflight = None
+        alone = len(failed) == 1 and self.scheduler.isolating
+        message = f"{type(exc).__name__}: {exc}"
+        logger.warning("a step of %d sequences failed (%s)%s", len(failed), message,
+                       "" if alone else "; running them one at a time")
+        for seq in failed.values():
+            seq.truncate_output(len(seq.output_ids) - seq.num_pending_tokens)
+            if not self.outputs.owns(seq):
                 continue
-            seq.fill_placeholder(pos, token)
-            owner = self._seq_owner.get(seq.seq_id)
-            if owner is None:  # aborted while the step ran
-                continue
-            self._accept(owner[0], seq, pos, token,
-                         logprobs[row] if logprobs is not None else None)
-
-    def _accept(self, request: Request, seq: Sequence, pos: int, token: int, logprobs) -> None:
-        if pos == 0:
-            request.cached_tokens = max(request.cached_tokens, seq.num_cached)
-            self.counters.prefix_cache_hit_tokens += seq.num_cached
-        self.counters.generation_tokens_total += 1
-        cfg = seq.gen_config
-        stop_token = (token in self.eos_token_ids and not cfg.ignore_eos) or bool(
-            cfg.stop_token_ids and token in cfg.stop_token_ids)
-        reason = seq.finish_reason if seq.is_finished else None  # the scheduler ended it
-        if reason is None:
-            if stop_token:
-                reason = "stop"
-            elif self._at_limit(seq, seq.num_prompt_tokens + pos + 1):
-                reason = "length"
-            if reason is not None:
-                self.scheduler.finish(seq, reason)
-        if reason is not None:
-            seq.truncate_output(pos + 1)
-        self._pending.append(_Pending(seq, token, logprobs, reason, stop_token, pos + 1))
-
-    def _queue_finals(self, seqs: list[Sequence]) -> None:
-        for seq in seqs:
-            self._queue_final(seq)
-
-    def _queue_final(self, seq: Sequence) -> None:
-        """A sequence the scheduler ended: its last output follows the tokens queued before."""
-        if seq.seq_id in self._seq_owner and not any(p.seq is seq for p in self._pending):
-            self._pending.append(
-                _Pending(seq, None, None, seq.finish_reason or "length", False,
-                         len(seq.output_ids)))
-
-    def _flush_pending(self) -> None:
-        """Detokenize queued tokens, check stop words, and hand each output to its sink."""
-        pending, self._pending = self._pending, []
-        for p in pending:
-            owner = self._seq_owner.get(p.seq.seq_id)
-            if owner is None:  # its final output went out already (aborted)
-                continue
-            request, index = owner
-            detok = request.detoks[index]
-            step = detok.step([] if p.stop_token or p.token is None else [p.token])
-            reason = p.reason
-            if reason is None and step.stopped:
-                reason = "stop"
-                # It may be in the step now running; that step is queued before any step that
-                # reuses its blocks, and the token it computes is dropped.
-                self.scheduler.finish(p.seq, reason)
-                p.seq.truncate_output(p.num_generated)
-            text = step.text_delta
-            if reason is not None and not step.stopped:
-                text += detok.flush()
-            out = GenOut(
-                text=text,
-                token_ids=[] if p.token is None else [p.token],
-                input_token_len=p.seq.num_prompt_tokens,
-                generate_token_len=p.num_generated,
-                index=index,
-                logprobs=[p.logprobs] if p.logprobs is not None else None,
-                cached_token_len=request.cached_tokens,
-            )
-            if reason is not None:
-                self._finish(request, index, p.seq, reason, out, free=False)
+            if alone:
+                logger.exception("a request's step failed on its own: it ends with an error",
+                                 exc_info=exc)
+                request = self.outputs.request_of(seq)
+                self.outputs.abort(request.request_id, "error", message)
             else:
-                request.sink(out)
-
-    def _finish(self, request: Request, index: int, seq: Sequence, reason: str, out: GenOut,
-                free: bool = True) -> None:
-        if free:
-            self.scheduler.finish(seq, reason)
-        seq.finish_reason = reason
-        self._seq_owner.pop(seq.seq_id, None)
-        out.finish_reason = reason
-        request.num_unfinished -= 1
-        if request.num_unfinished == 0:
-            self._requests.pop(request.request_id, None)
-        request.sink(out)
+                self.scheduler.isolate(seq)
+        self.outputs.finished_by_scheduler(output.finished)
 
     # ------------------------------------------------------------------ perplexity
 
@@ -361,5 +256,6 @@ class LLMEngine:
             "generation_tokens_total": c.generation_tokens_total,
             "prefix_cache_hit_tokens": c.prefix_cache_hit_tokens,
             "steps_total": c.steps_total,
-            "preemptions_total": self.scheduler.num_preemptions,
+            "preemptions_total": c.preemptions_total,
+            "failed_steps_total": c.failed_steps_total,
         }

@@ -105,6 +105,8 @@ class Scheduler:
         self._watermark_blocks = math.ceil(config.num_blocks * config.watermark)
         self._by_id: dict[int, Sequence] = {}
         self._steps_since_admission = 0
+        # Sequences of a step that failed: each runs alone until one of its steps completes.
+        self._isolated: set[int] = set()
 
     # ------------------------------------------------------------------ queues
 
@@ -151,6 +153,7 @@ class Scheduler:
         """Mark a sequence finished and free its blocks; repeated calls do nothing."""
         if self._by_id.pop(seq.seq_id, None) is None:
             return
+        self._isolated.discard(seq.seq_id)
         queue = self.running if seq.status is SequenceStatus.RUNNING else self.waiting
         queue.remove(seq)
         self.block_manager.free(seq)
@@ -159,8 +162,53 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the step
 
+    # ------------------------------------------------------------------ failed steps
+
+    @property
+    def isolating(self) -> bool:
+        """Whether sequences of a failed step are being run one at a time."""
+        return bool(self._isolated)
+
+    def isolate(self, seq: Sequence) -> None:
+        """Send a sequence of a failed step back to the queue (its blocks freed, as a
+        preemption does) to run alone until one of its steps completes."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+            self.block_manager.free(seq)
+            seq.status = SequenceStatus.WAITING
+            bisect.insort(self.waiting, seq, key=_priority)
+        self._isolated.add(seq.seq_id)
+
+    def cleared(self, seqs: list[Sequence]) -> None:
+        """These sequences completed a step: they may share steps again."""
+        for seq in seqs:
+            self._isolated.discard(seq.seq_id)
+
+    def _schedule_isolated(self) -> SchedulerOutput:
+        """A step of the oldest isolated sequence alone."""
+        step = _Step(self.config.max_step_tokens)
+        seq = min((s for s in self.running + self.waiting if s.seq_id in self._isolated),
+                  key=_priority)
+        if seq.status is SequenceStatus.RUNNING:
+            self._schedule_running(seq, step)
+        elif self._over_session_len(seq):
+            self._finish_length(seq, step)
+        else:
+            n = min(seq.num_tokens - self.block_manager.match(seq), step.budget)
+            if self.block_manager.can_allocate(seq, n):
+                self.block_manager.allocate(seq, n)
+                self.waiting.remove(seq)
+                seq.status = SequenceStatus.RUNNING
+                bisect.insort(self.running, seq, key=_priority)
+                step.add(seq, n)
+        return step.output()
+
+    # ------------------------------------------------------------------ the step
+
     def schedule(self) -> SchedulerOutput:
         """Pick this step's sequences and their token counts, allocating their blocks."""
+        if self._isolated:
+            return self._schedule_isolated()
         step = _Step(self.config.max_step_tokens)
         running = list(self.running)
         # Decodes first, then partial prefills; each group oldest first.
@@ -211,6 +259,9 @@ class Scheduler:
     def _schedule_running(self, seq: Sequence, step: _Step) -> None:
         bm = self.block_manager
         want = min(seq.num_uncomputed, step.budget)
+        if want == 1 and seq.num_computed < len(seq.block_ids) * self.config.block_size:
+            step.add(seq, 1)  # a decode whose slot its last block already has
+            return
         while True:
             n = min(want, bm.num_allocatable_tokens(seq))
             # A prefill chunk may shrink to what fits; a decode token cannot.

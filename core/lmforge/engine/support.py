@@ -56,6 +56,10 @@ def _setting_needs(cfg: Any, settings: EngineSettings) -> list[_Need]:
     if eviction != "recompute":
         needs.append(_Need(f"eviction_type={eviction}", lambda c: eviction in c.eviction_types,
                            lambda c: f"eviction_type {_values(c.eviction_types)}"))
+    if getattr(cfg, "num_cpu_blocks", 0):  # host swap space: only eviction by copy uses it
+        needs.append(_Need("num_cpu_blocks (swap space for eviction_type=copy)",
+                           lambda c: "copy" in c.eviction_types,
+                           lambda c: f"eviction_type {_values(c.eviction_types)}"))
     if getattr(cfg, "use_logn_attn", False):
         needs.append(_Need("use_logn_attn", lambda c: c.logn_attn, lambda c: "no logn attention"))
     return needs

@@ -4,8 +4,9 @@ An adapter turns the HF ``config.json`` into a :class:`ModelConfig` and HF weigh
 canonical ones every engine loads:
 
 ``embed``, ``norm``, ``lm_head``, ``layers.{i}.input_norm``, ``layers.{i}.post_attn_norm``,
-``layers.{i}.attn.{q,k,v,o}.weight`` (and ``.bias`` where present),
-``layers.{i}.mlp.{gate,up,down}.weight``.
+``layers.{i}.attn.{q,k,v,o}.PARAM`` and ``layers.{i}.mlp.{gate,up,down}.PARAM``, where PARAM
+is ``weight`` and ``bias`` for plain linears, ``qweight``, ``qzeros`` and ``scales`` for AWQ,
+``weight`` and ``weight_scale`` for W8A8 (:mod:`lmforge.model.linear`).
 
 The base class covers the Llama layout; an architecture that differs overrides the name table or
 :meth:`ModelAdapter.map_weights`.
@@ -24,6 +25,13 @@ from .config import ModelConfig
 from .rope import rope_from_hf
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# A linear module's checkpoint tensors -> canonical parameter names: dense (weight, bias), AWQ
+# (qweight, qzeros, scales) and W8A8 (weight and its per-channel scale: LMDeploy calls it
+# ``scale``, compressed-tensors ``weight_scale``); see lmforge.model.linear.
+LINEAR_PARAMS = {
+    "weight": "weight", "bias": "bias", "qweight": "qweight", "qzeros": "qzeros",
+    "scales": "scales", "weight_scale": "weight_scale", "scale": "weight_scale",
+}
 
 
 def eos_ids(value: Any) -> list[int]:
@@ -46,17 +54,17 @@ class ModelAdapter:
     layer_names: ClassVar[dict[str, str]] = {
         "input_layernorm.weight": "input_norm",
         "post_attention_layernorm.weight": "post_attn_norm",
-        "self_attn.q_proj.weight": "attn.q.weight",
-        "self_attn.k_proj.weight": "attn.k.weight",
-        "self_attn.v_proj.weight": "attn.v.weight",
-        "self_attn.o_proj.weight": "attn.o.weight",
-        "self_attn.q_proj.bias": "attn.q.bias",
-        "self_attn.k_proj.bias": "attn.k.bias",
-        "self_attn.v_proj.bias": "attn.v.bias",
-        "self_attn.o_proj.bias": "attn.o.bias",
-        "mlp.gate_proj.weight": "mlp.gate.weight",
-        "mlp.up_proj.weight": "mlp.up.weight",
-        "mlp.down_proj.weight": "mlp.down.weight",
+    }
+    # Per-layer linear modules: HF module -> canonical module. Each of their tensors keeps its
+    # parameter name (see LINEAR_PARAMS), so quantized checkpoints map as plain ones do.
+    layer_linears: ClassVar[dict[str, str]] = {
+        "self_attn.q_proj": "attn.q",
+        "self_attn.k_proj": "attn.k",
+        "self_attn.v_proj": "attn.v",
+        "self_attn.o_proj": "attn.o",
+        "mlp.gate_proj": "mlp.gate",
+        "mlp.up_proj": "mlp.up",
+        "mlp.down_proj": "mlp.down",
     }
     # Buffers some checkpoints carry that the engines recompute.
     ignored_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
@@ -107,8 +115,14 @@ class ModelAdapter:
         if name in self.global_names:
             return ((self.global_names[name], tensor),)
         match = _LAYER.match(name)
-        if match and match.group(2) in self.layer_names:
-            return ((f"layers.{match.group(1)}.{self.layer_names[match.group(2)]}", tensor),)
+        if match:
+            layer, rest = match.groups()
+            if rest in self.layer_names:
+                return ((f"layers.{layer}.{self.layer_names[rest]}", tensor),)
+            module, _, param = rest.rpartition(".")
+            if module in self.layer_linears and param in LINEAR_PARAMS:
+                canonical = f"layers.{layer}.{self.layer_linears[module]}.{LINEAR_PARAMS[param]}"
+                return ((canonical, tensor),)
         raise ModelLoadError(
             f"Checkpoint weight {name!r} is not part of the {type(self).__name__} layout; "
             "check that config.json names the right architecture."

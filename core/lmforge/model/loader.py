@@ -14,6 +14,7 @@ from ..errors import LmforgeError, ModelLoadError
 from .adapter import ModelAdapter, eos_ids
 from .config import ModelConfig
 from .gguf import gguf_hf_config, iter_gguf
+from .quant import QuantConfig, read_quant_config
 from .weights import find_checkpoint, iter_bin, iter_dummy, iter_safetensors
 
 LOAD_FORMATS = ("auto", "dummy")
@@ -37,6 +38,8 @@ class ModelInfo:
     eos_token_ids: list[int]
     tokenizer_path: Path
     tokenizer_gguf_file: str | None = None
+    # How the checkpoint's linears are quantized (config.json's quantization_config), if at all.
+    quant: QuantConfig | None = None
     dtype: str = "auto"
     seed: int = 0
     shards: list[Path] = field(default_factory=list)
@@ -58,7 +61,7 @@ class ModelInfo:
         dummy weights are float32 and made directly on ``device``.
         """
         if self.format == "dummy":
-            yield from iter_dummy(self.config, seed=self.seed, device=device)
+            yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant)
             return
         if self.format == "gguf":
             yield from iter_gguf(self.shards[0], self.hf_config)
@@ -154,6 +157,7 @@ def load_model_info(
         eos += [i for i in eos_ids(_read_json(generation).get("eos_token_id")) if i not in eos]
     config.eos_token_ids = eos
 
+    quant = read_quant_config(hf) if gguf_file is None else None
     if load_format == "dummy":
         fmt, shards = "dummy", []
     elif gguf_file is not None:
@@ -174,6 +178,7 @@ def load_model_info(
         eos_token_ids=eos,
         tokenizer_path=folder,
         tokenizer_gguf_file=gguf_file.name if gguf_file is not None else None,
+        quant=quant,
         dtype=dtype,
         seed=seed,
         shards=shards,

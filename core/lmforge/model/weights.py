@@ -10,6 +10,8 @@ import torch
 
 from ..errors import ModelLoadError
 from .config import ModelConfig
+from .linear import FP8_DTYPE
+from .quant import QuantConfig
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -66,38 +68,64 @@ def iter_bin(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
         del state
 
 
-def canonical_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
-    """Every canonical weight of a model and its shape, in load order."""
+def _linear_shapes(name: str, out: int, inp: int, bias: bool, quant: QuantConfig | None):
+    """The checkpoint tensors of one linear module: name, shape and dtype."""
+    if quant is None:
+        yield f"{name}.weight", (out, inp), None
+    elif quant.method == "awq":
+        groups = -(-inp // quant.group_size)
+        yield f"{name}.qweight", (inp, out // 8), torch.int32
+        yield f"{name}.qzeros", (groups, out // 8), torch.int32
+        yield f"{name}.scales", (groups, out), None
+    else:
+        yield f"{name}.weight", (out, inp), torch.int8 if quant.dtype == "int8" else FP8_DTYPE
+        yield f"{name}.weight_scale", (out,), torch.float32
+    if bias:
+        yield f"{name}.bias", (out,), None
+
+
+def canonical_shapes(config: ModelConfig, quant: QuantConfig | None = None):
+    """Every canonical weight of a model, its shape and, for quantized tensors, its dtype
+    (None: a floating-point weight), in load order."""
     h, q, kv, inter = config.hidden_size, config.q_size, config.kv_size, config.intermediate_size
-    yield "embed", (config.vocab_size, h)
+    yield "embed", (config.vocab_size, h), None
     for i in range(config.num_layers):
         p = f"layers.{i}"
-        yield f"{p}.input_norm", (h,)
+        yield f"{p}.input_norm", (h,), None
         for name, rows in (("q", q), ("k", kv), ("v", kv)):
-            yield f"{p}.attn.{name}.weight", (rows, h)
-            if config.qkv_bias:
-                yield f"{p}.attn.{name}.bias", (rows,)
-        yield f"{p}.attn.o.weight", (h, q)
-        if config.o_bias:
-            yield f"{p}.attn.o.bias", (h,)
-        yield f"{p}.post_attn_norm", (h,)
-        yield f"{p}.mlp.gate.weight", (inter, h)
-        yield f"{p}.mlp.up.weight", (inter, h)
-        yield f"{p}.mlp.down.weight", (h, inter)
-    yield "norm", (h,)
+            yield from _linear_shapes(f"{p}.attn.{name}", rows, h, config.qkv_bias, quant)
+        yield from _linear_shapes(f"{p}.attn.o", h, q, config.o_bias, quant)
+        yield f"{p}.post_attn_norm", (h,), None
+        yield from _linear_shapes(f"{p}.mlp.gate", inter, h, config.mlp_bias, quant)
+        yield from _linear_shapes(f"{p}.mlp.up", inter, h, config.mlp_bias, quant)
+        yield from _linear_shapes(f"{p}.mlp.down", h, inter, config.mlp_bias, quant)
+    yield "norm", (h,), None
     if not config.tie_word_embeddings:
-        yield "lm_head", (config.vocab_size, h)
+        yield "lm_head", (config.vocab_size, h), None
 
 
 def iter_dummy(
-    config: ModelConfig, seed: int = 0, std: float = 0.02, device: str | torch.device = "cpu"
+    config: ModelConfig, seed: int = 0, std: float = 0.02, device: str | torch.device = "cpu",
+    quant: QuantConfig | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Random weights of the right shapes (benchmarks of big architectures without their files):
     norms near 1, everything else normal with a small ``std``, reproducible from ``seed``.
-    Generating them on the target ``device`` keeps an 8B model's load to seconds."""
+    Quantized linears get random codes with scales that give the same spread. Generating them
+    on the target ``device`` keeps an 8B model's load to seconds."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    for name, shape in canonical_shapes(config):
-        tensor = torch.randn(shape, generator=generator, device=device) * std
-        if name.endswith("norm"):
-            tensor += 1.0
+    for name, shape, dtype in canonical_shapes(config, quant):
+        if dtype is torch.int32:  # AWQ codes: 8 random nibbles per int32
+            tensor = torch.randint(-2**31, 2**31 - 1, shape, generator=generator, device=device,
+                                   dtype=torch.int32)
+        elif dtype is not None and name.endswith(".weight"):  # 8-bit codes
+            codes = torch.randint(-127, 128, shape, generator=generator, device=device)
+            tensor = codes.to(torch.float32).to(dtype)
+        elif name.endswith(".weight_scale"):
+            tensor = torch.full(shape, std * 3 ** 0.5 / 127, device=device)
+        elif name.endswith(".scales"):  # codes minus zeros, both uniform on 0..15: std 6.5 s
+            tensor = torch.full(shape, std / 6.5, device=device)
+        else:
+            tensor = torch.randn(shape, generator=generator, device=device) * std
+            if name.endswith("norm"):
+                tensor += 1.0
         yield name, tensor

@@ -32,10 +32,11 @@ ENGINE_METRICS = {
     ),
     "steps_total": ("engine_steps_total", "counter", "Engine steps run."),
     "preemptions_total": ("preemptions_total", "counter", "Sequences preempted for KV space."),
-    "step_failures_total": (
-        "engine_step_failures_total",
+    "failed_steps_total": (
+        "engine_failed_steps_total",
         "counter",
-        "Engine steps that raised; the requests in them failed.",
+        "Engine steps that raised (their sequences were retried alone; one that failed alone "
+        "ended with an error).",
     ),
 }
 

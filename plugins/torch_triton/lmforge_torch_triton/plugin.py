@@ -12,6 +12,7 @@ CAPABILITIES = EngineCapabilities(
     ),
     devices=("cuda", "cpu"),
     weight_formats=("safetensors", "bin", "gguf", "dummy"),
+    quant_methods=("awq", "w8a8"),
 )
 
 

@@ -15,6 +15,7 @@ from .inputs import build_step_inputs
 from .models.decoder import LlamaDecoder
 from .models.weights import load_decoder_weights
 from .ops import get_ops
+from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +120,16 @@ class TorchModelRunner:
         ]
         self.block_size = block_size
         if self._use_graphs():
-            session_len = getattr(self.engine_config, "session_len", None) or \
-                self.model_info.session_len
             self.graphs = DecodeGraphs(
                 self.model.forward, self.kv_caches,
                 max_batch_size=getattr(self.engine_config, "max_batch_size", 128),
-                max_blocks=-(-session_len // block_size), device=self.device,
+                max_blocks=-(-self._session_len() // block_size), device=self.device,
             )
             self.graphs.capture_all()
+        if self.device.type == "cuda":
+            warm_up(self.execute, block_size, num_blocks, -(-self._session_len() // block_size),
+                    getattr(self.engine_config, "max_prefill_token_num", 8192),
+                    self.config.vocab_size)
         logger.info(
             "K/V cache: %d blocks of %d tokens (%.2f GiB)",
             num_blocks,
@@ -145,6 +148,9 @@ class TorchModelRunner:
             return self.graphs.run(batch)
         inputs = build_step_inputs(batch, self.device)
         return self.model.forward(inputs, self.kv_caches)
+
+    def _session_len(self) -> int:
+        return getattr(self.engine_config, "session_len", None) or self.model_info.session_len
 
     def _use_graphs(self) -> bool:
         """Decode steps run as CUDA graphs on a GPU unless ``eager_mode``; dynamic NTK rope

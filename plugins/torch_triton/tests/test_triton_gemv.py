@@ -1,4 +1,4 @@
-"""Triton GEMV with fused RMSNorm / SiLU-and-mul prologues against the PyTorch reference."""
+"""Triton GEMV, plain and with SiLU-and-mul fused in, against the PyTorch reference."""
 
 import os
 
@@ -38,32 +38,6 @@ def fused_config(m):
     return triton_gemv.GemvConfig(16, 64, 4, 2, use_dot=True)
 
 
-def check_rms_norm_linear(m, n, k, dtype, with_residual, with_bias, seed=0, config=None):
-    gen = make_generator(seed)
-    x = randn((m, k), dtype, gen)
-    weight_norm = 1.0 + 0.1 * randn((k,), dtype, gen)
-    residual = randn((m, k), dtype, gen) if with_residual else None
-    w, bias = _weights(n, k, dtype, gen, with_bias)
-    x_before = x.clone()
-    residual_before = None if residual is None else residual.clone()
-
-    if config is None:
-        y, new_residual = triton_gemv.rms_norm_linear(x, weight_norm, 1e-5, residual, w, bias)
-    else:  # the fused kernel itself, wherever the op's policy would split it
-        bias = None
-        y, new_residual = triton_gemv.linear_with_config(x, w, config, "rms", weight_norm, 1e-5,
-                                                         residual)
-    ref_y, ref_residual = reference.rms_norm_linear(x, weight_norm, 1e-5, residual, w, bias)
-    assert torch.equal(x, x_before), "x must not be modified in place"
-    assert_close(y, ref_y)
-    if with_residual:
-        assert torch.equal(residual, residual_before), "residual must not be modified in place"
-        assert new_residual.data_ptr() != residual.data_ptr()
-        assert_close(new_residual, ref_residual)
-    else:
-        assert new_residual is None
-
-
 def check_silu_mul_linear(m, n, inter, dtype, with_bias, seed=0, config=None):
     gen = make_generator(seed)
     gate_up = randn((m, 2 * inter), dtype, gen)
@@ -72,7 +46,7 @@ def check_silu_mul_linear(m, n, inter, dtype, with_bias, seed=0, config=None):
         y = triton_gemv.silu_mul_linear(gate_up, w, bias)
     else:
         bias = None
-        y, _ = triton_gemv.linear_with_config(gate_up, w, config, "silu")
+        y = triton_gemv.linear_with_config(gate_up, w, config, silu_mul=True)
     assert_close(y, reference.silu_mul_linear(gate_up, w, bias))
 
 
@@ -98,28 +72,8 @@ def test_linear_matches_reference(dtype, shape, m, with_bias):
 @pytest.mark.parametrize("dtype", INTERPRET_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("m", ROWS)
-@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
-def test_rms_norm_linear_matches_reference(dtype, shape, m, with_residual):
-    check_rms_norm_linear(m, *shape, dtype, with_residual, with_bias=with_residual)
-
-
-@pytest.mark.triton_interpret
-@needs_kernels
-@pytest.mark.parametrize("dtype", INTERPRET_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("m", ROWS)
 def test_silu_mul_linear_matches_reference(dtype, shape, m):
     check_silu_mul_linear(m, *shape, dtype, with_bias=m == 3)
-
-
-@pytest.mark.triton_interpret
-@needs_kernels
-@pytest.mark.parametrize("dtype", INTERPRET_DTYPES, ids=str)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("m", ROWS)
-@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
-def test_fused_rms_norm_kernel_matches_reference(dtype, shape, m, with_residual):
-    check_rms_norm_linear(m, *shape, dtype, with_residual, False, config=fused_config(m))
 
 
 @pytest.mark.triton_interpret
@@ -134,14 +88,15 @@ def test_fused_silu_mul_kernel_matches_reference(dtype, shape, m):
 @pytest.mark.triton_interpret
 @needs_kernels
 def test_fp16_one_row():
-    check_rms_norm_linear(1, 48, 80, torch.float16, with_residual=True, with_bias=False)
+    check_linear(1, 48, 80, torch.float16, with_bias=True)
+    check_silu_mul_linear(1, 48, 80, torch.float16, with_bias=False)
 
 
 @pytest.mark.triton_interpret
 @needs_kernels
 def test_many_rows_fall_back_to_the_unfused_path():
     m = triton_gemv.MAX_ROWS + 1
-    check_rms_norm_linear(m, 32, 64, torch.float32, with_residual=True, with_bias=True)
+    check_linear(m, 32, 64, torch.float32, with_bias=True)
     check_silu_mul_linear(m, 32, 64, torch.float32, with_bias=False)
 
 
@@ -182,9 +137,8 @@ LLAMA3_8B = {
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("m", [1, 4, 16])
 @pytest.mark.parametrize("name", ["qkv", "gate_up", "lm_head"])
-def test_rms_norm_linear_llama3_shapes(dtype, m, name):
-    check_rms_norm_linear(m, *LLAMA3_8B[name], dtype, with_residual=name != "lm_head",
-                          with_bias=name == "qkv")
+def test_linear_llama3_decode_shapes(dtype, m, name):
+    check_linear(m, *LLAMA3_8B[name], dtype, with_bias=name == "qkv")
 
 
 @pytest.mark.gpu
@@ -203,7 +157,6 @@ def test_silu_mul_linear_llama3_shapes(dtype, m):
 def test_fused_kernels_llama3_shapes(dtype, m):
     config = triton_gemv.GemvConfig(16, 512, 4, 1, False) if m == 1 else \
         triton_gemv.GemvConfig(64, 128, 4, 3, True)
-    check_rms_norm_linear(m, *LLAMA3_8B["gate_up"], dtype, True, False, config=config)
     check_silu_mul_linear(m, *LLAMA3_8B["down"], dtype, False, config=config)
 
 

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..adapter import ModelAdapter
+from ..adapter import LINEAR_PARAMS, ModelAdapter
 from ..config import ModelConfig
 
-_WQKV = re.compile(r"^model\.layers\.(\d+)\.attention\.wqkv\.(weight|bias)$")
+_WQKV = re.compile(r"^model\.layers\.(\d+)\.attention\.wqkv\.(\w+)$")
+# The output (head) dimension of each linear tensor kind (AWQ's are [in, out]).
+_OUTPUT_AXIS = {"weight": 0, "bias": 0, "weight_scale": 0, "qweight": 1, "qzeros": 1, "scales": 1}
 
 
 class InternLM2Adapter(ModelAdapter):
@@ -30,11 +32,12 @@ class InternLM2Adapter(ModelAdapter):
     layer_names: ClassVar[dict[str, str]] = {
         "attention_norm.weight": "input_norm",
         "ffn_norm.weight": "post_attn_norm",
-        "attention.wo.weight": "attn.o.weight",
-        "attention.wo.bias": "attn.o.bias",
-        "feed_forward.w1.weight": "mlp.gate.weight",
-        "feed_forward.w3.weight": "mlp.up.weight",
-        "feed_forward.w2.weight": "mlp.down.weight",
+    }
+    layer_linears: ClassVar[dict[str, str]] = {
+        "attention.wo": "attn.o",
+        "feed_forward.w1": "mlp.gate",
+        "feed_forward.w3": "mlp.up",
+        "feed_forward.w2": "mlp.down",
     }
 
     def __init__(self) -> None:
@@ -55,12 +58,20 @@ class InternLM2Adapter(ModelAdapter):
         match = _WQKV.match(name)
         if match is None:
             return super().map_weights(name, tensor)
-        layer, kind = match.groups()
+        layer, param = match.groups()
+        param = LINEAR_PARAMS.get(param, param)
+        if param not in _OUTPUT_AXIS:
+            return super().map_weights(name, tensor)
+        axis = _OUTPUT_AXIS[param]
         groups = self._num_heads // self._num_kv_heads
-        grouped = tensor.reshape(self._num_kv_heads, groups + 2, -1, *tensor.shape[1:])
-        head_dim = grouped.shape[2]
-        q = grouped[:, :groups].reshape(self._num_heads * head_dim, *tensor.shape[1:])
-        k = grouped[:, groups].reshape(self._num_kv_heads * head_dim, *tensor.shape[1:])
-        v = grouped[:, groups + 1].reshape(self._num_kv_heads * head_dim, *tensor.shape[1:])
+        out = tensor.movedim(axis, 0)
+        grouped = out.reshape(self._num_kv_heads, groups + 2, -1, *out.shape[1:])
+        rows = grouped.shape[2]  # one head's rows (head_dim, or head_dim / 8 packed by AWQ)
+        parts = (
+            grouped[:, :groups].reshape(self._num_heads * rows, *out.shape[1:]),
+            grouped[:, groups].reshape(self._num_kv_heads * rows, *out.shape[1:]),
+            grouped[:, groups + 1].reshape(self._num_kv_heads * rows, *out.shape[1:]),
+        )
         prefix = f"layers.{layer}.attn"
-        return ((f"{prefix}.q.{kind}", q), (f"{prefix}.k.{kind}", k), (f"{prefix}.v.{kind}", v))
+        return tuple((f"{prefix}.{head}.{param}", part.movedim(0, axis).contiguous())
+                     for head, part in zip("qkv", parts, strict=True))

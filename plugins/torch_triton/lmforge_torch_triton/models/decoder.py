@@ -42,23 +42,19 @@ class LlamaDecoder:
         cos, sin = self.rotary.cos_sin(inputs)
         eps = self.config.norm_eps
         residual = None
-        # Each norm and the SiLU-and-mul go through the op of the matmul after them, which picks
-        # per device and shape whether to run them inside that matmul (ops/triton_gemv.py).
+        # Linears dispatch on their weight's kind (dense, AWQ, W8A8); the SiLU-and-mul runs
+        # inside the down projection where that measured faster (ops/triton_gemv.py).
         for layer, cache in zip(w.layers, kv_caches, strict=True):
-            qkv, residual = ops.rms_norm_linear(
-                hidden, layer.input_norm, eps, residual, layer.qkv, layer.qkv_bias
-            )
+            normed, residual = ops.rms_norm(hidden, layer.input_norm, eps, residual)
             if residual is None:  # first layer: the embedding is the residual stream
                 residual = hidden
-            hidden = self._attention(qkv, layer, cache, inputs, cos, sin)
-            gate_up, residual = ops.rms_norm_linear(
-                hidden, layer.post_attn_norm, eps, residual, layer.gate_up
-            )
-            hidden = ops.silu_mul_linear(gate_up, layer.down)
+            hidden = self._attention(ops.linear(normed, layer.qkv), layer, cache, inputs, cos, sin)
+            normed, residual = ops.rms_norm(hidden, layer.post_attn_norm, eps, residual)
+            hidden = ops.silu_mul_linear(ops.linear(normed, layer.gate_up), layer.down)
         hidden = hidden[inputs.logit_rows]
         residual = residual[inputs.logit_rows]
-        logits, _ = ops.rms_norm_linear(hidden, w.norm, eps, residual, w.lm_head)
-        return logits.float()
+        normed, _ = ops.rms_norm(hidden, w.norm, eps, residual)
+        return ops.linear(normed, w.lm_head).float()
 
     def _attention(
         self,
@@ -95,4 +91,4 @@ class LlamaDecoder:
                 inputs.prefill_cu_q_lens if d else inputs.cu_q_lens, inputs.kv_lens[d:],
                 self.scale, c.sliding_window, max_q_len=inputs.max_q_len, out=out[d:],
             )
-        return ops.linear(out.reshape(tokens, c.q_size), layer.o, layer.o_bias)
+        return ops.linear(out.reshape(tokens, c.q_size), layer.o)

@@ -1,9 +1,11 @@
 """The decoder's weights in the engine's layout, built from the canonical weight stream.
 
-q, k and v fuse into one ``qkv`` matrix and gate and up into one ``gate_up`` matrix, so a layer
-runs two matmuls where the checkpoint has five. A layer is fused as soon as its last part
-arrives, so at most one layer's parts are held twice. (Tensor parallelism would slice heads and
-MLP rows here, per rank, before fusing.)
+Each linear module's checkpoint tensors become a weight of its kind (dense, AWQ int4 or W8A8:
+:mod:`lmforge.model.linear`); q, k and v fuse into one ``qkv`` and gate and up into one
+``gate_up``, per kind, so a layer runs two matmuls where the checkpoint has five. Floating-point
+tensors are cast to the activation dtype as they arrive, so the model is held once plus one
+layer's fused copy. (Tensor parallelism would slice heads and MLP rows here, per rank, before
+fusing.)
 """
 
 from __future__ import annotations
@@ -13,55 +15,76 @@ from dataclasses import dataclass
 import torch
 from lmforge.errors import ModelLoadError
 from lmforge.model.config import ModelConfig
+from lmforge.model.linear import DenseLinear, LinearWeight, linear_from_parts
 from lmforge.model.loader import ModelInfo
+
+_NORMS = ("input_norm", "post_attn_norm")
+_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 
 
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor  # [H]
     post_attn_norm: torch.Tensor  # [H]
-    qkv: torch.Tensor  # [q_size + 2 * kv_size, H]
-    qkv_bias: torch.Tensor | None
-    o: torch.Tensor  # [H, q_size]
-    o_bias: torch.Tensor | None
-    gate_up: torch.Tensor  # [2 * I, H]
-    down: torch.Tensor  # [H, I]
+    qkv: LinearWeight  # out: q_size + 2 * kv_size
+    o: LinearWeight  # out: H
+    gate_up: LinearWeight  # out: 2 * I
+    down: LinearWeight  # out: H
 
 
 @dataclass
 class DecoderWeights:
     embed: torch.Tensor  # [V, H]
     norm: torch.Tensor  # [H]
-    lm_head: torch.Tensor  # [V, H]; the embedding itself when tied
+    lm_head: DenseLinear  # [V, H]; the embedding itself when tied
     layers: list[LayerWeights]
 
 
-def _layer_parts(config: ModelConfig) -> set[str]:
-    parts = {"input_norm", "post_attn_norm", "attn.o.weight"}
-    parts |= {f"attn.{p}.weight" for p in "qkv"} | {
-        f"mlp.{p}.weight" for p in ("gate", "up", "down")
-    }
-    if config.qkv_bias:
-        parts |= {f"attn.{p}.bias" for p in "qkv"}
-    if config.o_bias:
-        parts.add("attn.o.bias")
-    return parts
+def _fuse(name: str, parts: list[LinearWeight]) -> LinearWeight:
+    kinds = {p.kind for p in parts}
+    if len(kinds) != 1:
+        raise ModelLoadError(
+            f"{name} fuses layers stored as {' and '.join(sorted(kinds))}; quantize all of them "
+            "or none."
+        )
+    return type(parts[0]).fuse(parts)
 
 
-def _fuse(parts: dict[str, torch.Tensor], config: ModelConfig) -> LayerWeights:
-    qkv_bias = None
-    if config.qkv_bias:
-        qkv_bias = torch.cat([parts.pop(f"attn.{p}.bias") for p in "qkv"])
+def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_size: int | None,
+           device: torch.device, dtype: torch.dtype) -> LayerWeights:
+    for norm in _NORMS:
+        if norm not in tensors:
+            raise ModelLoadError(f"The checkpoint lacks layers.{i}.{norm}.")
+    biased = {"attn.q": config.qkv_bias, "attn.k": config.qkv_bias, "attn.v": config.qkv_bias,
+              "attn.o": config.o_bias, "mlp.gate": config.mlp_bias, "mlp.up": config.mlp_bias,
+              "mlp.down": config.mlp_bias}
+    linears = {}
+    for module in _LINEARS:
+        prefix = f"{module}."
+        parts = {k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
+        if biased[module] and "bias" not in parts:
+            raise ModelLoadError(f"The checkpoint lacks layers.{i}.{module}.bias.")
+        linears[module] = linear_from_parts(f"layers.{i}.{module}", parts, group_size)
+    unknown = sorted(set(tensors) - set(_NORMS))
+    if unknown:
+        raise ModelLoadError(f"Weight 'layers.{i}.{unknown[0]}' does not fit the model's "
+                             "configuration.")
+    qkv = _fuse(f"layers.{i}.attn.qkv", [linears[m] for m in ("attn.q", "attn.k", "attn.v")])
+    gate_up = _fuse(f"layers.{i}.mlp.gate_up", [linears["mlp.gate"], linears["mlp.up"]])
     return LayerWeights(
-        input_norm=parts.pop("input_norm"),
-        post_attn_norm=parts.pop("post_attn_norm"),
-        qkv=torch.cat([parts.pop(f"attn.{p}.weight") for p in "qkv"]),
-        qkv_bias=qkv_bias,
-        o=parts.pop("attn.o.weight"),
-        o_bias=parts.pop("attn.o.bias", None),
-        gate_up=torch.cat([parts.pop("mlp.gate.weight"), parts.pop("mlp.up.weight")]),
-        down=parts.pop("mlp.down.weight"),
+        input_norm=tensors["input_norm"],
+        post_attn_norm=tensors["post_attn_norm"],
+        qkv=qkv.to(device, dtype),
+        o=linears["attn.o"].to(device, dtype),
+        gate_up=gate_up.to(device, dtype),
+        down=linears["mlp.down"].to(device, dtype),
     )
+
+
+def _keeps_dtype(name: str, tensor: torch.Tensor) -> bool:
+    """Quantized codes and W8A8's float32 scales keep their dtype; the rest is cast."""
+    return not tensor.is_floating_point() or tensor.element_size() == 1 or name.endswith(
+        ".weight_scale")
 
 
 def load_decoder_weights(
@@ -69,37 +92,35 @@ def load_decoder_weights(
 ) -> DecoderWeights:
     """Stream ``model_info``'s canonical weights onto ``device`` in ``dtype`` and fuse them."""
     config = model_info.config
-    needed = _layer_parts(config)
-    pending: dict[int, dict[str, torch.Tensor]] = {}
-    layers: list[LayerWeights | None] = [None] * config.num_layers
+    quant = model_info.quant
+    group_size = quant.group_size if quant is not None and quant.method == "awq" else None
+    per_layer: list[dict[str, torch.Tensor]] = [{} for _ in range(config.num_layers)]
     top: dict[str, torch.Tensor] = {}
     for name, tensor in model_info.iter_weights(device=device):
-        tensor = tensor.to(device=device, dtype=dtype)
+        keep = _keeps_dtype(name, tensor)
+        tensor = tensor.to(device=device) if keep else tensor.to(device=device, dtype=dtype)
         if not name.startswith("layers."):
             top[name] = tensor
             continue
         _, index, part = name.split(".", 2)
-        i = int(index)
-        if i >= config.num_layers or part not in needed:
+        if int(index) >= config.num_layers:
             raise ModelLoadError(f"Weight {name!r} does not fit the model's configuration.")
-        parts = pending.setdefault(i, {})
-        parts[part] = tensor
-        if len(parts) == len(needed):
-            layers[i] = _fuse(pending.pop(i), config)
-    missing = sorted(f"layers.{i}.{p}" for i, parts in pending.items() for p in needed - set(parts))
-    missing += [
-        f"layers.{i}" for i, layer in enumerate(layers) if layer is None and i not in pending
-    ]
-    missing += [n for n in ("embed", "norm") if n not in top]
+        per_layer[int(index)][part] = tensor
+    missing = [n for n in ("embed", "norm") if n not in top]
     if "lm_head" not in top and not config.tie_word_embeddings:
         missing.append("lm_head")
+    missing += [f"layers.{i}" for i, tensors in enumerate(per_layer) if not tensors]
     if missing:
         raise ModelLoadError(
             f"The checkpoint at {model_info.path} lacks {len(missing)} weights, e.g. {missing[0]!r}."
         )
+    layers = []
+    for i in range(config.num_layers):
+        layers.append(_layer(i, per_layer[i], config, group_size, device, dtype))
+        per_layer[i] = {}
     return DecoderWeights(
         embed=top["embed"],
         norm=top["norm"],
-        lm_head=top.get("lm_head", top["embed"]),
-        layers=layers,  # type: ignore[arg-type]  # every entry was checked above
+        lm_head=DenseLinear(top.get("lm_head", top["embed"])),
+        layers=layers,
     )

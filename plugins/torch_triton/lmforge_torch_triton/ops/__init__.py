@@ -27,19 +27,32 @@ OPS_ENV = "LMFORGE_OPS"
 
 @dataclass(frozen=True)
 class Ops:
-    """The kernels of one device; signatures are those of :mod:`.reference`."""
+    """The kernels of one device; signatures are those of :mod:`.reference`.
+
+    Linear layers dispatch on their weight's kind (:mod:`lmforge.model.linear`): ``linear(x, w)``
+    runs ``linear_<kind>``, and ``silu_mul_linear`` (the gated MLP's down projection) runs
+    ``silu_mul_linear_<kind>`` where one exists, else the activation then ``linear``.
+    """
 
     rms_norm: Callable
     silu_and_mul: Callable
-    linear: Callable
-    rms_norm_linear: Callable
-    silu_mul_linear: Callable
+    linear_dense: Callable
+    linear_awq: Callable
+    linear_w8a8: Callable
+    silu_mul_linear_dense: Callable
     rope_cos_sin: Callable
-    apply_rope: Callable
-    store_kv: Callable
     rope_and_store_kv: Callable
     paged_decode_attention: Callable
     paged_prefill_attention: Callable
+
+    def linear(self, x: torch.Tensor, w) -> torch.Tensor:
+        return getattr(self, f"linear_{w.kind}")(x, w)
+
+    def silu_mul_linear(self, gate_up: torch.Tensor, w) -> torch.Tensor:
+        fused = getattr(self, f"silu_mul_linear_{w.kind}", None)
+        if fused is not None:
+            return fused(gate_up, w)
+        return self.linear(self.silu_and_mul(gate_up), w)
 
 
 OP_NAMES = tuple(f.name for f in fields(Ops))

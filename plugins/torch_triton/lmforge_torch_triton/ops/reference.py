@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lmforge.model.linear import AWQLinear, DenseLinear, W8A8Linear
 
 
 def rms_norm(
@@ -39,24 +40,33 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
     return F.linear(x, w, bias)
 
 
-def rms_norm_linear(
-    x: torch.Tensor,
-    weight_norm: torch.Tensor,
-    eps: float,
-    residual: torch.Tensor | None,
-    w: torch.Tensor,
-    bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`rms_norm` then :func:`linear`; returns the product and the new residual."""
-    normed, residual = rms_norm(x, weight_norm, eps, residual)
-    return F.linear(normed, w, bias), residual
-
-
 def silu_mul_linear(
     gate_up: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
     """:func:`silu_and_mul` then :func:`linear`: the gated MLP's down projection."""
     return F.linear(silu_and_mul(gate_up), w, bias)
+
+
+def linear_dense(x: torch.Tensor, w: DenseLinear) -> torch.Tensor:
+    """:func:`linear` for a dense weight (the op table dispatches ``linear`` on the weight's
+    kind; see :mod:`lmforge.model.linear`)."""
+    return F.linear(x, w.weight, w.bias)
+
+
+def linear_awq(x: torch.Tensor, w: AWQLinear) -> torch.Tensor:
+    """``x @ W.T`` for an AWQ int4 weight: dequantized, then a 16-bit matmul."""
+    return w.reference(x)
+
+
+def linear_w8a8(x: torch.Tensor, w: W8A8Linear) -> torch.Tensor:
+    """``x @ W.T`` for a W8A8 weight: ``x`` quantized per token, an exact 8-bit matmul, then
+    both scales."""
+    return w.reference(x)
+
+
+def silu_mul_linear_dense(gate_up: torch.Tensor, w: DenseLinear) -> torch.Tensor:
+    """:func:`silu_mul_linear` for a dense weight."""
+    return silu_mul_linear(gate_up, w.weight, w.bias)
 
 
 def rope_cos_sin(

@@ -1,4 +1,4 @@
-"""Bandwidth-bound GEMV / skinny GEMM for decode steps, optionally with the op before it fused in.
+"""Bandwidth-bound GEMV / skinny GEMM for decode steps, optionally with SiLU-and-mul fused in.
 
 At a small batch every linear layer of a decode step is a read of its weight matrix: ``y[M, N] =
 x[M, K] @ w[N, K].T`` with ``M`` a handful of token rows. One program owns ``BLOCK_N`` weight rows
@@ -9,12 +9,12 @@ BLOCK_K]`` tile reduced once at the end; for several rows, ``tl.dot`` on a ``[16
 input tile (padding rows load zeros). Shapes without a config, more than :data:`MAX_ROWS` rows,
 or layouts the kernel does not take go to ``F.linear``.
 
-The kernel can also rebuild its input from the previous op's inputs (the RMSNorm with its
-residual add, or ``silu(gate) * up``) instead of reading a tensor another kernel wrote. Every
-program then repeats that work for its rows, and on an H200 this costs more than the launch it
-saves for the RMSNorm at every shape measured (for example 20.0 us fused against 15.6 us for the
-norm kernel plus the GEMV on Llama-3-8B's QKV at one row), so :data:`FUSED_CONFIGS` enables it
-only where it measured faster: SiLU-and-mul before the down projection at one row.
+The kernel can also rebuild its input as ``silu(gate) * up`` from the gated MLP's ``gate_up``
+instead of reading a tensor the activation kernel wrote. Every program then repeats that work
+for its rows, so :data:`SILU_CONFIGS` enables it only where it measured faster on an H200:
+before the down projection at one row. (Fusing the RMSNorm the same way measured slower than
+the norm kernel plus the GEMV at every shape, e.g. 20.0 us against 15.6 us on Llama-3-8B's QKV
+at one row, so norms run as their own kernel.)
 """
 
 from __future__ import annotations
@@ -26,14 +26,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import triton_activation, triton_rms_norm
+from . import triton_activation
 from .triton_common import SUPPORTED_DTYPES, dot_precision, expect
-
-# Prologues: what each program computes from ``x`` before the product.
-_PLAIN = 0  # x itself
-_RMS = 1  # rms_norm(x) * weight_norm
-_RMS_RESIDUAL = 2  # rms_norm(x + residual) * weight_norm; the sum is the new residual
-_SILU_MUL = 3  # silu(x[:, :K]) * x[:, K:]
 
 # The largest row count the fused kernels take; more rows are a prefill-sized matmul that
 # cuBLAS runs at full tensor-core rate.
@@ -71,13 +65,11 @@ CONFIGS: dict[tuple[str, str], GemvConfig] = {
                                   use_dot=True),
 }
 
-# Where running the prologue inside the GEMV beats launching its own kernel first (the Triton
-# RMSNorm or SiLU-and-mul kernel, then the GEMV). Keys: prologue, row bucket, shape class.
-# Measured on the H200: SiLU-and-mul + down at one row 28.9 us fused against 29.4 us split; the
-# fused RMSNorm lost at every shape and row count (see the module docstring).
-FUSED_CONFIGS: dict[tuple[str, str, str], GemvConfig] = {
-    ("silu", "1", "deep"): GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1,
-                                      use_dot=False),
+# Where computing SiLU-and-mul inside the GEMV beats its own kernel followed by the GEMV. Keys:
+# row bucket, shape class. Measured on the H200: SiLU-and-mul + down at one row 28.9 us fused
+# against 29.4 us split.
+SILU_CONFIGS: dict[tuple[str, str], GemvConfig] = {
+    ("1", "deep"): GemvConfig(block_n=8, block_k=1024, num_warps=4, num_stages=1, use_dot=False),
 }
 
 
@@ -101,10 +93,10 @@ def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
     return CONFIGS.get((_bucket(m), _shape_class(n, k)))
 
 
-def fused_config(prologue: str, m: int, n: int, k: int) -> GemvConfig | None:
-    """The launch parameters of the ``prologue`` ("rms" or "silu") fused into the GEMV, or None
-    where the prologue's own kernel followed by the GEMV is faster."""
-    return FUSED_CONFIGS.get((prologue, _bucket(m), _shape_class(n, k)))
+def silu_config(m: int, n: int, k: int) -> GemvConfig | None:
+    """The launch parameters of SiLU-and-mul fused into the GEMV, or None where the activation
+    kernel followed by the GEMV is faster."""
+    return SILU_CONFIGS.get((_bucket(m), _shape_class(n, k)))
 
 
 @triton.jit
@@ -116,61 +108,25 @@ def _load(ptrs, mask, EVEN: tl.constexpr, EVICT: tl.constexpr):
 
 
 @triton.jit
-def _inv_rms(
-    x_ptr, res_ptr, res_out_ptr, rows, M, K, stride_xm, stride_rm, eps, is_writer,
-    PROLOGUE: tl.constexpr, EVEN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    """``1 / rms`` of each input row ``[BLOCK_M]``; ``is_writer`` also stores ``x + residual``."""
-    sumsq = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask = (rows[:, None] < M) & (offs_k[None, :] < K)
-        # The main loop reads the rows again: keep them in cache.
-        x = _load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask, EVEN, "evict_last")
-        if PROLOGUE == 2:
-            r = _load(res_ptr + rows[:, None] * stride_rm + offs_k[None, :], mask, EVEN,
-                      "evict_last")
-            # Round the sum to the activation dtype before normalizing, as `x + residual` does.
-            x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
-            if is_writer:
-                tl.store(res_out_ptr + rows[:, None] * K + offs_k[None, :], x, mask=mask)
-        xf = x.to(tl.float32)
-        sumsq += tl.sum(xf * xf, 1)
-    return tl.rsqrt(sumsq / K + eps)
-
-
-@triton.jit
-def _input_tile(
-    x_ptr, res_ptr, norm_ptr, rows, offs_k, inv_rms, M, K, stride_xm, stride_rm,
-    PROLOGUE: tl.constexpr, EVEN: tl.constexpr,
-):
-    """The matmul's input at ``rows x offs_k`` in fp32, rounded exactly where the unfused ops
-    round to the activation dtype (so the product sees the same values)."""
+def _input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr, EVEN: tl.constexpr):
+    """The matmul's input at ``rows x offs_k`` in fp32; with ``SILU_MUL``, ``silu(gate) * up``
+    from ``x = [gate | up]``, rounded where the unfused ops round to the activation dtype."""
     mask = (rows[:, None] < M) & (offs_k[None, :] < K)
     x = _load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask, EVEN, "evict_last")
-    if PROLOGUE == 3:
+    if SILU_MUL:
         up = _load(x_ptr + rows[:, None] * stride_xm + K + offs_k[None, :], mask, EVEN,
                    "evict_last")
         gate = x.to(tl.float32)
         silu = (gate * tl.sigmoid(gate)).to(up.dtype)
         x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
-    elif PROLOGUE != 0:
-        if PROLOGUE == 2:
-            r = _load(res_ptr + rows[:, None] * stride_rm + offs_k[None, :], mask, EVEN,
-                      "evict_last")
-            x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
-        g = _load(norm_ptr + offs_k[None, :], offs_k[None, :] < K, EVEN, "evict_last")
-        # HF order: round the normalized row to the activation dtype, then scale by the weight.
-        normed = (x.to(tl.float32) * inv_rms[:, None]).to(x.dtype)
-        x = (normed.to(tl.float32) * g.to(tl.float32)).to(x.dtype)
     return x.to(tl.float32)
 
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, res_ptr, norm_ptr, res_out_ptr, w_ptr, bias_ptr, y_ptr,
-    M, N, K, stride_xm, stride_rm, stride_wn, stride_ym, eps,
-    PROLOGUE: tl.constexpr,
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    M, N, K, stride_xm, stride_wn, stride_ym,
+    SILU_MUL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     USE_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -185,10 +141,6 @@ def _gemv_kernel(
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     # int64: an LM head's N * K passes 2**31 elements for large vocabularies.
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
-    inv_rms = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
-    if PROLOGUE == 1 or PROLOGUE == 2:
-        inv_rms = _inv_rms(x_ptr, res_ptr, res_out_ptr, rows, M, K, stride_xm, stride_rm, eps,
-                           pid == 0, PROLOGUE, EVEN_X, BLOCK_M, BLOCK_K)
 
     if USE_DOT:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -199,10 +151,9 @@ def _gemv_kernel(
         w_mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)
         # Each weight byte is read once: let it leave the cache first.
         w = _load(w_rows + offs_k[None, :], w_mask, EVEN_W, "evict_first")
-        x = _input_tile(x_ptr, res_ptr, norm_ptr, rows, offs_k, inv_rms, M, K, stride_xm,
-                        stride_rm, PROLOGUE, EVEN_X)
+        x = _input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL, EVEN_X)
         if USE_DOT:
-            # x holds values of w's dtype (rounded by the prologue), so the cast is exact.
+            # x holds values of w's dtype (rounded by the activation), so the cast is exact.
             acc = tl.dot(x.to(w.dtype), tl.trans(w), acc, input_precision=DOT_PRECISION)
         else:
             acc += w.to(tl.float32) * x  # x: [1, BLOCK_K], broadcast over the weight rows
@@ -238,43 +189,19 @@ def _check(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int) 
            f"bias must be [N={w.shape[0]}], got {None if bias is None else tuple(bias.shape)}.")
 
 
-def _launch(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    bias: torch.Tensor | None,
-    k: int,
-    prologue: int,
-    config: GemvConfig,
-    residual: torch.Tensor | None = None,
-    weight_norm: torch.Tensor | None = None,
-    eps: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int, silu_mul: bool,
+            config: GemvConfig) -> torch.Tensor:
     x = x if x.stride(1) == 1 else x.contiguous()
-    if residual is not None and residual.stride(1) != 1:
-        residual = residual.contiguous()
     m, n = x.shape[0], w.shape[0]
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    residual_out = torch.empty(m, k, dtype=x.dtype, device=x.device) if residual is not None \
-        else None
     block_m = max(16, triton.next_power_of_2(m)) if config.use_dot else 1
     min_block = 16 if config.use_dot else 1  # tl.dot needs 16 along every dimension
     block_n = min(config.block_n, max(min_block, triton.next_power_of_2(n)))
     block_k = min(config.block_k, max(16, triton.next_power_of_2(k)))
     _gemv_kernel[(triton.cdiv(n, block_n),)](
-        x,
-        residual if residual is not None else x,
-        weight_norm if weight_norm is not None else x,
-        residual_out if residual_out is not None else y,
-        w,
-        bias if bias is not None else w,
-        y,
-        m, n, k,
-        x.stride(0),
-        residual.stride(0) if residual is not None else 0,
-        w.stride(0),
-        y.stride(0),
-        eps,
-        PROLOGUE=prologue,
+        x, w, bias if bias is not None else w, y,
+        m, n, k, x.stride(0), w.stride(0), y.stride(0),
+        SILU_MUL=silu_mul,
         HAS_BIAS=bias is not None,
         USE_DOT=config.use_dot,
         DOT_PRECISION=dot_precision(x.dtype),
@@ -287,25 +214,17 @@ def _launch(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
-    return y, residual_out
+    return y
 
 
-def linear_with_config(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    config: GemvConfig,
-    prologue: str = "",
-    weight_norm: torch.Tensor | None = None,
-    eps: float = 0.0,
-    residual: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The kernel with explicit launch parameters, for any row count, optionally with the
-    ``"rms"`` or ``"silu"`` prologue; returns the product and the new residual. The entry point
-    of ``scripts/bench_gemv.py``, which picks :data:`CONFIGS` and :data:`FUSED_CONFIGS`."""
-    k = x.shape[1] // 2 if prologue == "silu" else x.shape[1]
+def linear_with_config(x: torch.Tensor, w: torch.Tensor, config: GemvConfig,
+                       silu_mul: bool = False) -> torch.Tensor:
+    """The kernel with explicit launch parameters, for any row count, optionally computing
+    ``silu(gate) * up`` from ``x = [gate | up]`` first. The entry point of
+    ``scripts/bench_gemv.py``, which picks :data:`CONFIGS` and :data:`SILU_CONFIGS`."""
+    k = x.shape[1] // 2 if silu_mul else x.shape[1]
     _check(x, w, None, k)
-    kind = {"": _PLAIN, "silu": _SILU_MUL, "rms": _RMS if residual is None else _RMS_RESIDUAL}
-    return _launch(x, w, None, k, kind[prologue], config, residual, weight_norm, eps)
+    return _launch(x, w, None, k, silu_mul, config)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -314,33 +233,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -
     config = pick_config(x.shape[0], w.shape[0], x.shape[1])
     if config is None or not _suits(x, w, bias, x.shape[1]):
         return F.linear(x, w, bias)
-    return _launch(x, w, bias, x.shape[1], _PLAIN, config)[0]
-
-
-def rms_norm_linear(
-    x: torch.Tensor,
-    weight_norm: torch.Tensor,
-    eps: float,
-    residual: torch.Tensor | None,
-    w: torch.Tensor,
-    bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``rms_norm(x, weight_norm, eps, residual)`` followed by ``linear(., w, bias)``; returns
-    the product and the new residual (``x + residual``; None without ``residual``)."""
-    _check(x, w, bias, x.shape[-1])
-    k = x.shape[1]
-    expect(weight_norm.shape == (k,), f"weight_norm must be [K={k}], got "
-           f"{tuple(weight_norm.shape)}.")
-    expect(residual is None or residual.shape == x.shape,
-           f"residual must have x's shape {tuple(x.shape)}.")
-    config = fused_config("rms", x.shape[0], w.shape[0], k)
-    if config is None or not _suits(x, w, bias, k) or weight_norm.dtype != x.dtype or (
-        residual is not None and residual.dtype != x.dtype
-    ):
-        normed, residual = triton_rms_norm.rms_norm(x, weight_norm, eps, residual)
-        return linear(normed, w, bias), residual
-    prologue = _RMS if residual is None else _RMS_RESIDUAL
-    return _launch(x, w, bias, k, prologue, config, residual, weight_norm.contiguous(), eps)
+    return _launch(x, w, bias, x.shape[1], False, config)
 
 
 def silu_mul_linear(
@@ -351,7 +244,17 @@ def silu_mul_linear(
            f"gate_up must be [M, 2*I], got {tuple(gate_up.shape)}.")
     inter = gate_up.shape[1] // 2
     _check(gate_up, w, bias, inter)
-    config = fused_config("silu", gate_up.shape[0], w.shape[0], inter)
+    config = silu_config(gate_up.shape[0], w.shape[0], inter)
     if config is None or not _suits(gate_up, w, bias, inter):
         return linear(triton_activation.silu_and_mul(gate_up), w, bias)
-    return _launch(gate_up, w, bias, inter, _SILU_MUL, config)[0]
+    return _launch(gate_up, w, bias, inter, True, config)
+
+
+def linear_dense(x: torch.Tensor, w) -> torch.Tensor:
+    """The op for a :class:`~lmforge.model.linear.DenseLinear`."""
+    return linear(x, w.weight, w.bias)
+
+
+def silu_mul_linear_dense(gate_up: torch.Tensor, w) -> torch.Tensor:
+    """The gated MLP's down projection for a :class:`~lmforge.model.linear.DenseLinear`."""
+    return silu_mul_linear(gate_up, w.weight, w.bias)

@@ -1,0 +1,287 @@
+"""Linear weights by kind: dense, AWQ group-wise int4, and W8A8 8-bit with per-channel scales.
+
+The loader turns each linear module's checkpoint tensors into one of these; engines fuse them
+(q, k and v into one qkv; gate and up into one gate_up) and run them through ops that dispatch on
+``kind``. Each kind defines its numerics here through :meth:`LinearWeight.reference` (plain
+PyTorch; the CPU path of the ``pytorch`` engine and the reference of every kernel).
+
+AutoAWQ's GEMM layout: ``qweight`` int32 ``[K, N/8]`` holds 8 int4 values per int32; nibble ``i``
+(bits ``4i..4i+3``) of column group ``c`` holds output column ``8c + AWQ_ORDER[i]``. ``qzeros``
+int32 ``[K/G, N/8]`` is packed the same way and ``scales`` is ``[K/G, N]``; the weight is
+``w[n, k] = (q[k, n] - z[k // G, n]) * s[k // G, n]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+
+from ..errors import ModelLoadError
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+# Where column j of a group of 8 sits among the nibbles: the inverse of AWQ_ORDER.
+_AWQ_NIBBLE_OF_COLUMN = tuple(AWQ_ORDER.index(j) for j in range(8))
+FP8_DTYPE = torch.float8_e4m3fn
+_FP8_MAX = 448.0
+
+
+def pack_awq(values: torch.Tensor) -> torch.Tensor:
+    """Pack int4 values ``[R, N]`` (0..15, N a multiple of 8) into AutoAWQ's int32 ``[R, N/8]``."""
+    r, n = values.shape
+    if n % 8:
+        raise ValueError(f"AWQ packs 8 columns per int32; {n} columns is not a multiple of 8")
+    groups = values.to(torch.int64).reshape(r, n // 8, 8)
+    packed = torch.zeros(r, n // 8, dtype=torch.int64, device=values.device)
+    for nibble, column in enumerate(AWQ_ORDER):
+        packed |= (groups[:, :, column] & 0xF) << (4 * nibble)
+    # Reinterpret the low 32 bits as int32 (the checkpoint dtype).
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
+    """The int4 values ``[R, 8 * C]`` (as int32, 0..15) of AutoAWQ-packed int32 ``[R, C]``."""
+    shifts = torch.tensor([4 * _AWQ_NIBBLE_OF_COLUMN[j] for j in range(8)],
+                          dtype=torch.int32, device=packed.device)
+    values = (packed.unsqueeze(-1) >> shifts) & 0xF
+    return values.reshape(packed.shape[0], -1)
+
+
+class LinearWeight:
+    """The weight of one linear layer ``y = x @ W.T (+ bias)``, of one storage kind."""
+
+    kind: ClassVar[str]
+    # The checkpoint tensors of this kind besides ``bias``, by their canonical suffix.
+    params: ClassVar[tuple[str, ...]]
+    bias: torch.Tensor | None
+
+    @property
+    def out_features(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def in_features(self) -> int:
+        raise NotImplementedError
+
+    def dequantize(self) -> torch.Tensor:
+        """The weight as a float32 ``[out, in]`` matrix."""
+        raise NotImplementedError
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor this weight holds (bias included)."""
+        return [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
+
+    @property
+    def nbytes(self) -> int:
+        """What reading the whole weight costs, in bytes."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> LinearWeight:
+        """On ``device``, for activations of ``dtype`` (quantized values keep their type)."""
+        raise NotImplementedError
+
+    @classmethod
+    def fuse(cls, parts: list[LinearWeight]) -> LinearWeight:
+        """One weight whose output features are the parts' outputs, in order (fused qkv)."""
+        raise NotImplementedError
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T (+ bias)`` in plain PyTorch, in ``x``'s dtype, with this kind's numerics."""
+        raise NotImplementedError
+
+    def _bias_to(self, device, dtype) -> torch.Tensor | None:
+        return None if self.bias is None else self.bias.to(device=device, dtype=dtype)
+
+
+def _cat_bias(parts: list[LinearWeight]) -> torch.Tensor | None:
+    """The parts' biases end to end; a part without one contributes zeros."""
+    given = next((p.bias for p in parts if p.bias is not None), None)
+    if given is None:
+        return None
+    return torch.cat([p.bias if p.bias is not None else given.new_zeros(p.out_features)
+                      for p in parts])
+
+
+@dataclass
+class DenseLinear(LinearWeight):
+    """A plain ``[out, in]`` weight matrix."""
+
+    kind: ClassVar[str] = "dense"
+    params: ClassVar[tuple[str, ...]] = ("weight",)
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight.float()
+
+    def to(self, device, dtype) -> DenseLinear:
+        return DenseLinear(self.weight.to(device=device, dtype=dtype), self._bias_to(device, dtype))
+
+    @classmethod
+    def fuse(cls, parts: list[DenseLinear]) -> DenseLinear:
+        return DenseLinear(torch.cat([p.weight for p in parts]), _cat_bias(parts))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+@dataclass
+class AWQLinear(LinearWeight):
+    """Group-wise asymmetric int4 weights in AutoAWQ's GEMM layout (see the module docstring);
+    activations stay 16-bit."""
+
+    kind: ClassVar[str] = "awq"
+    params: ClassVar[tuple[str, ...]] = ("qweight", "qzeros", "scales")
+    qweight: torch.Tensor  # int32 [K, N/8]
+    qzeros: torch.Tensor  # int32 [K/G, N/8]
+    scales: torch.Tensor  # [K/G, N]
+    group_size: int
+    bias: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        k, n8 = self.qweight.shape
+        groups = -(-k // self.group_size)
+        if self.qzeros.shape != (groups, n8) or self.scales.shape != (groups, 8 * n8):
+            raise ModelLoadError(
+                f"AWQ tensors do not fit together: qweight {tuple(self.qweight.shape)}, qzeros "
+                f"{tuple(self.qzeros.shape)}, scales {tuple(self.scales.shape)} with group size "
+                f"{self.group_size}."
+            )
+
+    @property
+    def out_features(self) -> int:
+        return self.scales.shape[1]
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[0]
+
+    def dequantize(self) -> torch.Tensor:
+        q = unpack_awq(self.qweight).float()  # [K, N]
+        z = unpack_awq(self.qzeros).float().repeat_interleave(self.group_size, 0)[: q.shape[0]]
+        s = self.scales.float().repeat_interleave(self.group_size, 0)[: q.shape[0]]
+        return ((q - z) * s).t()
+
+    def to(self, device, dtype) -> AWQLinear:
+        return replace(self, qweight=self.qweight.to(device), qzeros=self.qzeros.to(device),
+                       scales=self.scales.to(device=device, dtype=dtype),
+                       bias=self._bias_to(device, dtype))
+
+    @classmethod
+    def fuse(cls, parts: list[AWQLinear]) -> AWQLinear:
+        if len({p.group_size for p in parts}) != 1:
+            raise ModelLoadError("AWQ layers fused together must share one group size.")
+        return AWQLinear(torch.cat([p.qweight for p in parts], 1),
+                         torch.cat([p.qzeros for p in parts], 1),
+                         torch.cat([p.scales for p in parts], 1), parts[0].group_size,
+                         _cat_bias(parts))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.dequantize().to(x.dtype)
+        return torch.nn.functional.linear(x, w, self.bias)
+
+
+@dataclass
+class W8A8Linear(LinearWeight):
+    """8-bit weights (int8 or fp8 e4m3) with one float32 scale per output channel; activations
+    are quantized per token, dynamically and symmetrically, before an 8-bit matmul."""
+
+    kind: ClassVar[str] = "w8a8"
+    params: ClassVar[tuple[str, ...]] = ("weight", "weight_scale")
+    weight: torch.Tensor  # int8 or float8_e4m3fn [N, K]
+    weight_scale: torch.Tensor  # float32 [N]
+    bias: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight.dtype not in (torch.int8, FP8_DTYPE):
+            raise ModelLoadError(f"W8A8 weights must be int8 or float8_e4m3fn, not {self.weight.dtype}.")
+        self.weight_scale = self.weight_scale.reshape(-1).float()
+        if self.weight_scale.shape != (self.weight.shape[0],):
+            raise ModelLoadError(
+                f"A W8A8 weight {tuple(self.weight.shape)} needs one scale per output channel, "
+                f"got {tuple(self.weight_scale.shape)}."
+            )
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.weight.dtype == FP8_DTYPE
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight.float() * self.weight_scale[:, None]
+
+    def to(self, device, dtype) -> W8A8Linear:
+        return W8A8Linear(self.weight.to(device), self.weight_scale.to(device),
+                          self._bias_to(device, dtype))
+
+    @classmethod
+    def fuse(cls, parts: list[W8A8Linear]) -> W8A8Linear:
+        if len({p.weight.dtype for p in parts}) != 1:
+            raise ModelLoadError("W8A8 layers fused together must share one weight dtype.")
+        return W8A8Linear(torch.cat([p.weight for p in parts]),
+                          torch.cat([p.weight_scale for p in parts]), _cat_bias(parts))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        xq, x_scale = quantize_per_token(x, self.weight.dtype)
+        if self.is_fp8:
+            acc = xq.float() @ self.weight.float().t()
+        else:  # exact int32 accumulation, as the int8 tensor cores do
+            acc = (xq.to(torch.int32) @ self.weight.to(torch.int32).t()).float()
+        y = acc * x_scale[:, None] * self.weight_scale[None, :]
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype)
+
+
+def quantize_per_token(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row quantization of ``x [M, K]`` to int8 (absmax / 127, round half to even,
+    clamp) or fp8 e4m3 (absmax / 448); returns the values and float32 scales ``[M]``."""
+    xf = x.float()
+    absmax = xf.abs().amax(dim=-1).clamp(min=1e-10)
+    if dtype == FP8_DTYPE:
+        scale = absmax / _FP8_MAX
+        return (xf / scale[:, None]).clamp(-_FP8_MAX, _FP8_MAX).to(FP8_DTYPE), scale
+    scale = absmax / 127.0
+    return torch.round(xf / scale[:, None]).clamp(-128, 127).to(torch.int8), scale
+
+
+KINDS: dict[str, type[LinearWeight]] = {k.kind: k for k in (DenseLinear, AWQLinear, W8A8Linear)}
+
+
+def linear_from_parts(name: str, parts: dict[str, torch.Tensor],
+                      group_size: int | None = None) -> LinearWeight:
+    """The weight of linear module ``name`` from its checkpoint tensors, keyed by canonical
+    suffix (``weight``, ``bias``, ``qweight``, ``qzeros``, ``scales``, ``weight_scale``)."""
+    bias = parts.get("bias")
+    if "qweight" in parts:
+        if group_size is None:
+            raise ModelLoadError(f"{name} holds AWQ tensors but config.json has no AWQ "
+                                 "quantization_config.")
+        missing = [p for p in AWQLinear.params if p not in parts]
+        if missing:
+            raise ModelLoadError(f"The AWQ layer {name} lacks its {missing[0]!r} tensor.")
+        return AWQLinear(parts["qweight"], parts["qzeros"], parts["scales"], group_size, bias)
+    if "weight" not in parts:
+        raise ModelLoadError(f"The checkpoint lacks the weight of {name}.")
+    weight = parts["weight"]
+    if weight.dtype in (torch.int8, FP8_DTYPE):
+        if "weight_scale" not in parts:
+            raise ModelLoadError(f"The 8-bit layer {name} lacks its per-channel scales.")
+        return W8A8Linear(weight, parts["weight_scale"], bias)
+    return DenseLinear(weight, bias)
