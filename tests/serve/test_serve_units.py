@@ -63,7 +63,7 @@ def test_build_engine_config():
     assert (cfg.session_len, cfg.block_size, cfg.dtype) == (128, 32, "float32")
     tm = build_engine_config("turbomind", model_format="hf", cache_block_seq_len=128)
     assert isinstance(tm, TurbomindEngineConfig) and tm.cache_block_seq_len == 128
-    with pytest.raises(ConfigError, match="only read by the turbomind engine"):
+    with pytest.raises(ConfigError, match="The pytorch engine has no --model-format setting"):
         build_engine_config("pytorch", model_format="awq")
     with pytest.raises(ConfigError, match="quant_policy"):
         build_engine_config("pytorch", quant_policy=3)
