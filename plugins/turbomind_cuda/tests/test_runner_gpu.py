@@ -2,9 +2,9 @@
 step, eager against CUDA graphs, and a converted folder against the HF folder it came from.
 
 Tolerances: logits within 2e-2 (float16) / 6e-2 (bfloat16) of the reference step computed in
-the same dtype, and of transformers in float32 within 5e-2 / 1.5e-1; greedy tokens: the first 4
-of every prompt equal transformers' in the same dtype, and all but one sequence equal whole (a
-near-tie may flip a late argmax in 16-bit arithmetic).
+the same dtype, and of transformers in float32 within 5e-2 / 1.5e-1; greedy tokens: each token
+is transformers' argmax given the same prefix (teacher-forced, in float32), except where the two
+candidates score within the logit tolerance above (a near-tie that 16-bit arithmetic may flip).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch_runner_helpers import PagedDriver, PagedSeq, greedy, hf_logits, save_
 from turbomind_helpers import (
     KERNEL_TINY,
     ReferenceRunner,
+    first_divergence_margin,
     hf_greedy_cuda,
     make_turbomind_runner,
     save_internlm2_kernel_shape,
@@ -67,13 +68,13 @@ def test_prefill_logits(model, dtype):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_greedy_tokens_equal_transformers(model, dtype):
     path, hf = model
-    hf_gpu = copy.deepcopy(hf).to("cuda", DTYPES[dtype])
-    expected = [hf_greedy_cuda(hf_gpu, p, 16) for p in PROMPTS]
+    hf_gpu = copy.deepcopy(hf).to("cuda", torch.float32)
     runner = make_turbomind_runner(path, dtype)
     got = greedy(PagedDriver(runner, num_blocks=256, block_size=16), PROMPTS, steps=16)
     assert runner.graphs is not None and runner.graphs.replays > 0
-    assert [g[:4] for g in got] == [e[:4] for e in expected]
-    assert sum(g == e for g, e in zip(got, expected, strict=True)) >= len(PROMPTS) - 1
+    margins = [first_divergence_margin(hf_gpu, p, g) for p, g in zip(PROMPTS, got, strict=True)]
+    assert all(m is None or m <= HF_TOL[dtype]["atol"] for m in margins), margins
+    assert sum(m is None for m in margins) >= len(PROMPTS) // 2  # most follow it exactly
     runner.close()
 
 

@@ -69,3 +69,17 @@ def hf_greedy_cuda(model, prompt: list[int], steps: int) -> list[int]:
         out = model.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=steps,
                              min_new_tokens=steps, do_sample=False)
     return out[0, len(prompt):].tolist()
+
+
+def first_divergence_margin(model, prompt: list[int], got: list[int]) -> float | None:
+    """Teacher-forced on ``got``: where it first differs from the reference model's argmax, how
+    much higher the reference scored its own pick than ``got``'s (a near-tie is a small
+    margin); None when every token is the reference's argmax."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + got], device="cuda")).logits[0].float()
+    for i, token in enumerate(got):
+        row = logits[len(prompt) - 1 + i]
+        best = int(row.argmax())
+        if best != token:
+            return float(row[best] - row[token])
+    return None
