@@ -211,15 +211,19 @@ def _progress(total: int):
 
 
 def pipeline(model_path: str | None = None, backend_config=None, chat_template_config=None,
-             log_level: str = "WARNING", backend: str | None = None,
+             log_level: str | None = None, backend: str | None = None,
              model_name: str | None = None) -> Pipeline:
     """Load a model for offline inference.
 
-    ``model_path``: an HF model folder, a GGUF file, or None for the bundled demo model.
+    ``model_path``: an HF model folder, a GGUF file, a Hugging Face Hub id (``owner/name``,
+    downloaded once; ``backend_config.revision`` and ``download_dir`` apply), or None for the
+    bundled demo model.
     ``backend_config``: a :class:`PytorchEngineConfig` or :class:`TurbomindEngineConfig`.
     ``chat_template_config``: a :class:`ChatTemplateConfig` to choose or change the template.
+    ``log_level``: the level of lmforge's log messages (default: as configured, else WARNING).
     """
-    logging.getLogger("lmforge").setLevel(log_level.upper())
+    if log_level is not None:
+        logging.getLogger("lmforge").setLevel(log_level.upper())
     engine = build_async_engine(model_path, backend=backend, backend_config=backend_config,
                                 chat_template_config=chat_template_config, model_name=model_name)
     return Pipeline(engine)

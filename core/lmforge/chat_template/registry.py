@@ -90,16 +90,18 @@ def build_chat_template(
     model_path: str | Path,
     chat_template_config: ChatTemplateConfig | None = None,
     tokenizer_chat_template: str | None = None,
+    model_files: ModelFiles | None = None,
 ) -> ChatTemplate:
     """The chat template to use for a model.
 
     In order: the explicit ``chat_template_config``; else the best built-in that matches the
     model's own files; else the tokenizer's Jinja template (``tokenizer_chat_template``, or the
     one in the model's files); else a plain template that passes prompts through as they are.
+    ``model_files`` is the model's description when the caller has read it already.
     """
     if chat_template_config is not None:
         return chat_template_config.chat_template
-    files = ModelFiles.from_path(model_path)
+    files = model_files or ModelFiles.from_path(model_path)
     if tokenizer_chat_template and files.chat_template is None:
         files = dataclasses.replace(files, chat_template=tokenizer_chat_template)
     template = best_match(files)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from .. import registry
 from ..chat_template import build_chat_template
+from ..chat_template.model_files import ModelFiles
 from ..demo import DEMO_NAME, demo_model_path
 from ..errors import ConfigError
+from ..model.hub import is_hub_id, resolve_model_path
 from ..model.loader import load_model_info
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
 from .llm_engine import LLMEngine
 from .loop import EngineLoop
+from .memory import describe_memory, format_bytes
 from .scheduler import SchedulerConfig
 from .settings import EngineSettings, convert_config
 from .support import check_model, check_settings
@@ -78,8 +82,13 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
     if model_path is None:
         model_path = demo_model_path()
         model_name = model_name or DEMO_NAME
+    elif is_hub_id(str(model_path)) and not Path(model_path).exists():
+        model_name = model_name or str(model_path)  # served under its Hub id, as vLLM does
+    started = time.perf_counter()
+    local_path = resolve_model_path(model_path, getattr(cfg, "revision", None),
+                                    getattr(cfg, "download_dir", None))
     info = load_model_info(
-        model_path,
+        local_path,
         load_format=settings.load_format,
         rope_scaling_factor=settings.rope_scaling_factor,
         session_len=settings.session_len,
@@ -90,7 +99,9 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
     runner = registry.load_object(spec.runner)(info, cfg)
     try:
         tokenizer = _load_tokenizer(info)
-        template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
+        files = ModelFiles.from_gguf(info.gguf) if info.gguf is not None else None
+        template = build_chat_template(info.path, chat_template_config,
+                                       tokenizer.chat_template, files)
         block_size = settings.block_size
         num_blocks = settings.num_gpu_blocks or runner.num_cache_blocks(
             block_size, settings.cache_max_entry_count)
@@ -109,8 +120,12 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %d KV blocks of %d tokens, session_len %d", spec.name, num_blocks,
-                block_size, session_len)
     name = model_name or settings.model_name or Path(str(model_path)).name
+    kv_bytes = num_blocks * block_size * info.config.kv_cache_bytes_per_token(
+        runner.dtype.itemsize)
+    logger.info("%s: %d KV blocks of %d tokens (%s), session_len %d", spec.name, num_blocks,
+                block_size, format_bytes(kv_bytes), session_len)
+    logger.info("loaded %s in %.1f s; memory: %s", name, time.perf_counter() - started,
+                describe_memory())
     return AsyncEngine(EngineLoop(engine), tokenizer, template, name, session_len, cfg,
                        match_prefixes=settings.enable_prefix_caching)
