@@ -103,6 +103,14 @@ def _tokenizer_chat_template(folder: Path, tokenizer_config: dict[str, Any]) -> 
     return template if isinstance(template, str) and template else None
 
 
+def _folder_name(folder: Path) -> str:
+    # A Hub download sits in .../models--owner--name/snapshots/<commit>: the id names it.
+    repo = folder.parent.parent.name
+    if folder.parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.removeprefix("models--").replace("--", "/")
+    return folder.name
+
+
 def _from_folder(folder: Path) -> ModelFiles:
     config = _read_json(folder / "config.json")
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
@@ -111,7 +119,7 @@ def _from_folder(folder: Path) -> ModelFiles:
         path=str(folder),
         architectures=tuple(config.get("architectures") or ()),
         model_type=str(config.get("model_type") or ""),
-        names=_names(names, folder.name),
+        names=_names(names, _folder_name(folder)),
         chat_template=_tokenizer_chat_template(folder, tokenizer_config),
         bos_token=_token_text(tokenizer_config.get("bos_token")),
         eos_token=_token_text(tokenizer_config.get("eos_token")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import threading
 from pathlib import Path
@@ -70,7 +71,9 @@ def get_template(name: str) -> ChatTemplate:
             "or define the template with a ChatTemplateConfig JSON"
         )
     else:
-        hint = "run `lmforge list` to see the names, or define it with a ChatTemplateConfig JSON"
+        close = difflib.get_close_matches(name.lower(), list(templates), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        hint += "`lmforge list` shows every name"
     raise ConfigError(f"Chat template {name!r} is unknown; {hint}.")
 
 

@@ -65,7 +65,9 @@ def _api_key_check(keys: frozenset[str]):
         if scheme.lower() != "bearer" or not token:
             raise APIError(
                 401,
-                "Missing API key; send it as 'Authorization: Bearer <key>'.",
+                "This server needs an API key: send the header 'Authorization: Bearer <key>' "
+                "with a key given to its --api-keys (openai clients: api_key=<key>; "
+                "lmforge serve api_client: --api-key <key>).",
                 type="authentication_error",
                 code="invalid_api_key",
             )

@@ -8,6 +8,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .app import create_app
+from .banner import startup_banner
+from .port import check_port_free
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -60,10 +62,7 @@ def serve_engine(
         allow_headers=allow_headers,
     )
     scheme = "https" if ssl_files else "http"
-    print(
-        f"Serving {engine.model_name} on {scheme}://{server_name}:{server_port} (API docs at /docs)",
-        flush=True,
-    )
+    print(startup_banner(engine.model_name, scheme, server_name, server_port), flush=True)
     try:
         uvicorn.run(app, host=server_name, port=server_port, log_level=level, **ssl_files)
     finally:
@@ -87,6 +86,8 @@ def run_api_server(
 
     _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
+    check_port_free(server_kwargs.get("server_name", "0.0.0.0"),
+                    server_kwargs.get("server_port", 23333))
     engine = build_async_engine(
         model_path,
         backend=backend,
