@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .engine.async_engine import AsyncEngine
 from .engine.builder import build_async_engine
 from .engine.outputs import GenOut
-from .errors import EngineError
+from .errors import ConfigError, EngineError
 from .messages import GenerationConfig, Response
 
 _session_ids = itertools.count(1)
@@ -181,11 +181,27 @@ class Pipeline:
 
     # ------------------------------------------------------------------ perplexity
 
-    def get_ppl(self, input_ids: list[int] | list[list[int]]) -> float | list[float]:
-        """Mean negative log-likelihood (the loss; perplexity is its exp) of each token sequence."""
-        if input_ids and isinstance(input_ids[0], int):
-            return self.engine.score(list(input_ids))
-        return [self.engine.score(list(ids)) for ids in input_ids]
+    def get_ppl(self, input_ids: str | list[int] | list[str] | list[list[int]]
+                ) -> float | list[float]:
+        """Mean negative log-likelihood (the loss; perplexity is its exp) of each sequence.
+
+        A sequence is token ids (LMDeploy's argument) or text, which is tokenized as it is,
+        with the BOS token the model's tokenizer adds and no chat template. One sequence gives
+        one float, a list of sequences a list of floats.
+        """
+        if isinstance(input_ids, str) or (input_ids and isinstance(input_ids[0], int)):
+            return self.engine.score(self._token_ids(input_ids))
+        return [self.engine.score(self._token_ids(seq)) for seq in input_ids]
+
+    def _token_ids(self, sequence) -> list[int]:
+        if isinstance(sequence, str):
+            return self.tokenizer.encode(sequence)
+        if isinstance(sequence, list | tuple) and all(isinstance(t, int) for t in sequence):
+            return list(sequence)
+        raise ConfigError(
+            f"get_ppl takes token ids (a list of ints) or text, or a list of either; got "
+            f"{type(sequence).__name__}."
+        )
 
     # ------------------------------------------------------------------ lifetime
 

@@ -97,11 +97,13 @@ class TerminalChat:
                 last = resp
         except KeyboardInterrupt:  # stop this reply, keep the chat
             stream.close()
-            self.note("\n(stopped)" if last is not None else "(stopped)")
+            sys.stdout.write("\n" if last is not None else "")
+            last = None
+            self.note("(stopped)")
         finally:
             if last is not None:
                 sys.stdout.write("\n")
-                sys.stdout.flush()
+            sys.stdout.flush()
         self.transcript.add(text, reply)
         if last is not None and last.finish_reason == "length" and self.reader.interactive:
             used = last.input_token_len + last.generate_token_len

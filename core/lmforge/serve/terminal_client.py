@@ -96,7 +96,10 @@ class RemoteChat:
         except KeyboardInterrupt:  # closing the stream ends the turn on the server
             chunks.close()
             finish = "abort"
-            self.note("\n(stopped)" if started else "(stopped)")
+            if started:
+                sys.stdout.write("\n")
+                started = False
+            self.note("(stopped)")
         finally:
             if started:
                 sys.stdout.write("\n")
@@ -125,8 +128,8 @@ def run_api_client(
     err = Console(stderr=True)
     reader = TurnReader(interactive)
     with APIClient(api_server_url, api_key=api_key) as api:
-        api.available_models  # noqa: B018  (fails now, with one sentence, if it is not there)
         chat = RemoteChat(api, session_id, reader, err)
+        chat.end()  # a conversation left on the server under this id (a client killed) ends
         if interactive:
             err.print(HELP, style="dim", markup=False, highlight=False)
         for text in reader:
