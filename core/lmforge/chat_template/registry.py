@@ -72,7 +72,8 @@ def get_template(name: str) -> ChatTemplate:
         )
     else:
         close = difflib.get_close_matches(name.lower(), list(templates), n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        names = ", ".join(close[:-1]) + " or " + close[-1] if len(close) > 1 else "".join(close)
+        hint = f"did you mean {names}? " if close else ""
         hint += "`lmforge list` shows every name"
     raise ConfigError(f"Chat template {name!r} is unknown; {hint}.")
 

@@ -39,7 +39,8 @@ def _is_more_value(param: Any, token: str) -> bool:
 
 
 def expand_lists(params: list[Any], args: list[str]) -> list[str]:
-    """``args`` with every space-separated list (``--opt a b``) spelled ``--opt a --opt b``."""
+    """``args`` with every space-separated list spelled out: ``--api-keys a b`` becomes
+    ``--api-keys a --api-keys b``."""
     lists = {name: p for p in params if p.param_type_name == "option" and p.multiple
              for name in [*p.opts, *p.secondary_opts]}
     out: list[str] = []

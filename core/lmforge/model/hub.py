@@ -47,25 +47,24 @@ def download_model(repo_id: str, revision: str | None = None,
     from huggingface_hub import constants
 
     cache_dir = str(download_dir) if download_dir else None
-    if not constants.HF_HUB_OFFLINE:
-        files = _remote_files(repo_id, revision)
-        if files is not None:
-            return _download(repo_id, revision, cache_dir, _wanted(repo_id, files))
-    return _cached(repo_id, revision, cache_dir)
+    if constants.HF_HUB_OFFLINE:
+        return _cached(repo_id, revision, cache_dir, "HF_HUB_OFFLINE is set")
+    files, problem = _remote_files(repo_id, revision)
+    if files is None:
+        return _cached(repo_id, revision, cache_dir,
+                       f"the Hugging Face Hub cannot be reached ({problem})")
+    return _download(repo_id, revision, cache_dir, _wanted(repo_id, files))
 
 
-def _remote_files(repo_id: str, revision: str | None) -> list[str] | None:
-    """The repository's file names, or None when the Hub cannot be reached."""
-    import httpx
+def _remote_files(repo_id: str, revision: str | None) -> tuple[list[str] | None, str]:
+    """The repository's file names, or None and why when the Hub cannot be asked."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         GatedRepoError,
-        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    where = f"{repo_id} at revision {revision!r}" if revision else repo_id
     try:
         info = HfApi().model_info(repo_id, revision=revision, timeout=10)
     except GatedRepoError:
@@ -83,10 +82,17 @@ def _remote_files(repo_id: str, revision: str | None) -> list[str] | None:
             f"{repo_id} is neither a local path nor a model on the Hugging Face Hub; check the "
             "name, or log in with `hf auth login` if the model is private."
         ) from None
-    except (OSError, httpx.TransportError, OfflineModeIsEnabled) as exc:
-        logger.info("the Hub cannot be reached (%s); looking for %s in the cache", exc, where)
-        return None
-    return [s.rfilename for s in info.siblings or ()]
+    except Exception as exc:  # no network, a proxy, an outage: the cache may still have it
+        problem = _short(exc)
+        logger.info("the Hub cannot be reached (%s); looking for %s in the cache", problem,
+                    repo_id)
+        return None, problem
+    return [s.rfilename for s in info.siblings or ()], ""
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit("] ", 1)[-1]  # "[Errno 111] Connection refused" -> "Connection refused"
 
 
 def _wanted(repo_id: str, files: list[str]) -> list[str]:
@@ -113,18 +119,19 @@ def _wanted(repo_id: str, files: list[str]) -> list[str]:
 
 def _download(repo_id: str, revision: str | None, cache_dir: str | None,
               files: list[str]) -> Path:
-    import httpx
     from huggingface_hub import snapshot_download
 
     logger.info("fetching %d files of %s from the Hugging Face Hub", len(files), repo_id)
     try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
                                       allow_patterns=files))
-    except (OSError, httpx.TransportError) as exc:  # a full disk, a dropped connection
-        raise ModelLoadError(f"Downloading {repo_id} failed: {exc}; run again to resume.") from None
+    except Exception as exc:  # a full disk, a dropped connection, an outage
+        raise ModelLoadError(
+            f"Downloading {repo_id} failed ({_short(exc)}); run the command again to resume."
+        ) from None
 
 
-def _cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Path:
+def _cached(repo_id: str, revision: str | None, cache_dir: str | None, why: str) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -133,8 +140,6 @@ def _cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Path:
                                       local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError):
         cache = cache_dir or constants.HF_HUB_CACHE
-        why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
-               else "the Hugging Face Hub cannot be reached")
         which = f" at revision {revision!r}" if revision else ""
         raise ModelLoadError(
             f"{repo_id}{which} is not in the model cache {cache} and {why}; download it once "
