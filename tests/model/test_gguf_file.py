@@ -65,6 +65,12 @@ def test_tensors_match_gguf_reader(written):
         assert got.shape == mine.shape == expected.shape
         assert got.dtype == np.float32 and got.flags.writeable
         np.testing.assert_array_equal(got, expected)
+    # Dequantized arrays are copies: the file can be unmapped while they live on, and a later
+    # read maps it again.
+    first = ours.dequantize(ours.tensors[0])
+    ours.release()
+    assert ours._map is None
+    np.testing.assert_array_equal(ours.dequantize(ours.tensors[0]), first)
 
 
 def test_not_a_gguf_file_is_one_sentence(tmp_path):

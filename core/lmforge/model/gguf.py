@@ -91,19 +91,23 @@ def iter_gguf(gguf: GGUFFile, hf: dict[str, Any]) -> Iterator[tuple[str, torch.T
     permute = hf.get("model_type") == "llama"
     num_heads = int(hf["num_attention_heads"])
     num_kv_heads = int(hf.get("num_key_value_heads") or num_heads)
-    for tensor in gguf.tensors:
-        if tensor.name in _GLOBAL_NAMES:
-            name = _GLOBAL_NAMES[tensor.name]
-        else:
-            match = _BLOCK.match(tensor.name)
-            if match is None or match.group(2) not in _LAYER_NAMES:
-                raise ModelLoadError(
-                    f"GGUF tensor {tensor.name!r} in {gguf.path.name} is not supported."
-                )
-            name = f"layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
-        weight = torch.from_numpy(gguf.dequantize(tensor))
-        if permute and name.endswith("attn.q.weight"):
-            weight = _unpermute(weight, num_heads)
-        elif permute and name.endswith("attn.k.weight"):
-            weight = _unpermute(weight, num_kv_heads)
-        yield name, weight
+    try:
+        for tensor in gguf.tensors:
+            name = _canonical_name(tensor.name, gguf)
+            weight = torch.from_numpy(gguf.dequantize(tensor))
+            if permute and name.endswith("attn.q.weight"):
+                weight = _unpermute(weight, num_heads)
+            elif permute and name.endswith("attn.k.weight"):
+                weight = _unpermute(weight, num_kv_heads)
+            yield name, weight
+    finally:
+        gguf.release()  # the file's pages need not stay in memory once the weights are read
+
+
+def _canonical_name(gguf_name: str, gguf: GGUFFile) -> str:
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    match = _BLOCK.match(gguf_name)
+    if match is None or match.group(2) not in _LAYER_NAMES:
+        raise ModelLoadError(f"GGUF tensor {gguf_name!r} in {gguf.path.name} is not supported.")
+    return f"layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"

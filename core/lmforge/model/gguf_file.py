@@ -41,14 +41,16 @@ class GGUFTensor:
 
 
 class GGUFFile:
-    """A GGUF file's metadata (plain Python values) and tensor table; the data stays mapped."""
+    """A GGUF file's metadata (plain Python values) and tensor table; the tensor data is mapped
+    while it is read and unmapped by :meth:`release`, so that its pages leave the process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._map: mmap.mmap | None = None
         try:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self.metadata, self.tensors = _parse(self._map)
+            with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0,
+                                                       access=mmap.ACCESS_READ) as header:
+                self.metadata, self.tensors = _parse(header)
         except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"Cannot read the GGUF file {self.path}: {exc}.") from None
 
@@ -57,7 +59,19 @@ class GGUFFile:
 
     def tensor_bytes(self, tensor: GGUFTensor) -> np.ndarray:
         """The tensor's stored bytes, a read-only view of the mapped file."""
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return np.frombuffer(self._map, dtype=np.uint8, count=tensor.nbytes, offset=tensor.offset)
+
+    def release(self) -> None:
+        """Unmap the tensor data (reading a tensor maps it again)."""
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view of the data is still alive: unmapped when it goes
+                return
+            self._map = None
 
     def dequantize(self, tensor: GGUFTensor) -> np.ndarray:
         """The tensor as a writable float32 array of its shape."""
