@@ -12,14 +12,10 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 
 from ..errors import LmforgeError, PromptTooLongError
-from .repl import HELP, QUIT_WORDS, RESET_WORDS, Transcript, TurnReader
-
-OVERFLOW_QUESTION = (
-    "[d]rop the oldest turns and go on, [r]eset the conversation, or [c]ancel this message? [d]"
-)
+from .console import print_error
+from .repl import HELP, OVERFLOW_QUESTION, QUIT_WORDS, RESET_WORDS, Transcript, TurnReader
 
 
 class TerminalChat:
@@ -58,10 +54,10 @@ class TerminalChat:
         alone = self.pipe.engine.encode_prompt(text)
         if len(alone) >= self.session_len - 1:
             self.note(f"This message has {len(alone)} tokens; the session holds "
-                       f"{self.session_len}. Shorten it, or restart with a larger --session-len.")
+                      f"{self.session_len}. Shorten it, or restart with a larger --session-len.")
             return
         self.note(f"The conversation no longer fits the session length ({self.session_len} "
-                   "tokens).")
+                  "tokens).")
         choice = self.reader.ask(OVERFLOW_QUESTION, "drc", "d")
         if choice == "c":
             return
@@ -133,6 +129,5 @@ def run_chat(pipe, gen_config, interactive: bool | None = None) -> None:
         try:
             chat.turn(text)
         except LmforgeError as exc:  # this message failed; the chat goes on
-            err.print(f"[bold red]Error:[/] [red]{escape(str(exc))}[/]", highlight=False,
-                      soft_wrap=True)
+            print_error(str(exc))
     pipe.end_session(chat.session)

@@ -21,6 +21,9 @@ HELP = (
     "quits; Ctrl-C stops a reply. Lines pasted together are one message; so are the lines "
     f"between two lines of {BLOCK_MARK}."
 )
+OVERFLOW_QUESTION = (
+    "[d]rop the oldest turns and go on, [r]eset the conversation, or [c]ancel this message? [d]"
+)
 # Lines that arrive within this many seconds of the previous one were pasted with it.
 PASTE_GAP = 0.03
 

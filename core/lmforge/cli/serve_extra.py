@@ -13,6 +13,7 @@ import typer
 from ..errors import ConfigError
 from . import options
 from .command import LmforgeCommand
+from .console import err_console
 from .serve import SERVER_PANEL, serve_app
 
 # A bare "host:port" names a server, as in LMDeploy, unless such a file exists.
@@ -126,6 +127,8 @@ def gradio(
     backend_config = options.engine_config_from(backend, locals())
     template_config = options.load_chat_template_config(chat_template)
     source = model_source(model_path_or_server, model_name, backend_config, trust_remote_code)
+    err_console.print(f"Loading {source.display_name}...", style="dim", markup=False,
+                      highlight=False)
     # The api_server serves the web UI at its root path.
     run_api_server(
         source.path,

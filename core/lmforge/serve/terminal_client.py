@@ -13,14 +13,18 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 
-from ..cli.repl import HELP, QUIT_WORDS, RESET_WORDS, Transcript, TurnReader
+from ..cli.console import print_error
+from ..cli.repl import (
+    HELP,
+    OVERFLOW_QUESTION,
+    QUIT_WORDS,
+    RESET_WORDS,
+    Transcript,
+    TurnReader,
+)
 from .api import APIClient, APIClientError
 
-OVERFLOW_QUESTION = (
-    "[d]rop the oldest turns and go on, [r]eset the conversation, or [c]ancel this message? [d]"
-)
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
@@ -142,6 +146,5 @@ def run_api_client(
             try:
                 chat.turn(text)
             except APIClientError as exc:  # this message failed; the chat goes on
-                err.print(f"[bold red]Error:[/] [red]{escape(str(exc))}[/]", highlight=False,
-                          soft_wrap=True)
+                print_error(str(exc))
         chat.end()
