@@ -2,10 +2,11 @@
 
 Each run starts ``lmforge --log-level info chat [ARGS]`` on a pseudo-terminal, times it until
 the ``user>`` prompt shows (ready), sends one message and times the reply (first reply), then
-quits with Ctrl-D and reads the process's peak resident memory from the kernel. The first run
-only warms the page cache (the model file, the libraries) unless ``--cold`` is given; the
-figures are the medians of the timed runs, and the best run's times (on a machine that others
-share, the best is the closest to an idle one). The KV pool's size comes from the engine's log.
+quits with Ctrl-D and reads the process's peak resident memory and CPU time from the kernel
+(the CPU time hardly depends on what else the machine runs). The first run only warms the page
+cache (the model file, the libraries) unless ``--cold`` is given; the figures are the medians of
+the timed runs, and the best run's times (on a machine that others share, the best is the
+closest to an idle one). The KV pool's size comes from the engine's log.
 
     python scripts/measure_startup.py [--runs 3] [--json out.json] [-- CHAT ARGS...]
 
@@ -77,6 +78,7 @@ def one_run(chat_args: list[str]) -> dict:
     kv_mib = float(pool.group(1)) * (1024 if pool.group(2) == b"GiB" else 1) if pool else None
     return {"ready_s": ready, "first_reply_s": first_reply, "load_average": load,
             "peak_rss_mib": usage.ru_maxrss / 1024, "kv_pool_mib": kv_mib,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
             "exit_status": os.waitstatus_to_exitcode(status)}
 
 
@@ -109,7 +111,7 @@ def main() -> None:
         one_run(args.chat_args)  # warms the page cache
     runs = [one_run(args.chat_args) for _ in range(args.runs)]
     summary = {key: statistics.median(r[key] for r in runs)
-               for key in ("ready_s", "first_reply_s", "peak_rss_mib")}
+               for key in ("ready_s", "first_reply_s", "peak_rss_mib", "cpu_s")}
     summary["kv_pool_mib"] = runs[0]["kv_pool_mib"]
     best = {key: min(r[key] for r in runs) for key in ("ready_s", "first_reply_s")}
     report = {"commit": _commit(), "machine": machine(), "chat_args": args.chat_args,
@@ -118,10 +120,12 @@ def main() -> None:
     print(f"lmforge chat {' '.join(args.chat_args)}".rstrip())
     for i, r in enumerate(runs, 1):
         print(f"  run {i}: ready {r['ready_s']:.1f} s, first reply {r['first_reply_s']:.1f} s, "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB (load average {r['load_average']:.1f})")
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB, CPU {r['cpu_s']:.1f} s "
+              f"(load average {r['load_average']:.1f})")
     kv = f"{summary['kv_pool_mib']:.0f} MiB" if summary["kv_pool_mib"] is not None else "unknown"
     print(f"median: ready {summary['ready_s']:.1f} s, first reply {summary['first_reply_s']:.1f} s, "
-          f"peak RSS {summary['peak_rss_mib']:.0f} MiB, of which KV pool {kv}")
+          f"peak RSS {summary['peak_rss_mib']:.0f} MiB, of which KV pool {kv}; "
+          f"CPU time {summary['cpu_s']:.1f} s")
     print(f"best: ready {best['ready_s']:.1f} s, first reply {best['first_reply_s']:.1f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
