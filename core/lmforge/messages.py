@@ -210,7 +210,8 @@ class Response:
     def __repr__(self) -> str:  # short enough to read in a REPL
         return (
             f"Response(text={self.text!r}, generate_token_len={self.generate_token_len}, "
-            f"input_token_len={self.input_token_len}, finish_reason={self.finish_reason!r})"
+            f"input_token_len={self.input_token_len}, finish_reason={self.finish_reason!r}, "
+            f"index={self.index})"
         )
 
 

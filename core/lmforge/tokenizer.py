@@ -113,7 +113,7 @@ class Tokenizer:
         :param trust_remote_code: allow a tokenizer class shipped as code with the model.
         :param eos_token_ids: more ids that end generation (see ``__init__``).
         """
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
         path = Path(path)
         if gguf_file is None and path.suffix == ".gguf":
@@ -121,10 +121,13 @@ class Tokenizer:
         target = path / gguf_file if gguf_file else path
         if not target.exists():
             raise ModelLoadError(f"No tokenizer at {target}; pass a model folder or a .gguf file that exists.")
+        # A GGUF file holds the whole tokenizer, so the generic fast class reads it; AutoTokenizer
+        # would first rebuild the model's config from the file, a second slow parse of it.
         try:
-            hf = AutoTokenizer.from_pretrained(
-                str(path), gguf_file=gguf_file, trust_remote_code=trust_remote_code
-            )
+            if gguf_file:
+                hf = PreTrainedTokenizerFast.from_pretrained(str(path), gguf_file=gguf_file)
+            else:
+                hf = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         except Exception as exc:  # transformers raises many types; the user needs one sentence
             raise ModelLoadError(
                 f"Cannot load the tokenizer from {target} ({type(exc).__name__}: {exc}); "

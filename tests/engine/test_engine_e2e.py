@@ -255,7 +255,7 @@ def test_token_ids_outside_the_vocabulary_are_refused(pipe):
     from lmforge.errors import ConfigError
 
     for bad in ([49152], [1, -1, 2], [10**9]):
-        with pytest.raises(ConfigError, match="outside the vocabulary"):
+        with pytest.raises(ConfigError, match="not in this model.s vocabulary"):
             pipe(bad, gen_config=GREEDY)
     assert_cache_empty(pipe)
 

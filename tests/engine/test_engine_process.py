@@ -63,7 +63,7 @@ def test_n_choices_stop_words_and_abort(process_pipe):
 def test_refusals_cross_the_process_as_one_sentence(process_pipe):
     from lmforge.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="outside the vocabulary"):
+    with pytest.raises(ConfigError, match="not in this model's vocabulary"):
         process_pipe([10**9], gen_config=GREEDY)
 
 

@@ -14,11 +14,22 @@ from typing import Annotated
 import typer
 
 from . import options
+from .command import DefaultCommandGroup, LmforgeCommand
+from .console import err_console
+
+
+class ServeGroup(DefaultCommandGroup):
+    """``lmforge serve MODEL`` is ``lmforge serve api_server MODEL``, as in vLLM."""
+
+    default_command = "api_server"
+
 
 serve_app = typer.Typer(
     name="serve",
-    help="Serve LLMs with an OpenAI-compatible API, a web UI, or a request distributor.",
+    help="Serve LLMs with an OpenAI-compatible API, a web UI, or a request distributor.\n\n"
+    "`lmforge serve MODEL [OPTIONS]` is short for `lmforge serve api_server MODEL [OPTIONS]`.",
     no_args_is_help=True,
+    cls=ServeGroup,
 )
 
 SERVER_PANEL = "Server"
@@ -39,24 +50,26 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v for value in values for v in re.split(r"[,\s]+", value) if v]
 
 
-@serve_app.command("api_server")
+@serve_app.command("api_server", cls=LmforgeCommand)
 def api_server(
     model_path: options.ModelPath = None,
     server_name: Annotated[
         str,
         typer.Option(
-            "--server-name", help="Host address to listen on.", rich_help_panel=SERVER_PANEL
+            "--server-name", "--host", metavar="HOST", help="Address to listen on.",
+            rich_help_panel=SERVER_PANEL,
         ),
     ] = "0.0.0.0",
     server_port: Annotated[
-        int, typer.Option("--server-port", help="Port to listen on.", rich_help_panel=SERVER_PANEL)
+        int, typer.Option("--server-port", "--port", metavar="PORT", help="Port to listen on.",
+                          rich_help_panel=SERVER_PANEL)
     ] = 23333,
     allow_origins: Annotated[
         list[str] | None,
         typer.Option(
-            "--allow-origins",
-            help="Origins allowed by CORS (repeatable); without it CORS is off, so web pages "
-            "on other origins cannot call the server.",
+            "--allow-origins", metavar="ORIGIN",
+            help="Origins allowed by CORS; without it CORS is off, so web pages on other "
+            "origins cannot call the server.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
@@ -71,24 +84,24 @@ def api_server(
     allow_methods: Annotated[
         list[str] | None,
         typer.Option(
-            "--allow-methods",
-            help="HTTP methods allowed by CORS (repeatable).",
+            "--allow-methods", metavar="METHOD",
+            help="HTTP methods allowed by CORS.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
     allow_headers: Annotated[
         list[str] | None,
         typer.Option(
-            "--allow-headers",
-            help="HTTP headers allowed by CORS (repeatable).",
+            "--allow-headers", metavar="HEADER",
+            help="HTTP headers allowed by CORS.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
     api_keys: Annotated[
         list[str] | None,
         typer.Option(
-            "--api-keys",
-            help="API keys clients must send as 'Authorization: Bearer <key>' (repeatable).",
+            "--api-keys", "--api-key", metavar="KEY",
+            help="API keys; clients send one as 'Authorization: Bearer <key>'.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
@@ -146,6 +159,9 @@ def api_server(
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
+    revision: options.Revision = None,
+    download_dir: options.DownloadDir = None,
+    trust_remote_code: options.TrustRemoteCode = False,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
     max_batch_size: options.MaxBatchSize = 128,
@@ -160,16 +176,26 @@ def api_server(
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
 ) -> None:
-    """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn)."""
+    """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn).
+
+    The server also serves a chat page at / and the API's documentation at /docs.
+    """
+    from ..serve.port import check_port_free
     from ..serve.server import run_api_server
+    from .loading import model_source
 
     backend_config = options.engine_config_from(backend, locals())
+    template_config = options.load_chat_template_config(chat_template)
+    check_port_free(server_name, server_port)  # before a download or a load of minutes
+    source = model_source(model_path, model_name, backend_config, trust_remote_code)
+    err_console.print(f"Loading {source.display_name}...", style="dim", markup=False,
+                      highlight=False)
     run_api_server(
-        model_path,
+        source.path,
         backend=backend,
         backend_config=backend_config,
-        chat_template_config=options.load_chat_template_config(chat_template),
-        model_name=model_name,
+        chat_template_config=template_config,
+        model_name=source.name,
         server_name=server_name,
         server_port=server_port,
         api_keys=_split(api_keys),
@@ -186,19 +212,25 @@ def api_server(
     )
 
 
-@serve_app.command("api_client")
+@serve_app.command("api_client", cls=LmforgeCommand)
 def api_client(
     api_server_url: Annotated[
         str, typer.Argument(help="The server's URL, e.g. http://127.0.0.1:23333.")
     ],
     api_key: Annotated[
-        str | None, typer.Option("--api-key", help="The API key, if the server needs one.")
+        str | None, typer.Option("--api-key", metavar="KEY",
+                                 help="The API key, if the server needs one.")
     ] = None,
     session_id: Annotated[
-        int, typer.Option("--session-id", help="Id of the chat session on the server.")
+        int, typer.Option("--session-id", metavar="N", help="Id of the chat session on the "
+                          "server.")
     ] = 1,
 ) -> None:
-    """Chat in the terminal with a running api_server (reads piped standard input too)."""
+    """Chat in the terminal with a running api_server (reads piped standard input too).
+
+    The words and keys are lmforge chat's: 'reset' starts a new conversation, 'exit' or Ctrl-D
+    quits, Ctrl-C stops a reply.
+    """
     from ..serve.terminal_client import run_api_client
 
     run_api_client(api_server_url, api_key=api_key, session_id=session_id)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import registry
 from ..chat_template import build_chat_template
+from ..chat_template.model_files import ModelFiles
 from ..demo import DEMO_NAME, demo_model_path
 from ..errors import ConfigError
+from ..model.hub import is_hub_id, resolve_model_path
 from ..model.loader import load_model_info
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
 from .llm_engine import LLMEngine
 from .loop import EngineLoop
+from .memory import describe_memory, format_bytes
 from .scheduler import SchedulerConfig
 from .settings import EngineSettings, convert_config
 from .support import check_model, check_settings
@@ -80,6 +84,11 @@ class _Plan:
     def session_len(self) -> int:
         return self.settings.session_len or self.info.session_len
 
+    @property
+    def name(self) -> str:
+        """The name the model is served and reported under."""
+        return self.model_name or self.settings.model_name or Path(str(self.model_path)).name
+
 
 def _plan(model_path, backend, backend_config, model_name) -> _Plan:
     spec, cfg = resolve_engine(backend, backend_config)
@@ -88,6 +97,11 @@ def _plan(model_path, backend, backend_config, model_name) -> _Plan:
     if model_path is None:
         model_path = demo_model_path()
         model_name = model_name or DEMO_NAME
+    elif is_hub_id(str(model_path)) and not Path(model_path).exists():
+        model_name = model_name or str(model_path)  # served under its Hub id, as vLLM does
+    # A Hub id becomes its local snapshot here, so the engine (in whatever process) reads disk.
+    model_path = resolve_model_path(model_path, getattr(cfg, "revision", None),
+                                    getattr(cfg, "download_dir", None))
     info = load_model_info(
         model_path,
         load_format=settings.load_format,
@@ -103,6 +117,7 @@ def _plan(model_path, backend, backend_config, model_name) -> _Plan:
 def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
     """Load the weights, size and allocate the K/V cache, and build the engine."""
     settings = plan.settings
+    started = time.perf_counter()
     runner = registry.load_object(plan.spec.runner)(plan.info, plan.config)
     try:
         block_size = settings.block_size
@@ -122,16 +137,20 @@ def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %d KV blocks of %d tokens, session_len %d", plan.spec.name, num_blocks,
-                block_size, plan.session_len)
+    kv_bytes = num_blocks * block_size * plan.info.config.kv_cache_bytes_per_token(
+        runner.dtype.itemsize)
+    logger.info("%s: %d KV blocks of %d tokens (%s), session_len %d", plan.spec.name, num_blocks,
+                block_size, format_bytes(kv_bytes), plan.session_len)
+    logger.info("loaded %s in %.1f s; memory: %s", plan.name, time.perf_counter() - started,
+                describe_memory())
     return engine
 
 
 def build_llm_engine(model_path: str | Path | None = None, backend: str | None = None,
-                     backend_config=None) -> LLMEngine:
+                     backend_config=None, model_name: str | None = None) -> LLMEngine:
     """Load a model into an :class:`LLMEngine` (no loop, no front end): what the engine
     process runs."""
-    plan = _plan(model_path, backend, backend_config, None)
+    plan = _plan(model_path, backend, backend_config, model_name)
     return _engine(plan, _load_tokenizer(plan.info))
 
 
@@ -141,21 +160,22 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
                        engine_process: bool = False) -> AsyncEngine:
     """Load a model and start its engine.
 
-    ``model_path`` is an HF model folder, a GGUF file, or None for the bundled demo model. The
-    chosen engine is asked whether it supports the configuration and the model before any
-    weight is loaded. With ``engine_process``, the engine runs in a process of its own
-    (:mod:`lmforge.engine.process`); otherwise in a thread of this one.
+    ``model_path`` is an HF model folder, a GGUF file, a Hugging Face Hub id, or None for the
+    bundled demo model. The chosen engine is asked whether it supports the configuration and
+    the model before any weight is loaded. With ``engine_process``, the engine runs in a process
+    of its own (:mod:`lmforge.engine.process`); otherwise in a thread of this one.
     """
     plan = _plan(model_path, backend, backend_config, model_name)
     tokenizer = _load_tokenizer(plan.info)
-    template = build_chat_template(plan.info.path, chat_template_config, tokenizer.chat_template)
+    files = ModelFiles.from_gguf(plan.info.gguf) if plan.info.gguf is not None else None
+    template = build_chat_template(plan.info.path, chat_template_config,
+                                   tokenizer.chat_template, files)
     if engine_process:
         from .process import EngineProcessClient
 
         loop = EngineProcessClient(dict(model_path=plan.model_path, backend=plan.spec.name,
-                                        backend_config=plan.config))
+                                        backend_config=plan.config, model_name=plan.name))
     else:
         loop = EngineLoop(_engine(plan, tokenizer))
-    name = plan.model_name or plan.settings.model_name or Path(str(plan.model_path)).name
-    return AsyncEngine(loop, tokenizer, template, name, plan.session_len, plan.config,
+    return AsyncEngine(loop, tokenizer, template, plan.name, plan.session_len, plan.config,
                        match_prefixes=plan.settings.enable_prefix_caching)

@@ -14,6 +14,7 @@ from ..errors import LmforgeError, ModelLoadError
 from .adapter import ModelAdapter, eos_ids
 from .config import ModelConfig
 from .gguf import gguf_hf_config, iter_gguf
+from .gguf_file import GGUFFile
 from .quant import QuantConfig, read_quant_config
 from .weights import find_checkpoint, iter_bin, iter_dummy, iter_safetensors
 
@@ -25,8 +26,9 @@ class ModelInfo:
     """Everything an engine needs to know about a model before building it.
 
     ``format`` is ``safetensors``, ``bin``, ``gguf``, ``dummy`` (random weights from the
-    config alone) or the name of an engine's converted layout (see ``CONVERTED_MARKER``). The tokenizer loads with
-    ``AutoTokenizer.from_pretrained(tokenizer_path, gguf_file=tokenizer_gguf_file)``.
+    config alone) or the name of an engine's converted layout (see ``CONVERTED_MARKER``). The
+    tokenizer loads from ``tokenizer_path`` (and ``tokenizer_gguf_file`` in it); ``gguf`` is the
+    GGUF file parsed once, shared by the config, weights and chat template.
     """
 
     path: Path
@@ -43,6 +45,7 @@ class ModelInfo:
     dtype: str = "auto"
     seed: int = 0
     shards: list[Path] = field(default_factory=list)
+    gguf: GGUFFile | None = field(default=None, repr=False)
 
     @property
     def architecture(self) -> str:
@@ -64,7 +67,7 @@ class ModelInfo:
             yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant)
             return
         if self.format == "gguf":
-            yield from iter_gguf(self.shards[0], self.hf_config)
+            yield from iter_gguf(self.gguf or GGUFFile(self.shards[0]), self.hf_config)
             return
         if self.format not in ("safetensors", "bin"):
             raise ModelLoadError(
@@ -90,7 +93,8 @@ def _locate(model_path: str | Path) -> tuple[Path, Path | None]:
     path = Path(model_path).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"Model path {str(path)!r} does not exist; pass a local model folder or .gguf file."
+            f"Model path {str(path)!r} does not exist; pass a local model folder, a .gguf file "
+            "or a Hugging Face Hub id such as Qwen/Qwen2.5-0.5B-Instruct."
         )
     if path.is_file():
         if path.suffix != ".gguf":
@@ -140,8 +144,9 @@ def load_model_info(
             f"Unknown load_format {load_format!r}; use one of: {', '.join(LOAD_FORMATS)}."
         )
     folder, gguf_file = _locate(model_path)
-    if gguf_file is not None:
-        hf, source = gguf_hf_config(gguf_file), gguf_file
+    gguf = GGUFFile(gguf_file) if gguf_file is not None else None
+    if gguf is not None:
+        hf, source = gguf_hf_config(gguf), gguf_file
     else:
         source = folder / "config.json"
         hf = _read_json(source)
@@ -187,4 +192,5 @@ def load_model_info(
         dtype=dtype,
         seed=seed,
         shards=shards,
+        gguf=gguf,
     )

@@ -27,7 +27,9 @@ DEFAULT_MAX_BODY_MB = 4
 def _missing_key() -> APIError:
     return APIError(
         401,
-        "Missing API key; send it as 'Authorization: Bearer <key>'.",
+        "This server needs an API key: send the header 'Authorization: Bearer <key>' with a "
+        "key given to its --api-keys (openai clients: api_key=<key>; lmforge serve "
+        "api_client: --api-key <key>).",
         type="authentication_error",
         code="invalid_api_key",
     )

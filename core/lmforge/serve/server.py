@@ -8,6 +8,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .app import create_app
+from .banner import startup_banner
+from .port import check_port_free
 from .security import DEFAULT_MAX_BODY_MB, exposure_warning
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
@@ -80,10 +82,7 @@ def serve_engine(
         public_docs=public_docs,
     )
     scheme = "https" if ssl_files else "http"
-    print(
-        f"Serving {engine.model_name} on {scheme}://{server_name}:{server_port} (API docs at /docs)",
-        flush=True,
-    )
+    print(startup_banner(engine.model_name, scheme, server_name, server_port), flush=True)
     warning = exposure_warning(server_name, api_keys)
     if warning:
         print(warning, flush=True)
@@ -111,6 +110,8 @@ def run_api_server(
     _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
     _check_body_limit(server_kwargs.get("max_body_mb", DEFAULT_MAX_BODY_MB))
+    check_port_free(server_kwargs.get("server_name", "0.0.0.0"),
+                    server_kwargs.get("server_port", 23333))
     engine = build_async_engine(
         model_path,
         backend=backend,

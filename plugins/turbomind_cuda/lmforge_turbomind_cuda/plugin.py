@@ -55,9 +55,11 @@ def register_engines(register):
 
 @hookimpl
 def register_commands(app):
+    from lmforge.cli.command import LmforgeCommand
+
     from .convert_cli import convert
 
-    app.command("convert")(convert)
+    app.command("convert", cls=LmforgeCommand)(convert)
 
 
 @hookimpl
