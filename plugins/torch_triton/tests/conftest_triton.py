@@ -3,6 +3,7 @@ KV caches laid out the way the block manager lays them out (shuffled blocks, pad
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -84,6 +85,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert torch.isfinite(actual).all(), "kernel output has NaN or inf"
     assert torch.isfinite(expected).all(), "reference output has NaN or inf"
     torch.testing.assert_close(actual, expected, **TOLERANCES[expected.dtype])
+
+
+def poison_allocator(*outputs: tuple[tuple[int, ...], torch.dtype]) -> None:
+    """Fill the memory that the next allocations of these ``(shape, dtype)`` will get with NaN
+    bits (0xFF bytes), so a kernel that leaves part of its output unwritten fails the finite
+    check: the CUDA caching allocator hands a freed block to the next request of its size. On
+    the CPU (the interpreter) this does nothing."""
+    if DEVICE != "cuda":
+        return
+    blocks = [torch.full((math.prod(shape) * dtype.itemsize,), 255, dtype=torch.uint8,
+                         device=DEVICE) for shape, dtype in outputs]
+    del blocks
 
 
 def make_generator(seed: int = 0) -> torch.Generator:

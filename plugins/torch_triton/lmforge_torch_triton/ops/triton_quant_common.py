@@ -96,6 +96,8 @@ def split_k_workspace(device: torch.device, words: int, locks: int) -> tuple[tor
     """Zeroed int32 ``(workspace[words], locks[locks])`` for a split-K launch on ``device``.
     The kernels leave both zero, so calls reuse them; launches that share them must be ordered
     (one stream, or graphs replayed on it), as a model's layers are."""
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     held = _workspaces.setdefault(device, [])
     need = words + locks
     if not held or held[-1].numel() < need:
