@@ -1,0 +1,459 @@
+"""Quantized linears on a GPU: W4A16 (AutoAWQ layout) and W8A8 (int8, fp8) against bf16.
+
+For Llama-3-8B's projections at decode sizes (M = 1, 16, 64, 256 token rows) and one prefill
+step (M = 8,192), prints microseconds per call of bf16 (cuBLAS ``F.linear``; the Triton GEMV up
+to 16 rows), W4A16 (``triton_awq.awq_linear``), and W8A8 int8 and fp8 (``triton_w8a8``: the
+matmul on quantized rows, and with the activation's quantization included), with the achieved
+weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an H200) or TFLOP/s (against
+~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: fused SiLU-and-mul
+at one row, W4A16's fused kernel against dequantize + cuBLAS at large M, and W8A8's Triton kernel
+against cuBLAS (``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul
+time of one decode step (32 layers + the bf16 LM head) and of one prefill step per format.
+Decode timings replay a CUDA graph of calls that rotate over enough weight copies that none is
+found in the 50 MB L2, as a captured decode step runs them.
+
+    python scripts/bench_quant_linear.py                # the tables' choices (about a minute)
+    python scripts/bench_quant_linear.py --sweep        # first a sweep of launch configs
+    python scripts/bench_quant_linear.py --json F.json  # also every timing as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from bench_gemv import rotate
+from lmforge_torch_triton.ops import (
+    triton_activation,
+    triton_awq,
+    triton_gemv,
+    triton_quant_act,
+    triton_w8a8,
+)
+from lmforge_torch_triton.ops.triton_quant_common import LARGE, MatmulConfig, split_k_slices
+
+LAYERS, HIDDEN, VOCAB = 32, 4096, 128256
+# name: (K, N)
+SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672),
+          "down": (14336, 4096)}
+DECODE_ROWS = (1, 16, 64, 256)
+PREFILL_ROWS = 8192
+GROUP = 128
+BF16 = torch.bfloat16
+INT8, FP8 = torch.int8, torch.float8_e4m3fn
+COPY_TBS, BF16_TFLOPS, INT8_TFLOPS = 4.26, 790.0, 1580.0
+ROTATION_BYTES = 256 << 20
+DEVICE = "cuda"
+FORMATS = ("bf16", "awq", "int8", "fp8")
+
+
+def weight_bytes(fmt: str, k: int, n: int) -> int:
+    if fmt == "bf16":
+        return 2 * k * n
+    if fmt == "awq":  # 4-bit weights, a 4-bit zero and a 16-bit scale per group and column
+        return k * n // 2 + (k // GROUP) * (n // 2 + 2 * n)
+    return k * n + 4 * n
+
+
+def make_weight(fmt: str, k: int, n: int):
+    """One random weight of ``fmt`` (its values do not matter to the timing)."""
+    dev = DEVICE
+    if fmt == "bf16":
+        return torch.randn(n, k, device=dev, dtype=BF16) * k**-0.5
+    if fmt == "awq":
+        words = dict(dtype=torch.int32, device=dev)
+        return (torch.randint(-2**31, 2**31 - 1, (k, n // 8), **words),
+                torch.randint(-2**31, 2**31 - 1, (k // GROUP, n // 8), **words),
+                (torch.rand(k // GROUP, n, device=dev) * 1e-3).to(BF16))
+    scale = torch.rand(n, device=dev) * 1e-3
+    if fmt == "int8":
+        return torch.randint(-127, 128, (n, k), device=dev, dtype=INT8), scale
+    return torch.randn(n, k, device=dev).to(FP8), scale
+
+
+def copies(fmt: str, k: int, n: int) -> list:
+    count = max(2, math.ceil(ROTATION_BYTES / weight_bytes(fmt, k, n)))
+    return [make_weight(fmt, k, n) for _ in range(count)]
+
+
+def quantized_rows(qdtype: torch.dtype, m: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(m, k, device=DEVICE, dtype=BF16)
+    return triton_quant_act.quantize_per_token(x, qdtype)
+
+
+def time_eager(call: Callable[[], object], iters: int = 5) -> float:
+    """Microseconds per call, launched from Python (prefill-sized calls: launch cost is noise)."""
+    call()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        call()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1000 / iters
+
+
+def op_call(fmt: str, m: int, k: int, n: int, w, with_quant: bool = False) -> Callable:
+    """One ``m``-row call of ``fmt`` ("bf16", "gemv", "awq", "int8", "fp8") on weight ``w``
+    through the op the decoder calls; W8A8 on quantized rows, or quantizing them too."""
+    x = torch.randn(m, k, device=DEVICE, dtype=BF16)
+    if fmt == "bf16":
+        return lambda: F.linear(x, w)
+    if fmt == "gemv":
+        return lambda: triton_gemv.linear(x, w)
+    if fmt == "awq":
+        return lambda: triton_awq.awq_linear(x, *w, GROUP)
+    if with_quant:
+        return lambda: triton_w8a8.w8a8_quant_linear(x, *w)
+    xq, x_scale = quantized_rows(INT8 if fmt == "int8" else FP8, m, k)
+    return lambda: triton_w8a8.w8a8_linear(xq, x_scale, *w)
+
+
+def time_rows(fmt: str, m: int, k: int, n: int, weights: list, with_quant: bool = False):
+    """Microseconds of one ``m``-row call of ``fmt`` (rotating ``weights`` at decode sizes)."""
+    def make(w):
+        return op_call(fmt, m, k, n, w, with_quant)
+
+    if m >= PREFILL_ROWS:
+        return time_eager(make(weights[0]))
+    return rotate(make, weights)
+
+
+def tbs(fmt: str, k: int, n: int, us: float) -> float:
+    return weight_bytes(fmt, k, n) / us / 1e6
+
+
+def tflops(m: int, k: int, n: int, us: float) -> float:
+    return 2 * m * k * n / us / 1e6
+
+
+def bench_shapes(results: dict) -> None:
+    """Every format at every row count and shape, with the activation quantization included
+    for W8A8 as the ``+q`` columns (a decoder quantizes o_proj's and down's input itself)."""
+    rows = (*DECODE_ROWS, PREFILL_ROWS)
+    print(f"{'shape':>8} {'M':>5} | {'bf16 us':>8} {'gemv':>7} | {'awq us':>7} {'TB/s':>5} "
+          f"{'x':>5} | {'int8 us':>7} {'+q':>7} {'x':>5} | {'fp8 us':>7} {'+q':>7} {'x':>5} | "
+          f"{'TFLOP/s bf16/awq/int8/fp8':>25}")
+    for name, (k, n) in SHAPES.items():
+        held = {fmt: copies(fmt, k, n) for fmt in FORMATS}
+        for m in rows:
+            t = {fmt: time_rows(fmt, m, k, n, held[fmt]) for fmt in FORMATS}
+            t["gemv"] = time_rows("gemv", m, k, n, held["bf16"]) if m <= 16 else float("nan")
+            for fmt in ("int8", "fp8"):
+                t[fmt + "+q"] = time_rows(fmt, m, k, n, held[fmt], with_quant=True)
+            results.setdefault("linear", {}).setdefault(name, {})[m] = t
+            flops = "/".join(f"{tflops(m, k, n, t[f]):.0f}" for f in FORMATS)
+            print(f"{name:>8} {m:>5} | {t['bf16']:>8.1f} {t['gemv']:>7.1f} | {t['awq']:>7.1f} "
+                  f"{tbs('awq', k, n, t['awq']):>5.2f} {t['bf16'] / t['awq']:>5.2f} | "
+                  f"{t['int8']:>7.1f} {t['int8+q']:>7.1f} {t['bf16'] / t['int8+q']:>5.2f} | "
+                  f"{t['fp8']:>7.1f} {t['fp8+q']:>7.1f} {t['bf16'] / t['fp8+q']:>5.2f} | "
+                  f"{flops:>25}")
+        del held
+
+
+def silu_down_times(m: int, k: int, n: int, held: dict) -> dict[str, float]:
+    gate_up = torch.randn(m, 2 * k, device=DEVICE, dtype=BF16)
+    awq_cfg = triton_awq.pick_config(m, n, k)
+    w8a8_cfg = triton_w8a8.FUSED_CONFIGS.get(("silu", 1, "deep"), MatmulConfig(
+        1, 8, 1024, 1, 4, 1)) if m == 1 else triton_w8a8.pick_config(m, n, k)
+
+    def bf16_split(w):
+        return lambda: triton_gemv.linear(triton_activation.silu_and_mul(gate_up), w)
+
+    def bf16_fused(w):
+        return lambda: triton_gemv.silu_mul_linear(gate_up, w)
+
+    def awq_split(w):
+        return lambda: triton_awq.awq_linear(triton_activation.silu_and_mul(gate_up), *w, GROUP)
+
+    def awq_fused(w):
+        return lambda: triton_awq.launch(gate_up, *w, GROUP, None, awq_cfg, silu_mul=True)
+
+    def w8a8_split(w):
+        return lambda: triton_w8a8.w8a8_linear(
+            *triton_quant_act.silu_mul_quant(gate_up, w[0].dtype), *w)
+
+    def w8a8_fused(w):
+        return lambda: triton_w8a8.launch(gate_up, None, *w, None, BF16, w8a8_cfg, "silu")
+
+    t = {"bf16 split": rotate(bf16_split, held["bf16"]),
+         "bf16 fused": rotate(bf16_fused, held["bf16"]),
+         "awq split": rotate(awq_split, held["awq"]),
+         "awq fused": rotate(awq_fused, held["awq"])}
+    for fmt in ("int8", "fp8"):
+        t[f"{fmt} split"] = rotate(w8a8_split, held[fmt])
+        t[f"{fmt} fused"] = rotate(w8a8_fused, held[fmt])
+    return t
+
+
+def bench_silu_down(results: dict) -> None:
+    """The decode MLP's down projection with SiLU-and-mul: its own kernel first (split) or
+    inside the matmul (fused, at any row count, whatever the tables say)."""
+    k, n = SHAPES["down"]
+    print(f"\n{'down + silu':>12} {'M':>3} | {'bf16 split':>10} {'fused':>6} | {'awq split':>9} "
+          f"{'fused':>6} | {'int8 split':>10} {'fused':>6} | {'fp8 split':>9} {'fused':>6}")
+    held = {fmt: copies(fmt, k, n) for fmt in FORMATS}
+    for m in (1, 16):
+        t = silu_down_times(m, k, n, held)
+        results.setdefault("silu_down", {})[m] = t
+        print(f"{'':>12} {m:>3} | {t['bf16 split']:>10.1f} {t['bf16 fused']:>6.1f} | "
+              f"{t['awq split']:>9.1f} {t['awq fused']:>6.1f} | {t['int8 split']:>10.1f} "
+              f"{t['int8 fused']:>6.1f} | {t['fp8 split']:>9.1f} {t['fp8 fused']:>6.1f}")
+    del held
+
+
+def large_times(m: int, k: int, n: int, weights: dict) -> dict[str, float]:
+    awq_w, int8_w, fp8_w = weights["awq"], weights["int8"], weights["fp8"]
+    x = torch.randn(m, k, device=DEVICE, dtype=BF16)
+    large = triton_awq.CONFIGS.get((LARGE, triton_gemv.shape_class(n, k)),
+                                   triton_awq._DEFAULT_LARGE)
+    xq, xs = quantized_rows(INT8, m, k)
+    fq, fs = quantized_rows(FP8, m, k)
+    cfg = triton_w8a8.pick_config(m, n, k)
+
+    def scaled_mm(fast: bool) -> Callable:
+        return lambda: torch._scaled_mm(fq, fp8_w[0].t(), scale_a=fs[:, None],
+                                        scale_b=fp8_w[1][None, :], out_dtype=BF16,
+                                        use_fast_accum=fast)
+
+    return {
+        "awq fused": time_eager(lambda: triton_awq.launch(x, *awq_w, GROUP, None, large)),
+        "awq deq+mm": time_eager(lambda: x @ triton_awq.awq_dequantize(*awq_w, GROUP)),
+        "int8 triton": time_eager(lambda: triton_w8a8.launch(xq, xs, *int8_w, None, BF16, cfg)),
+        "int8 _int_mm": time_eager(lambda: (torch._int_mm(xq, int8_w[0].t()).float()
+                                            * xs[:, None] * int8_w[1]).to(BF16)),
+        "fp8 triton": time_eager(lambda: triton_w8a8.launch(fq, fs, *fp8_w, None, BF16, cfg)),
+        "fp8 _scaled_mm": time_eager(scaled_mm(False)),
+        "fp8 fast acc": time_eager(scaled_mm(True)),
+    }
+
+
+def bench_large(results: dict) -> None:
+    """Large-M choices: W4A16's fused kernel (LARGE config) against dequantize + cuBLAS, and
+    W8A8's Triton kernel against cuBLAS (int8: ``_int_mm`` then the scale epilogue in PyTorch;
+    fp8: ``_scaled_mm`` with row-wise scales, precise and fast accumulation)."""
+    print(f"\n{'shape':>8} {'M':>5} | {'awq fused':>9} {'deq+mm':>7} | {'int8 triton':>11} "
+          f"{'_int_mm':>8} | {'fp8 triton':>10} {'_scaled_mm':>10} {'fast acc':>8}  (us)")
+    for name, (k, n) in SHAPES.items():
+        weights = {fmt: make_weight(fmt, k, n) for fmt in ("awq", "int8", "fp8")}
+        for m in (256, 1024, 2048, PREFILL_ROWS):
+            t = large_times(m, k, n, weights)
+            results.setdefault("large", {}).setdefault(name, {})[m] = t
+            print(f"{name:>8} {m:>5} | {t['awq fused']:>9.1f} {t['awq deq+mm']:>7.1f} | "
+                  f"{t['int8 triton']:>11.1f} {t['int8 _int_mm']:>8.1f} | "
+                  f"{t['fp8 triton']:>10.1f} {t['fp8 _scaled_mm']:>10.1f} "
+                  f"{t['fp8 fast acc']:>8.1f}")
+
+
+def bench_lm_head(results: dict) -> dict[int, float]:
+    """The bf16 LM head every format keeps, per row count (rotating two copies: 2 GB)."""
+    heads = [torch.randn(VOCAB, HIDDEN, device=DEVICE, dtype=BF16) * 0.02 for _ in range(2)]
+    out = {}
+    for m in (*DECODE_ROWS, PREFILL_ROWS):
+        x = torch.randn(m, HIDDEN, device=DEVICE, dtype=BF16)
+        if m >= PREFILL_ROWS:  # a prefill step computes logits for its last rows only
+            x = x[:1]
+        out[m] = rotate(lambda w, x=x: lambda: triton_gemv.linear(x, w), heads, calls=8)
+    del heads
+    results["lm_head"] = out
+    return out
+
+
+def summary(results: dict, lm_head: dict[int, float]) -> None:
+    """Matmul time of one decode step (and one prefill step) per format: 32 layers + LM head."""
+    linear = results["linear"]
+    print("\n=== per step: 32 layers' matmuls + the bf16 LM head "
+          "(W8A8 with the o/down inputs quantized: +q)")
+    print(f"{'M':>5} | {'bf16 ms':>8} | {'awq ms':>7} {'x':>5} | {'int8+q ms':>9} {'x':>5} | "
+          f"{'fp8+q ms':>8} {'x':>5} | awq weight TB/s (of {COPY_TBS})")
+    def step(fmt: str, m: int) -> float:
+        layer = sum(linear[name][m][fmt] for name in SHAPES)
+        return (LAYERS * layer + lm_head[m]) / 1000
+
+    for m in (*DECODE_ROWS, PREFILL_ROWS):
+        bf16, awq = step("bf16", m), step("awq", m)
+        int8, fp8 = step("int8+q", m), step("fp8+q", m)
+        awq_bytes = LAYERS * sum(weight_bytes("awq", k, n) for k, n in SHAPES.values())
+        awq_layers_ms = awq - lm_head[m] / 1000
+        print(f"{m:>5} | {bf16:>8.3f} | {awq:>7.3f} {bf16 / awq:>5.2f} | {int8:>9.3f} "
+              f"{bf16 / int8:>5.2f} | {fp8:>8.3f} {bf16 / fp8:>5.2f} | "
+              f"{awq_bytes / awq_layers_ms / 1e9:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep: time a grid of launch configs per kernel, shape and row count.
+
+def sweep_configs(kernel: str, m: int) -> list[MatmulConfig]:
+    """Candidates for ``kernel`` ("awq", "int8", "fp8") at ``m`` rows; split_k is set later.
+    One row: the elementwise loop (accumulator at most 128 fp32/int32 registers a thread) and
+    two tl.dot tiles; more rows: tl.dot tiles."""
+    if m == 1:
+        if kernel == "awq":
+            grid = itertools.product((128, 256, 512), (16, 32), (4, 8), (1, 2))
+        else:
+            grid = itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8), (1,))
+        rows = [MatmulConfig(1, bn, bk, 1, w, s) for bn, bk, w, s in grid
+                if bn * bk <= 4096 * w]
+        return rows + [MatmulConfig(16, bn, 128, 1, 4, 3) for bn in (64, 128)]
+    block_ks = (64, 128) if kernel == "awq" else (128, 256)
+    grid = itertools.product((m,) if m <= 64 else (64, 128), (64, 128, 256), block_ks, (4, 8),
+                             (3, 4))
+    return [MatmulConfig(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in grid
+            if bm * bn <= 128 * 256 and (w == 4) == (bm * bn < 64 * 256)]
+
+
+def split_choices(kernel: str, config: MatmulConfig, m: int, k: int, n: int,
+                  sms: int) -> list[int]:
+    """Split counts that give about 2x and 4x the SMs in programs (1 where the tiles do)."""
+    block_m = 1 if config.block_m == 1 else max(16, config.block_m)
+    tiles = math.ceil(m / block_m) * math.ceil(n / config.block_n)
+    block_k = min(config.block_k, GROUP) if kernel == "awq" else config.block_k
+    most = max(1, k // block_k)
+    wanted = {min(most, max(1, round(f * sms / tiles))) for f in (2, 4)}
+    return sorted({split_k_slices(k, s, block_k)[1] for s in wanted})
+
+
+def sweep_call(kernel: str, config: MatmulConfig, m: int, k: int, n: int, w) -> Callable:
+    x = torch.randn(m, k, device=DEVICE, dtype=BF16)
+    if kernel == "awq":
+        return lambda: triton_awq.launch(x, *w, GROUP, None, config)
+    xq, xs = triton_quant_act.quantize_per_token(x, INT8 if kernel == "int8" else FP8)
+    return lambda: triton_w8a8.launch(xq, xs, *w, None, BF16, config)
+
+
+def sweep_tasks(rows: tuple[int, ...]) -> list[tuple]:
+    """``("config", kernel, config, shape name, rows)`` for every candidate and split."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    tasks = []
+    for kernel, name, m in itertools.product(("awq", "int8", "fp8"), SHAPES, rows):
+        k, n = SHAPES[name]
+        for cfg in sweep_configs(kernel, m):
+            for split in split_choices(kernel, cfg, m, k, n, sms):
+                tasks.append(("config", kernel, MatmulConfig(
+                    cfg.block_m, cfg.block_n, cfg.block_k, split, cfg.num_warps,
+                    cfg.num_stages), name, m))
+    return tasks
+
+
+def table_tasks() -> list[tuple]:
+    """``("op", format, with_quant, shape name, rows)``: every call of the tables."""
+    return [("op", fmt, quant, name, m)
+            for fmt, quant in (("awq", False), ("int8", False), ("int8", True), ("fp8", False),
+                               ("fp8", True))
+            for name in SHAPES for m in (*DECODE_ROWS, PREFILL_ROWS)]
+
+
+def _run_once(task: tuple) -> str | None:
+    """Run one task's call (compiling its kernels into Triton's on-disk cache)."""
+    try:
+        if task[0] == "config":
+            _, kernel, config, name, m = task
+            k, n = SHAPES[name]
+            sweep_call(kernel, config, m, k, n, make_weight(kernel, k, n))()
+        else:
+            _, fmt, quant, name, m = task
+            k, n = SHAPES[name]
+            op_call(fmt, m, k, n, make_weight(fmt, k, n), quant)()
+        torch.cuda.synchronize()
+    except Exception as exc:  # past the shared memory or register limits
+        return f"{task[1:]}: {type(exc).__name__}"
+    return None
+
+
+def _specialization(task: tuple) -> tuple:
+    """What makes two tasks compile different kernels (Triton specializes M == 1 and the
+    blocks' divisibility; the split count is not specialized)."""
+    if task[0] == "op":
+        return task
+    _, kernel, cfg, name, m = task
+    k, n = SHAPES[name]
+    block_m = 1 if cfg.block_m == 1 else max(16, cfg.block_m)
+    return (kernel, cfg.block_m, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages,
+            m == 1, m % block_m == 0, cfg.split_k > 1, k % cfg.block_k == 0)
+
+
+def precompile(tasks: list[tuple]) -> None:
+    """Fill Triton's on-disk cache from a pool of processes, one task per distinct kernel
+    specialization: compiling them one at a time would take minutes of the GPU machine."""
+    unique = list({_specialization(t): t for t in tasks}.values())
+    start = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(max(1, (os.cpu_count() or 2) - 2)) as pool:
+        failed = [f for f in pool.map(_run_once, unique, chunksize=1) if f]
+    print(f"compiled {len(unique)} kernel variants in {time.monotonic() - start:.0f} s; "
+          f"{len(failed)} failed: {failed}")
+
+
+def sweep(tasks: list[tuple], budget_s: float, results: dict) -> None:
+    """Time every candidate of :func:`sweep_tasks`; print the best three per case."""
+    deadline = time.monotonic() + budget_s
+    by_case: dict[tuple[str, str, int], list[MatmulConfig]] = {}
+    for _, kernel, cfg, name, m in tasks:
+        by_case.setdefault((kernel, name, m), []).append(cfg)
+    for (kernel, name, m), configs in by_case.items():
+        if time.monotonic() > deadline:
+            print(f"sweep stopped at its {budget_s:.0f} s budget; later cases untimed")
+            break
+        k, n = SHAPES[name]
+        timed = time_case(kernel, m, k, n, configs)
+        results.setdefault("sweep", {})[f"{kernel} {name} M={m}"] = [
+            (us, tuple(cfg.__dict__.values())) for us, cfg in timed[:5]]
+        print(f"{kernel} {name} M={m}: " + "  ".join(
+            f"{us:.1f} us {tbs(kernel, k, n, us):.2f} TB/s {tflops(m, k, n, us):.0f} TF "
+            f"{tuple(cfg.__dict__.values())}" for us, cfg in timed[:3]))
+
+
+def time_case(kernel: str, m: int, k: int, n: int,
+              configs: list[MatmulConfig]) -> list[tuple[float, MatmulConfig]]:
+    """``(us, config)`` of every config that runs, fastest first."""
+    held = copies(kernel, k, n)
+    timed = []
+    for cfg in configs:
+        def make(w, cfg=cfg):
+            return sweep_call(kernel, cfg, m, k, n, w)
+
+        try:
+            timed.append((rotate(make, held, calls=12), cfg))
+        except Exception as exc:  # a config past the shared memory or register limits
+            print(f"  skip {cfg}: {type(exc).__name__}")
+    return sorted(timed, key=lambda r: r[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true",
+                        help="first time a grid of launch configs per kernel, shape and rows")
+    parser.add_argument("--sweep-budget", type=float, default=75.0,
+                        help="seconds the sweep's timing may take before it stops")
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 256],
+                        help="row counts the sweep times")
+    parser.add_argument("--json", help="write every timing to this file")
+    args = parser.parse_args()
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
+          f"triton {__import__('triton').__version__}")
+    results: dict = {"device": torch.cuda.get_device_name()}
+    tasks = sweep_tasks(tuple(args.rows)) if args.sweep else []
+    precompile(tasks + table_tasks())
+    if args.sweep:
+        print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
+        sweep(tasks, args.sweep_budget, results)
+        print()
+    bench_shapes(results)
+    bench_silu_down(results)
+    bench_large(results)
+    summary(results, bench_lm_head(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
