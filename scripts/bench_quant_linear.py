@@ -5,9 +5,9 @@ step (M = 8,192), prints microseconds per call of bf16 (cuBLAS ``F.linear``; the
 to 16 rows), W4A16 (``triton_awq.awq_linear``), and W8A8 int8 and fp8 (``triton_w8a8``: the
 matmul on quantized rows, and with the activation's quantization included), with the achieved
 weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an H200) or TFLOP/s (against
-~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: fused SiLU-and-mul
-at one row, W4A16's fused kernel against dequantize + cuBLAS at large M, and W8A8's Triton kernel
-against cuBLAS (``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul
+~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: SiLU-and-mul or
+the input's quantization inside the matmul at 1 and 16 rows, W4A16's fused kernel against
+dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS (``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul
 time of one decode step (32 layers + the bf16 LM head) and of one prefill step per format.
 Decode timings replay a CUDA graph of calls that rotate over enough weight copies that none is
 found in the 50 MB L2, as a captured decode step runs them.
@@ -160,11 +160,19 @@ def bench_shapes(results: dict) -> None:
         del held
 
 
-def silu_down_times(m: int, k: int, n: int, held: dict) -> dict[str, float]:
+def fused_times(m: int, held: dict, o_held: dict) -> dict[str, float]:
+    """The down projection after SiLU-and-mul, and W8A8's o_proj quantizing its own input:
+    the op before in its own kernel ("split") or inside the matmul ("fused", at any row count,
+    whatever the tables say)."""
+    k, n = SHAPES["down"]
     gate_up = torch.randn(m, 2 * k, device=DEVICE, dtype=BF16)
+    attn = torch.randn(m, SHAPES["o"][0], device=DEVICE, dtype=BF16)
     awq_cfg = triton_awq.pick_config(m, n, k)
-    w8a8_cfg = triton_w8a8.FUSED_CONFIGS.get(("silu", 1, "deep"), MatmulConfig(
-        1, 8, 1024, 1, 4, 1)) if m == 1 else triton_w8a8.pick_config(m, n, k)
+    one_row = MatmulConfig(1, 8, 1024, 1, 4, 1)
+    silu_cfg = triton_w8a8.FUSED_CONFIGS.get(("silu", 1, "deep"), one_row) if m == 1 else \
+        triton_w8a8.pick_config(m, n, k)
+    quant_cfg = triton_w8a8.FUSED_CONFIGS.get(("quant", 1, "narrow"), one_row) if m == 1 else \
+        triton_w8a8.pick_config(m, *SHAPES["o"][::-1])
 
     def bf16_split(w):
         return lambda: triton_gemv.linear(triton_activation.silu_and_mul(gate_up), w)
@@ -178,37 +186,45 @@ def silu_down_times(m: int, k: int, n: int, held: dict) -> dict[str, float]:
     def awq_fused(w):
         return lambda: triton_awq.launch(gate_up, *w, GROUP, None, awq_cfg, silu_mul=True)
 
-    def w8a8_split(w):
+    def silu_split(w):
         return lambda: triton_w8a8.w8a8_linear(
             *triton_quant_act.silu_mul_quant(gate_up, w[0].dtype), *w)
 
-    def w8a8_fused(w):
-        return lambda: triton_w8a8.launch(gate_up, None, *w, None, BF16, w8a8_cfg, "silu")
+    def silu_fused(w):
+        return lambda: triton_w8a8.launch(gate_up, None, *w, None, BF16, silu_cfg, "silu")
 
-    t = {"bf16 split": rotate(bf16_split, held["bf16"]),
-         "bf16 fused": rotate(bf16_fused, held["bf16"]),
-         "awq split": rotate(awq_split, held["awq"]),
-         "awq fused": rotate(awq_fused, held["awq"])}
+    def quant_split(w):
+        return lambda: triton_w8a8.w8a8_linear(
+            *triton_quant_act.quantize_per_token(attn, w[0].dtype), *w)
+
+    def quant_fused(w):
+        return lambda: triton_w8a8.launch(attn, None, *w, None, BF16, quant_cfg, "quant")
+
+    t = {"bf16 silu split": rotate(bf16_split, held["bf16"]),
+         "bf16 silu fused": rotate(bf16_fused, held["bf16"]),
+         "awq silu split": rotate(awq_split, held["awq"]),
+         "awq silu fused": rotate(awq_fused, held["awq"])}
     for fmt in ("int8", "fp8"):
-        t[f"{fmt} split"] = rotate(w8a8_split, held[fmt])
-        t[f"{fmt} fused"] = rotate(w8a8_fused, held[fmt])
+        t[f"{fmt} silu split"] = rotate(silu_split, held[fmt])
+        t[f"{fmt} silu fused"] = rotate(silu_fused, held[fmt])
+        t[f"{fmt} o quant split"] = rotate(quant_split, o_held[fmt])
+        t[f"{fmt} o quant fused"] = rotate(quant_fused, o_held[fmt])
     return t
 
 
-def bench_silu_down(results: dict) -> None:
-    """The decode MLP's down projection with SiLU-and-mul: its own kernel first (split) or
-    inside the matmul (fused, at any row count, whatever the tables say)."""
-    k, n = SHAPES["down"]
-    print(f"\n{'down + silu':>12} {'M':>3} | {'bf16 split':>10} {'fused':>6} | {'awq split':>9} "
-          f"{'fused':>6} | {'int8 split':>10} {'fused':>6} | {'fp8 split':>9} {'fused':>6}")
-    held = {fmt: copies(fmt, k, n) for fmt in FORMATS}
+def bench_fused(results: dict) -> None:
+    """Split against fused prologues at decode sizes (us)."""
+    held = {fmt: copies(fmt, *SHAPES["down"]) for fmt in FORMATS}
+    o_held = {fmt: copies(fmt, *SHAPES["o"]) for fmt in ("int8", "fp8")}
+    print()
     for m in (1, 16):
-        t = silu_down_times(m, k, n, held)
-        results.setdefault("silu_down", {})[m] = t
-        print(f"{'':>12} {m:>3} | {t['bf16 split']:>10.1f} {t['bf16 fused']:>6.1f} | "
-              f"{t['awq split']:>9.1f} {t['awq fused']:>6.1f} | {t['int8 split']:>10.1f} "
-              f"{t['int8 fused']:>6.1f} | {t['fp8 split']:>9.1f} {t['fp8 fused']:>6.1f}")
-    del held
+        t = fused_times(m, held, o_held)
+        results.setdefault("fused", {})[m] = t
+        cases = sorted({label.rsplit(" ", 1)[0] for label in t})
+        print(f"M={m:>2}: " + "  ".join(
+            f"{case} {t[case + ' split']:.1f}/{t[case + ' fused']:.1f}" for case in cases)
+            + "  (split/fused us)")
+    del held, o_held
 
 
 def large_times(m: int, k: int, n: int, weights: dict) -> dict[str, float]:
@@ -447,7 +463,7 @@ def main() -> None:
         sweep(tasks, args.sweep_budget, results)
         print()
     bench_shapes(results)
-    bench_silu_down(results)
+    bench_fused(results)
     bench_large(results)
     summary(results, bench_lm_head(results))
     if args.json:

@@ -2,8 +2,8 @@
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
 # steps when GPU_CHECK_PROFILE=1; the quantized-linear kernels' benchmark when GPU_CHECK_QUANT=1)
-# on Llama-3-8B's architecture with
-# random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
+# on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# short table is printed last.
 #
 #   scripts/gpu_check.sh OUTDIR
 #

@@ -61,13 +61,15 @@ def check(m, k, n, group, dtype, config=None, with_bias=False, silu=False, seed=
     return y
 
 
-# The one-row loop and tl.dot tiles, each alone on its tile and with K split over programs
-# (small blocks, so the small shapes take several K steps, groups and column tiles).
+# The one-row loop and tl.dot tiles (scaled after the product, and at 64 rows before it),
+# each alone on its tile and with K split over programs (small blocks, so the small shapes take
+# several K steps, groups and column tiles).
 INTERPRET_CONFIGS = {
     "row": MatmulConfig(1, 32, 16, 1, 4, 1),
     "row_split": MatmulConfig(1, 64, 32, 3, 4, 1),
     "dot": MatmulConfig(16, 16, 32, 1, 4, 2),
     "dot_split": MatmulConfig(16, 32, 16, 2, 4, 1),
+    "dot_64_rows": MatmulConfig(64, 16, 32, 2, 4, 1),
 }
 # (M, K, N, group): N a multiple of the blocks; N and M ragged against them.
 INTERPRET_SHAPES = [(1, 128, 64, 32), (3, 192, 40, 64)]
@@ -75,7 +77,7 @@ INTERPRET_SHAPES = [(1, 128, 64, 32), (3, 192, 40, 64)]
 
 @pytest.mark.triton_interpret
 @needs_kernels
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape", INTERPRET_SHAPES, ids=str)
 @pytest.mark.parametrize("config", INTERPRET_CONFIGS, ids=str)
 def test_kernel_matches_reference(dtype, shape, config):

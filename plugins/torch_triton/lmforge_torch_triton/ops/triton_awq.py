@@ -2,19 +2,23 @@
 
 One kernel covers every row count. Each program owns an output tile and walks its slice of K in
 ``block_k`` rows that lie inside one quantization group, so the tile's zeros and scales are one
-row each. It loads the packed words ``[block_k, block_n / 8]``, repeats each word for the eight
-columns it holds, and turns nibble ``q`` into the float ``2**23 + q`` by OR-ing it into the
-exponent bits of 2**23: subtracting ``2**23 + z`` (built the same way) gives ``q - z`` exactly,
-with no int-to-float conversion (those run at a quarter of the FMA rate). Then:
+row each. It loads the packed words ``[block_k, block_n / 8]`` and spreads each over the eight
+columns it holds (:func:`_spread`), so that one AND/OR (a single LOP3) per weight turns its
+nibble into a float by OR-ing it into the mantissa of 2**23, and one subtraction of the zero
+built the same way gives ``(q - z) * 2**pos`` exactly: no shifts or int-to-float conversions
+per weight (conversions run at a quarter of the FMA rate, and at batch 1 the kernel has about
+four instructions per weight to keep up with the memory). Then:
 
-- one row (``block_m == 1``): an elementwise fp32 multiply-accumulate into a ``[block_k,
-  block_n]`` tile reduced once at the end; the packed weights stream at the memory rate;
-- more rows: the tile is rounded to the activation dtype (exactly the reference's dequantized
-  weight) and multiplied on the tensor cores with ``tl.dot``.
+- up to :data:`SCALE_AFTER_MAX_ROWS` rows: ``tl.dot`` of the rows (padded to 16) with the
+  exact 16-bit ``q - z`` block, whose ``[block_m, block_n]`` product is then scaled: the scales
+  cost a multiply per output, not per weight;
+- more rows: the weight tile is scaled and rounded to the activation dtype (exactly the
+  reference's dequantized weight) and multiplied on the tensor cores;
+- ``block_m == 1`` selects an elementwise fp32 multiply-accumulate instead of ``tl.dot``.
 
 Small batches split K over several programs per tile (see :mod:`.triton_quant_common`). At
 prefill sizes the weight is dequantized once into a bf16/fp16 matrix and cuBLAS multiplies it:
-writing the 16-bit copy costs a few percent of an 8,192-row matmul, and cuBLAS beats any Triton
+writing the 16-bit copy costs a few percent of an 8,192-row matmul, and cuBLAS beats a Triton
 tile loop there. :data:`CONFIGS` and :data:`DEQUANT_MIN_ROWS` hold the choices.
 """
 
@@ -42,15 +46,18 @@ _SILU_MUL = 3  # silu(x[:, :K]) * x[:, K:]
 
 # From this many rows on, dequantize the weight and let cuBLAS multiply.
 DEQUANT_MIN_ROWS = 1024
+# Up to this many rows per tile the scales multiply each K block's partial product; beyond,
+# the weight tile (whichever is the smaller tensor).
+SCALE_AFTER_MAX_ROWS = 32
 
-_ELEMENTWISE = dict(block_m=1, block_n=256, block_k=32, num_warps=4, num_stages=2)
+_ONE_ROW = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=3)
 # Keys: the row bucket (triton_quant_common.ROW_BUCKETS, LARGE past them) and the shape class.
 # Split counts give every shape a few hundred programs at decode sizes (132 SMs on an H200).
 CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "narrow"): MatmulConfig(**_ELEMENTWISE, split_k=16),
-    (1, "wide"): MatmulConfig(**_ELEMENTWISE, split_k=4),
-    (1, "deep"): MatmulConfig(**_ELEMENTWISE, split_k=28),
-    (1, "vocab"): MatmulConfig(**_ELEMENTWISE, split_k=1),
+    (1, "narrow"): MatmulConfig(**_ONE_ROW, split_k=8),
+    (1, "wide"): MatmulConfig(**_ONE_ROW, split_k=2),
+    (1, "deep"): MatmulConfig(**_ONE_ROW, split_k=16),
+    (1, "vocab"): MatmulConfig(**_ONE_ROW, split_k=1),
     (16, "narrow"): MatmulConfig(16, 128, 128, 8, 4, 3),
     (16, "wide"): MatmulConfig(16, 128, 128, 2, 4, 3),
     (16, "deep"): MatmulConfig(16, 128, 128, 16, 4, 3),
@@ -74,10 +81,10 @@ _DEFAULT_LARGE = MatmulConfig(128, 256, 64, 1, 8, 3)
 # Where the decode MLP's silu(gate) * up runs inside the down projection rather than in its own
 # kernel first. Keys as in CONFIGS.
 FUSED_CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "deep"): MatmulConfig(**_ELEMENTWISE, split_k=28),
+    (1, "deep"): MatmulConfig(**_ONE_ROW, split_k=16),
 }
 
-# The bits of 2.0**23: OR-ing a nibble in gives the float 2**23 + nibble.
+# The bits of 2.0**23: OR-ing a nibble (at bit p < 12) in gives the float 2**23 + nibble * 2**p.
 _MAGIC: tl.constexpr = tl.constexpr(0x4B000000)
 
 
@@ -92,15 +99,27 @@ def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
 
 
 @triton.jit
-def _spread(words, BLOCK_N: tl.constexpr):
-    """Each int32 of ``words`` (last dimension ``BLOCK_N // 8``) repeated for its 8 columns,
-    and the shift of each column's nibble (``[BLOCK_N]``)."""
-    words = tl.interleave(words, words)
-    words = tl.interleave(words, words)
-    words = tl.interleave(words, words)
+def _spread(words):
+    """``[..., C]`` AutoAWQ words -> ``[..., 8C]``, one register per column, each holding its
+    word shifted so that the column's nibble lies at bit :func:`_nibble_pos` (0, 4 or 8):
+    columns 0, 2, 4 hold nibbles 0, 1, 2 of the word itself; 1, 3, 6 nibbles 4, 5, 3 of the word
+    shifted right by 12; 5, 7 nibbles 6, 7 of it shifted by 24. The interleaves put each source
+    in its columns (interleave(a, b) alternates a and b), so no per-column select is needed."""
+    mid = words >> 12
+    high = words >> 24
+    even = tl.interleave(tl.interleave(words, words), tl.interleave(words, mid))  # 0, 2, 4, 6
+    mid_high = tl.interleave(mid, high)
+    odd = tl.interleave(mid_high, mid_high)  # columns 1, 3, 5, 7
+    return tl.interleave(even, odd)
+
+
+@triton.jit
+def _nibble_pos(BLOCK_N: tl.constexpr):
+    """Bit position of each column's nibble in its :func:`_spread` register (``[BLOCK_N]``):
+    AutoAWQ keeps column j of a group of eight in nibble ``n = j // 2 + 4 * (j % 2)``."""
     col = tl.arange(0, BLOCK_N) % 8
-    # AutoAWQ puts column j of a group of eight in nibble j // 2 + 4 * (j % 2).
-    return words, 4 * (col // 2 + 4 * (col % 2))
+    nibble = col // 2 + 4 * (col % 2)
+    return 4 * (nibble % 3)
 
 
 @triton.jit
@@ -108,8 +127,11 @@ def _weight_tile(
     qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, group, N, stride_qk, stride_zg, stride_sg,
     EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Dequantized weights ``[len(offs_k), BLOCK_N]`` in fp32 (exact: ``(q - z) * s``) of the
-    rows ``offs_k``, which all lie in quantization group ``group``, and column tile ``pid_n``."""
+    """``(d, scale)`` for rows ``offs_k`` (all in quantization group ``group``) and column tile
+    ``pid_n``: ``d = (q - z) * 2**pos`` (``[len(offs_k), BLOCK_N]``, fp32, integers below
+    2**12 so exact in any 16-bit float) and ``scale = s * 2**-pos`` (``[BLOCK_N]``), whose
+    product is the weight. The nibbles become floats by OR-ing them into the mantissa of 2**23
+    (``2**23 + q * 2**pos``), which a subtraction of ``2**23 + z * 2**pos`` turns into ``d``."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
     w_ptrs = qw_ptr + offs_k.to(tl.int64)[:, None] * stride_qk + offs_c[None, :]
@@ -125,14 +147,17 @@ def _weight_tile(
         words = tl.load(w_ptrs, mask=c_mask[None, :], other=0, eviction_policy="evict_first")
         zwords = tl.load(z_ptrs, mask=c_mask, other=0)
         scales = tl.load(s_ptrs, mask=offs_n < N, other=0.0)
-    words, shifts = _spread(words, BLOCK_N)
-    zwords, shifts = _spread(zwords, BLOCK_N)
-    q = (((words >> shifts[None, :]) & 0xF) | _MAGIC).to(tl.float32, bitcast=True)
-    z = (((zwords >> shifts) & 0xF) | _MAGIC).to(tl.float32, bitcast=True)
-    return (q - z[None, :]) * scales.to(tl.float32)[None, :]
+    pos = _nibble_pos(BLOCK_N)
+    mask = 0xF << pos
+    q = ((_spread(words) & mask[None, :]) | _MAGIC).to(tl.float32, bitcast=True)
+    z = ((_spread(zwords) & mask) | _MAGIC).to(tl.float32, bitcast=True)
+    # 2**-pos from its bits: exact, unlike an exp2.
+    unit = ((127 - pos) << 23).to(tl.float32, bitcast=True)
+    return q - z[None, :], scales.to(tl.float32) * unit
 
 
-@triton.jit
+# The split count is a plain runtime value: a kernel compiled for one serves every count.
+@triton.jit(do_not_specialize=["split_k", "k_per_split"])
 def _awq_matmul_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, group_size, split_k, k_per_split,
@@ -140,6 +165,7 @@ def _awq_matmul_kernel(
     PROLOGUE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
+    SCALE_AFTER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     EVEN_M: tl.constexpr,
     EVEN_N: tl.constexpr,
@@ -157,18 +183,24 @@ def _awq_matmul_kernel(
         acc = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    dtype = x_ptr.dtype.element_ty
     for k0 in range(k_begin, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        w = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, k0 // group_size, N, stride_qk,
-                         stride_zg, stride_sg, EVEN_N, BLOCK_N)
+        d, scale = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, k0 // group_size, N,
+                                stride_qk, stride_zg, stride_sg, EVEN_N, BLOCK_N)
+        # x holds values of its own dtype (the prologue rounds), so casts back are exact.
         x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0, PROLOGUE,
                         EVEN_M)
         if BLOCK_M == 1:
-            acc += tl.reshape(x, (BLOCK_K, 1)) * w
+            acc += tl.reshape(x, (BLOCK_K, 1)) * (d * scale[None, :])
+        elif SCALE_AFTER:
+            # d is exact in 16 bits: the block's product is exact up to fp32 summation, and
+            # the scales multiply [BLOCK_M, BLOCK_N] sums rather than [BLOCK_K, BLOCK_N] weights.
+            part = tl.dot(x.to(dtype), d.to(dtype), input_precision=DOT_PRECISION)
+            acc += part * scale[None, :]
         else:
-            # x holds values of its own dtype (the prologue rounds), so the cast is exact.
-            dtype = x_ptr.dtype.element_ty
-            acc = tl.dot(x.to(dtype), w.to(dtype), acc, input_precision=DOT_PRECISION)
+            w = (d * scale[None, :]).to(dtype)  # the reference's dequantized weight, exactly
+            acc = tl.dot(x.to(dtype), w, acc, input_precision=DOT_PRECISION)
     if BLOCK_M == 1:
         y = tl.sum(acc, 0)[None, :]
     else:
@@ -192,10 +224,10 @@ def _awq_dequantize_kernel(
     pid_n = tl.program_id(1)
     offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    w = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, tl.program_id(0) * BLOCK_K //
-                     group_size, N, stride_qk, stride_zg, stride_sg, EVEN_N, BLOCK_N)
+    d, scale = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, tl.program_id(0) * BLOCK_K //
+                            group_size, N, stride_qk, stride_zg, stride_sg, EVEN_N, BLOCK_N)
     tl.store(out_ptr + offs_k.to(tl.int64)[:, None] * stride_ok + offs_n[None, :],
-             w.to(out_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
+             (d * scale[None, :]).to(out_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
 
 
 def _block_k(group_size: int, limit: int) -> int:
@@ -284,6 +316,7 @@ def launch(
         PROLOGUE=_SILU_MUL if silu_mul else _PLAIN,
         HAS_BIAS=bias is not None,
         SPLIT=splits > 1,
+        SCALE_AFTER=block_m <= SCALE_AFTER_MAX_ROWS,
         DOT_PRECISION=dot_precision(x.dtype),
         EVEN_M=m % block_m == 0,
         EVEN_N=n % block_n == 0,

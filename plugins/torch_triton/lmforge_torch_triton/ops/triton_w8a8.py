@@ -1,11 +1,12 @@
 """W8A8 matmuls: int8 x int8 -> int32 and fp8 e4m3 x fp8 -> fp32 with the per-token x
 per-channel scale epilogue (see :mod:`.quant_reference` for the arithmetic).
 
-One kernel covers every row count, as the W4A16 one does: an elementwise multiply-accumulate
-over ``[block_n, block_k]`` weight tiles for one row (int32 for int8, so the sums are exact), and
-``tl.dot`` on the 8-bit tensor cores for more rows; small batches split K over several programs
-per tile (:mod:`.triton_quant_common`; int32 partial sums add exactly). The product is scaled
-only once the whole K range is summed.
+One kernel covers every row count, as the W4A16 one does: ``tl.dot`` on the 8-bit tensor cores
+over tiles of at least 16 rows (a decode step's few rows are padded: the padding loads nothing),
+or with ``block_m == 1`` an elementwise multiply-accumulate over ``[block_n, block_k]`` weight
+tiles (int32 for int8, so the sums are exact). Small batches split K over several programs per
+tile (:mod:`.triton_quant_common`; int32 partial sums add exactly). The product is scaled only
+once the whole K range is summed.
 
 At decode sizes the kernel can also quantize its own input (``x``, or ``silu(gate) * up``), so a
 layer's activation quantization costs no launch of its own: each program first finds its rows'
@@ -50,19 +51,21 @@ _SILU_QUANT = 3  # silu(x[:, :K]) * x[:, K:], quantized per token inside
 # From this many rows on, fp8 with a bf16 output runs through torch._scaled_mm.
 SCALED_MM_MIN_ROWS = 64
 
-_ONE_ROW = dict(block_m=1, block_n=8, block_k=1024, split_k=1, num_warps=4, num_stages=1)
+# Decode sizes: tl.dot on 16-row tiles (padding rows load nothing) feeds the 8-bit codes to the
+# tensor cores as they are; the elementwise loop would convert every weight to 32 bits first.
+_DECODE = dict(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)
 # Keys: the row bucket (triton_quant_common.ROW_BUCKETS, LARGE past them) and the shape class.
 CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "narrow"): MatmulConfig(**_ONE_ROW),
-    (1, "wide"): MatmulConfig(**_ONE_ROW),
-    (1, "deep"): MatmulConfig(**_ONE_ROW),
-    (1, "vocab"): MatmulConfig(**_ONE_ROW),
-    (16, "narrow"): MatmulConfig(16, 32, 256, 1, 4, 4),
-    (16, "wide"): MatmulConfig(16, 64, 256, 1, 4, 4),
-    (16, "deep"): MatmulConfig(16, 32, 256, 2, 4, 4),
-    (32, "narrow"): MatmulConfig(32, 32, 256, 1, 4, 4),
+    (1, "narrow"): MatmulConfig(**_DECODE, split_k=4),
+    (1, "wide"): MatmulConfig(**_DECODE, split_k=1),
+    (1, "deep"): MatmulConfig(**_DECODE, split_k=8),
+    (1, "vocab"): MatmulConfig(**_DECODE, split_k=1),
+    (16, "narrow"): MatmulConfig(**_DECODE, split_k=4),
+    (16, "wide"): MatmulConfig(**_DECODE, split_k=1),
+    (16, "deep"): MatmulConfig(**_DECODE, split_k=8),
+    (32, "narrow"): MatmulConfig(32, 64, 256, 4, 4, 4),
     (32, "wide"): MatmulConfig(32, 64, 256, 1, 4, 4),
-    (32, "deep"): MatmulConfig(32, 32, 256, 2, 4, 4),
+    (32, "deep"): MatmulConfig(32, 64, 256, 8, 4, 4),
     (64, "narrow"): MatmulConfig(64, 64, 128, 2, 4, 4),
     (64, "wide"): MatmulConfig(64, 128, 128, 1, 4, 4),
     (64, "deep"): MatmulConfig(64, 64, 128, 4, 4, 4),
@@ -78,8 +81,8 @@ _DEFAULT_LARGE = MatmulConfig(128, 256, 128, 1, 8, 3)
 # Where the kernel quantizes its own input rather than a quantize kernel running first. Keys:
 # "quant" or "silu", then as in CONFIGS.
 FUSED_CONFIGS: dict[tuple[str, int, str], MatmulConfig] = {
-    ("quant", 1, "narrow"): MatmulConfig(**_ONE_ROW),
-    ("silu", 1, "deep"): MatmulConfig(**_ONE_ROW),
+    ("quant", 1, "narrow"): MatmulConfig(**_DECODE, split_k=4),
+    ("silu", 1, "deep"): MatmulConfig(**_DECODE, split_k=8),
 }
 
 
@@ -101,7 +104,8 @@ def _row_absmax(x_ptr, rows, M, K, stride_xm, PROLOGUE: tl.constexpr, EVEN: tl.c
     return absmax
 
 
-@triton.jit
+# The split count is a plain runtime value: a kernel compiled for one serves every count.
+@triton.jit(do_not_specialize=["split_k", "k_per_split"])
 def _w8a8_matmul_kernel(
     x_ptr, xs_ptr, w_ptr, wscale_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, split_k, k_per_split, stride_xm, stride_wn, stride_ym,
