@@ -46,6 +46,8 @@ SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672),
           "down": (14336, 4096)}
 DECODE_ROWS = (1, 16, 64, 256)
 PREFILL_ROWS = 8192
+# Row counts of the large-M comparisons.
+LARGE_ROWS = (256, 1024, 2048, PREFILL_ROWS)
 GROUP = 128
 BF16 = torch.bfloat16
 INT8, FP8 = torch.int8, torch.float8_e4m3fn
@@ -261,7 +263,7 @@ def bench_large(results: dict) -> None:
           f"{'_int_mm':>8} | {'fp8 triton':>10} {'_scaled_mm':>10} {'fast acc':>8}  (us)")
     for name, (k, n) in SHAPES.items():
         weights = {fmt: make_weight(fmt, k, n) for fmt in ("awq", "int8", "fp8")}
-        for m in (256, 1024, 2048, PREFILL_ROWS):
+        for m in LARGE_ROWS:
             t = large_times(m, k, n, weights)
             results.setdefault("large", {}).setdefault(name, {})[m] = t
             print(f"{name:>8} {m:>5} | {t['awq fused']:>9.1f} {t['awq deq+mm']:>7.1f} | "

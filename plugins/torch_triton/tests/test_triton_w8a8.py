@@ -200,6 +200,16 @@ def test_llama3_prefill(qdtype):
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("m", [256, 8192])
+def test_llama3_fp8_triton_kernel_at_large_m(m):
+    """The op runs torch._scaled_mm there; the Triton kernel must hold too (fp16 outputs and
+    shapes cuBLASLt refuses take it)."""
+    k, n = LLAMA3_8B["qkv"]
+    check(m, k, n, FP8, config=triton_w8a8.pick_config(m, n, k), seed=9)
+
+
+@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("qdtype", [INT8, FP8], ids=str)
 @pytest.mark.parametrize("m", [1, 16])
 def test_llama3_quantizing_inside(m, qdtype):
