@@ -348,12 +348,19 @@ def sweep_call(kernel: str, config: MatmulConfig, m: int, k: int, n: int, w) -> 
     return lambda: triton_w8a8.launch(xq, xs, *w, None, BF16, config)
 
 
+def shape_class(name: str) -> str:
+    k, n = SHAPES[name]
+    return triton_gemv.shape_class(n, k)
+
+
 def sweep_tasks(rows: tuple[int, ...]) -> list[tuple]:
-    """``("config", kernel, config, shape name, rows)`` for every candidate and split."""
+    """``("config", kernel, config, shape name, rows)`` for every candidate and split. Shapes of
+    one class (the launch tables' key) get the same split counts, those of its narrowest."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tasks = []
     for kernel, name, m in itertools.product(("awq", "int8", "fp8"), SHAPES, rows):
-        k, n = SHAPES[name]
+        k, _ = SHAPES[name]
+        n = min(SHAPES[other][1] for other in SHAPES if shape_class(other) == shape_class(name))
         for cfg in sweep_configs(kernel, m):
             for split in split_choices(kernel, cfg, m, k, n, sms):
                 tasks.append(("config", kernel, MatmulConfig(
@@ -423,10 +430,30 @@ def sweep(tasks: list[tuple], budget_s: float, results: dict) -> None:
         k, n = SHAPES[name]
         timed = time_case(kernel, m, k, n, configs)
         results.setdefault("sweep", {})[f"{kernel} {name} M={m}"] = [
-            (us, tuple(cfg.__dict__.values())) for us, cfg in timed[:5]]
+            (us, tuple(cfg.__dict__.values())) for us, cfg in timed]
         print(f"{kernel} {name} M={m}: " + "  ".join(
             f"{us:.1f} us {tbs(kernel, k, n, us):.2f} TB/s {tflops(m, k, n, us):.0f} TF "
             f"{tuple(cfg.__dict__.values())}" for us, cfg in timed[:3]))
+
+
+def suggest(results: dict) -> None:
+    """Per kernel, row count and shape class: the config with the least time summed over the
+    class's shapes (among those timed on all of them), as launch-table entries."""
+    print("\n=== suggested table entries (summed over the class's shapes)")
+    timings: dict[tuple[str, int, str], dict[tuple, dict[str, float]]] = {}
+    for case, timed in results.get("sweep", {}).items():
+        kernel, name, rows = case.split()
+        key = (kernel, int(rows[2:]), shape_class(name))
+        for us, cfg in timed:
+            timings.setdefault(key, {}).setdefault(cfg, {})[name] = us
+    for (kernel, m, cls), by_cfg in sorted(timings.items()):
+        names = {name for times in by_cfg.values() for name in times}
+        complete = {cfg: times for cfg, times in by_cfg.items() if set(times) == names}
+        if not complete:
+            continue
+        cfg, times = min(complete.items(), key=lambda item: sum(item[1].values()))
+        detail = ", ".join(f"{name} {us:.1f} us" for name, us in sorted(times.items()))
+        print(f"{kernel:>4}  ({m}, \"{cls}\"): MatmulConfig{cfg},  # {detail}")
 
 
 def time_case(kernel: str, m: int, k: int, n: int,
@@ -463,6 +490,7 @@ def main() -> None:
     if args.sweep:
         print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
         sweep(tasks, args.sweep_budget, results)
+        suggest(results)
         print()
     bench_shapes(results)
     bench_fused(results)
