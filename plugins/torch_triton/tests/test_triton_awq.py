@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
     INTERPRET,
+    LLAMA3_8B_LINEARS,
     assert_close,
     make_generator,
     needs_gpu,
@@ -167,17 +168,14 @@ def test_rejects_inconsistent_tensors():
         triton_awq.awq_linear(x[:, :32], qweight, qzeros, scales, 32)
 
 
-# Llama-3-8B: (K, N) of the fused QKV, o_proj, fused gate/up and down projections.
-LLAMA3_8B = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672),
-             "down": (14336, 4096)}
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("m", [1, 16, 32, 64, 256, 512])
-@pytest.mark.parametrize("name", LLAMA3_8B, ids=str)
+@pytest.mark.parametrize("name", LLAMA3_8B_LINEARS, ids=str)
 def test_llama3_shapes_bf16(name, m):
-    check(m, *LLAMA3_8B[name], 128, torch.bfloat16, with_bias=name == "qkv", seed=m)
+    check(m, *LLAMA3_8B_LINEARS[name], 128, torch.bfloat16, with_bias=name == "qkv", seed=m)
 
 
 @pytest.mark.gpu
@@ -185,21 +183,21 @@ def test_llama3_shapes_bf16(name, m):
 @pytest.mark.parametrize("m", [1, 64])
 @pytest.mark.parametrize("name", ["qkv", "down"], ids=str)
 def test_llama3_shapes_fp16(name, m):
-    check(m, *LLAMA3_8B[name], 128, torch.float16, seed=m + 1)
+    check(m, *LLAMA3_8B_LINEARS[name], 128, torch.float16, seed=m + 1)
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("group", [32, 64])
 def test_llama3_smaller_groups(group):
-    check(1, *LLAMA3_8B["o"], group, torch.bfloat16)
-    check(64, *LLAMA3_8B["o"], group, torch.bfloat16)
+    check(1, *LLAMA3_8B_LINEARS["o"], group, torch.bfloat16)
+    check(64, *LLAMA3_8B_LINEARS["o"], group, torch.bfloat16)
 
 
 @pytest.mark.gpu
 @needs_gpu
 def test_llama3_prefill_dequantizes_exactly():
-    k, n = LLAMA3_8B["gate_up"]
+    k, n = LLAMA3_8B_LINEARS["gate_up"]
     gen = make_generator(6)
     qweight, qzeros, scales = make_awq(k, n, 128, torch.bfloat16, gen)
     poison_allocator(((k, n), torch.bfloat16))
@@ -212,5 +210,5 @@ def test_llama3_prefill_dequantizes_exactly():
 @needs_gpu
 @pytest.mark.parametrize("m", [1, 16])
 def test_llama3_down_with_silu_mul(m):
-    k, n = LLAMA3_8B["down"]
+    k, n = LLAMA3_8B_LINEARS["down"]
     check(m, k, n, 128, torch.bfloat16, silu=True, seed=8)

@@ -19,8 +19,8 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
-    INTERPRET,
     assert_close,
+    fp8_quantizing_needs_gpu,
     make_generator,
     needs_gpu,
     needs_kernels,
@@ -28,12 +28,6 @@ from conftest_triton import (  # noqa: E402
     randn,
 )
 from lmforge_torch_triton.ops import quant_reference, triton_quant_act  # noqa: E402
-
-# The interpreter's fp32 -> float8_e4m3fn conversion drops the carry when rounding reaches the
-# next power of two (124.3 becomes 64): the fp8 quantizers run on the GPU tests only.
-fp8_needs_gpu = pytest.mark.skipif(
-    INTERPRET, reason="Triton's interpreter converts fp32 to float8_e4m3fn wrongly where "
-    "rounding carries into the exponent; the GPU tests cover fp8")
 
 
 def assert_codes_equal(xq, scale, ref_xq, ref_scale):
@@ -136,7 +130,7 @@ def test_rejects_a_type_without_kernels():
 
 @pytest.mark.triton_interpret
 @needs_kernels
-@fp8_needs_gpu
+@fp8_quantizing_needs_gpu
 def test_quantize_per_token_fp8():
     check_quantize(3, 100, torch.bfloat16, torch.float8_e4m3fn)
 

@@ -20,8 +20,9 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
-    INTERPRET,
+    LLAMA3_8B_LINEARS,
     TOLERANCES,
+    fp8_quantizing_needs_gpu,
     make_generator,
     needs_gpu,
     needs_kernels,
@@ -35,9 +36,6 @@ from lmforge_torch_triton.ops.triton_quant_common import (  # noqa: E402
 )
 
 INT8, FP8 = torch.int8, torch.float8_e4m3fn
-fp8_needs_gpu = pytest.mark.skipif(
-    INTERPRET, reason="Triton's interpreter converts fp32 to float8_e4m3fn wrongly where "
-    "rounding carries into the exponent; the GPU tests cover fp8 quantization in the kernel")
 
 
 def assert_matches(y, expected, qdtype):
@@ -111,7 +109,7 @@ def test_kernel_quantizing_its_input_matches_reference(prologue, config):
 
 @pytest.mark.triton_interpret
 @needs_kernels
-@fp8_needs_gpu
+@fp8_quantizing_needs_gpu
 def test_kernel_quantizing_its_input_fp8():
     check(3, 100, 40, FP8, torch.float16, INTERPRET_CONFIGS["dot"], "quant")
 
@@ -176,26 +174,23 @@ def test_rejects_inconsistent_tensors():
         triton_w8a8.w8a8_linear(xq, x_scale, wq[:, :32], w_scale)
 
 
-# Llama-3-8B: (K, N) of the fused QKV, o_proj, fused gate/up and down projections.
-LLAMA3_8B = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672),
-             "down": (14336, 4096)}
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("qdtype", [INT8, FP8], ids=str)
 @pytest.mark.parametrize("m", [1, 16, 64, 256])
-@pytest.mark.parametrize("name", LLAMA3_8B, ids=str)
+@pytest.mark.parametrize("name", LLAMA3_8B_LINEARS, ids=str)
 def test_llama3_shapes(name, m, qdtype):
-    check(m, *LLAMA3_8B[name], qdtype, with_bias=name == "qkv", seed=m)
+    check(m, *LLAMA3_8B_LINEARS[name], qdtype, with_bias=name == "qkv", seed=m)
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("qdtype", [INT8, FP8], ids=str)
 def test_llama3_prefill(qdtype):
-    check(8192, *LLAMA3_8B["gate_up"], qdtype, seed=3)
-    check(8192, *LLAMA3_8B["down"], qdtype, seed=4)
+    check(8192, *LLAMA3_8B_LINEARS["gate_up"], qdtype, seed=3)
+    check(8192, *LLAMA3_8B_LINEARS["down"], qdtype, seed=4)
 
 
 @pytest.mark.gpu
@@ -204,7 +199,7 @@ def test_llama3_prefill(qdtype):
 def test_llama3_fp8_triton_kernel_at_large_m(m):
     """The op runs torch._scaled_mm there; the Triton kernel must hold too (fp16 outputs and
     shapes cuBLASLt refuses take it)."""
-    k, n = LLAMA3_8B["qkv"]
+    k, n = LLAMA3_8B_LINEARS["qkv"]
     check(m, k, n, FP8, config=triton_w8a8.pick_config(m, n, k), seed=9)
 
 
@@ -213,13 +208,13 @@ def test_llama3_fp8_triton_kernel_at_large_m(m):
 @pytest.mark.parametrize("qdtype", [INT8, FP8], ids=str)
 @pytest.mark.parametrize("m", [1, 16])
 def test_llama3_quantizing_inside(m, qdtype):
-    check(m, *LLAMA3_8B["o"], qdtype, prologue="quant", seed=5)
-    check(m, *LLAMA3_8B["down"], qdtype, prologue="silu", seed=6)
+    check(m, *LLAMA3_8B_LINEARS["o"], qdtype, prologue="quant", seed=5)
+    check(m, *LLAMA3_8B_LINEARS["down"], qdtype, prologue="silu", seed=6)
 
 
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("m", [1, 64])
 def test_llama3_fp16_output(m):
-    check(m, *LLAMA3_8B["qkv"], INT8, torch.float16, with_bias=True, seed=7)
-    check(m, *LLAMA3_8B["qkv"], FP8, torch.float16, seed=8)
+    check(m, *LLAMA3_8B_LINEARS["qkv"], INT8, torch.float16, with_bias=True, seed=7)
+    check(m, *LLAMA3_8B_LINEARS["qkv"], FP8, torch.float16, seed=8)
