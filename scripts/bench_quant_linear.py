@@ -312,17 +312,16 @@ def summary(results: dict, lm_head: dict[int, float]) -> None:
 
 def sweep_configs(kernel: str, m: int) -> list[MatmulConfig]:
     """Candidates for ``kernel`` ("awq", "int8", "fp8") at ``m`` rows; split_k is set later.
-    One row: the elementwise loop (accumulator at most 128 fp32/int32 registers a thread) and
-    two tl.dot tiles; more rows: tl.dot tiles."""
-    if m == 1:
-        if kernel == "awq":
-            grid = itertools.product((128, 256, 512), (16, 32), (4, 8), (1, 2))
-        else:
-            grid = itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8), (1,))
-        rows = [MatmulConfig(1, bn, bk, 1, w, s) for bn, bk, w, s in grid
-                if bn * bk <= 4096 * w]
-        return rows + [MatmulConfig(16, bn, 128, 1, 4, 3) for bn in (64, 128)]
+    Decode sizes: tl.dot on 16-row tiles, and two elementwise one-row loops for comparison
+    (their SASS has 2-3x the instructions per weight); more rows: tl.dot tiles."""
     block_ks = (64, 128) if kernel == "awq" else (128, 256)
+    if m == 1:
+        grid = itertools.product((64, 128, 256), block_ks, (4, 8), (2, 3, 4))
+        rows = [MatmulConfig(1, 256, 32, 1, 4, 2), MatmulConfig(1, 128, 16, 1, 4, 1)] \
+            if kernel == "awq" else [MatmulConfig(1, 8, 1024, 1, 4, 1),
+                                     MatmulConfig(1, 4, 2048, 1, 4, 1)]
+        return rows + [MatmulConfig(16, bn, bk, 1, w, s) for bn, bk, w, s in grid
+                       if (w == 8) == (bn * bk >= 256 * 128)]
     grid = itertools.product((m,) if m <= 64 else (64, 128), (64, 128, 256), block_ks, (4, 8),
                              (3, 4))
     return [MatmulConfig(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in grid

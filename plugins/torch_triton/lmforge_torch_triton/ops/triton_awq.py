@@ -3,7 +3,7 @@
 One kernel covers every row count. Each program owns an output tile and walks its slice of K in
 ``block_k`` rows that lie inside one quantization group, so the tile's zeros and scales are one
 row each. It loads the packed words ``[block_k, block_n / 8]`` and spreads each over the eight
-columns it holds (:func:`_spread`), so that one AND/OR (a single LOP3) per weight turns its
+columns it holds (:func:`_spread_nibbles`): one AND/OR (a single LOP3) per weight turns its
 nibble into a float by OR-ing it into the mantissa of 2**23, and one subtraction of the zero
 built the same way gives ``(q - z) * 2**pos`` exactly: no shifts or int-to-float conversions
 per weight (conversions run at a quarter of the FMA rate, and at batch 1 the kernel has about
@@ -86,6 +86,8 @@ FUSED_CONFIGS: dict[tuple[int, str], MatmulConfig] = {
 
 # The bits of 2.0**23: OR-ing a nibble (at bit p < 12) in gives the float 2**23 + nibble * 2**p.
 _MAGIC: tl.constexpr = tl.constexpr(0x4B000000)
+# Two 16-bit floats c whose mantissa's low 4 bits are free: OR-ing a nibble in gives c + nibble.
+_PAIR_MAGIC = {torch.bfloat16: 0x43004300, torch.float16: 0x64006400}  # 128.0, 1024.0
 
 
 def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
@@ -99,72 +101,138 @@ def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
 
 
 @triton.jit
-def _spread(words):
-    """``[..., C]`` AutoAWQ words -> ``[..., 8C]``, one register per column, each holding its
-    word shifted so that the column's nibble lies at bit :func:`_nibble_pos` (0, 4 or 8):
-    columns 0, 2, 4 hold nibbles 0, 1, 2 of the word itself; 1, 3, 6 nibbles 4, 5, 3 of the word
-    shifted right by 12; 5, 7 nibbles 6, 7 of it shifted by 24. The interleaves put each source
-    in its columns (interleave(a, b) alternates a and b), so no per-column select is needed."""
-    mid = words >> 12
-    high = words >> 24
-    even = tl.interleave(tl.interleave(words, words), tl.interleave(words, mid))  # 0, 2, 4, 6
-    mid_high = tl.interleave(mid, high)
-    odd = tl.interleave(mid_high, mid_high)  # columns 1, 3, 5, 7
+def _magic_nibble(src, mask: tl.constexpr):
+    """``2**23 + (bits under mask)`` as a float, for ``src`` already OR-ed with the bits of
+    2**23 and ``mask`` below bit 12: ``(src | M) & (mask | M) == (src & mask) | M``, one AND
+    with one immediate per weight."""
+    return (src & (_MAGIC | mask)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _spread_nibbles(words, magic):
+    """``[..., C]`` AutoAWQ words -> ``[..., 8C]`` fp32 ``2**23 + q * 2**pos``, one per column
+    in column order, ``pos`` the column's :func:`_nibble_pos`. Column j holds nibble
+    ``j // 2 + 4 * (j % 2)``; nibbles 0-2 are read in place, 3-5 from the word shifted right by
+    12, 6-7 from it shifted by 24, so a weight costs one AND and no shift. The masks are
+    constants per source, applied before the interleaves put the columns in order
+    (interleave(a, b) alternates a and b). ``magic`` holds the bits of 2**23 as a run-time
+    value: as a constant, the compiler would fold the OR into every AND, which then needs the
+    constant in a register, rebuilt before each use."""
+    low = words | magic
+    mid = (words >> 12) | magic
+    high = (words >> 24) | magic
+    even = tl.interleave(
+        tl.interleave(_magic_nibble(low, 0xF), _magic_nibble(low, 0xF00)),  # columns 0, 4
+        tl.interleave(_magic_nibble(low, 0xF0), _magic_nibble(mid, 0xF)),  # columns 2, 6
+    )
+    odd = tl.interleave(
+        tl.interleave(_magic_nibble(mid, 0xF0), _magic_nibble(high, 0xF)),  # columns 1, 5
+        tl.interleave(_magic_nibble(mid, 0xF00), _magic_nibble(high, 0xF0)),  # columns 3, 7
+    )
     return tl.interleave(even, odd)
 
 
 @triton.jit
-def _nibble_pos(BLOCK_N: tl.constexpr):
-    """Bit position of each column's nibble in its :func:`_spread` register (``[BLOCK_N]``):
-    AutoAWQ keeps column j of a group of eight in nibble ``n = j // 2 + 4 * (j % 2)``."""
+def _nibble_unit(BLOCK_N: tl.constexpr):
+    """``2**-pos`` of each column (``[BLOCK_N]``), built from its bits (exact, unlike an exp2):
+    :func:`_spread_nibbles` finds nibble ``n = j // 2 + 4 * (j % 2)`` of column j at bit
+    ``pos = 4 * (n % 3)``."""
     col = tl.arange(0, BLOCK_N) % 8
     nibble = col // 2 + 4 * (col % 2)
-    return 4 * (nibble % 3)
+    return ((127 - 4 * (nibble % 3)) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _weight_tile(
-    qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, group, N, stride_qk, stride_zg, stride_sg,
-    EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    """``(d, scale)`` for rows ``offs_k`` (all in quantization group ``group``) and column tile
-    ``pid_n``: ``d = (q - z) * 2**pos`` (``[len(offs_k), BLOCK_N]``, fp32, integers below
-    2**12 so exact in any 16-bit float) and ``scale = s * 2**-pos`` (``[BLOCK_N]``), whose
-    product is the weight. The nibbles become floats by OR-ing them into the mantissa of 2**23
-    (``2**23 + q * 2**pos``), which a subtraction of ``2**23 + z * 2**pos`` turns into ``d``."""
+def _lanes(pair, DTYPE: tl.constexpr):
+    """The two 16-bit floats packed in an int32 (low half first)."""
+    return (pair.to(tl.int16).to(DTYPE, bitcast=True),
+            (pair >> 16).to(tl.int16).to(DTYPE, bitcast=True))
+
+
+@triton.jit
+def _spread_pairs(words, magic, DTYPE: tl.constexpr):
+    """``[..., C]`` AutoAWQ words -> ``[..., 8C]`` 16-bit floats ``c + q`` in column order, for
+    ``magic`` the bits of two ``c`` (0x43004300: bf16 128.0; 0x64006400: fp16 1024.0) OR-ed
+    under the nibbles. AutoAWQ's order puts columns 2i and 2i+1 in nibbles i and i+4, the two
+    halves of the word shifted right by 4i: one shift and one AND/OR (a LOP3; ``magic`` at run
+    time keeps the OR in it) give two weights, already packed as the tensor cores take them."""
+    lo0, hi0 = _lanes((words & 0x000F000F) | magic, DTYPE)
+    lo1, hi1 = _lanes(((words >> 4) & 0x000F000F) | magic, DTYPE)
+    lo2, hi2 = _lanes(((words >> 8) & 0x000F000F) | magic, DTYPE)
+    lo3, hi3 = _lanes(((words >> 12) & 0x000F000F) | magic, DTYPE)
+    even = tl.interleave(tl.interleave(lo0, lo2), tl.interleave(lo1, lo3))  # columns 0, 2, 4, 6
+    odd = tl.interleave(tl.interleave(hi0, hi2), tl.interleave(hi1, hi3))
+    return tl.interleave(even, odd)
+
+
+@triton.jit
+def _load_group(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, EVEN_N: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """The packed zeros (``[BLOCK_N // 8]`` words) and the fp32 scales (``[BLOCK_N]``) of
+    quantization group ``group`` for column tile ``pid_n``."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
-    w_ptrs = qw_ptr + offs_k.to(tl.int64)[:, None] * stride_qk + offs_c[None, :]
     z_ptrs = qz_ptr + group * stride_zg + offs_c
     s_ptrs = s_ptr + group * stride_sg + offs_n
     if EVEN_N:
-        # Each packed byte is read once: let it leave the cache first.
-        words = tl.load(w_ptrs, eviction_policy="evict_first")
-        zwords = tl.load(z_ptrs)
-        scales = tl.load(s_ptrs)
-    else:
-        c_mask = offs_c < N // 8
-        words = tl.load(w_ptrs, mask=c_mask[None, :], other=0, eviction_policy="evict_first")
-        zwords = tl.load(z_ptrs, mask=c_mask, other=0)
-        scales = tl.load(s_ptrs, mask=offs_n < N, other=0.0)
-    pos = _nibble_pos(BLOCK_N)
-    mask = 0xF << pos
-    q = ((_spread(words) & mask[None, :]) | _MAGIC).to(tl.float32, bitcast=True)
-    z = ((_spread(zwords) & mask) | _MAGIC).to(tl.float32, bitcast=True)
-    # 2**-pos from its bits: exact, unlike an exp2.
-    unit = ((127 - pos) << 23).to(tl.float32, bitcast=True)
-    return q - z[None, :], scales.to(tl.float32) * unit
+        return tl.load(z_ptrs), tl.load(s_ptrs).to(tl.float32)
+    return (tl.load(z_ptrs, mask=offs_c < N // 8, other=0),
+            tl.load(s_ptrs, mask=offs_n < N, other=0.0).to(tl.float32))
+
+
+@triton.jit
+def _group_params(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, magic,
+                  PACKED: tl.constexpr, DTYPE: tl.constexpr, EVEN_N: tl.constexpr,
+                  BLOCK_N: tl.constexpr):
+    """``(z, scale)`` of a group, fp32 ``[BLOCK_N]`` each, in the form the weight tiles of the
+    ``PACKED`` path (``c + zero`` and ``s``) or the fp32 path (``2**23 + zero * 2**pos`` and
+    ``s * 2**-pos``) subtract and multiply."""
+    zwords, scales = _load_group(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, EVEN_N,
+                                 BLOCK_N)
+    if PACKED:
+        return _spread_pairs(zwords, magic, DTYPE).to(tl.float32), scales
+    return _spread_nibbles(zwords, magic), scales * _nibble_unit(BLOCK_N)
+
+
+@triton.jit
+def _load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """The packed words ``[len(offs_k), BLOCK_N // 8]`` of rows ``offs_k``, column tile
+    ``pid_n``."""
+    offs_c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
+    w_ptrs = qw_ptr + offs_k.to(tl.int64)[:, None] * stride_qk + offs_c[None, :]
+    # Each packed byte is read once: let it leave the cache first.
+    if EVEN_N:
+        return tl.load(w_ptrs, eviction_policy="evict_first")
+    return tl.load(w_ptrs, mask=(offs_c < N // 8)[None, :], other=0,
+                   eviction_policy="evict_first")
+
+
+@triton.jit
+def _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE: tl.constexpr,
+               EVEN_M: tl.constexpr):
+    """The input tile ``[len(rows), len(offs_k)]`` in the activation dtype: loaded as it is,
+    or (SiLU-and-mul) computed in fp32 and rounded as the unfused ops round (so exact)."""
+    if PROLOGUE == 0:
+        ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
+        if EVEN_M:
+            return tl.load(ptrs, eviction_policy="evict_last")
+        return tl.load(ptrs, mask=rows[:, None] < M, other=0.0, eviction_policy="evict_last")
+    x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0, PROLOGUE, EVEN_M)
+    return x.to(x_ptr.dtype.element_ty)
 
 
 # The split count is a plain runtime value: a kernel compiled for one serves every count.
-@triton.jit(do_not_specialize=["split_k", "k_per_split"])
+@triton.jit(do_not_specialize=["split_k", "k_per_split", "magic"])
 def _awq_matmul_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
-    M, N, K, group_size, split_k, k_per_split,
+    M, N, K, split_k, k_per_split, magic,
     stride_xm, stride_qk, stride_zg, stride_sg, stride_ym,
+    GROUP: tl.constexpr,
     PROLOGUE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
+    PACKED: tl.constexpr,
     SCALE_AFTER: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     EVEN_M: tl.constexpr,
@@ -184,23 +252,40 @@ def _awq_matmul_kernel(
     else:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     dtype = x_ptr.dtype.element_ty
+    last_group = K // GROUP - 1
+    z, scale = _group_params(qz_ptr, s_ptr, k_begin // GROUP, pid_n, N, stride_zg, stride_sg,
+                             magic, PACKED, dtype, EVEN_N, BLOCK_N)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        d, scale = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, k0 // group_size, N,
-                                stride_qk, stride_zg, stride_sg, EVEN_N, BLOCK_N)
-        # x holds values of its own dtype (the prologue rounds), so casts back are exact.
-        x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0, PROLOGUE,
-                        EVEN_M)
-        if BLOCK_M == 1:
-            acc += tl.reshape(x, (BLOCK_K, 1)) * (d * scale[None, :])
-        elif SCALE_AFTER:
-            # d is exact in 16 bits: the block's product is exact up to fp32 summation, and
-            # the scales multiply [BLOCK_M, BLOCK_N] sums rather than [BLOCK_K, BLOCK_N] weights.
-            part = tl.dot(x.to(dtype), d.to(dtype), input_precision=DOT_PRECISION)
-            acc += part * scale[None, :]
+        # The next block's zeros and scales load now and are waited for one block later (they
+        # are too narrow for the pipeliner's async copies).
+        z_next, scale_next = _group_params(
+            qz_ptr, s_ptr, tl.minimum((k0 + BLOCK_K) // GROUP, last_group), pid_n, N,
+            stride_zg, stride_sg, magic, PACKED, dtype, EVEN_N, BLOCK_N)
+        # k_begin is a multiple of BLOCK_K; saying so lets the loads vectorize (and pipeline:
+        # an async copy needs aligned 4-byte pieces).
+        offs_k = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
+        words = _load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N, BLOCK_N)
+        if PACKED:
+            # sum_k x (c + q) - (sum_k x) (c + z) = sum_k x (q - z), scaled per column: no
+            # per-weight arithmetic beyond the shift and LOP3 that unpack it.
+            x = _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE, EVEN_M)
+            part = tl.dot(x, _spread_pairs(words, magic, dtype), input_precision=DOT_PRECISION)
+            x_sum = tl.sum(x.to(tl.float32), 1)
+            acc += (part - x_sum[:, None] * z[None, :]) * scale[None, :]
         else:
-            w = (d * scale[None, :]).to(dtype)  # the reference's dequantized weight, exactly
-            acc = tl.dot(x.to(dtype), w, acc, input_precision=DOT_PRECISION)
+            d = _spread_nibbles(words, magic) - z[None, :]  # (q - z) * 2**pos, exact
+            x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0,
+                            PROLOGUE, EVEN_M)
+            if BLOCK_M == 1:
+                acc += tl.reshape(x, (BLOCK_K, 1)) * (d * scale[None, :])
+            elif SCALE_AFTER:
+                # d is exact in any float type; the scales multiply [BLOCK_M, BLOCK_N] sums.
+                part = tl.dot(x.to(dtype), d.to(dtype), input_precision=DOT_PRECISION)
+                acc += part * scale[None, :]
+            else:
+                w = (d * scale[None, :]).to(dtype)  # the reference's dequantized weight, exactly
+                acc = tl.dot(x.to(dtype), w, acc, input_precision=DOT_PRECISION)
+        z, scale = z_next, scale_next
     if BLOCK_M == 1:
         y = tl.sum(acc, 0)[None, :]
     else:
@@ -218,14 +303,17 @@ def _awq_matmul_kernel(
 
 @triton.jit
 def _awq_dequantize_kernel(
-    qw_ptr, qz_ptr, s_ptr, out_ptr, N, group_size, stride_qk, stride_zg, stride_sg, stride_ok,
-    EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    qw_ptr, qz_ptr, s_ptr, out_ptr, N, magic, stride_qk, stride_zg, stride_sg, stride_ok,
+    GROUP: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_n = tl.program_id(1)
-    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k0 = tl.program_id(0) * BLOCK_K
+    offs_k = k0 + tl.arange(0, BLOCK_K)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    d, scale = _weight_tile(qw_ptr, qz_ptr, s_ptr, offs_k, pid_n, tl.program_id(0) * BLOCK_K //
-                            group_size, N, stride_qk, stride_zg, stride_sg, EVEN_N, BLOCK_N)
+    z, scale = _group_params(qz_ptr, s_ptr, k0 // GROUP, pid_n, N, stride_zg, stride_sg, magic,
+                             False, tl.float32, EVEN_N, BLOCK_N)
+    d = _spread_nibbles(_load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N, BLOCK_N),
+                        magic) - z[None, :]
     tl.store(out_ptr + offs_k.to(tl.int64)[:, None] * stride_ok + offs_n[None, :],
              (d * scale[None, :]).to(out_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
 
@@ -274,9 +362,9 @@ def awq_dequantize(
     block_k, block_n = _block_k(group_size, 32), min(256, triton.next_power_of_2(n))
     qweight, qzeros, scales = (_rows_contiguous(t) for t in (qweight, qzeros, scales))
     _awq_dequantize_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, block_n))](
-        qweight, qzeros, scales, out, n, group_size, qweight.stride(0), qzeros.stride(0),
+        qweight, qzeros, scales, out, n, _MAGIC.value, qweight.stride(0), qzeros.stride(0),
         scales.stride(0), out.stride(0),
-        EVEN_N=n % block_n == 0, BLOCK_K=block_k, BLOCK_N=block_n, num_warps=4,
+        GROUP=group_size, EVEN_N=n % block_n == 0, BLOCK_K=block_k, BLOCK_N=block_n, num_warps=4,
     )
     return out
 
@@ -308,15 +396,19 @@ def launch(
     tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
     ws, locks = split_k_workspace(x.device, m * n if splits > 1 else 0,
                                   tiles if splits > 1 else 0)
+    scale_after = use_dot and block_m <= SCALE_AFTER_MAX_ROWS
+    packed = scale_after and x.dtype in _PAIR_MAGIC
     _awq_matmul_kernel[(tiles, splits)](
         x, qweight, qzeros, scales, bias if bias is not None else y, y,
         ws.view(torch.float32), locks,
-        m, n, k, group_size, splits, k_per_split,
+        m, n, k, splits, k_per_split, _PAIR_MAGIC[x.dtype] if packed else _MAGIC.value,
         x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
+        GROUP=group_size,
         PROLOGUE=_SILU_MUL if silu_mul else _PLAIN,
         HAS_BIAS=bias is not None,
         SPLIT=splits > 1,
-        SCALE_AFTER=block_m <= SCALE_AFTER_MAX_ROWS,
+        PACKED=packed,
+        SCALE_AFTER=scale_after,
         DOT_PRECISION=dot_precision(x.dtype),
         EVEN_M=m % block_m == 0,
         EVEN_N=n % block_n == 0,

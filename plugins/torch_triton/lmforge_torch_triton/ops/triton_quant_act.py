@@ -37,9 +37,10 @@ def quantize_values(v, inv_step, IS_FP8: tl.constexpr):
     (clamped to [-128, 127]) or float8 e4m3 (clamped to +-448)."""
     scaled = v * inv_step
     if IS_FP8:
-        return tl.clamp(scaled, -448.0, 448.0).to(tl.float8e4nv)
-    rounded = (scaled + _ROUNDER) - _ROUNDER
-    return tl.clamp(rounded, -128.0, 127.0).to(tl.int8)
+        codes = tl.clamp(scaled, -448.0, 448.0).to(tl.float8e4nv)
+    else:
+        codes = tl.clamp((scaled + _ROUNDER) - _ROUNDER, -128.0, 127.0).to(tl.int8)
+    return codes
 
 
 @triton.jit

@@ -140,7 +140,9 @@ def _w8a8_matmul_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_dtype)
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     for k0 in range(k_begin, k_end, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
+        # k_begin is a multiple of BLOCK_K; saying so lets the loads vectorize (and pipeline:
+        # an async copy needs aligned 4-byte pieces).
+        offs_k = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
         # Each weight byte is read once: let it leave the cache first.
         if EVEN_N and EVEN_K:
             w = tl.load(w_rows + offs_k[None, :], eviction_policy="evict_first")
