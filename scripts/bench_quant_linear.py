@@ -316,16 +316,18 @@ def sweep_configs(kernel: str, m: int) -> list[MatmulConfig]:
     (their SASS has 2-3x the instructions per weight); more rows: tl.dot tiles."""
     block_ks = (64, 128) if kernel == "awq" else (128, 256)
     if m == 1:
-        grid = itertools.product((64, 128, 256), block_ks, (4, 8), (2, 3, 4))
+        grid = itertools.product((64, 128, 256), block_ks, (4, 8), (3, 4))
         rows = [MatmulConfig(1, 256, 32, 1, 4, 2), MatmulConfig(1, 128, 16, 1, 4, 1)] \
             if kernel == "awq" else [MatmulConfig(1, 8, 1024, 1, 4, 1),
                                      MatmulConfig(1, 4, 2048, 1, 4, 1)]
         return rows + [MatmulConfig(16, bn, bk, 1, w, s) for bn, bk, w, s in grid
                        if (w == 8) == (bn * bk >= 256 * 128)]
-    grid = itertools.product((m,) if m <= 64 else (64, 128), (64, 128, 256), block_ks, (4, 8),
-                             (3, 4))
+    if m <= 64:
+        grid = itertools.product((m,), (64, 128, 256), block_ks, (4, 8), (3, 4))
+    else:
+        grid = itertools.product((64, 128), (128, 256), block_ks, (4, 8), (3,))
     return [MatmulConfig(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in grid
-            if bm * bn <= 128 * 256 and (w == 4) == (bm * bn < 64 * 256)]
+            if (w == 4) == (bm * bn < 64 * 256)]
 
 
 def split_choices(kernel: str, config: MatmulConfig, m: int, k: int, n: int,

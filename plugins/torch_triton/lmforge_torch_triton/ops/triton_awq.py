@@ -2,19 +2,20 @@
 
 One kernel covers every row count. Each program owns an output tile and walks its slice of K in
 ``block_k`` rows that lie inside one quantization group, so the tile's zeros and scales are one
-row each. It loads the packed words ``[block_k, block_n / 8]`` and spreads each over the eight
-columns it holds (:func:`_spread_nibbles`): one AND/OR (a single LOP3) per weight turns its
-nibble into a float by OR-ing it into the mantissa of 2**23, and one subtraction of the zero
-built the same way gives ``(q - z) * 2**pos`` exactly: no shifts or int-to-float conversions
-per weight (conversions run at a quarter of the FMA rate, and at batch 1 the kernel has about
-four instructions per weight to keep up with the memory). Then:
+row each (loaded a block ahead). Nibbles become floats without int-to-float conversions (a
+quarter of the FMA rate) by OR-ing them into the mantissa of a float constant. At batch 1 the
+packed weights must stream at ~4 TB/s, which leaves about four instructions per weight, so:
 
-- up to :data:`SCALE_AFTER_MAX_ROWS` rows: ``tl.dot`` of the rows (padded to 16) with the
-  exact 16-bit ``q - z`` block, whose ``[block_m, block_n]`` product is then scaled: the scales
-  cost a multiply per output, not per weight;
-- more rows: the weight tile is scaled and rounded to the activation dtype (exactly the
-  reference's dequantized weight) and multiplied on the tensor cores;
-- ``block_m == 1`` selects an elementwise fp32 multiply-accumulate instead of ``tl.dot``.
+- up to :data:`SCALE_AFTER_MAX_ROWS` rows with 16-bit activations (the decode path): one shift
+  and one LOP3 unpack two weights at once into packed 16-bit ``c + q`` (:func:`_spread_pairs`:
+  AutoAWQ's order puts neighbouring columns in the two halves of a word), ``tl.dot`` multiplies
+  them with the rows (padded to 16), and the zeros and scales apply per output:
+  ``(x . (c + q) - sum(x) (c + z)) * s``. About 3 instructions per weight in the sm_90 SASS;
+- otherwise the weights unpack one per LOP3 into fp32 ``2**23 + q * 2**pos``
+  (:func:`_spread_nibbles`), and subtracting the zero built the same way leaves ``(q - z) *
+  2**pos`` exactly; beyond 32 rows it is scaled and rounded to the activation dtype (exactly the
+  reference's dequantized weight) before ``tl.dot``; ``block_m == 1`` selects an elementwise
+  fp32 multiply-accumulate instead (about twice the instructions: kept for the sweep).
 
 Small batches split K over several programs per tile (see :mod:`.triton_quant_common`). At
 prefill sizes the weight is dequantized once into a bf16/fp16 matrix and cuBLAS multiplies it:
