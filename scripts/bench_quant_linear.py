@@ -247,8 +247,8 @@ def large_times(m: int, k: int, n: int, weights: dict) -> dict[str, float]:
         "awq fused": time_eager(lambda: triton_awq.launch(x, *awq_w, GROUP, None, large)),
         "awq deq+mm": time_eager(lambda: x @ triton_awq.awq_dequantize(*awq_w, GROUP)),
         "int8 triton": time_eager(lambda: triton_w8a8.launch(xq, xs, *int8_w, None, BF16, cfg)),
-        "int8 _int_mm": time_eager(lambda: (torch._int_mm(xq, int8_w[0].t()).float()
-                                            * xs[:, None] * int8_w[1]).to(BF16)),
+        "int8 _int_mm": time_eager(lambda: triton_w8a8.int_mm_linear(xq, xs, *int8_w, None,
+                                                                     BF16)),
         "fp8 triton": time_eager(lambda: triton_w8a8.launch(fq, fs, *fp8_w, None, BF16, cfg)),
         "fp8 _scaled_mm": time_eager(scaled_mm(False)),
         "fp8 fast acc": time_eager(scaled_mm(True)),
@@ -257,8 +257,8 @@ def large_times(m: int, k: int, n: int, weights: dict) -> dict[str, float]:
 
 def bench_large(results: dict) -> None:
     """Large-M choices: W4A16's fused kernel (LARGE config) against dequantize + cuBLAS, and
-    W8A8's Triton kernel against cuBLAS (int8: ``_int_mm`` then the scale epilogue in PyTorch;
-    fp8: ``_scaled_mm`` with row-wise scales, precise and fast accumulation)."""
+    W8A8's Triton kernel against cuBLAS (int8: ``int_mm_linear``, ``_int_mm`` then the scale
+    epilogue kernel; fp8: ``_scaled_mm`` with row-wise scales, precise and fast accumulation)."""
     print(f"\n{'shape':>8} {'M':>5} | {'awq fused':>9} {'deq+mm':>7} | {'int8 triton':>11} "
           f"{'_int_mm':>8} | {'fp8 triton':>10} {'_scaled_mm':>10} {'fast acc':>8}  (us)")
     for name, (k, n) in SHAPES.items():

@@ -143,6 +143,23 @@ def test_ops_use_the_tables(monkeypatch):
     check(2, 64, 32, INT8, torch.float16, prologue="silu")
 
 
+def check_int_mm(m, k, n, with_bias, seed=0):
+    """cuBLASLt's int8 product (torch._int_mm) with the scale epilogue kernel."""
+    gen = make_generator(seed)
+    wq, w_scale = make_weight(n, k, INT8, gen)
+    xq, x_scale = quant_reference.quantize_per_token(randn((m, k), torch.float32, gen))
+    bias = 0.1 * randn((n,), torch.bfloat16, gen) if with_bias else None
+    poison_allocator(((m, n), torch.bfloat16))
+    y = triton_w8a8.int_mm_linear(xq, x_scale, wq, w_scale, bias, torch.bfloat16)
+    assert_matches(y, quant_reference.w8a8_linear(xq, x_scale, wq, w_scale, bias), INT8)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_int_mm_epilogue_matches_reference():
+    check_int_mm(40, 64, 136, with_bias=True)
+
+
 @pytest.mark.triton_interpret
 @needs_kernels
 def test_a_corrupted_weight_fails_the_comparison():
@@ -191,6 +208,13 @@ def test_llama3_shapes(name, m, qdtype):
 def test_llama3_prefill(qdtype):
     check(8192, *LLAMA3_8B_LINEARS["gate_up"], qdtype, seed=3)
     check(8192, *LLAMA3_8B_LINEARS["down"], qdtype, seed=4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("m", [256, 8192])
+def test_llama3_int8_through_int_mm(m):
+    check_int_mm(m, *LLAMA3_8B_LINEARS["gate_up"], with_bias=m == 256, seed=10)
 
 
 @pytest.mark.gpu

@@ -13,7 +13,8 @@ layer's activation quantization costs no launch of its own: each program first f
 absmax over K, then quantizes every tile as it streams the weights, with the arithmetic of
 :mod:`.triton_quant_act` (the codes are the ones that kernel would write). :data:`FUSED_CONFIGS`
 says where that measured faster. For fp8 at prefill sizes ``torch._scaled_mm`` (cuBLASLt, with
-row-wise scales) runs from :data:`SCALED_MM_MIN_ROWS` rows on.
+row-wise scales) runs from :data:`SCALED_MM_MIN_ROWS` rows on; int8 can take ``torch._int_mm``
+from :data:`INT_MM_MIN_ROWS` on, at the price of one more pass over the int32 product.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ _SILU_QUANT = 3  # silu(x[:, :K]) * x[:, K:], quantized per token inside
 
 # From this many rows on, fp8 with a bf16 output runs through torch._scaled_mm.
 SCALED_MM_MIN_ROWS = 64
+# From this many rows on, int8 runs through torch._int_mm and a scale epilogue kernel; None:
+# never (the Triton kernel applies the scales without another pass over the product), unless
+# bench_quant_linear.py's large-M table shows cuBLASLt ahead anyway.
+INT_MM_MIN_ROWS: int | None = None
 
 # Decode sizes: tl.dot on 16-row tiles (padding rows load nothing) feeds the 8-bit codes to the
 # tensor cores as they are; the elementwise loop would convert every weight to 32 bits first.
@@ -172,12 +177,34 @@ def _w8a8_matmul_kernel(
     y, is_last = reduce_split_k(y, ws_ptr + rows[:, None] * N + offs_n[None, :], mask, lock,
                                 split_k, SPLIT)
     if is_last:
-        w_scale = tl.load(wscale_ptr + offs_n, mask=offs_n < N, other=0.0)
-        out = y.to(tl.float32) * x_scale[:, None] * w_scale[None, :]
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :],
-                 out.to(y_ptr.dtype.element_ty), mask=mask)
+        _scale_store(y, x_scale, rows, offs_n, mask, wscale_ptr, bias_ptr, y_ptr, N, stride_ym,
+                     HAS_BIAS)
+
+
+@triton.jit
+def _scale_store(acc, x_scale, rows, offs_n, mask, wscale_ptr, bias_ptr, y_ptr, N, stride_ym,
+                 HAS_BIAS: tl.constexpr):
+    """The epilogue: ``acc * x_scale[:, None] * w_scale[None, :] (+ bias)`` in fp32, stored in
+    the output's dtype."""
+    w_scale = tl.load(wscale_ptr + offs_n, mask=offs_n < N, other=0.0)
+    out = acc.to(tl.float32) * x_scale[:, None] * w_scale[None, :]
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :], out.to(y_ptr.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def _scale_kernel(acc_ptr, xs_ptr, wscale_ptr, bias_ptr, y_ptr, M, N, stride_am, stride_ym,
+                  HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (rows[:, None] < M) & (offs_n[None, :] < N)
+    acc = tl.load(acc_ptr + rows.to(tl.int64)[:, None] * stride_am + offs_n[None, :], mask=mask,
+                  other=0)
+    x_scale = tl.load(xs_ptr + rows, mask=rows < M, other=0.0)
+    _scale_store(acc, x_scale, rows.to(tl.int64), offs_n, mask, wscale_ptr, bias_ptr, y_ptr, N,
+                 stride_ym, HAS_BIAS)
 
 
 def launch(
@@ -243,6 +270,34 @@ def _check_weight(wq: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | 
            f"bias must be [N={n}], got {None if bias is None else tuple(bias.shape)}.")
 
 
+def _int_mm_takes(xq: torch.Tensor, wq: torch.Tensor) -> bool:
+    """Where cuBLASLt's int8 matmul runs (:data:`INT_MM_MIN_ROWS`; it needs more than 16 rows
+    and 8-aligned K and N)."""
+    return (INT_MM_MIN_ROWS is not None and wq.dtype == torch.int8 and xq.is_cuda
+            and xq.shape[0] >= max(INT_MM_MIN_ROWS, 17) and xq.shape[1] % 8 == 0
+            and wq.shape[0] % 8 == 0)
+
+
+def int_mm_linear(
+    xq: torch.Tensor,
+    x_scale: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """int8 through ``torch._int_mm`` (cuBLASLt on a GPU; int32 out), then the scale epilogue
+    in one pass."""
+    acc = torch._int_mm(xq.contiguous(), wq.t())
+    m, n = acc.shape
+    y = torch.empty(m, n, dtype=out_dtype, device=acc.device)
+    _scale_kernel[(triton.cdiv(m, 32), triton.cdiv(n, 128))](
+        acc, x_scale, w_scale, bias if bias is not None else w_scale, y, m, n, acc.stride(0),
+        y.stride(0), HAS_BIAS=bias is not None, BLOCK_M=32, BLOCK_N=128, num_warps=4,
+    )
+    return y
+
+
 def _scaled_mm_takes(xq: torch.Tensor, wq: torch.Tensor, out_dtype: torch.dtype,
                      bias: torch.Tensor | None) -> bool:
     """Where cuBLASLt's fp8 matmul with row-wise scales applies (bf16 output, 16-aligned)."""
@@ -267,6 +322,8 @@ def w8a8_linear(
     expect(x_scale.dtype == torch.float32 and x_scale.shape == (xq.shape[0],),
            f"x_scale must be float32 [M={xq.shape[0]}], got {x_scale.dtype} "
            f"{tuple(x_scale.shape)}.")
+    if _int_mm_takes(xq, wq):
+        return int_mm_linear(xq, x_scale, wq, w_scale, bias, out_dtype)
     if _scaled_mm_takes(xq, wq, out_dtype, bias):
         return torch._scaled_mm(xq, wq.t(), scale_a=x_scale[:, None], scale_b=w_scale[None, :],
                                 bias=bias, out_dtype=out_dtype)
