@@ -7,12 +7,12 @@ quarter of the FMA rate) by OR-ing them into the mantissa of a float constant. A
 packed weights must stream at ~4 TB/s, which leaves about four instructions per weight, so:
 
 - up to :data:`SCALE_AFTER_MAX_ROWS` rows with 16-bit activations (the decode path): one shift
-  and one LOP3 unpack two weights at once into packed 16-bit ``c + q`` (:func:`_spread_pairs`:
+  and one LOP3 unpack two weights at once into packed 16-bit ``c + q`` (:func:`spread_pairs`:
   AutoAWQ's order puts neighbouring columns in the two halves of a word), ``tl.dot`` multiplies
   them with the rows (padded to 16), and the zeros and scales apply per output:
   ``(x . (c + q) - sum(x) (c + z)) * s``. About 3 instructions per weight in the sm_90 SASS;
 - otherwise the weights unpack one per LOP3 into fp32 ``2**23 + q * 2**pos``
-  (:func:`_spread_nibbles`), and subtracting the zero built the same way leaves ``(q - z) *
+  (:func:`spread_nibbles`), and subtracting the zero built the same way leaves ``(q - z) *
   2**pos`` exactly; beyond 32 rows it is scaled and rounded to the activation dtype (exactly the
   reference's dequantized weight) before ``tl.dot``; ``block_m == 1`` selects an elementwise
   fp32 multiply-accumulate instead (about twice the instructions: kept for the sweep).
@@ -30,6 +30,17 @@ import triton
 import triton.language as tl
 
 from . import triton_activation
+from .triton_awq_dequant import (
+    MAGIC,
+    PAIR_MAGIC,
+    awq_dequantize,
+    block_k_for,
+    group_params,
+    load_words,
+    rows_contiguous,
+    spread_nibbles,
+    spread_pairs,
+)
 from .triton_common import dot_precision, expect
 from .triton_gemv import _input_tile, shape_class
 from .triton_quant_common import (
@@ -85,12 +96,6 @@ FUSED_CONFIGS: dict[tuple[int, str], MatmulConfig] = {
     (1, "deep"): MatmulConfig(**_ONE_ROW, split_k=16),
 }
 
-# The bits of 2.0**23: OR-ing a nibble (at bit p < 12) in gives the float 2**23 + nibble * 2**p.
-_MAGIC: tl.constexpr = tl.constexpr(0x4B000000)
-# Two 16-bit floats c whose mantissa's low 4 bits are free: OR-ing a nibble in gives c + nibble.
-_PAIR_MAGIC = {torch.bfloat16: 0x43004300, torch.float16: 0x64006400}  # 128.0, 1024.0
-
-
 def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
     """Launch parameters for ``m`` rows of a ``[k, n]`` weight; None where dequantizing once
     and running cuBLAS is faster."""
@@ -99,114 +104,6 @@ def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
     bucket = row_bucket(m)
     cls = shape_class(n, k)
     return CONFIGS.get((bucket, cls)) or CONFIGS.get((LARGE, cls), _DEFAULT_LARGE)
-
-
-@triton.jit
-def _magic_nibble(src, mask: tl.constexpr):
-    """``2**23 + (bits under mask)`` as a float, for ``src`` already OR-ed with the bits of
-    2**23 and ``mask`` below bit 12: ``(src | M) & (mask | M) == (src & mask) | M``, one AND
-    with one immediate per weight."""
-    return (src & (_MAGIC | mask)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _spread_nibbles(words, magic):
-    """``[..., C]`` AutoAWQ words -> ``[..., 8C]`` fp32 ``2**23 + q * 2**pos``, one per column
-    in column order, ``pos`` the column's :func:`_nibble_pos`. Column j holds nibble
-    ``j // 2 + 4 * (j % 2)``; nibbles 0-2 are read in place, 3-5 from the word shifted right by
-    12, 6-7 from it shifted by 24, so a weight costs one AND and no shift. The masks are
-    constants per source, applied before the interleaves put the columns in order
-    (interleave(a, b) alternates a and b). ``magic`` holds the bits of 2**23 as a run-time
-    value: as a constant, the compiler would fold the OR into every AND, which then needs the
-    constant in a register, rebuilt before each use."""
-    low = words | magic
-    mid = (words >> 12) | magic
-    high = (words >> 24) | magic
-    even = tl.interleave(
-        tl.interleave(_magic_nibble(low, 0xF), _magic_nibble(low, 0xF00)),  # columns 0, 4
-        tl.interleave(_magic_nibble(low, 0xF0), _magic_nibble(mid, 0xF)),  # columns 2, 6
-    )
-    odd = tl.interleave(
-        tl.interleave(_magic_nibble(mid, 0xF0), _magic_nibble(high, 0xF)),  # columns 1, 5
-        tl.interleave(_magic_nibble(mid, 0xF00), _magic_nibble(high, 0xF0)),  # columns 3, 7
-    )
-    return tl.interleave(even, odd)
-
-
-@triton.jit
-def _nibble_unit(BLOCK_N: tl.constexpr):
-    """``2**-pos`` of each column (``[BLOCK_N]``), built from its bits (exact, unlike an exp2):
-    :func:`_spread_nibbles` finds nibble ``n = j // 2 + 4 * (j % 2)`` of column j at bit
-    ``pos = 4 * (n % 3)``."""
-    col = tl.arange(0, BLOCK_N) % 8
-    nibble = col // 2 + 4 * (col % 2)
-    return ((127 - 4 * (nibble % 3)) << 23).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _lanes(pair, DTYPE: tl.constexpr):
-    """The two 16-bit floats packed in an int32 (low half first)."""
-    return (pair.to(tl.int16).to(DTYPE, bitcast=True),
-            (pair >> 16).to(tl.int16).to(DTYPE, bitcast=True))
-
-
-@triton.jit
-def _spread_pairs(words, magic, DTYPE: tl.constexpr):
-    """``[..., C]`` AutoAWQ words -> ``[..., 8C]`` 16-bit floats ``c + q`` in column order, for
-    ``magic`` the bits of two ``c`` (0x43004300: bf16 128.0; 0x64006400: fp16 1024.0) OR-ed
-    under the nibbles. AutoAWQ's order puts columns 2i and 2i+1 in nibbles i and i+4, the two
-    halves of the word shifted right by 4i: one shift and one AND/OR (a LOP3; ``magic`` at run
-    time keeps the OR in it) give two weights, already packed as the tensor cores take them."""
-    lo0, hi0 = _lanes((words & 0x000F000F) | magic, DTYPE)
-    lo1, hi1 = _lanes(((words >> 4) & 0x000F000F) | magic, DTYPE)
-    lo2, hi2 = _lanes(((words >> 8) & 0x000F000F) | magic, DTYPE)
-    lo3, hi3 = _lanes(((words >> 12) & 0x000F000F) | magic, DTYPE)
-    even = tl.interleave(tl.interleave(lo0, lo2), tl.interleave(lo1, lo3))  # columns 0, 2, 4, 6
-    odd = tl.interleave(tl.interleave(hi0, hi2), tl.interleave(hi1, hi3))
-    return tl.interleave(even, odd)
-
-
-@triton.jit
-def _load_group(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, EVEN_N: tl.constexpr,
-                BLOCK_N: tl.constexpr):
-    """The packed zeros (``[BLOCK_N // 8]`` words) and the fp32 scales (``[BLOCK_N]``) of
-    quantization group ``group`` for column tile ``pid_n``."""
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
-    z_ptrs = qz_ptr + group * stride_zg + offs_c
-    s_ptrs = s_ptr + group * stride_sg + offs_n
-    if EVEN_N:
-        return tl.load(z_ptrs), tl.load(s_ptrs).to(tl.float32)
-    return (tl.load(z_ptrs, mask=offs_c < N // 8, other=0),
-            tl.load(s_ptrs, mask=offs_n < N, other=0.0).to(tl.float32))
-
-
-@triton.jit
-def _group_params(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, magic,
-                  PACKED: tl.constexpr, DTYPE: tl.constexpr, EVEN_N: tl.constexpr,
-                  BLOCK_N: tl.constexpr):
-    """``(z, scale)`` of a group, fp32 ``[BLOCK_N]`` each, in the form the weight tiles of the
-    ``PACKED`` path (``c + zero`` and ``s``) or the fp32 path (``2**23 + zero * 2**pos`` and
-    ``s * 2**-pos``) subtract and multiply."""
-    zwords, scales = _load_group(qz_ptr, s_ptr, group, pid_n, N, stride_zg, stride_sg, EVEN_N,
-                                 BLOCK_N)
-    if PACKED:
-        return _spread_pairs(zwords, magic, DTYPE).to(tl.float32), scales
-    return _spread_nibbles(zwords, magic), scales * _nibble_unit(BLOCK_N)
-
-
-@triton.jit
-def _load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N: tl.constexpr,
-                BLOCK_N: tl.constexpr):
-    """The packed words ``[len(offs_k), BLOCK_N // 8]`` of rows ``offs_k``, column tile
-    ``pid_n``."""
-    offs_c = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)
-    w_ptrs = qw_ptr + offs_k.to(tl.int64)[:, None] * stride_qk + offs_c[None, :]
-    # Each packed byte is read once: let it leave the cache first.
-    if EVEN_N:
-        return tl.load(w_ptrs, eviction_policy="evict_first")
-    return tl.load(w_ptrs, mask=(offs_c < N // 8)[None, :], other=0,
-                   eviction_policy="evict_first")
 
 
 @triton.jit
@@ -254,27 +151,27 @@ def _awq_matmul_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     dtype = x_ptr.dtype.element_ty
     last_group = K // GROUP - 1
-    z, scale = _group_params(qz_ptr, s_ptr, k_begin // GROUP, pid_n, N, stride_zg, stride_sg,
-                             magic, PACKED, dtype, EVEN_N, BLOCK_N)
+    z, scale = group_params(qz_ptr, s_ptr, k_begin // GROUP, pid_n, N, stride_zg, stride_sg,
+                            magic, PACKED, dtype, EVEN_N, BLOCK_N)
     for k0 in range(k_begin, k_end, BLOCK_K):
         # The next block's zeros and scales load now and are waited for one block later (they
         # are too narrow for the pipeliner's async copies).
-        z_next, scale_next = _group_params(
+        z_next, scale_next = group_params(
             qz_ptr, s_ptr, tl.minimum((k0 + BLOCK_K) // GROUP, last_group), pid_n, N,
             stride_zg, stride_sg, magic, PACKED, dtype, EVEN_N, BLOCK_N)
         # k_begin is a multiple of BLOCK_K; saying so lets the loads vectorize (and pipeline:
         # an async copy needs aligned 4-byte pieces).
         offs_k = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
-        words = _load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N, BLOCK_N)
+        words = load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N, BLOCK_N)
         if PACKED:
             # sum_k x (c + q) - (sum_k x) (c + z) = sum_k x (q - z), scaled per column: no
             # per-weight arithmetic beyond the shift and LOP3 that unpack it.
             x = _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE, EVEN_M)
-            part = tl.dot(x, _spread_pairs(words, magic, dtype), input_precision=DOT_PRECISION)
+            part = tl.dot(x, spread_pairs(words, magic, dtype), input_precision=DOT_PRECISION)
             x_sum = tl.sum(x.to(tl.float32), 1)
             acc += (part - x_sum[:, None] * z[None, :]) * scale[None, :]
         else:
-            d = _spread_nibbles(words, magic) - z[None, :]  # (q - z) * 2**pos, exact
+            d = spread_nibbles(words, magic) - z[None, :]  # (q - z) * 2**pos, exact
             x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0,
                             PROLOGUE, EVEN_M)
             if BLOCK_M == 1:
@@ -302,32 +199,6 @@ def _awq_matmul_kernel(
                  y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _awq_dequantize_kernel(
-    qw_ptr, qz_ptr, s_ptr, out_ptr, N, magic, stride_qk, stride_zg, stride_sg, stride_ok,
-    GROUP: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    pid_n = tl.program_id(1)
-    k0 = tl.program_id(0) * BLOCK_K
-    offs_k = k0 + tl.arange(0, BLOCK_K)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    z, scale = _group_params(qz_ptr, s_ptr, k0 // GROUP, pid_n, N, stride_zg, stride_sg, magic,
-                             False, tl.float32, EVEN_N, BLOCK_N)
-    d = _spread_nibbles(_load_words(qw_ptr, offs_k, pid_n, N, stride_qk, EVEN_N, BLOCK_N),
-                        magic) - z[None, :]
-    tl.store(out_ptr + offs_k.to(tl.int64)[:, None] * stride_ok + offs_n[None, :],
-             (d * scale[None, :]).to(out_ptr.dtype.element_ty), mask=offs_n[None, :] < N)
-
-
-def _block_k(group_size: int, limit: int) -> int:
-    """The largest power of two up to ``limit`` that divides the group size (so a block of K
-    rows never straddles two groups)."""
-    block = 1
-    while block * 2 <= limit and group_size % (block * 2) == 0:
-        block *= 2
-    return block
-
-
 def _check(x, qweight, qzeros, scales, group_size, bias, k) -> None:
     expect(x.dim() == 2, f"x must be [M, K], got {tuple(x.shape)}.")
     expect(qweight.dim() == 2 and qweight.dtype == torch.int32 and qweight.shape[0] == k,
@@ -345,31 +216,6 @@ def _check(x, qweight, qzeros, scales, group_size, bias, k) -> None:
            f"bias must be [N={n}], got {None if bias is None else tuple(bias.shape)}.")
 
 
-def _rows_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def awq_dequantize(
-    qweight: torch.Tensor,
-    qzeros: torch.Tensor,
-    scales: torch.Tensor,
-    group_size: int,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """The weight ``[K, N]`` in ``dtype`` (default: the scales' dtype), as
-    :func:`.quant_reference.awq_dequantize` computes it."""
-    k, n = qweight.shape[0], qweight.shape[1] * 8
-    out = torch.empty(k, n, dtype=dtype or scales.dtype, device=qweight.device)
-    block_k, block_n = _block_k(group_size, 32), min(256, triton.next_power_of_2(n))
-    qweight, qzeros, scales = (_rows_contiguous(t) for t in (qweight, qzeros, scales))
-    _awq_dequantize_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, block_n))](
-        qweight, qzeros, scales, out, n, _MAGIC.value, qweight.stride(0), qzeros.stride(0),
-        scales.stride(0), out.stride(0),
-        GROUP=group_size, EVEN_N=n % block_n == 0, BLOCK_K=block_k, BLOCK_N=block_n, num_warps=4,
-    )
-    return out
-
-
 def launch(
     x: torch.Tensor,
     qweight: torch.Tensor,
@@ -383,8 +229,8 @@ def launch(
     """The matmul kernel with explicit launch parameters (the entry point of
     ``scripts/bench_quant_linear.py``); with ``silu_mul``, ``x`` is ``[M, 2K]`` and the product
     is taken with ``silu(x[:, :K]) * x[:, K:]``."""
-    x = _rows_contiguous(x)
-    qweight, qzeros, scales = (_rows_contiguous(t) for t in (qweight, qzeros, scales))
+    x = rows_contiguous(x)
+    qweight, qzeros, scales = (rows_contiguous(t) for t in (qweight, qzeros, scales))
     m, k, n = x.shape[0], qweight.shape[0], qweight.shape[1] * 8
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
@@ -392,17 +238,17 @@ def launch(
     use_dot = config.block_m > 1
     block_m = max(config.block_m, 16) if use_dot else 1
     block_n = min(config.block_n, max(16 if use_dot else 8, triton.next_power_of_2(n)))
-    block_k = _block_k(group_size, min(config.block_k, triton.next_power_of_2(k)))
+    block_k = block_k_for(group_size, min(config.block_k, triton.next_power_of_2(k)))
     k_per_split, splits = split_k_slices(k, config.split_k, block_k)
     tiles = triton.cdiv(m, block_m) * triton.cdiv(n, block_n)
     ws, locks = split_k_workspace(x.device, m * n if splits > 1 else 0,
                                   tiles if splits > 1 else 0)
     scale_after = use_dot and block_m <= SCALE_AFTER_MAX_ROWS
-    packed = scale_after and x.dtype in _PAIR_MAGIC
+    packed = scale_after and x.dtype in PAIR_MAGIC
     _awq_matmul_kernel[(tiles, splits)](
         x, qweight, qzeros, scales, bias if bias is not None else y, y,
         ws.view(torch.float32), locks,
-        m, n, k, splits, k_per_split, _PAIR_MAGIC[x.dtype] if packed else _MAGIC.value,
+        m, n, k, splits, k_per_split, PAIR_MAGIC[x.dtype] if packed else MAGIC.value,
         x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         GROUP=group_size,
         PROLOGUE=_SILU_MUL if silu_mul else _PLAIN,
@@ -426,7 +272,7 @@ def launch(
 def _kernel_takes(x: torch.Tensor, group_size: int, use_dot: bool) -> bool:
     """Whether the kernel handles this input: tl.dot needs 16 rows of K in a group."""
     return x.dtype in (torch.float16, torch.bfloat16, torch.float32) and (
-        not use_dot or _block_k(group_size, 16) == 16
+        not use_dot or block_k_for(group_size, 16) == 16
     )
 
 
