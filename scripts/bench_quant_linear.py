@@ -7,20 +7,20 @@ matmul on quantized rows, and with the activation's quantization included), with
 weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an H200) or TFLOP/s (against
 ~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: SiLU-and-mul or
 the input's quantization inside the matmul at 1 and 16 rows, W4A16's fused kernel against
-dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS (``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul
-time of one decode step (32 layers + the bf16 LM head) and of one prefill step per format.
+dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS (``torch._int_mm``,
+``torch._scaled_mm``). It ends with a short table: the matmul time of one decode step (32
+layers + the bf16 LM head) and of one prefill step per format.
 Decode timings replay a CUDA graph of calls that rotate over enough weight copies that none is
 found in the 50 MB L2, as a captured decode step runs them.
 
     python scripts/bench_quant_linear.py                # the tables' choices (about a minute)
-    python scripts/bench_quant_linear.py --sweep        # first a sweep of launch configs
+    python scripts/bench_quant_linear.py --sweep        # first sweep_quant_linear.py's grid
     python scripts/bench_quant_linear.py --json F.json  # also every timing as JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import multiprocessing
@@ -38,7 +38,7 @@ from lmforge_torch_triton.ops import (
     triton_quant_act,
     triton_w8a8,
 )
-from lmforge_torch_triton.ops.triton_quant_common import LARGE, MatmulConfig, split_k_slices
+from lmforge_torch_triton.ops.triton_quant_common import LARGE, MatmulConfig
 
 LAYERS, HIDDEN, VOCAB = 32, 4096, 128256
 # name: (K, N)
@@ -307,67 +307,7 @@ def summary(results: dict, lm_head: dict[int, float]) -> None:
               f"{awq_bytes / awq_layers_ms / 1e9:.2f}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Sweep: time a grid of launch configs per kernel, shape and row count.
-
-def sweep_configs(kernel: str, m: int) -> list[MatmulConfig]:
-    """Candidates for ``kernel`` ("awq", "int8", "fp8") at ``m`` rows; split_k is set later.
-    Decode sizes: tl.dot on 16-row tiles, and two elementwise one-row loops for comparison
-    (their SASS has 2-3x the instructions per weight); more rows: tl.dot tiles."""
-    block_ks = (64, 128) if kernel == "awq" else (128, 256)
-    if m == 1:
-        grid = itertools.product((64, 128, 256), block_ks, (4, 8), (3, 4))
-        rows = [MatmulConfig(1, 256, 32, 1, 4, 2), MatmulConfig(1, 128, 16, 1, 4, 1)] \
-            if kernel == "awq" else [MatmulConfig(1, 8, 1024, 1, 4, 1),
-                                     MatmulConfig(1, 4, 2048, 1, 4, 1)]
-        return rows + [MatmulConfig(16, bn, bk, 1, w, s) for bn, bk, w, s in grid
-                       if (w == 8) == (bn * bk >= 256 * 128)]
-    if m <= 64:
-        grid = itertools.product((m,), (64, 128, 256), block_ks, (4, 8), (3, 4))
-    else:
-        grid = itertools.product((64, 128), (128, 256), block_ks, (4, 8), (3,))
-    return [MatmulConfig(bm, bn, bk, 1, w, s) for bm, bn, bk, w, s in grid
-            if (w == 4) == (bm * bn < 64 * 256)]
-
-
-def split_choices(kernel: str, config: MatmulConfig, m: int, k: int, n: int,
-                  sms: int) -> list[int]:
-    """Split counts that give about 2x and 4x the SMs in programs (1 where the tiles do)."""
-    block_m = 1 if config.block_m == 1 else max(16, config.block_m)
-    tiles = math.ceil(m / block_m) * math.ceil(n / config.block_n)
-    block_k = min(config.block_k, GROUP) if kernel == "awq" else config.block_k
-    most = max(1, k // block_k)
-    wanted = {min(most, max(1, round(f * sms / tiles))) for f in (2, 4)}
-    return sorted({split_k_slices(k, s, block_k)[1] for s in wanted})
-
-
-def sweep_call(kernel: str, config: MatmulConfig, m: int, k: int, n: int, w) -> Callable:
-    x = torch.randn(m, k, device=DEVICE, dtype=BF16)
-    if kernel == "awq":
-        return lambda: triton_awq.launch(x, *w, GROUP, None, config)
-    xq, xs = triton_quant_act.quantize_per_token(x, INT8 if kernel == "int8" else FP8)
-    return lambda: triton_w8a8.launch(xq, xs, *w, None, BF16, config)
-
-
-def shape_class(name: str) -> str:
-    k, n = SHAPES[name]
-    return triton_gemv.shape_class(n, k)
-
-
-def sweep_tasks(rows: tuple[int, ...]) -> list[tuple]:
-    """``("config", kernel, config, shape name, rows)`` for every candidate and split. Shapes of
-    one class (the launch tables' key) get the same split counts, those of its narrowest."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    tasks = []
-    for kernel, name, m in itertools.product(("awq", "int8", "fp8"), SHAPES, rows):
-        k, _ = SHAPES[name]
-        n = min(SHAPES[other][1] for other in SHAPES if shape_class(other) == shape_class(name))
-        for cfg in sweep_configs(kernel, m):
-            for split in split_choices(kernel, cfg, m, k, n, sms):
-                tasks.append(("config", kernel, MatmulConfig(
-                    cfg.block_m, cfg.block_n, cfg.block_k, split, cfg.num_warps,
-                    cfg.num_stages), name, m))
-    return tasks
+# Compiling ahead, in a pool: the tables' calls, and the sweep's (sweep_quant_linear.py).
 
 
 def table_tasks() -> list[tuple]:
@@ -380,11 +320,13 @@ def table_tasks() -> list[tuple]:
 
 def _run_once(task: tuple) -> str | None:
     """Run one task's call (compiling its kernels into Triton's on-disk cache)."""
+    import sweep_quant_linear
+
     try:
         if task[0] == "config":
             _, kernel, config, name, m = task
             k, n = SHAPES[name]
-            sweep_call(kernel, config, m, k, n, make_weight(kernel, k, n))()
+            sweep_quant_linear.sweep_call(kernel, config, m, k, n, make_weight(kernel, k, n))()
         else:
             _, fmt, quant, name, m = task
             k, n = SHAPES[name]
@@ -417,63 +359,9 @@ def precompile(tasks: list[tuple]) -> None:
     print(f"compiled {len(unique)} kernel variants in {time.monotonic() - start:.0f} s; "
           f"{len(failed)} failed: {failed}")
 
-
-def sweep(tasks: list[tuple], budget_s: float, results: dict) -> None:
-    """Time every candidate of :func:`sweep_tasks`; print the best three per case."""
-    deadline = time.monotonic() + budget_s
-    by_case: dict[tuple[str, str, int], list[MatmulConfig]] = {}
-    for _, kernel, cfg, name, m in tasks:
-        by_case.setdefault((kernel, name, m), []).append(cfg)
-    for (kernel, name, m), configs in by_case.items():
-        if time.monotonic() > deadline:
-            print(f"sweep stopped at its {budget_s:.0f} s budget; later cases untimed")
-            break
-        k, n = SHAPES[name]
-        timed = time_case(kernel, m, k, n, configs)
-        results.setdefault("sweep", {})[f"{kernel} {name} M={m}"] = [
-            (us, tuple(cfg.__dict__.values())) for us, cfg in timed]
-        print(f"{kernel} {name} M={m}: " + "  ".join(
-            f"{us:.1f} us {tbs(kernel, k, n, us):.2f} TB/s {tflops(m, k, n, us):.0f} TF "
-            f"{tuple(cfg.__dict__.values())}" for us, cfg in timed[:3]))
-
-
-def suggest(results: dict) -> None:
-    """Per kernel, row count and shape class: the config with the least time summed over the
-    class's shapes (among those timed on all of them), as launch-table entries."""
-    print("\n=== suggested table entries (summed over the class's shapes)")
-    timings: dict[tuple[str, int, str], dict[tuple, dict[str, float]]] = {}
-    for case, timed in results.get("sweep", {}).items():
-        kernel, name, rows = case.split()
-        key = (kernel, int(rows[2:]), shape_class(name))
-        for us, cfg in timed:
-            timings.setdefault(key, {}).setdefault(cfg, {})[name] = us
-    for (kernel, m, cls), by_cfg in sorted(timings.items()):
-        names = {name for times in by_cfg.values() for name in times}
-        complete = {cfg: times for cfg, times in by_cfg.items() if set(times) == names}
-        if not complete:
-            continue
-        cfg, times = min(complete.items(), key=lambda item: sum(item[1].values()))
-        detail = ", ".join(f"{name} {us:.1f} us" for name, us in sorted(times.items()))
-        print(f"{kernel:>4}  ({m}, \"{cls}\"): MatmulConfig{cfg},  # {detail}")
-
-
-def time_case(kernel: str, m: int, k: int, n: int,
-              configs: list[MatmulConfig]) -> list[tuple[float, MatmulConfig]]:
-    """``(us, config)`` of every config that runs, fastest first."""
-    held = copies(kernel, k, n)
-    timed = []
-    for cfg in configs:
-        def make(w, cfg=cfg):
-            return sweep_call(kernel, cfg, m, k, n, w)
-
-        try:
-            timed.append((rotate(make, held, calls=12), cfg))
-        except Exception as exc:  # a config past the shared memory or register limits
-            print(f"  skip {cfg}: {type(exc).__name__}")
-    return sorted(timed, key=lambda r: r[0])
-
-
 def main() -> None:
+    import sweep_quant_linear  # it imports this module, so not at the top
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true",
                         help="first time a grid of launch configs per kernel, shape and rows")
@@ -486,12 +374,12 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
           f"triton {__import__('triton').__version__}")
     results: dict = {"device": torch.cuda.get_device_name()}
-    tasks = sweep_tasks(tuple(args.rows)) if args.sweep else []
+    tasks = sweep_quant_linear.sweep_tasks(tuple(args.rows)) if args.sweep else []
     precompile(tasks + table_tasks())
     if args.sweep:
         print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
-        sweep(tasks, args.sweep_budget, results)
-        suggest(results)
+        sweep_quant_linear.sweep(tasks, args.sweep_budget, results)
+        sweep_quant_linear.suggest(results)
         print()
     bench_shapes(results)
     bench_fused(results)

@@ -31,10 +31,10 @@ def _magic_nibble(src, mask: tl.constexpr):
 @triton.jit
 def spread_nibbles(words, magic):
     """``[..., C]`` AutoAWQ words -> ``[..., 8C]`` fp32 ``2**23 + q * 2**pos``, one per column
-    in column order, ``pos`` the column's bit position (see :func:`_nibble_unit`). Column j holds nibble
-    ``j // 2 + 4 * (j % 2)``; nibbles 0-2 are read in place, 3-5 from the word shifted right by
-    12, 6-7 from it shifted by 24, so a weight costs one AND and no shift. The masks are
-    constants per source, applied before the interleaves put the columns in order
+    in column order, ``pos`` the nibble's position where it is read (see :func:`_nibble_unit`).
+    Column j holds nibble ``j // 2 + 4 * (j % 2)``; nibbles 0-2 are read in place, 3-5 from the
+    word shifted right by 12, 6-7 from it shifted by 24, so a weight costs one AND and no shift.
+    The masks are constants per source, applied before the interleaves put the columns in order
     (interleave(a, b) alternates a and b). ``magic`` holds the bits of 2**23 as a run-time
     value: as a constant, the compiler would fold the OR into every AND, which then needs the
     constant in a register, rebuilt before each use."""
