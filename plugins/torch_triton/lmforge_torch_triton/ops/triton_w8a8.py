@@ -300,10 +300,11 @@ def int_mm_linear(
 
 def _scaled_mm_takes(xq: torch.Tensor, wq: torch.Tensor, out_dtype: torch.dtype,
                      bias: torch.Tensor | None) -> bool:
-    """Where cuBLASLt's fp8 matmul with row-wise scales applies (bf16 output, 16-aligned)."""
+    """Where cuBLASLt's fp8 matmul with row-wise scales applies (bf16 output, 16-aligned; a
+    bias goes to the Triton kernel, whose epilogue adds it in fp32 as the reference does)."""
     return (wq.dtype == torch.float8_e4m3fn and xq.is_cuda and out_dtype == torch.bfloat16
             and xq.shape[0] >= SCALED_MM_MIN_ROWS and xq.shape[1] % 16 == 0
-            and wq.shape[0] % 16 == 0 and (bias is None or bias.dtype == torch.bfloat16))
+            and wq.shape[0] % 16 == 0 and bias is None)
 
 
 def w8a8_linear(
@@ -326,7 +327,7 @@ def w8a8_linear(
         return int_mm_linear(xq, x_scale, wq, w_scale, bias, out_dtype)
     if _scaled_mm_takes(xq, wq, out_dtype, bias):
         return torch._scaled_mm(xq, wq.t(), scale_a=x_scale[:, None], scale_b=w_scale[None, :],
-                                bias=bias, out_dtype=out_dtype)
+                                out_dtype=out_dtype)
     config = pick_config(xq.shape[0], wq.shape[0], xq.shape[1])
     return launch(xq, x_scale, wq, w_scale, bias, out_dtype, config)
 
