@@ -365,7 +365,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true",
                         help="first time a grid of launch configs per kernel, shape and rows")
-    parser.add_argument("--sweep-budget", type=float, default=75.0,
+    parser.add_argument("--sweep-budget", type=float, default=60.0,
                         help="seconds the sweep's timing may take before it stops")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 256],
                         help="row counts the sweep times")

@@ -87,7 +87,7 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
 fi
 if [ "${GPU_CHECK_QUANT:-0}" = 1 ]; then
   # The W4A16 / W8A8 kernels against bf16 at Llama-3-8B's shapes, with a sweep of launch configs.
-  stage quant-linear "${GPU_CHECK_QUANT_S:-240}" python3 scripts/bench_quant_linear.py --sweep \
+  stage quant-linear "${GPU_CHECK_QUANT_S:-300}" python3 scripts/bench_quant_linear.py --sweep \
     --json "$OUT/quant-linear.json"
 fi
 stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
