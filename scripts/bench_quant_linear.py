@@ -38,7 +38,7 @@ from lmforge_torch_triton.ops import (
     triton_quant_act,
     triton_w8a8,
 )
-from lmforge_torch_triton.ops.triton_quant_common import LARGE, MatmulConfig
+from lmforge_torch_triton.ops.triton_quant_common import LARGE, MatmulConfig, shape_class
 
 LAYERS, HIDDEN, VOCAB = 32, 4096, 128256
 # name: (K, N)
@@ -232,7 +232,7 @@ def bench_fused(results: dict) -> None:
 def large_times(m: int, k: int, n: int, weights: dict) -> dict[str, float]:
     awq_w, int8_w, fp8_w = weights["awq"], weights["int8"], weights["fp8"]
     x = torch.randn(m, k, device=DEVICE, dtype=BF16)
-    large = triton_awq.CONFIGS.get((LARGE, triton_gemv.shape_class(n, k)),
+    large = triton_awq.CONFIGS.get((LARGE, shape_class(n, k)),
                                    triton_awq._DEFAULT_LARGE)
     xq, xs = quantized_rows(INT8, m, k)
     fq, fs = quantized_rows(FP8, m, k)

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
-# steps when GPU_CHECK_PROFILE=1; the quantized-linear kernels' benchmark when GPU_CHECK_QUANT=1)
-# on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
-# short table is printed last.
+# steps when GPU_CHECK_PROFILE=1) on Llama-3-8B's architecture with
+# random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
 #
 #   scripts/gpu_check.sh OUTDIR
 #
@@ -84,11 +83,6 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
   stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
     --batch-size 1 64 256 --engine
-fi
-if [ "${GPU_CHECK_QUANT:-0}" = 1 ]; then
-  # The W4A16 / W8A8 kernels against bf16 at Llama-3-8B's shapes, with a sweep of launch configs.
-  stage quant-linear "${GPU_CHECK_QUANT_S:-300}" python3 scripts/bench_quant_linear.py --sweep \
-    --json "$OUT/quant-linear.json"
 fi
 stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
   --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \

@@ -12,7 +12,12 @@ from collections.abc import Callable
 import bench_quant_linear as bench
 import torch
 from bench_gemv import rotate
-from lmforge_torch_triton.ops import triton_awq, triton_gemv, triton_quant_act, triton_w8a8
+from lmforge_torch_triton.ops import (
+    triton_awq,
+    triton_quant_act,
+    triton_quant_common,
+    triton_w8a8,
+)
 from lmforge_torch_triton.ops.triton_quant_common import MatmulConfig, split_k_slices
 
 
@@ -57,7 +62,7 @@ def sweep_call(kernel: str, config: MatmulConfig, m: int, k: int, n: int, w) -> 
 
 def shape_class(name: str) -> str:
     k, n = bench.SHAPES[name]
-    return triton_gemv.shape_class(n, k)
+    return triton_quant_common.shape_class(n, k)
 
 
 def sweep_tasks(rows: tuple[int, ...]) -> list[tuple]:

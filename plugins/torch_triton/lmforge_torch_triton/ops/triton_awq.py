@@ -42,19 +42,17 @@ from .triton_awq_dequant import (
     spread_pairs,
 )
 from .triton_common import dot_precision, expect
-from .triton_gemv import _input_tile, shape_class
 from .triton_quant_common import (
     LARGE,
     MatmulConfig,
+    input_tile,
     reduce_split_k,
     row_bucket,
+    shape_class,
     split_k_slices,
     split_k_workspace,
     tile_coords,
 )
-
-_PLAIN = 0  # x itself (the prologue codes of triton_gemv._input_tile)
-_SILU_MUL = 3  # silu(x[:, :K]) * x[:, K:]
 
 # From this many rows on, dequantize the weight and let cuBLAS multiply.
 DEQUANT_MIN_ROWS = 1024
@@ -107,16 +105,16 @@ def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
 
 
 @triton.jit
-def _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE: tl.constexpr,
+def _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr,
                EVEN_M: tl.constexpr):
     """The input tile ``[len(rows), len(offs_k)]`` in the activation dtype: loaded as it is,
     or (SiLU-and-mul) computed in fp32 and rounded as the unfused ops round (so exact)."""
-    if PROLOGUE == 0:
+    if not SILU_MUL:
         ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
         if EVEN_M:
             return tl.load(ptrs, eviction_policy="evict_last")
         return tl.load(ptrs, mask=rows[:, None] < M, other=0.0, eviction_policy="evict_last")
-    x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0, PROLOGUE, EVEN_M)
+    x = input_tile(x_ptr, rows, offs_k, M, K, stride_xm, True, EVEN_M)
     return x.to(x_ptr.dtype.element_ty)
 
 
@@ -127,7 +125,7 @@ def _awq_matmul_kernel(
     M, N, K, split_k, k_per_split, magic,
     stride_xm, stride_qk, stride_zg, stride_sg, stride_ym,
     GROUP: tl.constexpr,
-    PROLOGUE: tl.constexpr,
+    SILU_MUL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
     PACKED: tl.constexpr,
@@ -166,14 +164,13 @@ def _awq_matmul_kernel(
         if PACKED:
             # sum_k x (c + q) - (sum_k x) (c + z) = sum_k x (q - z), scaled per column: no
             # per-weight arithmetic beyond the shift and LOP3 that unpack it.
-            x = _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE, EVEN_M)
+            x = _load_rows(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL, EVEN_M)
             part = tl.dot(x, spread_pairs(words, magic, dtype), input_precision=DOT_PRECISION)
             x_sum = tl.sum(x.to(tl.float32), 1)
             acc += (part - x_sum[:, None] * z[None, :]) * scale[None, :]
         else:
             d = spread_nibbles(words, magic) - z[None, :]  # (q - z) * 2**pos, exact
-            x = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0,
-                            PROLOGUE, EVEN_M)
+            x = input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL, EVEN_M)
             if BLOCK_M == 1:
                 acc += tl.reshape(x, (BLOCK_K, 1)) * (d * scale[None, :])
             elif SCALE_AFTER:
@@ -251,7 +248,7 @@ def launch(
         m, n, k, splits, k_per_split, PAIR_MAGIC[x.dtype] if packed else MAGIC.value,
         x.stride(0), qweight.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         GROUP=group_size,
-        PROLOGUE=_SILU_MUL if silu_mul else _PLAIN,
+        SILU_MUL=silu_mul,
         HAS_BIAS=bias is not None,
         SPLIT=splits > 1,
         PACKED=packed,

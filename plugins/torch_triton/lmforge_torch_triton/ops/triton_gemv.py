@@ -52,7 +52,7 @@ class GemvConfig:
 
 
 # Chosen with `scripts/bench_gemv.py --sweep` on an H200 (Llama-3-8B shapes, bf16, Triton 3.6).
-# Keys: the row bucket ("1" or "many") and the shape class from :func:`shape_class`; a missing
+# Keys: the row bucket ("1" or "many") and the shape class from :func:`_shape_class`; a missing
 # key runs cuBLAS. One row: 4 weight rows x 2048 columns per step beat every other split for all
 # five shapes (13.8, 9.9, 53.3, 28.2, 227 us for QKV, o, gate/up, down, LM head; cuBLAS 15.4,
 # 13.2, 55.0, 31.2, 238). 2-16 rows: the tl.dot loop wins on o, down and the LM head (11.5 vs
@@ -81,7 +81,7 @@ FUSED_CONFIGS: dict[tuple[str, str, str], GemvConfig] = {
 }
 
 
-def shape_class(n: int, k: int) -> str:
+def _shape_class(n: int, k: int) -> str:
     """``vocab``: an LM head; ``wide``: enough output rows to fill the GPU many times over
     (gate/up); ``deep``: few output rows each with a long K (down); ``narrow``: the rest (QKV,
     o_proj)."""
@@ -98,13 +98,13 @@ def _bucket(m: int) -> str:
 
 def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
     """The launch parameters for ``m`` rows of a ``[n, k]`` weight; None where cuBLAS is faster."""
-    return CONFIGS.get((_bucket(m), shape_class(n, k)))
+    return CONFIGS.get((_bucket(m), _shape_class(n, k)))
 
 
 def fused_config(prologue: str, m: int, n: int, k: int) -> GemvConfig | None:
     """The launch parameters of the ``prologue`` ("rms" or "silu") fused into the GEMV, or None
     where the prologue's own kernel followed by the GEMV is faster."""
-    return FUSED_CONFIGS.get((prologue, _bucket(m), shape_class(n, k)))
+    return FUSED_CONFIGS.get((prologue, _bucket(m), _shape_class(n, k)))
 
 
 @triton.jit

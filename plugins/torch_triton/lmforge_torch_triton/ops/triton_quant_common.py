@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_gemv import _shape_class
+
 # Row buckets of the launch tables; more rows than the last one use the "large" entries.
 ROW_BUCKETS = (1, 16, 32, 64, 128, 256)
 LARGE = 0
@@ -41,6 +43,13 @@ def row_bucket(m: int) -> int:
     return next((b for b in ROW_BUCKETS if m <= b), LARGE)
 
 
+def shape_class(n: int, k: int) -> str:
+    """The class of a ``[k, n]`` weight in the launch tables: the bf16 GEMV's, so the tables of
+    both key the same layers ("narrow": QKV and o_proj, "wide": gate/up, "deep": down, "vocab":
+    an LM head)."""
+    return _shape_class(n, k)
+
+
 def split_k_slices(k: int, split_k: int, block_k: int) -> tuple[int, int]:
     """``(k_per_split, splits)``: each split's K range (a multiple of ``block_k``) and how many
     programs share a tile once the range is rounded (at most ``split_k``)."""
@@ -60,6 +69,30 @@ def tile_coords(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M
     pid_m = first_m + (pid % width) % size
     pid_n = (pid % width) // size
     return pid_m, pid_n
+
+
+@triton.jit
+def input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr,
+               EVEN: tl.constexpr):
+    """The matmul's input at ``rows x offs_k`` in fp32; with ``SILU_MUL``, ``silu(gate) * up``
+    from ``x = [gate | up]`` (``K`` the width of each half), rounded to the activation dtype
+    where the unfused ops round, so the values are theirs. ``EVEN``: the tile lies inside x."""
+    ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
+    mask = (rows[:, None] < M) & (offs_k[None, :] < K)
+    # Every program reads the rows: keep them in cache.
+    if EVEN:
+        x = tl.load(ptrs, eviction_policy="evict_last")
+    else:
+        x = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
+    if SILU_MUL:
+        if EVEN:
+            up = tl.load(ptrs + K, eviction_policy="evict_last")
+        else:
+            up = tl.load(ptrs + K, mask=mask, other=0.0, eviction_policy="evict_last")
+        gate = x.to(tl.float32)
+        silu = (gate * tl.sigmoid(gate)).to(up.dtype)
+        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+    return x.to(tl.float32)
 
 
 @triton.jit

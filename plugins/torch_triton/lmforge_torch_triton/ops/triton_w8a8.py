@@ -25,7 +25,6 @@ import triton.language as tl
 
 from .quant_reference import QMAX
 from .triton_common import expect
-from .triton_gemv import _input_tile, shape_class
 from .triton_quant_act import (
     QUANT_DTYPES,
     quantize_per_token,
@@ -36,18 +35,19 @@ from .triton_quant_act import (
 from .triton_quant_common import (
     LARGE,
     MatmulConfig,
+    input_tile,
     reduce_split_k,
     row_bucket,
+    shape_class,
     split_k_slices,
     split_k_workspace,
     tile_coords,
 )
 
-# What the kernel reads as its input (the prologue codes of triton_gemv._input_tile for the
-# float ones: 0 plain, 3 SiLU-and-mul).
-_GIVEN = -1  # codes and scales already quantized
-_QUANT = 0  # float x, quantized per token inside
-_SILU_QUANT = 3  # silu(x[:, :K]) * x[:, K:], quantized per token inside
+# What the kernel reads as its input.
+_GIVEN = 0  # codes and scales already quantized
+_QUANT = 1  # float x, quantized per token inside
+_SILU_QUANT = 2  # silu(x[:, :K]) * x[:, K:], quantized per token inside
 
 # From this many rows on, fp8 with a bf16 output runs through torch._scaled_mm.
 SCALED_MM_MIN_ROWS = 64
@@ -98,13 +98,12 @@ def pick_config(m: int, n: int, k: int) -> MatmulConfig:
 
 
 @triton.jit
-def _row_absmax(x_ptr, rows, M, K, stride_xm, PROLOGUE: tl.constexpr, EVEN: tl.constexpr,
+def _row_absmax(x_ptr, rows, M, K, stride_xm, SILU_MUL: tl.constexpr, EVEN: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """The largest magnitude of each input row ``[BLOCK_M]`` over all of K."""
     absmax = tl.zeros([BLOCK_M], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        v = _input_tile(x_ptr, x_ptr, x_ptr, rows, k0 + tl.arange(0, BLOCK_K), 1.0, M, K,
-                        stride_xm, 0, PROLOGUE, EVEN)
+        v = input_tile(x_ptr, rows, k0 + tl.arange(0, BLOCK_K), M, K, stride_xm, SILU_MUL, EVEN)
         absmax = tl.maximum(absmax, tl.max(tl.abs(v), 1))
     return absmax
 
@@ -133,10 +132,10 @@ def _w8a8_matmul_kernel(
     k_begin = tl.program_id(1) * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
     acc_dtype = tl.float32 if IS_FP8 else tl.int32
-    if PROLOGUE == -1:
+    if PROLOGUE == 0:
         x_scale = tl.load(xs_ptr + rows, mask=rows < M, other=0.0)
     else:
-        absmax = _row_absmax(x_ptr, rows, M, K, stride_xm, PROLOGUE, EVEN_M and EVEN_K,
+        absmax = _row_absmax(x_ptr, rows, M, K, stride_xm, PROLOGUE == 2, EVEN_M and EVEN_K,
                              BLOCK_M, BLOCK_K)
         inv_step, x_scale = row_scales(absmax, QMAX_)
     if BLOCK_M == 1:
@@ -154,15 +153,15 @@ def _w8a8_matmul_kernel(
         else:
             w = tl.load(w_rows + offs_k[None, :], mask=(offs_n[:, None] < N) &
                         (offs_k[None, :] < K), other=0.0, eviction_policy="evict_first")
-        if PROLOGUE == -1:
+        if PROLOGUE == 0:
             x_ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
             if EVEN_M and EVEN_K:
                 xq = tl.load(x_ptrs)
             else:
                 xq = tl.load(x_ptrs, mask=(rows[:, None] < M) & (offs_k[None, :] < K), other=0.0)
         else:
-            v = _input_tile(x_ptr, x_ptr, x_ptr, rows, offs_k, 1.0, M, K, stride_xm, 0,
-                            PROLOGUE, EVEN_M and EVEN_K)
+            v = input_tile(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE == 2,
+                           EVEN_M and EVEN_K)
             xq = quantize_values(v, inv_step[:, None], IS_FP8)
         if BLOCK_M == 1:
             acc += w.to(acc_dtype) * xq.to(acc_dtype)  # xq: [1, BLOCK_K], over the weight rows
