@@ -95,19 +95,19 @@ def quantize_per_token(
     x: torch.Tensor, dtype: torch.dtype = torch.int8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row of ``x: [M, K]`` quantized symmetrically to ``dtype`` (int8 or float8_e4m3fn):
-    ``scale = absmax / qmax`` (float32 ``[M]``) and ``xq = x * (qmax / absmax)``, rounded to
-    nearest even and clamped (int8: [-128, 127]; fp8: the conversion rounds, +-448)."""
+    ``scale = absmax / qmax`` (float32 ``[M]``) and ``xq = x / scale``, rounded to nearest even
+    and clamped (int8: [-128, 127]; fp8: the conversion rounds, +-448)."""
     xf = x.float()
     absmax = xf.abs().amax(dim=-1).clamp(min=MIN_ABSMAX)
-    # Tensor by tensor: torch divides by a scalar (or a scalar by a tensor) through a
-    # reciprocal, which rounds twice; the kernels' divisions are correctly rounded.
-    qmax = torch.full_like(absmax, QMAX[dtype])
-    scaled = xf * (qmax / absmax)[:, None]
+    # Tensor by tensor: on a GPU torch divides by a scalar through its reciprocal, which rounds
+    # twice; the kernels' divisions are correctly rounded.
+    scale = absmax / torch.full_like(absmax, QMAX[dtype])
+    scaled = xf / scale[:, None]
     if dtype == torch.int8:
         xq = scaled.round().clamp(-128.0, 127.0).to(torch.int8)
     else:
         xq = scaled.clamp(-QMAX[dtype], QMAX[dtype]).to(dtype)
-    return xq, absmax / qmax
+    return xq, scale
 
 
 def rms_norm_quant(

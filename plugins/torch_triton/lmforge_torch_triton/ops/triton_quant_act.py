@@ -4,8 +4,8 @@ One program per token row holds the whole row in registers (up to 16K values, as
 kernel does), so the row is read once: it computes the row (``x``, ``rms_norm(x [+ residual])``
 or ``silu(gate) * up``, rounded to the activation dtype exactly where the unfused ops round), its
 absmax, and writes the codes and the row's scale. The arithmetic is that of
-:func:`.quant_reference.quantize_per_token`: IEEE divisions (``div_rn``; Triton's ``/`` is an
-approximate division on GPUs) and round-to-nearest-even.
+:func:`.quant_reference.quantize_per_token`: correctly rounded divisions (``div_rn``; Triton's
+``/`` divides approximately on GPUs) and round-to-nearest-even.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
 
 @triton.jit
-def quantize_values(v, inv_step, IS_FP8: tl.constexpr):
-    """Codes of the fp32 values ``v``: ``v * inv_step`` rounded to nearest even, as int8
-    (clamped to [-128, 127]) or float8 e4m3 (clamped to +-448)."""
-    scaled = v * inv_step
+def quantize_values(v, scale, IS_FP8: tl.constexpr):
+    """Codes of the fp32 values ``v``: ``v / scale`` (correctly rounded) rounded to nearest
+    even, as int8 (clamped to [-128, 127]) or float8 e4m3 (clamped to +-448)."""
+    scaled = tl.math.div_rn(v, scale)
     if IS_FP8:
         codes = tl.clamp(scaled, -448.0, 448.0).to(tl.float8e4nv)
     else:
@@ -44,11 +44,10 @@ def quantize_values(v, inv_step, IS_FP8: tl.constexpr):
 
 
 @triton.jit
-def row_scales(absmax, QMAX_: tl.constexpr):
-    """``(inv_step, scale)`` of rows whose largest magnitude is ``absmax``: ``qmax / absmax``
-    and ``absmax / qmax``, both correctly rounded."""
-    absmax = tl.maximum(absmax, _MIN_ABSMAX)
-    return tl.math.div_rn(QMAX_, absmax), tl.math.div_rn(absmax, QMAX_)
+def row_scale(absmax, QMAX_: tl.constexpr):
+    """The scale of rows whose largest magnitude is ``absmax``: ``absmax / qmax``, correctly
+    rounded (``absmax`` at least :data:`.quant_reference.MIN_ABSMAX`)."""
+    return tl.math.div_rn(tl.maximum(absmax, _MIN_ABSMAX), QMAX_)
 
 
 @triton.jit
@@ -82,8 +81,8 @@ def _quantize_rows_kernel(
         g = tl.load(norm_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x = (normed * g).to(x.dtype)
     v = x.to(tl.float32)
-    inv_step, scale = row_scales(tl.max(tl.abs(v), 0), QMAX_)
-    tl.store(xq_ptr + row * stride_q + offs, quantize_values(v, inv_step, IS_FP8), mask=mask)
+    scale = row_scale(tl.max(tl.abs(v), 0), QMAX_)
+    tl.store(xq_ptr + row * stride_q + offs, quantize_values(v, scale, IS_FP8), mask=mask)
     tl.store(scale_ptr + row, scale)
 
 

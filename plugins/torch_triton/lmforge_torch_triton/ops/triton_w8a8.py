@@ -29,7 +29,7 @@ from .triton_quant_act import (
     QUANT_DTYPES,
     quantize_per_token,
     quantize_values,
-    row_scales,
+    row_scale,
     silu_mul_quant,
 )
 from .triton_quant_common import (
@@ -137,7 +137,7 @@ def _w8a8_matmul_kernel(
     else:
         absmax = _row_absmax(x_ptr, rows, M, K, stride_xm, PROLOGUE == 2, EVEN_M and EVEN_K,
                              BLOCK_M, BLOCK_K)
-        inv_step, x_scale = row_scales(absmax, QMAX_)
+        x_scale = row_scale(absmax, QMAX_)
     if BLOCK_M == 1:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=acc_dtype)
     else:
@@ -162,7 +162,7 @@ def _w8a8_matmul_kernel(
         else:
             v = input_tile(x_ptr, rows, offs_k, M, K, stride_xm, PROLOGUE == 2,
                            EVEN_M and EVEN_K)
-            xq = quantize_values(v, inv_step[:, None], IS_FP8)
+            xq = quantize_values(v, x_scale[:, None], IS_FP8)
         if BLOCK_M == 1:
             acc += w.to(acc_dtype) * xq.to(acc_dtype)  # xq: [1, BLOCK_K], over the weight rows
         else:
