@@ -62,7 +62,8 @@ SCALE_AFTER_MAX_ROWS = 32
 
 _ONE_ROW = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=3)
 # Keys: the row bucket (triton_quant_common.ROW_BUCKETS, LARGE past them) and the shape class.
-# Split counts give every shape a few hundred programs at decode sizes (132 SMs on an H200).
+# Not yet measured: split counts give every shape a few hundred programs at decode sizes (132
+# SMs on an H200), and no entry spills registers in the sm_90 build.
 CONFIGS: dict[tuple[int, str], MatmulConfig] = {
     (1, "narrow"): MatmulConfig(**_ONE_ROW, split_k=8),
     (1, "wide"): MatmulConfig(**_ONE_ROW, split_k=2),
