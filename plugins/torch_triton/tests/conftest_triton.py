@@ -3,6 +3,7 @@ KV caches laid out the way the block manager lays them out (shuffled blocks, pad
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -39,6 +40,16 @@ else:
 needs_gpu = pytest.mark.skipif(
     not torch.cuda.is_available() or INTERPRET, reason="needs a CUDA GPU"
 )
+
+# The interpreter's fp32 -> float8_e4m3fn conversion drops the carry when rounding reaches the
+# next power of two (124.3 becomes 64): kernels that quantize to fp8 are tested on the GPU.
+fp8_quantizing_needs_gpu = pytest.mark.skipif(
+    INTERPRET, reason="Triton's interpreter converts fp32 to float8_e4m3fn wrongly where "
+    "rounding carries into the exponent; the GPU tests cover fp8 quantization")
+
+# Llama-3-8B's linears as (K, N): fused QKV, o_proj, fused gate/up, down.
+LLAMA3_8B_LINEARS = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672),
+                     "down": (14336, 4096)}
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -84,6 +95,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert torch.isfinite(actual).all(), "kernel output has NaN or inf"
     assert torch.isfinite(expected).all(), "reference output has NaN or inf"
     torch.testing.assert_close(actual, expected, **TOLERANCES[expected.dtype])
+
+
+def poison_allocator(*outputs: tuple[tuple[int, ...], torch.dtype]) -> None:
+    """Fill the memory that the next allocations of these ``(shape, dtype)`` will get with NaN
+    bits (0xFF bytes), so a kernel that leaves part of its output unwritten fails the finite
+    check: the CUDA caching allocator hands a freed block to the next request of its size. On
+    the CPU (the interpreter) this does nothing."""
+    if DEVICE != "cuda":
+        return
+    blocks = [torch.full((math.prod(shape) * dtype.itemsize,), 255, dtype=torch.uint8,
+                         device=DEVICE) for shape, dtype in outputs]
+    del blocks
 
 
 def make_generator(seed: int = 0) -> torch.Generator:
