@@ -108,7 +108,7 @@ def iter_safetensor_parts(shards: list[Path], map_weights: MapWeights,
                     mapped = list(map_weights(name, placeholder))
                     if all(tensor is placeholder for _, tensor in mapped):
                         for canonical, _ in mapped:
-                            yield canonical, lazy[_index(select(canonical, shape))]
+                            yield canonical, lazy[_index(select(canonical, shape))].contiguous()
                         continue
                 for canonical, tensor in map_weights(name, f.get_tensor(name)):
                     yield canonical, take(tensor, select(canonical, tuple(tensor.shape)))

@@ -82,7 +82,7 @@ class TensorParallelComm:
         _all_gather(gathered, logits, group=self.group)
         if self.rank != 0:
             return logits[:, :0]
-        whole = gathered.view(self.size, rows, local).permute(1, 0, 2).reshape(rows, -1)
+        whole = gathered.view(self.size, rows, local).permute(1, 0, 2).reshape(rows, self.size * local)
         return whole[:, : self.vocab_size]
 
 
