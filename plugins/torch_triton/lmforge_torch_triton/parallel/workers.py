@@ -64,6 +64,10 @@ class WorkerGroup:
         self.device_type = device_type
         self._busy = 0
         self._closed = False
+        self._host_threads = torch.get_num_threads()
+        self._threads = max(1, self._host_threads // size)
+        if device_type == "cpu":  # the ranks share the cores: more threads than cores crawl
+            torch.set_num_threads(self._threads)
         store = host_store(size)
         publish_job(store, model_info, engine_config)
         self.me = Rank(0, size, 0, store)
@@ -88,7 +92,7 @@ class WorkerGroup:
             WORLD_SIZE=str(size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(size),
             PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
             **{REPORT_FD_ENV: str(write_fd), WATCH_STDIN_ENV: "1",
-               THREADS_ENV: str(max(1, torch.get_num_threads() // size))},
+               THREADS_ENV: str(self._threads)},
         )
         try:
             # A session of its own: the terminal's Ctrl-C is for the driver, which shuts the
@@ -215,6 +219,7 @@ class WorkerGroup:
             if proc.stdin is not None:
                 proc.stdin.close()
         self.monitor.stop()
+        torch.set_num_threads(self._host_threads)
 
 
 class _Busy:
