@@ -1,14 +1,19 @@
-"""Quantized checkpoints shard per weight kind: AWQ in whole packs and groups, W8A8 by rows."""
+"""Tensor parallelism on the CPU over the other weight formats: quantized checkpoints shard per
+weight kind (AWQ in whole packs and groups, W8A8 by rows), GGUF one dequantized tensor at a time."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from lmforge.messages import PytorchEngineConfig
 from lmforge.model.linear import AWQLinear, W8A8Linear
+from lmforge.model.loader import load_model_info
+from lmforge_torch_triton.runner import TorchModelRunner
 from quant_checkpoints import save_awq_model, save_w8a8_model
+from test_runner_gguf import PROMPT, smollm2_gguf  # noqa: F401 (a fixture)
 from test_runner_models import PROMPTS, TOL
 from test_tp_cpu import tp_runner
-from torch_runner_helpers import PagedDriver, PagedSeq, hf_logits
+from torch_runner_helpers import PagedDriver, PagedSeq, greedy, hf_logits
 
 
 @pytest.mark.parametrize("kind", ["awq", "w8a8"])
@@ -30,3 +35,18 @@ def test_tp_quantized_checkpoints(kind, tmp_path):
         torch.testing.assert_close(logits, expected, **TOL)
     else:  # each rank quantizes its slice of a token's activations: as close as tp=1 is
         assert float((logits - expected).norm() / expected.norm()) < 2e-2
+
+
+@pytest.mark.slow
+def test_demo_model_tp3_equals_tp1(smollm2_gguf):  # noqa: F811
+    # SmolLM2-135M has 9 attention heads and 3 K/V heads: tp=3 is the split it allows.
+    info = load_model_info(smollm2_gguf)
+    tokens = {}
+    for tp in (1, 3):
+        runner = TorchModelRunner(info, PytorchEngineConfig(device="cpu", dtype="float32", tp=tp))
+        try:
+            driver = PagedDriver(runner, num_blocks=64, block_size=16)
+            tokens[tp] = greedy(driver, [PROMPT, PROMPT[:7]], steps=12)
+        finally:
+            runner.close()
+    assert tokens[3] == tokens[1]
