@@ -15,6 +15,7 @@ above them, and for dtypes the kernels lack (float16), NCCL.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,10 @@ MiB = 1 << 20
 # one-shot reads as much as two-shot and needs one barrier fewer.
 PATHS = {2: (8 * MiB, 8 * MiB), 4: (512 << 10, 8 * MiB), 8: (256 << 10, 8 * MiB)}
 DTYPES = (torch.bfloat16, torch.float32)
+# PyTorch registers a group name with symmetric memory once per process, bound to that group's
+# store; a later engine's group reuses the name with a new store, so it could never meet its
+# workers. A process sets the path up for its first tensor-parallel engine only.
+_used_group_names: set[str] = set()
 
 
 class SymmetricMemoryAllReduce:
@@ -38,6 +43,11 @@ class SymmetricMemoryAllReduce:
         self.one_shot_bytes, self.max_bytes = PATHS[world]
         self.dtype = dtype
         self.group_name = group.group_name
+        enable = getattr(symm_mem, "enable_symm_mem_for_group", None)
+        if enable is not None:  # needed before PyTorch 2.10; deprecated and harmless since
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                enable(self.group_name)
         self.buffer = symm_mem.empty(self.max_bytes // dtype.itemsize, dtype=dtype, device=device)
         symm_mem.rendezvous(self.buffer, self.group_name)
         ops = torch.ops.symm_mem
@@ -52,13 +62,16 @@ class SymmetricMemoryAllReduce:
         without peer access, a world size or dtype the kernels lack, or an older PyTorch)."""
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         usable = (world in PATHS and dtype in DTYPES and world <= torch.cuda.device_count()
+                  and group.group_name not in _used_group_names
                   and all(torch.cuda.can_device_access_peer(device, peer)
                           for peer in range(torch.cuda.device_count()) if peer != device.index))
         if not _all_agree(usable, control):
-            logger.info("no peer-memory all-reduce (needs peer access between the GPUs, a "
-                        "bfloat16 or float32 model and 2, 4 or 8 ranks): NCCL for every size")
+            logger.info("no peer-memory all-reduce (it needs peer access between the GPUs, a "
+                        "bfloat16 or float32 model, 2, 4 or 8 ranks, and the first "
+                        "tensor-parallel engine of its process): NCCL for every size")
             return None
         instance, error = None, ""
+        _used_group_names.add(group.group_name)
         try:
             instance = cls(group, device, dtype)
         except Exception as exc:  # an older PyTorch or a driver without the features it needs
@@ -75,23 +88,35 @@ class SymmetricMemoryAllReduce:
                 and x.is_contiguous() and x.storage_offset() == 0)
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of ``x`` over the ranks, in a new tensor."""
+        """The sum of ``x`` over the ranks, in a new tensor (the path :data:`PATHS` picks)."""
+        if x.numel() * x.element_size() <= self.one_shot_bytes:
+            return self.one_shot(x)
+        return self.two_shot(x)
+
+    def one_shot(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank reads every peer's whole copy and sums it."""
         n = x.numel()
         out = torch.empty_like(x)
-        flat_in, flat_out, buffer = x.view(-1), out.view(-1), self.buffer[:n]
-        if n * x.element_size() <= self.one_shot_bytes:
-            if self._one_shot_copy is not None:
-                self._one_shot_copy(buffer, flat_in, "sum", self.group_name, flat_out)
-                return out
-            buffer.copy_(flat_in)
-            torch.ops.symm_mem.one_shot_all_reduce_out(buffer, "sum", self.group_name, flat_out)
-            return out
-        buffer.copy_(flat_in)
+        buffer = self.buffer[:n]
+        if self._one_shot_copy is not None:
+            self._one_shot_copy(buffer, x.view(-1), "sum", self.group_name, out.view(-1))
+        else:
+            buffer.copy_(x.view(-1))
+            torch.ops.symm_mem.one_shot_all_reduce_out(buffer, "sum", self.group_name,
+                                                       out.view(-1))
+        return out
+
+    def two_shot(self, x: torch.Tensor) -> torch.Tensor:
+        """Each rank sums one slice of every copy, then every rank reads the summed slices."""
+        n = x.numel()
+        out = torch.empty_like(x)
+        buffer = self.buffer[:n]
+        buffer.copy_(x.view(-1))
         if self._two_shot_out is not None:
-            self._two_shot_out(buffer, "sum", self.group_name, flat_out)
+            self._two_shot_out(buffer, "sum", self.group_name, out.view(-1))
         else:
             torch.ops.symm_mem.two_shot_all_reduce_(buffer, "sum", self.group_name)
-            flat_out.copy_(buffer)
+            out.view(-1).copy_(buffer)
         return out
 
 
