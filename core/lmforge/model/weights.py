@@ -56,16 +56,19 @@ def find_checkpoint(folder: Path) -> tuple[str, list[Path]]:
     )
 
 
-def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Tensors of safetensors shards, read lazily (memory-mapped) one at a time."""
+def _open_safetensors(shard: Path):
     from safetensors import safe_open
 
+    try:
+        return safe_open(str(shard), framework="pt")
+    except Exception as exc:  # a truncated or corrupt file
+        raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
+
+
+def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors of safetensors shards, read lazily (memory-mapped) one at a time."""
     for shard in shards:
-        try:
-            handle = safe_open(str(shard), framework="pt")
-        except Exception as exc:  # a truncated or corrupt file
-            raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
-        with handle as f:
+        with _open_safetensors(shard) as f:
             for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 yield name, f.get_tensor(name)
 
@@ -91,14 +94,8 @@ def iter_safetensor_parts(shards: list[Path], map_weights: MapWeights,
     """Canonical tensors of safetensors shards, each cut to ``select(name, shape)`` as it is
     read: a tensor the adapter only renames is read as that slice alone; one it rearranges
     (a fused qkv) is read whole, mapped, then cut."""
-    from safetensors import safe_open
-
     for shard in shards:
-        try:
-            handle = safe_open(str(shard), framework="pt")
-        except Exception as exc:  # a truncated or corrupt file
-            raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
-        with handle as f:
+        with _open_safetensors(shard) as f:
             for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 lazy = f.get_slice(name)
                 dtype = _SAFETENSORS_DTYPES.get(lazy.get_dtype())

@@ -4,20 +4,19 @@ greedy tokens, for every checkpoint layout and weight kind the engine reads."""
 from __future__ import annotations
 
 import pytest
-import torch
 from lmforge.messages import PytorchEngineConfig
 from lmforge.model.loader import load_model_info
 from lmforge_torch_triton.runner import TorchModelRunner
-from test_runner_models import PROMPTS, TOL
-from torch_runner_helpers import (
-    PagedDriver,
-    PagedSeq,
-    greedy,
-    hf_greedy,
-    hf_logits,
-    save_hf_model,
-    save_internlm2,
+
+# The runner's tests against transformers, collected again here over this module's ``case``:
+# the same checks with tp ranks.
+from test_runner_models import (  # noqa: F401
+    test_chunked_prefill_beside_a_decode,
+    test_greedy_decode_matches_generate,
+    test_prefill_logits_match_transformers,
+    test_prefix_cache_hit,
 )
+from torch_runner_helpers import save_hf_model, save_internlm2
 
 
 def tp_runner(path, tp: int) -> TorchModelRunner:
@@ -45,31 +44,6 @@ def case(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     reference = save(path)
     runner = tp_runner(path, tp)
+    assert len(runner.workers.procs) == tp - 1
     yield runner, reference
     runner.close()
-
-
-def test_tp_prefill_logits_match_transformers(case):
-    runner, reference = case
-    assert runner.workers is not None and len(runner.workers.procs) == runner.model.comm.size - 1
-    logits = PagedDriver(runner).step([(PagedSeq(), p) for p in PROMPTS], return_all_logits=True)
-    expected = torch.cat([hf_logits(reference, p) for p in PROMPTS])
-    torch.testing.assert_close(logits, expected, **TOL)
-
-
-def test_tp_greedy_decode_matches_generate(case):
-    runner, reference = case
-    outputs = greedy(PagedDriver(runner), PROMPTS, steps=12)
-    assert outputs == [hf_greedy(reference, p, 12) for p in PROMPTS]
-
-
-def test_tp_chunked_prefill_beside_a_decode(case):
-    runner, reference = case
-    driver = PagedDriver(runner)
-    prompt, other = PROMPTS
-    seq, decoding = PagedSeq(), PagedSeq()
-    driver.step([(decoding, other)])
-    assert driver.step([(seq, prompt[:6])], need_logits=[False]).shape[0] == 0
-    logits = driver.step([(seq, prompt[6:]), (decoding, [3])])
-    torch.testing.assert_close(logits[0], hf_logits(reference, prompt)[-1], **TOL)
-    torch.testing.assert_close(logits[1], hf_logits(reference, other + [3])[-1], **TOL)
