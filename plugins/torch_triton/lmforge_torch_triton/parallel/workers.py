@@ -66,8 +66,6 @@ class WorkerGroup:
         self._closed = False
         self._host_threads = torch.get_num_threads()
         self._threads = max(1, self._host_threads // size)
-        if device_type == "cpu":  # the ranks share the cores: more threads than cores crawl
-            torch.set_num_threads(self._threads)
         store = host_store(size)
         publish_job(store, model_info, engine_config)
         self.me = Rank(0, size, 0, store)
@@ -79,9 +77,13 @@ class WorkerGroup:
         except BaseException:
             for proc in self.procs.values():
                 proc.kill()
+            for fd in reports.values():
+                os.close(fd)
             raise
         self.monitor = Monitor(self.procs, reports, self._on_failure)
         self.channel: Channel | None = None
+        if device_type == "cpu":  # the ranks share the cores: more threads than cores crawl
+            torch.set_num_threads(self._threads)
 
     # ------------------------------------------------------------------ start-up
 
