@@ -188,6 +188,10 @@ class WorkerGroup:
         sys.stderr.flush()
         os._exit(1)
 
+    def exited(self) -> bool:
+        """Whether a worker process has ended."""
+        return any(proc.poll() is not None for proc in self.procs.values())
+
     def _stop_workers(self) -> None:
         self.monitor.closing = True
         for proc in self.procs.values():
@@ -236,10 +240,12 @@ class _Busy:
         self.group._busy -= 1
         if exc is None or isinstance(exc, TensorParallelError):
             return False
-        # A peer's death shows up here first as a broken connection: give the monitor a
-        # moment to name it.
-        deadline = time.monotonic() + 2.0
-        while self.group.failure is None and time.monotonic() < deadline:
+        # A peer's death shows up here first as a broken connection: give the monitor time to
+        # name it (while no worker has exited, rank 0 failed by itself).
+        start = time.monotonic()
+        while self.group.failure is None and time.monotonic() < start + 5.0:
+            if time.monotonic() > start + 0.5 and not self.group.exited():
+                break
             time.sleep(0.02)
         if self.group.failure is None:
             self.group.fail(f"failed: {type(exc).__name__}: {exc}")
