@@ -93,6 +93,24 @@ def test_a_killed_worker_ends_the_engine_in_one_sentence(dummy_model):
     assert not _alive(proc.pid)
 
 
+def test_rank0_failing_mid_step_stops_its_workers(dummy_model, monkeypatch):
+    runner = _runner(dummy_model)
+    try:
+        driver = PagedDriver(runner, num_blocks=32)
+        (proc,) = runner.workers.procs.values()
+
+        def broken(*args):  # the workers have the step and wait in its first collective
+            raise RuntimeError("out of memory")
+
+        monkeypatch.setattr(runner.model, "forward", broken)
+        with pytest.raises(TensorParallelError, match=r"^Tensor-parallel rank 0 failed: "
+                           r"RuntimeError: out of memory; the engine has stopped\.$"):
+            driver.step([(PagedSeq(), [1, 5, 9])])
+        assert _wait_gone(proc.pid), "the worker was left waiting"
+    finally:
+        runner.close()
+
+
 def test_a_worker_that_dies_while_starting(dummy_model):
     outcome: dict[str, BaseException] = {}
 

@@ -167,12 +167,17 @@ class WorkerGroup:
         """Rank 0 itself failed mid-command: the ranks are out of step for good."""
         if self.failure is None:
             self.failure = f"Tensor-parallel rank 0 {cause}; the engine has stopped."
-            logger.error("%s", self.failure)
-            self._stop_workers()
+            threading.Thread(target=self._contain, name="lmforge-tp-failure",
+                             daemon=True).start()
 
     def _on_failure(self, rank: int, cause: str) -> None:
         where = f"cuda:{rank}" if self.device_type == "cuda" else f"pid {self.procs[rank].pid}"
         self.failure = f"Tensor-parallel rank {rank} ({where}) {cause}; the engine has stopped."
+        self._contain()
+
+    def _contain(self) -> None:
+        """After a failure: stop the workers, cancel what waits on them, and end this process
+        if its device stays stuck in a collective."""
         logger.error("%s", self.failure)
         self._stop_workers()
         if self.device_type == "cuda":  # gloo's waits fail by themselves when a peer closes
