@@ -75,15 +75,16 @@ class TensorParallelComm:
 
     def gather_vocab(self, logits: torch.Tensor) -> torch.Tensor:
         """Rank 0 gets the logits of the whole vocabulary ``[rows, vocab]``; the other ranks an
-        empty ``[rows, 0]`` (only the driver samples)."""
+        empty ``[rows, 0]`` (only the driver samples). An all-gather, which graphs capture: rank 0
+        receives as much as a gather would bring it, and waits no longer."""
         rows, local = logits.shape
         logits = logits.contiguous()
         gathered = logits.new_empty(self.size * rows, local)
         _all_gather(gathered, logits, group=self.group)
         if self.rank != 0:
             return logits[:, :0]
-        whole = gathered.view(self.size, rows, local).permute(1, 0, 2).reshape(rows, self.size * local)
-        return whole[:, : self.vocab_size]
+        by_rank = gathered.view(self.size, rows, local).permute(1, 0, 2)
+        return by_rank.reshape(rows, self.size * local)[:, : self.vocab_size]
 
 
 def build_comm(plan: ShardPlan, device: torch.device, dtype: torch.dtype,
