@@ -7,6 +7,11 @@
 #
 #   scripts/gpu_check.sh OUTDIR
 #
+# GPU_CHECK_BACKENDS (default "pytorch") lists the engines W1, W4 and W2 run on, one after the
+# other; with turbomind among them, one 8,192-token prefill step per engine and turbomind's
+# engine-ready time from a converted folder are measured too (scripts/bench_prefill_ready.py).
+# GPU_CHECK_TEST_PATHS limits the gpu-marked tests to those paths (default: all of them).
+#
 # Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site. The demo
 # model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
 # the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
@@ -78,20 +83,41 @@ if [ "${GPU_CHECK_TP:-0}" = 1 ]; then  # tensor parallelism's stages instead (tw
   source "$ROOT/scripts/gpu_check_tp.sh"
   exit 0
 fi
+read -r -a BACKENDS <<< "${GPU_CHECK_BACKENDS:-pytorch}"
+read -r -a TEST_PATHS <<< "${GPU_CHECK_TEST_PATHS:-}"
 stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \
-  --junitxml="$OUT/gpu-tests.xml"
-stage w1 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
-  --batch-size 1 --input-len 128 --output-len 512 --json "$OUT/w1.json"
-stage w4 "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
-  --batch-size 1 16 64 256 --input-len 128 --output-len 128 --json "$OUT/w4.json"
+  --junitxml="$OUT/gpu-tests.xml" "${TEST_PATHS[@]}"
+suffix() { [ "$1" = pytorch ] || printf -- '-%s' "$1"; }
+for backend in "${BACKENDS[@]}"; do
+  s=$(suffix "$backend")
+  stage "w1$s" "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --batch-size 1 --input-len 128 --output-len 512 \
+    --json "$OUT/w1$s.json"
+  stage "w4$s" "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --batch-size 1 16 64 256 --input-len 128 \
+    --output-len 128 --json "$OUT/w4$s.json"
+done
+if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
+  stage prefill-ready "${GPU_CHECK_PREFILL_S:-150}" python3 scripts/bench_prefill_ready.py \
+    "$MODEL" --backend "${BACKENDS[@]}" --json "$OUT/prefill-ready.json"
+fi
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
-  stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
-    --batch-size 1 64 256 --engine
+  for backend in "${BACKENDS[@]}"; do
+    stage "profile$(suffix "$backend")" "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/profile_decode.py "$MODEL" --batch-size 1 64 256 --engine --backend "$backend"
+  done
+  if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
+    stage turbomind-kernels "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/bench_turbomind_kernels.py
+  fi
 fi
-stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
-  --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
-  --json "$OUT/w2.json"
+for backend in "${BACKENDS[@]}"; do
+  s=$(suffix "$backend")
+  stage "w2$s" "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --json "$OUT/w2$s.json"
+done
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
@@ -127,18 +153,29 @@ def load(name):
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 print("\n=== results")
-for name in ("w1", "w4"):
-    report = load(name)
+engines = [""] + sorted({p.stem.partition("-")[2] for p in out.glob("w[124]-*.json")})
+for engine in engines:
+    label = f" ({engine or 'pytorch'})"
+    for name in ("w1", "w4"):
+        report = load(name + (f"-{engine}" if engine else ""))
+        if report:
+            print(f"{name.upper()}{label} on {report['device']}:")
+            for row in report["rows"]:
+                print(f"  batch {row['batch_size']:>3}: {row['output_tok_s']:9.1f} output tok/s, "
+                      f"first token {row['first_token_latency_s'] * 1000:7.1f} ms")
+    report = load("w2" + (f"-{engine}" if engine else ""))
     if report:
-        print(f"{name.upper()} on {report['device']}:")
-        for row in report["rows"]:
-            print(f"  batch {row['batch_size']:>3}: {row['output_tok_s']:9.1f} output tok/s, "
-                  f"first token {row['first_token_latency_s'] * 1000:7.1f} ms")
-report = load("w2")
+        row = report["rows"][0]
+        print(f"W2{label} on {report['device']}: {row['request_s']:.1f} req/s, "
+              f"{row['output_tok_s']:.0f} output tok/s, {row['total_tok_s']:.0f} total tok/s, "
+              f"{row['elapsed_s']:.1f} s")
+report = load("prefill-ready")
 if report:
-    row = report["rows"][0]
-    print(f"W2 on {report['device']}: {row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} "
-          f"output tok/s, {row['total_tok_s']:.0f} total tok/s, {row['elapsed_s']:.1f} s")
+    for engine, ms in report["prefill_ms"].items():
+        print(f"{report['prefill_len']}-token prefill step ({engine}): {ms:.1f} ms")
+    if "turbomind_ready" in report:
+        print(f"turbomind engine ready from a converted folder: "
+              f"{report['turbomind_ready']['ready_s']} s")
 for name in ("w3", "w3-rate"):
     report = load(name)
     if not report:

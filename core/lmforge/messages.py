@@ -190,6 +190,8 @@ class TurbomindEngineConfig:
     device: str = "auto"
     load_format: Literal["auto", "dummy"] = "auto"
     seed: int = 0
+    # Run decode steps without CUDA graphs (debugging, profiling).
+    eager_mode: bool = False
 
 
 @dataclass

@@ -8,10 +8,67 @@ token ids that are exactly a given word (for stop and bad words).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
+
+_UNBUILT = object()
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+class ByteTable:
+    """The bytes each token id decodes to, and which ids are special tokens.
+
+    Exact for tokenizers whose whole decoder is GPT-2's byte-level one: decoding ids is then
+    concatenating their bytes and decoding UTF-8 with replacement characters, as the Rust
+    decoder does. Added tokens contribute their content; it must be ASCII (the byte-level
+    decoder maps other characters differently).
+    """
+
+    def __init__(self, pieces: list[bytes], special: set[int]) -> None:
+        self.pieces = pieces
+        self.special = special
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> ByteTable | None:
+        backend = tokenizer._backend
+        if backend is None:
+            return None
+        import json
+
+        spec = json.loads(backend.to_str())
+        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+            return None
+        added = {t["id"]: t for t in spec.get("added_tokens", [])}
+        alphabet = _byte_decoder()
+        pieces: list[bytes] = [b""] * backend.get_vocab_size(with_added_tokens=True)
+        for token, token_id in backend.get_vocab(with_added_tokens=True).items():
+            if token_id >= len(pieces):
+                return None
+            if token_id in added:
+                if not token.isascii():
+                    return None
+                pieces[token_id] = token.encode()
+            elif all(c in alphabet for c in token):
+                pieces[token_id] = bytes(alphabet[c] for c in token)
+            else:
+                return None
+        return cls(pieces, {i for i, t in added.items() if t.get("special")})
 
 
 class Tokenizer:
@@ -39,6 +96,7 @@ class Tokenizer:
             hf_tokenizer.encode("a", add_special_tokens=True)[:1] == [self.bos_token_id]
         )
         self._ids_by_text: dict[str, list[int]] | None = None
+        self._byte_table: ByteTable | None | object = _UNBUILT
 
     @classmethod
     def from_pretrained(
@@ -89,13 +147,45 @@ class Tokenizer:
             template = template.get("default")
         return template or None
 
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+    @cached_property
+    def special_texts(self) -> tuple[str, ...]:
+        """How the special (control) tokens are spelled: ``<|im_start|>``, ``</s>``...
+
+        Added tokens that are not marked special (``<think>`` in some vocabularies) are not
+        among them: they are words a model writes, not the marks of a conversation's turns.
+        """
+        added = getattr(self.hf, "added_tokens_decoder", {}) or {}
+        texts = [t.content for t in added.values() if getattr(t, "special", False)]
+        texts += list(getattr(self.hf, "all_special_tokens", ()) or ())
+        return tuple(dict.fromkeys(t for t in texts if t))
+
+    @cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for (the longest vocabulary entry).
+
+        A text of ``c`` characters is at least ``c / max_token_chars`` tokens long, which bounds
+        a prompt's length without tokenizing it.
+        """
+        return max((len(token) for token in self.hf.get_vocab()), default=1) or 1
+
+    def encode(self, text: str, add_bos: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of ``text``.
 
         BOS is prepended only when ``add_bos`` is set, the model's tokenizer adds one, and the
         text does not already start with it (a chat template often writes it out itself).
+        With ``parse_special=False`` the spelling of a special token (``<|im_end|>``) is encoded
+        as the plain characters it is made of, never as that token.
         """
-        ids = self.hf.encode(text, add_special_tokens=False)
+        return self.encode_pieces([(text, parse_special)], add_bos)
+
+    def encode_pieces(self, pieces: Iterable[tuple[str, bool]], add_bos: bool = True) -> list[int]:
+        """Token ids of a text given in pieces, each with its own ``parse_special`` (see
+        :meth:`encode`); BOS as for a single text."""
+        ids: list[int] = []
+        for text, parse_special in pieces:
+            if text:
+                plain = {} if parse_special else {"split_special_tokens": True}
+                ids += self.hf.encode(text, add_special_tokens=False, **plain)
         if add_bos and self._adds_bos and ids[:1] != [self.bos_token_id]:
             ids.insert(0, self.bos_token_id)
         return ids
@@ -107,6 +197,14 @@ class Tokenizer:
         return self.hf.decode(
             list(ids), skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
         )
+
+    def byte_table(self) -> ByteTable | None:
+        """Each token's bytes, for tokenizers whose decoder only concatenates byte-level BPE
+        tokens (GPT-2 style: Llama 3, Qwen, SmolLM, ...); None for the others. Decoding is then
+        a table lookup and an incremental UTF-8 decode (see the engine's detokenizer)."""
+        if self._byte_table is _UNBUILT:
+            self._byte_table = ByteTable.of(self)
+        return self._byte_table
 
     def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
         """The vocabulary entries (not the decoded text) of ``ids``."""

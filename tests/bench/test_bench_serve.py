@@ -69,4 +69,23 @@ def test_serve_names_a_url_without_a_server():
         "bench", "serve", f"http://127.0.0.1:{free_port()}", "--dataset", "synthetic",
         "--num-prompts", "1"])
     assert result.exit_code == 1
-    assert "No api_server answers" in result.output
+    assert "No OpenAI-compatible server answers" in result.output
+
+
+def test_text_prompts_to_several_servers(server, tmp_path):
+    """ShareGPT prompts go as text (the server tokenizes them); each URL gets a row."""
+    conversations = [{"conversations": [
+        {"from": "human", "value": f"Question {i}: what is {i} plus {i}?"},
+        {"from": "gpt", "value": f"The answer is {2 * i}, of course."}]} for i in range(6)]
+    dataset = tmp_path / "sharegpt.json"
+    dataset.write_text(json.dumps(conversations))
+    out = tmp_path / "serve.json"
+    result = CliRunner().invoke(create_app(), [
+        "bench", "serve", server, server, "--dataset", str(dataset), "--num-prompts", "4",
+        "--warmup", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["prompt_format"] == "text"
+    assert [row["url"] for row in report["rows"]] == [server, server]
+    for row in report["rows"]:
+        assert (row["completed"], row["failed"]) == (4, 0)

@@ -203,9 +203,35 @@ def test_each_step_decodes_a_short_window(tiny):
             calls.append(len(ids))
             return decode(ids, skip_special_tokens)
 
+        def byte_table(self):
+            return None  # the windowed path
+
     ids = tiny.encode("the quick brown fox jumps over the lazy dog. " * 80, add_bos=False)
     prompt_ids = tiny.encode("go")
     detok = IncrementalDetokenizer(Counting(), prompt_ids, stop_words=["zebra"])
     text = "".join(detok.step([t]).text_delta for t in ids) + detok.flush()
     assert text == in_context(tiny, prompt_ids, ids)
     assert len(ids) > 300 and max(calls) <= 8
+
+
+def test_byte_level_tokenizers_take_the_table_path_and_decode_the_same(smollm2):
+    """SmolLM2's tokenizer is byte-level BPE: its detokenizer looks bytes up in a table. On
+    random ids (broken UTF-8 included) and special tokens, streamed text equals the whole
+    decode, with and without skipping special tokens."""
+    table = smollm2.byte_table()
+    assert table is not None and {0, 1, 2} <= table.special
+    rng = random.Random(7)
+    for trial in range(40):
+        # Ids past the tokenizer's vocabulary (a model with a larger one) decode to nothing.
+        ids = [rng.randrange(smollm2.vocab_size + 100) for _ in range(rng.randint(1, 40))]
+        if trial % 4 == 0:
+            ids[rng.randrange(len(ids))] = 2  # a special token in the middle
+        for skip in (True, False):
+            detok = IncrementalDetokenizer(smollm2, [1, 42], skip_special_tokens=skip)
+            streamed = "".join(detok.step([t]).text_delta for t in ids) + detok.flush()
+            assert streamed == smollm2.decode(ids, skip_special_tokens=skip), (ids, skip)
+
+
+def test_the_window_path_still_serves_other_tokenizers(tiny):
+    assert tiny.byte_table() is None  # a SentencePiece-style decoder
+    check_streams_whole_decode(tiny, TEXTS[1])

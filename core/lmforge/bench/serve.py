@@ -1,6 +1,7 @@
-"""Load against a running api_server: streaming ``/v1/completions`` requests with token-id
-prompts and exact output lengths, sent all at once, with a concurrency cap, or as a seeded
-Poisson process (W3).
+"""Load against a running OpenAI-compatible server (lmforge's api_server, LMDeploy's, vLLM's):
+streaming ``/v1/completions`` requests with exact output lengths, their prompts as text (what
+users send: the server tokenizes them) or as token ids, sent all at once, with a concurrency cap,
+or as a seeded Poisson process (W3).
 
 Time to first token (TTFT) is measured to the first streamed chunk; inter-token latency (ITL) is
 the gap between consecutive chunks, as other servers' benchmarks measure it; TPOT is a request's
@@ -21,6 +22,7 @@ from .results import BenchReport, summarize
 from .workload import BenchRequest
 
 COLUMNS = {
+    "url": "server",
     "num_requests": "requests",
     "failed": "failed",
     "elapsed_s": "elapsed (s)",
@@ -45,34 +47,41 @@ class RequestTiming:
     error: str | None = None
 
 
-async def served_model(client, base_url: str) -> str:
+async def served_model(client, base_url: str, api_key: str | None = None) -> str:
     """The name of the model the server at ``base_url`` serves."""
     import httpx
 
     try:
-        response = await client.get(f"{base_url}/v1/models")
+        response = await client.get(f"{base_url}/v1/models", headers=_auth(api_key))
         response.raise_for_status()
         return response.json()["data"][0]["id"]
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
         raise ConfigError(
-            f"No api_server answers at {base_url} ({exc}); start `lmforge serve api_server` or fix the URL."
+            f"No OpenAI-compatible server answers at {base_url} ({exc}); start "
+            "`lmforge serve api_server` or fix the URL."
         ) from None
+
+
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 async def send_request(client, base_url: str, model: str, request: BenchRequest,
                        api_key: str | None = None) -> RequestTiming:
-    """Stream one completion and time its chunks."""
+    """Stream one completion and time its chunks; the prompt goes as text when the request
+    has it, else as token ids."""
     timing = RequestTiming(len(request.prompt_ids))
     body = {
         "model": model,
-        "prompt": request.prompt_ids,
+        "prompt": request.prompt_ids if request.prompt_text is None else request.prompt_text,
         "max_tokens": request.output_len,
         "ignore_eos": True,
         "top_k": 1,
+        "temperature": 0.0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = _auth(api_key)
     start = last = time.perf_counter()
     try:
         async with client.stream("POST", f"{base_url}/v1/completions", json=body,
@@ -112,16 +121,25 @@ def arrival_delays(count: int, request_rate: float | None, seed: int = 0) -> lis
 
 async def run_load(base_url: str, requests: list[BenchRequest], concurrency: int | None = None,
                    request_rate: float | None = None, seed: int = 0, api_key: str | None = None,
-                   on_done: Callable[[], None] | None = None,
-                   timeout_s: float = 3600.0) -> tuple[str, float, list[RequestTiming]]:
-    """Send every request and return the served model's name, the wall time and the timings."""
+                   on_done: Callable[[], None] | None = None, timeout_s: float = 3600.0,
+                   model: str | None = None, warmup: int = 0,
+                   ) -> tuple[str, float, list[RequestTiming]]:
+    """Send every request and return the served model's name, the wall time and the timings.
+
+    ``warmup`` requests (the workload's last ones, 16 tokens each) run untimed first, so the
+    server's first-use costs stay out of the figures.
+    """
     import httpx
 
     base_url = base_url.rstrip("/")
     cap = concurrency or len(requests)
     limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        model = await served_model(client, base_url)
+        model = model or await served_model(client, base_url, api_key)
+        if warmup:
+            short = [BenchRequest(r.prompt_ids, 16, r.prompt_text) for r in requests[-warmup:]]
+            await asyncio.gather(*(send_request(client, base_url, model, r, api_key)
+                                   for r in short))
         gate = asyncio.Semaphore(cap)
 
         async def one(request: BenchRequest) -> RequestTiming:
@@ -170,5 +188,5 @@ def summarize_load(timings: list[RequestTiming], elapsed_s: float) -> dict:
     return row
 
 
-def serve_report(model: str, settings: dict, row: dict) -> BenchReport:
-    return BenchReport("serve", model, "server", settings, dict(COLUMNS), [row])
+def serve_report(model: str, settings: dict, rows: list[dict]) -> BenchReport:
+    return BenchReport("serve", model, "server", settings, dict(COLUMNS), rows)

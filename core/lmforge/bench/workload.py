@@ -32,10 +32,20 @@ _CACHE_VERSION = 1
 
 @dataclass
 class BenchRequest:
-    """One request of a workload: its prompt as token ids and its exact output length."""
+    """One request of a workload: its prompt as token ids (and, for servers that are sent text,
+    as text) and its exact output length."""
 
     prompt_ids: list[int]
     output_len: int
+    prompt_text: str | None = None
+
+
+def with_text_prompts(requests: list[BenchRequest], tokenizer) -> list[BenchRequest]:
+    """The requests with their prompts decoded to text by ``tokenizer`` (a server tokenizes the
+    text back to the same length with the same tokenizer)."""
+    texts = tokenizer.hf.batch_decode([r.prompt_ids for r in requests])
+    return [BenchRequest(r.prompt_ids, r.output_len, text)
+            for r, text in zip(requests, texts, strict=True)]
 
 
 def synthetic_requests(num_prompts: int, input_len: int, output_len: int, vocab_size: int,

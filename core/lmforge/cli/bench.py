@@ -234,15 +234,29 @@ def throughput(
     _finish(report, json_path)
 
 
+class PromptFormat(str, Enum):
+    text = "text"
+    ids = "ids"
+
+
 @bench_app.command("serve")
 def serve(
-    url: Annotated[str, typer.Argument(help="The api_server's URL, e.g. http://127.0.0.1:23333.")],
+    urls: Annotated[list[str], typer.Argument(
+        help="The server's URL, e.g. http://127.0.0.1:23333; several URLs (lmforge's, "
+        "LMDeploy's, vLLM's) are loaded one after the other with the same requests.",
+        show_default=False)],
     dataset: Dataset = "sharegpt",
     num_prompts: NumPrompts = 1000,
     input_len: InputLen = 128,
     output_len: OutputLen = 128,
     seed: Seed = 0,
     tokenizer: Tokenizer = None,
+    prompt_format: Annotated[
+        PromptFormat, typer.Option("--prompt-format", help="Send prompts as text, which the "
+                                   "server tokenizes (what users send), or as token ids. "
+                                   "Synthetic prompts are always token ids.",
+                                   rich_help_panel=WORKLOAD_PANEL),
+    ] = PromptFormat.text,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", min=1, help="Most requests in flight; "
                                  "default: all at once.", show_default=False),
@@ -252,6 +266,14 @@ def serve(
                                    "Poisson process seeded by --seed; default: all at once.",
                                    show_default=False),
     ] = None,
+    warmup: Annotated[
+        int, typer.Option("--warmup", min=0, help="Short untimed requests sent first.",
+                          rich_help_panel=WORKLOAD_PANEL),
+    ] = 8,
+    model: Annotated[
+        str | None, typer.Option("--model", help="The served model's name; default: the first "
+                                 "one the server lists.", show_default=False),
+    ] = None,
     vocab_size: Annotated[
         int, typer.Option("--vocab-size", min=2, help="Random prompt ids stay below this "
                           "(synthetic dataset).", rich_help_panel=WORKLOAD_PANEL),
@@ -259,26 +281,41 @@ def serve(
     api_key: Annotated[str | None, typer.Option("--api-key", help="The server's API key.")] = None,
     json_path: JsonOut = None,
 ) -> None:
-    """Load a running api_server with streaming completions: req/s, tok/s, TTFT and ITL."""
+    """Load running OpenAI-compatible servers with streaming completions: req/s, tok/s, TTFT
+    and inter-token latency, one row per server."""
     import asyncio
 
     from ..bench.serve import run_load, serve_report, summarize_load
+    from ..bench.workload import with_text_prompts
 
     if concurrency is not None and request_rate is not None:
         raise ConfigError("Give --concurrency or --request-rate, not both.")
     if request_rate == 0:
         raise ConfigError("Invalid value for --request-rate: 0; give a positive rate or leave it out.")
     requests = _workload(dataset, num_prompts, input_len, output_len, seed, vocab_size, tokenizer)
-    with _progress() as progress:
-        task = progress.add_task("requests", total=len(requests))
-        model, elapsed, timings = asyncio.run(run_load(
-            url, requests, concurrency=concurrency, request_rate=request_rate, seed=seed,
-            api_key=api_key, on_done=lambda: progress.advance(task)))
-    settings = dict(url=url, dataset=dataset, num_prompts=num_prompts, seed=seed,
-                    concurrency=concurrency, request_rate=request_rate)
+    text = prompt_format is PromptFormat.text and dataset != DatasetName.synthetic.value
+    if text:
+        from ..demo import demo_model_path
+        from ..tokenizer import Tokenizer as HFTokenizer
+
+        requests = with_text_prompts(requests, HFTokenizer.from_pretrained(
+            tokenizer or demo_model_path()))
+    rows, served = [], []
+    for url in urls:
+        with _progress() as progress:
+            task = progress.add_task(f"requests to {url}", total=len(requests))
+            name, elapsed, timings = asyncio.run(run_load(
+                url, requests, concurrency=concurrency, request_rate=request_rate, seed=seed,
+                api_key=api_key, on_done=lambda task=task: progress.advance(task), model=model,
+                warmup=warmup))
+        rows.append({"url": url, **summarize_load(timings, elapsed)})
+        served.append(name)
+    settings = dict(urls=urls, dataset=dataset, num_prompts=num_prompts, seed=seed,
+                    prompt_format="text" if text else "ids", concurrency=concurrency,
+                    request_rate=request_rate, warmup=warmup)
     if dataset == DatasetName.synthetic.value:
         settings.update(input_len=input_len, output_len=output_len)
-    _finish(serve_report(model, settings, summarize_load(timings, elapsed)), json_path)
+    _finish(serve_report(" / ".join(dict.fromkeys(served)), settings, rows), json_path)
 
 
 def _workload(dataset: str, num_prompts: int, input_len: int, output_len: int, seed: int,

@@ -15,12 +15,20 @@ DUMP_FORMATS = {".json": "json", ".yml": "yaml", ".yaml": "yaml"}
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    sections = {}
     for key, value in report.items():
         if key in ("packages", "plugins"):
+            continue
+        if isinstance(value, dict):  # a plugin's section (register_env_info), printed last
+            sections[key] = value
             continue
         console.print(f"{key}: {value}", markup=False, soft_wrap=True)
     for name, ver in report["packages"].items():
         console.print(f"{name}: {ver}", markup=False)
+    for title, info in sections.items():
+        console.print(f"{title}:")
+        for field, value in info.items():
+            console.print(f"  {field}: {value}", markup=False, soft_wrap=True)
     console.print("Plugins:")
     for p in report["plugins"]:
         dist = " ".join(filter(None, (p["distribution"], p["version"])))

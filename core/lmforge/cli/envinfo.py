@@ -15,7 +15,7 @@ from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from ..plugins import plugin_infos
+from ..plugins import call_hook, plugin_infos
 from ..version import __version__
 
 KEY_PACKAGES = (
@@ -139,6 +139,11 @@ def collect_env() -> dict[str, Any]:
     report["NVCC"] = _nvcc(cuda_home)
     report["GCC"] = _first_line(["gcc", "--version"])
     report["packages"] = package_versions()
+
+    def register(title: str, info: dict[str, str]) -> None:
+        report[title] = dict(info)
+
+    call_hook("register_env_info", register=register)
     report["plugins"] = [
         {k: v for k, v in asdict(info).items() if k != "module"} for info in plugin_infos()
     ]

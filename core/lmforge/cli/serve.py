@@ -55,7 +55,8 @@ def api_server(
         list[str] | None,
         typer.Option(
             "--allow-origins",
-            help="Origins allowed by CORS (repeatable).",
+            help="Origins allowed by CORS (repeatable); without it CORS is off, so web pages "
+            "on other origins cannot call the server.",
             rich_help_panel=SERVER_PANEL,
         ),
     ] = None,
@@ -108,6 +109,40 @@ def api_server(
             rich_help_panel=SERVER_PANEL,
         ),
     ] = ServerLogLevel.ERROR,
+    max_body_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-body-mb",
+            help="Largest request body accepted, in MiB; a larger one gets HTTP 413.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = 4.0,
+    public_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--public-metrics",
+            help="Serve /metrics without an API key even when --api-keys is set.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = False,
+    public_docs: Annotated[
+        bool,
+        typer.Option(
+            "--public-docs",
+            help="Serve /docs, /redoc and /openapi.json without an API key even when "
+            "--api-keys is set.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = False,
+    special_tokens_in_messages: Annotated[
+        bool,
+        typer.Option(
+            "--special-tokens-in-messages",
+            help="Let message contents spell the model's control tokens (<|im_end|>...) as "
+            "real tokens; off by default, as it lets a user forge turns.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = False,
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
@@ -140,10 +175,14 @@ def api_server(
         api_keys=_split(api_keys),
         ssl=ssl,
         log_level=log_level.value,
-        allow_origins=_split(allow_origins) or ["*"],
+        allow_origins=_split(allow_origins),
         allow_credentials=allow_credentials,
         allow_methods=_split(allow_methods),
         allow_headers=_split(allow_headers),
+        max_body_mb=max_body_mb,
+        public_metrics=public_metrics,
+        public_docs=public_docs,
+        special_tokens_in_messages=special_tokens_in_messages,
     )
 
 

@@ -176,6 +176,8 @@ class BlockManager:
         """Register the blocks that became full and computed since the last call (after a step
         advanced ``seq.num_computed``), so later sequences can reuse them."""
         start = self._num_committed.get(seq.seq_id, 0)
+        if seq.num_computed < (start + 1) * self.block_size:
+            return  # no block filled up since the last call
         # A block is registered once its tokens are known: a step's input may still be sampled.
         known = min(seq.num_computed, seq.num_tokens - seq.num_pending_tokens)
         num_full = min(known // self.block_size, len(seq.block_ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import registry
@@ -63,15 +64,24 @@ def _load_tokenizer(info) -> Tokenizer:
     return Tokenizer.from_pretrained(path, gguf_file=gguf_file, eos_token_ids=info.eos_token_ids)
 
 
-def build_async_engine(model_path: str | Path | None = None, backend: str | None = None,
-                       backend_config=None, chat_template_config=None,
-                       model_name: str | None = None) -> AsyncEngine:
-    """Load a model and start its engine loop.
+@dataclass
+class _Plan:
+    """What the front end knows before any weight loads: the engine, its configuration and
+    the model's own configuration, all checked."""
 
-    ``model_path`` is an HF model folder, a GGUF file, or None for the bundled demo model. The
-    chosen engine is asked whether it supports the configuration and the model before any
-    weight is loaded.
-    """
+    spec: registry.EngineSpec
+    config: object
+    settings: EngineSettings
+    info: object
+    model_path: str | Path
+    model_name: str | None
+
+    @property
+    def session_len(self) -> int:
+        return self.settings.session_len or self.info.session_len
+
+
+def _plan(model_path, backend, backend_config, model_name) -> _Plan:
     spec, cfg = resolve_engine(backend, backend_config)
     check_settings(spec, cfg)
     settings = EngineSettings.from_config(cfg)
@@ -87,30 +97,65 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
         seed=settings.seed,
     )
     check_model(spec, info, cfg)
-    runner = registry.load_object(spec.runner)(info, cfg)
+    return _Plan(spec, cfg, settings, info, model_path, model_name)
+
+
+def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
+    """Load the weights, size and allocate the K/V cache, and build the engine."""
+    settings = plan.settings
+    runner = registry.load_object(plan.spec.runner)(plan.info, plan.config)
     try:
-        tokenizer = _load_tokenizer(info)
-        template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
         block_size = settings.block_size
         num_blocks = settings.num_gpu_blocks or runner.num_cache_blocks(
             block_size, settings.cache_max_entry_count)
         runner.allocate_cache(num_blocks, block_size)
-        session_len = settings.session_len or info.session_len
         scheduler_config = SchedulerConfig(
             max_batch_size=settings.max_batch_size,
             max_step_tokens=settings.max_prefill_token_num,
             block_size=block_size,
             num_blocks=num_blocks,
-            max_session_len=session_len,
+            max_session_len=plan.session_len,
             prefill_interval=settings.prefill_interval,
         )
-        engine = LLMEngine(runner, tokenizer, scheduler_config, session_len,
-                           tokenizer.eos_token_ids, info.config.vocab_size)
+        engine = LLMEngine(runner, tokenizer, scheduler_config, plan.session_len,
+                           tokenizer.eos_token_ids, plan.info.config.vocab_size)
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %d KV blocks of %d tokens, session_len %d", spec.name, num_blocks,
-                block_size, session_len)
-    name = model_name or settings.model_name or Path(str(model_path)).name
-    return AsyncEngine(EngineLoop(engine), tokenizer, template, name, session_len, cfg,
-                       match_prefixes=settings.enable_prefix_caching)
+    logger.info("%s: %d KV blocks of %d tokens, session_len %d", plan.spec.name, num_blocks,
+                block_size, plan.session_len)
+    return engine
+
+
+def build_llm_engine(model_path: str | Path | None = None, backend: str | None = None,
+                     backend_config=None) -> LLMEngine:
+    """Load a model into an :class:`LLMEngine` (no loop, no front end): what the engine
+    process runs."""
+    plan = _plan(model_path, backend, backend_config, None)
+    return _engine(plan, _load_tokenizer(plan.info))
+
+
+def build_async_engine(model_path: str | Path | None = None, backend: str | None = None,
+                       backend_config=None, chat_template_config=None,
+                       model_name: str | None = None,
+                       engine_process: bool = False) -> AsyncEngine:
+    """Load a model and start its engine.
+
+    ``model_path`` is an HF model folder, a GGUF file, or None for the bundled demo model. The
+    chosen engine is asked whether it supports the configuration and the model before any
+    weight is loaded. With ``engine_process``, the engine runs in a process of its own
+    (:mod:`lmforge.engine.process`); otherwise in a thread of this one.
+    """
+    plan = _plan(model_path, backend, backend_config, model_name)
+    tokenizer = _load_tokenizer(plan.info)
+    template = build_chat_template(plan.info.path, chat_template_config, tokenizer.chat_template)
+    if engine_process:
+        from .process import EngineProcessClient
+
+        loop = EngineProcessClient(dict(model_path=plan.model_path, backend=plan.spec.name,
+                                        backend_config=plan.config))
+    else:
+        loop = EngineLoop(_engine(plan, tokenizer))
+    name = plan.model_name or plan.settings.model_name or Path(str(plan.model_path)).name
+    return AsyncEngine(loop, tokenizer, template, name, plan.session_len, plan.config,
+                       match_prefixes=plan.settings.enable_prefix_caching)

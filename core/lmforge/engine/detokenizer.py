@@ -6,10 +6,16 @@ step is quadratic. As in vLLM and TGI, each step decodes a short window: the tok
 emitted since the previous "prefix" offset, plus the new ones, and emits the difference. When the
 window's text ends in U+FFFD the last bytes do not yet form a character, so nothing is emitted and
 the window grows until they do.
+
+Byte-level BPE tokenizers (GPT-2 style) need none of that: a token is a fixed string of bytes, so
+each step looks its tokens' bytes up in the tokenizer's :class:`~lmforge.tokenizer.ByteTable` and
+feeds them to an incremental UTF-8 decoder, which holds back an unfinished character. That is the
+same text, several times faster, which matters at a thousand sequences a step.
 """
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,6 +63,10 @@ class IncrementalDetokenizer:
         self._prefix_text = self._decode(self._ids)
         self._pending = ""  # decoded text held back because it may start a stop word
         self._done = False
+        self._table = tokenizer.byte_table()
+        if self._table is not None:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            self._skip = self._table.special if skip_special_tokens else frozenset()
 
     @property
     def stopped(self) -> bool:
@@ -67,6 +77,12 @@ class IncrementalDetokenizer:
         """Take the sequence's newly sampled tokens and return the text they complete."""
         if self._done:
             return DetokStep("", stopped=True)
+        if self._table is not None:
+            pieces = self._table.pieces
+            # Ids past the tokenizer (a model whose vocabulary is larger) decode to nothing.
+            data = b"".join(pieces[i] for i in new_token_ids
+                            if i < len(pieces) and i not in self._skip)
+            return self._release(self._utf8.decode(data), final=False)
         self._ids.extend(new_token_ids)
         text = self._decode(self._ids)
         if len(text) <= len(self._prefix_text) or text.endswith(_REPLACEMENT_CHAR):
@@ -83,8 +99,11 @@ class IncrementalDetokenizer:
         word: an incomplete character decodes as U+FFFD, a partial stop word as itself."""
         if self._done:
             return ""
-        text = self._decode(self._ids)
-        tail = text[len(self._prefix_text):] if len(text) > len(self._prefix_text) else ""
+        if self._table is not None:
+            tail = self._utf8.decode(b"", final=True)
+        else:
+            text = self._decode(self._ids)
+            tail = text[len(self._prefix_text):] if len(text) > len(self._prefix_text) else ""
         result = self._release(tail, final=True).text_delta
         self._done = True
         return result

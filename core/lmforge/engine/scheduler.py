@@ -259,6 +259,9 @@ class Scheduler:
     def _schedule_running(self, seq: Sequence, step: _Step) -> None:
         bm = self.block_manager
         want = min(seq.num_uncomputed, step.budget)
+        if want == 1 and seq.num_computed < len(seq.block_ids) * self.config.block_size:
+            step.add(seq, 1)  # a decode whose slot its last block already has
+            return
         while True:
             n = min(want, bm.num_allocatable_tokens(seq))
             # A prefill chunk may shrink to what fits; a decode token cannot.

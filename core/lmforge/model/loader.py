@@ -32,8 +32,8 @@ LOAD_FORMATS = ("auto", "dummy")
 class ModelInfo:
     """Everything an engine needs to know about a model before building it.
 
-    ``format`` is ``safetensors``, ``bin``, ``gguf`` or ``dummy`` (random weights from the
-    config alone). The tokenizer loads with
+    ``format`` is ``safetensors``, ``bin``, ``gguf``, ``dummy`` (random weights from the
+    config alone) or the name of an engine's converted layout (see ``CONVERTED_MARKER``). The tokenizer loads with
     ``AutoTokenizer.from_pretrained(tokenizer_path, gguf_file=tokenizer_gguf_file)``.
     """
 
@@ -83,6 +83,11 @@ class ModelInfo:
         if self.format == "gguf":
             yield from iter_gguf(self.shards[0], self.hf_config)
             return
+        if self.format not in ("safetensors", "bin"):
+            raise ModelLoadError(
+                f"{self.path} holds weights converted to the {self.format} layout; only an "
+                "engine that reads that layout can load them."
+            )
         raw = (
             iter_safetensors(self.shards) if self.format == "safetensors" else iter_bin(self.shards)
         )

@@ -15,6 +15,22 @@ from .quant import QuantConfig
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
+# A folder converted into one engine's own layout (``lmforge convert``) says so in this file:
+# ``{"format": <the layout's name>, "files": [<weight files, relative>], ...}``. Only engines that
+# list that format in their capabilities' ``weight_formats`` read it.
+CONVERTED_MARKER = "lmforge_converted.json"
+
+
+def _converted_checkpoint(marker: Path) -> tuple[str, list[Path]]:
+    try:
+        info = json.loads(marker.read_text())
+        fmt, files = str(info["format"]), [marker.parent / f for f in info["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"Cannot read {marker}: {exc}.") from None
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise ModelLoadError(f"Weight file {missing[0]} listed in {marker} is missing.")
+    return fmt, files
 
 # The part of a canonical tensor that a reader keeps: (axis, start, stop), or None for all of it.
 # A selection takes the tensor's canonical name and full shape (tensor parallelism: one rank's
@@ -32,7 +48,11 @@ _SAFETENSORS_DTYPES = {
 
 
 def find_checkpoint(folder: Path) -> tuple[str, list[Path]]:
-    """The format (``safetensors`` or ``bin``) and the shard files of an HF model folder."""
+    """The format and the weight files of a model folder: ``safetensors`` or ``bin`` for an HF
+    folder, or the layout named in a converted folder's :data:`CONVERTED_MARKER`."""
+    marker = folder / CONVERTED_MARKER
+    if marker.is_file():
+        return _converted_checkpoint(marker)
     for fmt, index_name, pattern in (
         ("safetensors", SAFETENSORS_INDEX, "*.safetensors"),
         ("bin", BIN_INDEX, "pytorch_model*.bin"),

@@ -30,6 +30,14 @@ ENGINE_METRICS = {
         "counter",
         "Prompt tokens served from the prefix cache.",
     ),
+    "steps_total": ("engine_steps_total", "counter", "Engine steps run."),
+    "preemptions_total": ("preemptions_total", "counter", "Sequences preempted for KV space."),
+    "failed_steps_total": (
+        "engine_failed_steps_total",
+        "counter",
+        "Engine steps that raised (their sequences were retried alone; one that failed alone "
+        "ended with an error).",
+    ),
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .app import create_app
+from .security import DEFAULT_MAX_BODY_MB, exposure_warning
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -33,6 +34,11 @@ def _uvicorn_level(log_level: str) -> str:
     return {"FATAL": "critical", "WARN": "warning", "NOTSET": "trace"}.get(level, level.lower())
 
 
+def _check_body_limit(max_body_mb: float) -> None:
+    if not max_body_mb > 0:
+        raise ConfigError(f"--max-body-mb must be a positive number of MiB, not {max_body_mb:g}.")
+
+
 def serve_engine(
     engine: Any,
     server_name: str = "0.0.0.0",
@@ -44,13 +50,24 @@ def serve_engine(
     allow_credentials: bool = False,
     allow_methods: list[str] | None = None,
     allow_headers: list[str] | None = None,
+    max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    public_metrics: bool = False,
+    public_docs: bool = False,
+    special_tokens_in_messages: bool = False,
 ) -> None:
-    """Serve an already built engine until interrupted, then close it."""
+    """Serve an already built engine until interrupted, then close it.
+
+    The security settings are :func:`create_app`'s; ``special_tokens_in_messages`` lets message
+    contents spell the model's control tokens (see :class:`AsyncEngine`).
+    """
     import uvicorn
 
     level = _uvicorn_level(log_level)
     ssl_files = _ssl_files(ssl)
+    _check_body_limit(max_body_mb)
     logging.basicConfig(level=log_level.upper())
+    if special_tokens_in_messages:
+        engine.special_tokens_in_messages = True
     app = create_app(
         engine,
         api_keys=api_keys,
@@ -58,12 +75,18 @@ def serve_engine(
         allow_credentials=allow_credentials,
         allow_methods=allow_methods,
         allow_headers=allow_headers,
+        max_body_mb=max_body_mb,
+        public_metrics=public_metrics,
+        public_docs=public_docs,
     )
     scheme = "https" if ssl_files else "http"
     print(
         f"Serving {engine.model_name} on {scheme}://{server_name}:{server_port} (API docs at /docs)",
         flush=True,
     )
+    warning = exposure_warning(server_name, api_keys)
+    if warning:
+        print(warning, flush=True)
     try:
         uvicorn.run(app, host=server_name, port=server_port, log_level=level, **ssl_files)
     finally:
@@ -81,12 +104,13 @@ def run_api_server(
     """Load a model (the bundled demo model when ``model_path`` is None) and serve it.
 
     ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
-    ``api_keys``, ``ssl``, ``log_level`` and the CORS settings.
+    ``api_keys``, ``ssl``, ``log_level``, the CORS and the security settings.
     """
     from ..engine.builder import build_async_engine
 
     _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
+    _check_body_limit(server_kwargs.get("max_body_mb", DEFAULT_MAX_BODY_MB))
     engine = build_async_engine(
         model_path,
         backend=backend,

@@ -20,6 +20,7 @@ from .parallel.comm import SingleDevice, build_comm
 from .parallel.plan import ShardPlan
 from .parallel.rendezvous import Rank
 from .parallel.workers import WorkerGroup
+from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +176,16 @@ class TorchModelRunner:
         ]
         self.block_size = block_size
         if self._use_graphs():
-            session_len = getattr(self.engine_config, "session_len", None) or \
-                self.model_info.session_len
             self.graphs = DecodeGraphs(
                 self.model.forward, self.kv_caches,
                 max_batch_size=getattr(self.engine_config, "max_batch_size", 128),
-                max_blocks=-(-session_len // block_size), device=self.device,
+                max_blocks=-(-self._session_len() // block_size), device=self.device,
             )
             self.graphs.capture_all()
+        if self.device.type == "cuda":  # every rank runs the same warm-up steps, in step
+            warm_up(self.forward, block_size, num_blocks, -(-self._session_len() // block_size),
+                    getattr(self.engine_config, "max_prefill_token_num", 8192),
+                    self.config.vocab_size)
         logger.info(
             "K/V cache: %d blocks of %d tokens (%.2f GiB)",
             num_blocks,
@@ -203,12 +206,16 @@ class TorchModelRunner:
             self.workers.send_step(batch)
             return self.forward(batch)
 
+    @torch.inference_mode()
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """The step itself, on this rank (every rank runs it for the same batch)."""
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.run(batch)
         inputs = build_step_inputs(batch, self.device)
         return self.model.forward(inputs, self.kv_caches)
+
+    def _session_len(self) -> int:
+        return getattr(self.engine_config, "session_len", None) or self.model_info.session_len
 
     def _use_graphs(self) -> bool:
         """Decode steps run as CUDA graphs on a GPU unless ``eager_mode``; dynamic NTK rope

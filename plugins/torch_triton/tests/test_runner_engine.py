@@ -81,3 +81,26 @@ def test_dummy_weights_from_config_alone(tmp_path):
     logits = [PagedDriver(r).step([(PagedSeq(), [1, 2, 3, 4, 5])]) for r in (first, second)]
     assert logits[0].shape == (1, TINY["vocab_size"]) and torch.isfinite(logits[0]).all()
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
+
+
+def test_warm_up_steps_run_through_the_runner(info):
+    from lmforge_torch_triton.warmup import WARMUP_STEPS, warm_up
+
+    runner = TorchModelRunner(info, PytorchEngineConfig(device="cpu"))
+    runner.allocate_cache(64, 64)
+    batches = []
+
+    def execute(batch):
+        batches.append(batch)
+        logits = runner.execute(batch)
+        assert torch.isfinite(logits).all()
+        return logits
+
+    vocab = info.config.vocab_size
+    warm_up(execute, block_size=64, num_blocks=64, max_blocks=32, max_step_tokens=8192,
+            vocab_size=vocab)
+    assert len(batches) == len(WARMUP_STEPS) + 1 and batches[-1].return_all_logits
+    assert any(not b.is_decode and 1 in b.q_lens for b in batches)  # a mixed step
+    warm_up(execute, block_size=64, num_blocks=3, max_blocks=32, max_step_tokens=64,
+            vocab_size=vocab)
+    assert all(b.num_tokens <= 64 for b in batches[len(WARMUP_STEPS) + 1:])  # what fits
