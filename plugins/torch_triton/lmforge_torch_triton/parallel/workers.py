@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lmforge.engine.batch import ForwardBatch
-from lmforge.errors import ConfigError, EngineError
+from lmforge.errors import ConfigError, EngineDeadError
 
 from .messages import ALLOCATE, CLOSE, NUM_BLOCKS, STEP, Channel, encode_step
 from .monitor import Monitor
@@ -44,10 +44,8 @@ STUCK_GRACE_S = 10.0  # how long a stuck process waits after a death before it e
 CLOSE_TIMEOUT_S = 15.0
 
 
-class TensorParallelError(EngineError):
+class TensorParallelError(EngineDeadError):
     """A tensor-parallel rank failed; the engine cannot run another step (restart it)."""
-
-    fatal = True
 
 
 class WorkerGroup:
