@@ -50,7 +50,7 @@ def main() -> None:
     with pipeline(args.model, backend_config=config, log_level="WARNING") as pipe:
         runner = pipe.engine.loop.engine.runner
         report["load_s"] = time.perf_counter() - start
-        step_bytes = streamed_weight_bytes(runner.model.weights)
+        step_bytes = streamed_weight_bytes(runner)
         report["weight_bytes_per_gpu"] = step_bytes
         report["floor_tok_s_batch1"] = args.bandwidth / step_bytes
         vocab = model_vocab_size(pipe)
