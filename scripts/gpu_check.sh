@@ -3,6 +3,7 @@
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
 # steps when GPU_CHECK_PROFILE=1) on Llama-3-8B's architecture with
 # random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
+# GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh).
 #
 #   scripts/gpu_check.sh OUTDIR
 #
@@ -78,6 +79,10 @@ BENCH=(python3 -m lmforge.cli.main bench)
 export -f install_lmforge
 stage install "${GPU_CHECK_INSTALL_S:-90}" bash -c install_lmforge
 stage nvidia-smi 20 nvidia-smi
+if [ "${GPU_CHECK_TP:-0}" = 1 ]; then  # tensor parallelism's stages instead (two GPUs)
+  source "$ROOT/scripts/gpu_check_tp.sh"
+  exit 0
+fi
 read -r -a BACKENDS <<< "${GPU_CHECK_BACKENDS:-pytorch}"
 read -r -a TEST_PATHS <<< "${GPU_CHECK_TEST_PATHS:-}"
 stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \

@@ -203,10 +203,10 @@ def test_killed_clients_free_their_kv_blocks(tiny_server):
 
 
 def test_unavailable_feature_flag_is_one_sentence():
-    cmd = [sys.executable, "-m", "lmforge.cli.main", "serve", "api_server", "--tp", "2"]
+    cmd = [sys.executable, "-m", "lmforge.cli.main", "serve", "api_server", "--tp", "5"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
-    assert "does not support tp=2" in run.stderr and "Traceback" not in run.stderr
+    assert "does not support tp=5" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow

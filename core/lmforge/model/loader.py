@@ -16,7 +16,15 @@ from .config import ModelConfig
 from .gguf import gguf_hf_config, iter_gguf
 from .gguf_file import GGUFFile
 from .quant import QuantConfig, read_quant_config
-from .weights import find_checkpoint, iter_bin, iter_dummy, iter_safetensors
+from .weights import (
+    Select,
+    find_checkpoint,
+    iter_bin,
+    iter_dummy,
+    iter_safetensor_parts,
+    iter_safetensors,
+    take,
+)
 
 LOAD_FORMATS = ("auto", "dummy")
 
@@ -56,13 +64,22 @@ class ModelInfo:
         return "dummy" if self.format == "dummy" else "auto"
 
     def iter_weights(
-        self, device: str | torch.device = "cpu"
+        self, device: str | torch.device = "cpu", select: Select | None = None
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """Canonical ``(name, tensor)`` pairs, one tensor at a time, shard by shard.
 
         Checkpoint tensors come on the CPU in their stored dtype (GGUF: dequantized float32);
-        dummy weights are float32 and made directly on ``device``.
+        dummy weights are float32 and made directly on ``device``. With ``select`` (one
+        tensor-parallel rank's slices), each tensor is cut to ``select(name, shape)`` as it is
+        read; from safetensors only those bytes are read, elsewhere one whole tensor at a time.
         """
+        if self.format == "safetensors" and select is not None:
+            yield from iter_safetensor_parts(self.shards, self.adapter.map_weights, select)
+            return
+        for name, tensor in self._iter_whole(device):
+            yield name, take(tensor, select(name, tuple(tensor.shape))) if select else tensor
+
+    def _iter_whole(self, device: str | torch.device) -> Iterator[tuple[str, torch.Tensor]]:
         if self.format == "dummy":
             yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -13,8 +14,12 @@ from lmforge.model.loader import ModelInfo
 from .cuda_graph import DecodeGraphs
 from .inputs import build_step_inputs
 from .models.decoder import LlamaDecoder
-from .models.weights import load_decoder_weights
+from .models.weights import awq_group_size, load_decoder_weights
 from .ops import get_ops
+from .parallel.comm import SingleDevice, build_comm
+from .parallel.plan import ShardPlan
+from .parallel.rendezvous import Rank
+from .parallel.workers import WorkerGroup
 from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
@@ -63,25 +68,60 @@ class TorchModelRunner:
     Implements :class:`lmforge.engine.runner.ModelRunner`. Device-specific kernels come from
     :func:`lmforge_torch_triton.ops.get_ops`; the runner itself has no device branches beyond
     how much memory the cache may take.
+
+    With ``engine_config.tp > 1`` the engine's runner is rank 0 (the driver): it starts ranks
+    1..tp-1 (:class:`~lmforge_torch_triton.parallel.workers.WorkerGroup`), each a runner built
+    with its ``rank``, and sends them every call that touches the model, so all ranks run the
+    same forwards in step. ``config`` is then this rank's shard's shapes.
     """
 
-    def __init__(self, model_info: ModelInfo, engine_config: object) -> None:
+    def __init__(self, model_info: ModelInfo, engine_config: object,
+                 rank: Rank | None = None) -> None:
         self.model_info = model_info
-        self.config = model_info.config
         self.engine_config = engine_config
-        self.device = resolve_device(getattr(engine_config, "device", "auto"))
+        device = resolve_device(getattr(engine_config, "device", "auto"))
         requested = getattr(engine_config, "dtype", "auto")
         if requested == "auto":
             requested = model_info.dtype
-        self.dtype = resolve_dtype(requested, self.config.torch_dtype, self.device)
-        self.ops = get_ops(self.device)
+        self.dtype = resolve_dtype(requested, model_info.config.torch_dtype, device)
+        self.ops = get_ops(device)
         # On a GPU the engine queues a step before the previous one's tokens are read.
-        self.accepts_prev_tokens = self.device.type == "cuda"
-        weights = load_decoder_weights(model_info, self.dtype, self.device)
-        self.model = LlamaDecoder(self.config, weights, self.ops, self.device)
+        self.accepts_prev_tokens = device.type == "cuda"
+        self.workers: WorkerGroup | None = None
+        if getattr(engine_config, "tp", 1) > 1 and rank is None:
+            self.workers = WorkerGroup(model_info, engine_config, device.type)
+        try:
+            if self.workers is not None:
+                rank = self.workers.join(device.type)
+            self.device = rank.device(device.type) if rank is not None else device
+            plan = ShardPlan(model_info.config, rank.rank if rank else 0, rank.size if rank else 1,
+                             awq_group_size(model_info))
+            weights = load_decoder_weights(model_info, self.dtype, self.device, plan)
+            comm = self._join_shards(plan, rank)
+            self.config = plan.local_config()
+            self.model = LlamaDecoder(self.config, weights, self.ops, self.device, comm)
+        except BaseException:
+            if self.workers is not None:
+                self.workers.close(kill=True)
+            raise
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.block_size = 0
         self.graphs: DecodeGraphs | None = None
+
+    def _join_shards(self, plan: ShardPlan, rank: Rank | None):
+        """Once every rank holds its shard, set up the collectives between them."""
+        if rank is None:
+            return SingleDevice()
+        if self.workers is None:
+            rank.mark("loaded")
+            return build_comm(plan, self.device, self.dtype, rank.control)
+        self.workers.wait_loaded()
+        with self.workers.busy():
+            return build_comm(plan, self.device, self.dtype, rank.control)
+
+    def _in_step(self):
+        """A context for work that the workers do in step with this rank."""
+        return self.workers.busy() if self.workers is not None else nullcontext()
 
     def cache_block_bytes(self, block_size: int) -> int:
         """Bytes of K and V for one block across all layers."""
@@ -90,7 +130,23 @@ class TorchModelRunner:
     def num_cache_blocks(self, block_size: int, cache_max_entry_count: float) -> int:
         """How many blocks fit: ``engine_config.num_gpu_blocks`` when set, the count itself when
         ``cache_max_entry_count > 1``, else that fraction of free device memory (of available
-        host memory on the CPU, capped at :data:`CPU_CACHE_CAP_BYTES`)."""
+        host memory on the CPU, capped at :data:`CPU_CACHE_CAP_BYTES`); with tensor
+        parallelism, the fewest any rank fits."""
+        if self.workers is not None:
+            blocks = self.workers.num_cache_blocks(
+                block_size, cache_max_entry_count,
+                lambda: self.fitting_blocks(block_size, cache_max_entry_count))
+        else:
+            blocks = self.fitting_blocks(block_size, cache_max_entry_count)
+        if blocks < 1:
+            raise ConfigError(
+                "Invalid value for cache_max_entry_count: no K/V cache block fits in the free "
+                "memory; raise it, lower block_size, or free memory."
+            )
+        return blocks
+
+    def fitting_blocks(self, block_size: int, cache_max_entry_count: float) -> int:
+        """:meth:`num_cache_blocks` on this rank alone (0 when none fits)."""
         fixed = getattr(self.engine_config, "num_gpu_blocks", 0)
         if fixed:
             return int(fixed)
@@ -100,15 +156,15 @@ class TorchModelRunner:
             free, _ = torch.cuda.mem_get_info(self.device)
         else:
             free = min(available_host_memory(), CPU_CACHE_CAP_BYTES / cache_max_entry_count)
-        blocks = int(free * cache_max_entry_count) // self.cache_block_bytes(block_size)
-        if blocks < 1:
-            raise ConfigError(
-                "Invalid value for cache_max_entry_count: no K/V cache block fits in the free "
-                "memory; raise it, lower block_size, or free memory."
-            )
-        return blocks
+        return int(free * cache_max_entry_count) // self.cache_block_bytes(block_size)
 
     def allocate_cache(self, num_blocks: int, block_size: int) -> None:
+        if self.workers is not None:
+            self.workers.allocate_cache(num_blocks, block_size)
+        with self._in_step():
+            self._allocate_cache(num_blocks, block_size)
+
+    def _allocate_cache(self, num_blocks: int, block_size: int) -> None:
         c = self.config
         shape = (num_blocks, block_size, c.num_kv_heads, c.head_dim)
         self.kv_caches = [
@@ -126,8 +182,8 @@ class TorchModelRunner:
                 max_blocks=-(-self._session_len() // block_size), device=self.device,
             )
             self.graphs.capture_all()
-        if self.device.type == "cuda":
-            warm_up(self.execute, block_size, num_blocks, -(-self._session_len() // block_size),
+        if self.device.type == "cuda":  # every rank runs the same warm-up steps, in step
+            warm_up(self.forward, block_size, num_blocks, -(-self._session_len() // block_size),
                     getattr(self.engine_config, "max_prefill_token_num", 8192),
                     self.config.vocab_size)
         logger.info(
@@ -144,6 +200,15 @@ class TorchModelRunner:
             raise ValueError(
                 f"batch block_size {batch.block_size} != cache block size {self.block_size}"
             )
+        if self.workers is None:
+            return self.forward(batch)
+        with self.workers.busy():
+            self.workers.send_step(batch)
+            return self.forward(batch)
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch) -> torch.Tensor:
+        """The step itself, on this rank (every rank runs it for the same batch)."""
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.run(batch)
         inputs = build_step_inputs(batch, self.device)
@@ -162,6 +227,8 @@ class TorchModelRunner:
     def close(self) -> None:
         self.graphs = None
         self.kv_caches = []
-        del self.model
+        self.model = None
+        if self.workers is not None:
+            self.workers.close()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
