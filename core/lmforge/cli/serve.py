@@ -156,6 +156,15 @@ def api_server(
             rich_help_panel=SERVER_PANEL,
         ),
     ] = False,
+    engine_process: Annotated[
+        bool,
+        typer.Option(
+            "--engine-process/--engine-thread",
+            help="Run the engine in a process of its own, so HTTP, templates and tokenization "
+            "never share its Python interpreter, or in a thread of the server's process.",
+            rich_help_panel=options.ENGINE_PANEL,
+        ),
+    ] = False,
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
@@ -196,6 +205,7 @@ def api_server(
         backend_config=backend_config,
         chat_template_config=template_config,
         model_name=source.name,
+        engine_process=engine_process,
         server_name=server_name,
         server_port=server_port,
         api_keys=_split(api_keys),

@@ -24,7 +24,6 @@ class EngineLoop:
     def __init__(self, engine: LLMEngine):
         self.engine = engine
         self.vocab_size = engine.vocab_size
-        self.error: str | None = None  # the engine never stops on its own in-process
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lmforge-engine", daemon=True)
@@ -53,6 +52,11 @@ class EngineLoop:
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
+
+    @property
+    def error(self) -> str | None:
+        """Why the engine stopped taking requests (its runner died), or None."""
+        return self.engine.dead
 
     def close(self) -> None:
         if self._closed.is_set():

@@ -43,8 +43,9 @@ Axis = tuple[int, int | str] | None
 def pack_awq(values: torch.Tensor) -> torch.Tensor:
     """Pack int4 values ``[R, N]`` (0..15, N a multiple of 8) into AutoAWQ's int32 ``[R, N/8]``."""
     r, n = values.shape
-    if n % 8:
-        raise ValueError(f"AWQ packs 8 columns per int32; {n} columns is not a multiple of 8")
+    if n % 8 or values.min() < 0 or values.max() > 15:
+        raise ValueError(f"AWQ packs values 0..15 in [R, N] with N a multiple of 8, got "
+                         f"{tuple(values.shape)} in {int(values.min())}..{int(values.max())}")
     groups = values.to(torch.int64).reshape(r, n // 8, 8)
     packed = torch.zeros(r, n // 8, dtype=torch.int64, device=values.device)
     for nibble, column in enumerate(AWQ_ORDER):
@@ -298,16 +299,20 @@ class W8A8Linear(LinearWeight):
         return y.to(x.dtype)
 
 
-def quantize_per_token(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_token(x: torch.Tensor,
+                       dtype: torch.dtype = torch.int8) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row quantization of ``x [M, K]`` to int8 (absmax / 127, round half to even,
     clamp) or fp8 e4m3 (absmax / 448); returns the values and float32 scales ``[M]``."""
     xf = x.float()
     absmax = xf.abs().amax(dim=-1).clamp(min=1e-10)
+    top = _FP8_MAX if dtype == FP8_DTYPE else 127.0
+    # Tensor by tensor: torch divides a GPU tensor by a Python scalar through its reciprocal,
+    # which rounds twice; the kernels' divisions are correctly rounded.
+    scale = absmax / torch.full_like(absmax, top)
+    scaled = xf / scale[:, None]
     if dtype == FP8_DTYPE:
-        scale = absmax / _FP8_MAX
-        return (xf / scale[:, None]).clamp(-_FP8_MAX, _FP8_MAX).to(FP8_DTYPE), scale
-    scale = absmax / 127.0
-    return torch.round(xf / scale[:, None]).clamp(-128, 127).to(torch.int8), scale
+        return scaled.clamp(-_FP8_MAX, _FP8_MAX).to(FP8_DTYPE), scale
+    return scaled.round().clamp(-128, 127).to(torch.int8), scale
 
 
 KINDS: dict[str, type[LinearWeight]] = {k.kind: k for k in (DenseLinear, AWQLinear, W8A8Linear)}

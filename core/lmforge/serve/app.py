@@ -149,6 +149,10 @@ def create_app(
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        """200 while the engine serves; 503 with the reason once it has stopped."""
+        error = getattr(getattr(engine, "loop", None), "error", None)
+        if error:
+            return JSONResponse({"status": "error", "message": error}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -98,9 +98,11 @@ def run_api_server(
     backend_config: Any = None,
     chat_template_config: Any = None,
     model_name: str | None = None,
+    engine_process: bool = False,
     **server_kwargs: Any,
 ) -> None:
-    """Load a model (the bundled demo model when ``model_path`` is None) and serve it.
+    """Load a model (the bundled demo model when ``model_path`` is None) and serve it, its engine
+    in a process of its own with ``engine_process`` (else in a thread).
 
     ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
     ``api_keys``, ``ssl``, ``log_level``, the CORS and the security settings.
@@ -118,5 +120,6 @@ def run_api_server(
         backend_config=backend_config,
         chat_template_config=chat_template_config,
         model_name=model_name,
+        engine_process=engine_process,
     )
     serve_engine(engine, **server_kwargs)

@@ -26,7 +26,7 @@ def test_awq_unpack_inverts_pack():
 @pytest.mark.parametrize("values", [torch.full((2, 8), 16), torch.full((2, 8), -1),
                                     torch.zeros(2, 6, dtype=torch.int32)], ids=str)
 def test_awq_pack_rejects_what_four_bits_cannot_hold(values):
-    with pytest.raises(ValueError, match="awq_pack"):
+    with pytest.raises(ValueError, match="AWQ packs values 0..15"):
         qr.awq_pack(values)
 
 

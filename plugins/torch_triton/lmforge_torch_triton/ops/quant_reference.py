@@ -15,39 +15,18 @@ per-token x per-channel scales and the bias are applied in fp32.
 from __future__ import annotations
 
 import torch
+from lmforge.model.linear import AWQ_ORDER, quantize_per_token
+from lmforge.model.linear import pack_awq as awq_pack
+from lmforge.model.linear import unpack_awq as awq_unpack
 
 from . import reference
 
-# Column (within its group of eight) that nibble i of an AutoAWQ int32 holds.
-AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
-# Its inverse: the nibble that holds column j.
-AWQ_NIBBLE = tuple(AWQ_ORDER.index(j) for j in range(8))
+__all__ = ["AWQ_ORDER", "awq_pack", "awq_unpack", "quantize_per_token"]
 
 # Largest magnitude of each W8A8 activation type: a row's absmax maps onto it.
 QMAX = {torch.int8: 127.0, torch.float8_e4m3fn: 448.0}
 # A row's absmax is at least this, so an all-zero row gets a finite scale and zero codes.
 MIN_ABSMAX = 1e-10
-
-
-def awq_unpack(packed: torch.Tensor) -> torch.Tensor:
-    """The 4-bit values ``[R, 8C]`` (int32, 0..15, in column order) of AutoAWQ words ``[R, C]``."""
-    shifts = 4 * torch.tensor(AWQ_NIBBLE, dtype=torch.int32, device=packed.device)
-    values = (packed.to(torch.int32)[:, :, None] >> shifts) & 0xF
-    return values.reshape(packed.shape[0], -1)
-
-
-def awq_pack(values: torch.Tensor) -> torch.Tensor:
-    """AutoAWQ int32 words ``[R, N/8]`` holding the 4-bit ``values: [R, N]`` (0..15)."""
-    rows, cols = values.shape
-    if cols % 8 or values.min() < 0 or values.max() > 15:
-        raise ValueError(f"awq_pack takes values 0..15 in [R, N] with N a multiple of 8, got "
-                         f"{tuple(values.shape)} in {int(values.min())}..{int(values.max())}.")
-    grouped = values.to(torch.int64).reshape(rows, cols // 8, 8)
-    packed = torch.zeros(rows, cols // 8, dtype=torch.int64, device=values.device)
-    for nibble, column in enumerate(AWQ_ORDER):
-        packed |= grouped[:, :, column] << (4 * nibble)
-    # Bit 31 set means a negative int32: wrap the unsigned word into the signed range.
-    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
 def awq_dequantize(
@@ -89,25 +68,6 @@ def awq_silu_mul_linear(
 ) -> torch.Tensor:
     """:func:`reference.silu_and_mul` then :func:`awq_linear`: the gated MLP's down projection."""
     return awq_linear(reference.silu_and_mul(gate_up), qweight, qzeros, scales, group_size, bias)
-
-
-def quantize_per_token(
-    x: torch.Tensor, dtype: torch.dtype = torch.int8
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row of ``x: [M, K]`` quantized symmetrically to ``dtype`` (int8 or float8_e4m3fn):
-    ``scale = absmax / qmax`` (float32 ``[M]``) and ``xq = x / scale``, rounded to nearest even
-    and clamped (int8: [-128, 127]; fp8: the conversion rounds, +-448)."""
-    xf = x.float()
-    absmax = xf.abs().amax(dim=-1).clamp(min=MIN_ABSMAX)
-    # Tensor by tensor: on a GPU torch divides by a scalar through its reciprocal, which rounds
-    # twice; the kernels' divisions are correctly rounded.
-    scale = absmax / torch.full_like(absmax, QMAX[dtype])
-    scaled = xf / scale[:, None]
-    if dtype == torch.int8:
-        xq = scaled.round().clamp(-128.0, 127.0).to(torch.int8)
-    else:
-        xq = scaled.clamp(-QMAX[dtype], QMAX[dtype]).to(dtype)
-    return xq, scale
 
 
 def rms_norm_quant(

@@ -69,6 +69,16 @@ def silu_mul_linear_dense(gate_up: torch.Tensor, w: DenseLinear) -> torch.Tensor
     return silu_mul_linear(gate_up, w.weight, w.bias)
 
 
+def silu_mul_linear_awq(gate_up: torch.Tensor, w: AWQLinear) -> torch.Tensor:
+    """:func:`silu_and_mul` then :func:`linear_awq`."""
+    return w.reference(silu_and_mul(gate_up))
+
+
+def silu_mul_linear_w8a8(gate_up: torch.Tensor, w: W8A8Linear) -> torch.Tensor:
+    """:func:`silu_and_mul` then :func:`linear_w8a8`."""
+    return w.reference(silu_and_mul(gate_up))
+
+
 def rope_cos_sin(
     positions: torch.Tensor, inv_freq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
