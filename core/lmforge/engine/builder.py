@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..model.loader import load_model_info
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
+from .cache_sizing import describe_pool, plan_pool
 from .llm_engine import LLMEngine
 from .loop import EngineLoop
 from .scheduler import SchedulerConfig
@@ -87,15 +88,25 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
         seed=settings.seed,
     )
     check_model(spec, info, cfg)
-    runner = registry.load_object(spec.runner)(info, cfg)
+    session_len = settings.session_len or info.session_len
+    runner_class = registry.load_object(spec.runner)
+    # A pool given in tokens or memory is checked before the weights load when the engine can
+    # estimate its memory, and after, from its block size, when it cannot.
+    pool = None
+    if hasattr(runner_class, "memory_estimate") and not settings.num_gpu_blocks:
+        pool = plan_pool(settings, session_len, runner_class.memory_estimate(info, cfg))
+    runner = runner_class(info, cfg)
     try:
         tokenizer = _load_tokenizer(info)
         template = build_chat_template(info.path, chat_template_config, tokenizer.chat_template)
         block_size = settings.block_size
-        num_blocks = settings.num_gpu_blocks or runner.num_cache_blocks(
-            block_size, settings.cache_max_entry_count)
+        block_bytes = runner.cache_block_bytes(block_size)
+        if settings.num_gpu_blocks:
+            num_blocks = settings.num_gpu_blocks
+        else:
+            pool = pool or plan_pool(settings, session_len, block_bytes // block_size)
+            num_blocks = pool or runner.num_cache_blocks(block_size, settings.cache_max_entry_count)
         runner.allocate_cache(num_blocks, block_size)
-        session_len = settings.session_len or info.session_len
         scheduler_config = SchedulerConfig(
             max_batch_size=settings.max_batch_size,
             max_step_tokens=settings.max_prefill_token_num,
@@ -109,8 +120,9 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %d KV blocks of %d tokens, session_len %d", spec.name, num_blocks,
-                block_size, session_len)
+    logger.info("%s: %s; session_len %d", spec.name,
+                describe_pool(num_blocks, block_size, block_bytes, settings.quant_policy),
+                session_len)
     name = model_name or settings.model_name or Path(str(model_path)).name
     return AsyncEngine(EngineLoop(engine), tokenizer, template, name, session_len, cfg,
                        match_prefixes=settings.enable_prefix_caching)

@@ -11,6 +11,8 @@ CAPABILITIES = EngineCapabilities(
         "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "InternLM2ForCausalLM",
     ),
     devices=("cuda", "cpu"),
+    # K/V cache int8 and int4, quantized per token and head as it is written (kv_cache.py).
+    kv_quant_policies=(0, 4, 8),
     weight_formats=("safetensors", "bin", "gguf", "dummy"),
 )
 
