@@ -147,7 +147,8 @@ class AsyncEngine:
         return self.loop.call(lambda engine: engine.score(token_ids)).result()
 
     def stats(self) -> dict[str, Any]:
-        return self.loop.engine.stats()
+        engine = self.loop.engine
+        return {**engine.stats(), "kv_tokens_total": engine.scheduler.max_tokens_capacity}
 
     def close(self) -> None:
         self.loop.close()
