@@ -98,3 +98,31 @@ def test_pool_sized_in_tokens_and_memory(tiny_llama_dir):
     with make_pipe(tiny_llama_dir, quant_policy=8, kv_cache_memory=memory,
                    cache_max_entry_count=0.8) as by_memory:
         assert by_memory.engine.stats()["kv_blocks_total"] == 200
+
+
+@pytest.fixture(scope="module")
+def wide_head_llama_dir(smollm2_tokenizer_dir, tmp_path_factory):
+    """Head dim 32: int4 keys are stored in the Hadamard basis (kv_cache.rotates_keys)."""
+    from conftest import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("wide_head_llama"), smollm2_tokenizer_dir,
+                           hidden_size=128)
+
+
+def test_int4_keys_in_the_hadamard_basis(wide_head_llama_dir, prompts):
+    prompts = prompts[:8]
+    runs = {}
+    for policy in (0, 4):
+        with make_pipe(wide_head_llama_dir, quant_policy=policy) as pipe:
+            runner = pipe.engine.loop.engine.runner
+            assert runner.config.head_dim == 32
+            runs[policy] = [r.token_ids for r in pipe(prompts, gen_config=GREEDY)]
+    first = sum(a[:4] == b[:4] for a, b in zip(runs[0], runs[4], strict=True))
+    assert first >= 6, f"int4 changed the first tokens of {8 - first} of 8 answers"
+    with make_pipe(wide_head_llama_dir, quant_policy=4, cache_max_entry_count=12,
+                   max_prefill_token_num=32, enable_prefix_caching=True) as small:
+        assert [r.token_ids for r in small(prompts, gen_config=GREEDY)] == runs[4]
+        assert small.engine.loop.engine.scheduler.num_preemptions > 0
+        assert [r.token_ids for r in small(prompts[:2], gen_config=GREEDY)] == runs[4][:2]
+        assert small.engine.stats()["prefix_cache_hit_tokens"] > 0
+        assert_cache_empty(small)

@@ -125,3 +125,41 @@ def test_quantized_attention_is_close_to_unquantized(policy, tolerance):
     want = ops.paged_decode_attention(q, plain.k, plain.v, *args)
     got = ops.paged_decode_attention(q, layer.k, layer.v, *args, **layer.quant_args)
     assert (got - want).abs().max() < tolerance
+
+
+def test_hadamard_is_orthogonal_with_popcount_signs():
+    h = kv_cache.hadamard(16, torch.device("cpu"))
+    torch.testing.assert_close(h @ h.T, torch.eye(16))
+    signs = [[(-1) ** bin(i & j).count("1") for j in range(16)] for i in range(16)]
+    torch.testing.assert_close(h * 4, torch.tensor(signs, dtype=torch.float32))
+    assert kv_cache.rotates_keys(4, 128) and kv_cache.rotates_keys(4, 32)
+    assert not kv_cache.rotates_keys(4, 80) and not kv_cache.rotates_keys(8, 128)
+
+
+def test_int4_keys_and_queries_share_the_hadamard_basis():
+    torch.manual_seed(2)
+    d, nkv, nh, bs, n = 32, 2, 4, 4, 64
+    config = ModelConfig(architecture="LlamaForCausalLM", num_layers=1, hidden_size=nh * d,
+                         num_heads=nh, num_kv_heads=nkv, head_dim=d, intermediate_size=8,
+                         vocab_size=8)
+    int4, plain = (kv_cache.allocate(config, n // bs, bs, torch.float32, p, torch.device("cpu"))[0]
+                   for p in (4, 0))
+    q, k, v = torch.randn(n, nh, d), torch.randn(n, nkv, d), torch.randn(n, nkv, d)
+    k[..., 3] *= 20  # an outlier channel, as real keys have
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, d, 2).float() / d)
+    cos, sin = ops.rope_cos_sin(torch.arange(n), inv_freq)
+    slots = torch.arange(n)
+    q_int4 = ops.rope_and_store_kv(q, k, v, cos, sin, int4.k, int4.v, slots, **int4.quant_args)
+    q_plain = ops.rope_and_store_kv(q, k, v, cos, sin, plain.k, plain.v, slots)
+    h = kv_cache.hadamard(d, torch.device("cpu"))
+    torch.testing.assert_close(q_int4, q_plain @ h)
+    keys = kv_cache.dequantize(int4.k, int4.k_scales_zeros, 4).flatten(0, 1)
+    step = int4.k_scales_zeros.flatten(0, 1)[..., :1]
+    exact = plain.k.flatten(0, 1)
+    assert ((keys - exact @ h).abs() <= 0.5001 * step).all()
+    # Attention scores q . k of each token's first query head of each group: the rotation halves
+    # their error against storing the same int4 keys unrotated.
+    scores = (q_plain[:, ::2] * exact).sum(-1)
+    rotated = (q_int4[:, ::2] * keys).sum(-1)
+    unrotated = (q_plain[:, ::2] * kv_cache.dequantize(*kv_cache.quantize(exact, 4), 4)).sum(-1)
+    assert (rotated - scores).abs().mean() < 0.7 * (unrotated - scores).abs().mean()

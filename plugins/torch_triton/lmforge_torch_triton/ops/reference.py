@@ -9,7 +9,9 @@ is ``k_cache, v_cache: [NB, BS, nkv, d]``; position ``p`` of sequence ``b`` live
 The ops that touch the cache also take a quantized one (``quant_policy`` 8 or 4): uint8 codes
 plus ``k_scales_zeros, v_scales_zeros: [NB, BS, nkv, 2]`` float32, laid out as
 :mod:`lmforge_torch_triton.kv_cache` describes. Stores quantize; attention reads dequantized
-values in float32.
+values in float32. At quant_policy 4 the cache may hold keys in a Hadamard basis
+(``kv_cache.rotates_keys``): :func:`rope_and_store_kv` then returns the queries in that basis
+too, which is what attention over that cache takes.
 """
 
 from __future__ import annotations
@@ -101,9 +103,12 @@ def rope_and_store_kv(
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
 ) -> torch.Tensor:
-    """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q."""
+    """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q
+    (in the cache's key basis)."""
     q, k = apply_rope(q, k, cos, sin)
     store_kv(k, v, k_cache, v_cache, slot_mapping, k_scales_zeros, v_scales_zeros, quant_policy)
+    if kv_cache.rotates_keys(quant_policy, q.shape[-1]):
+        q = kv_cache.to_key_basis(q, quant_policy).to(q.dtype)
     return q
 
 
@@ -118,7 +123,10 @@ def store_kv(
     quant_policy: int = 0,
 ) -> None:
     """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``
-    (quantized, with each token's scales and zeros, when ``quant_policy`` is 8 or 4)."""
+    (quantized, with each token's scales and zeros, when ``quant_policy`` is 8 or 4; keys in the
+    cache's key basis)."""
+    if quant_policy:
+        k = kv_cache.to_key_basis(k, quant_policy)
     pairs = ((k, k_cache, k_scales_zeros), (v, v_cache, v_scales_zeros))
     for x, cache, scales_zeros in pairs:
         nkv, d = cache.shape[2], cache.shape[3]

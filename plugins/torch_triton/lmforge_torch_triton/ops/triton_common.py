@@ -182,3 +182,21 @@ def paged_token_offsets(
             block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
         )
     return result
+
+
+@triton.jit
+def hadamard_halves(x1, x2, scale, BLOCK_HALF: tl.constexpr):
+    """``[x1 | x2] @ H`` as its two halves, for rows of float32 halves ``[rows, BLOCK_HALF]``
+    (rows at least 16, for ``tl.dot``) and the Sylvester Hadamard matrix ``H`` of size
+    ``2 * BLOCK_HALF`` normalized by ``scale`` (``1 / sqrt(2 * BLOCK_HALF)``). ``H`` is
+    ``[[h, h], [h, -h]]`` with ``h[i, j] = (-1) ** popcount(i & j)``, built in registers."""
+    offs = tl.arange(0, BLOCK_HALF)
+    bits = offs[:, None] & offs[None, :]
+    bits = bits ^ (bits >> 8)
+    bits = bits ^ (bits >> 4)
+    bits = bits ^ (bits >> 2)
+    bits = bits ^ (bits >> 1)
+    h = (1 - 2 * (bits & 1)).to(tl.float32) * scale
+    y1 = tl.dot(x1 + x2, h, input_precision="ieee")
+    y2 = tl.dot(x1 - x2, h, input_precision="ieee")
+    return y1, y2

@@ -8,7 +8,9 @@ Tokens whose slot is negative (padding of a captured CUDA graph batch) are not w
 With ``quant_policy`` 8 or 4 the kernels quantize each token's K and V heads as they write them
 (per token and head, asymmetric; layout in ``kv_cache.py``): the rotated key is rounded to the
 model dtype first, as the unquantized cache would hold it, so the reference quantizes the same
-values.
+values. At int4 with a power-of-two head dim, keys are stored and queries returned in the
+Hadamard basis (``kv_cache.rotates_keys``), computed in registers on the halves the rotary
+embedding leaves.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kv_cache import code_dim
+from ..kv_cache import code_dim, rotates_keys
 from .triton_common import (
     expect,
     expect_dtype,
     expect_paged_cache,
+    hadamard_halves,
     quantize_store,
     scales_zeros_args,
 )
@@ -68,6 +71,7 @@ def _rope_store_kernel(
     stride_szb,
     stride_szr,
     stride_szh,
+    hadamard_scale,
     NUM_HEADS: tl.constexpr,
     NUM_KV_HEADS: tl.constexpr,
     HALF: tl.constexpr,
@@ -76,6 +80,7 @@ def _rope_store_kernel(
     BLOCK_HALF: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     QUANT: tl.constexpr,
+    ROTATE_KEYS: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     offs_j = tl.arange(0, BLOCK_HALF)
@@ -88,6 +93,10 @@ def _rope_store_kernel(
     q1, q2 = _rotate_half(
         q_ptr + token * stride_qt, offs_h, offs_j, q_mask, stride_qh, HALF, cos, sin
     )
+    if ROTATE_KEYS:
+        dt = q_out_ptr.dtype.element_ty
+        q1, q2 = hadamard_halves(q1.to(dt).to(tl.float32), q2.to(dt).to(tl.float32),
+                                 hadamard_scale, BLOCK_HALF)
     q_out = q_out_ptr + token * stride_ot + offs_h[:, None] * stride_oh + offs_j[None, :]
     tl.store(q_out, q1.to(q_out_ptr.dtype.element_ty), mask=q_mask)
     tl.store(q_out + HALF, q2.to(q_out_ptr.dtype.element_ty), mask=q_mask)
@@ -125,9 +134,12 @@ def _rope_store_kernel(
             tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
         else:
             dt = k_ptr.dtype.element_ty
+            k1, k2 = k1.to(dt).to(tl.float32), k2.to(dt).to(tl.float32)
+            if ROTATE_KEYS:
+                k1, k2 = hadamard_halves(k1, k2, hadamard_scale, BLOCK_HALF)
             heads = offs_kv < NUM_KV_HEADS
             sz = block * stride_szb + row * stride_szr
-            quantize_store(k1.to(dt).to(tl.float32), k2.to(dt).to(tl.float32), kv_mask, heads,
+            quantize_store(k1, k2, kv_mask, heads,
                            k_cache_ptr + block * stride_kcb + row * stride_kcr, k_sz_ptr + sz,
                            offs_kv, offs_j, stride_kch, stride_szh, HALF, QUANT)
             quantize_store(v1.to(tl.float32), v2.to(tl.float32), kv_mask, heads,
@@ -157,12 +169,14 @@ def _store_kv_kernel(
     stride_szb,
     stride_szr,
     stride_szh,
+    hadamard_scale,
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_KV: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     QUANT: tl.constexpr,
+    ROTATE_KEYS: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_mapping_ptr + token)
@@ -193,6 +207,8 @@ def _store_kv_kernel(
             k_src = k_ptr + token * stride_kt + offs_kv[:, None] * stride_kh + offs_j[None, :]
             k1 = tl.load(k_src, mask=mask, other=0.0).to(tl.float32)
             k2 = tl.load(k_src + half, mask=mask, other=0.0).to(tl.float32)
+            if ROTATE_KEYS:
+                k1, k2 = hadamard_halves(k1, k2, hadamard_scale, BLOCK_D // 2)
             quantize_store(k1, k2, mask, heads, k_cache_ptr + block * stride_kcb + row * stride_kcr,
                            k_sz_ptr + sz, offs_kv, offs_j, stride_kch, stride_szh, half, QUANT)
             v_src = v_ptr + token * stride_vt + offs_kv[:, None] * stride_vh + offs_j[None, :]
@@ -200,6 +216,11 @@ def _store_kv_kernel(
             v2 = tl.load(v_src + half, mask=mask, other=0.0).to(tl.float32)
             quantize_store(v1, v2, mask, heads, v_cache_ptr + block * stride_vcb + row * stride_vcr,
                            v_sz_ptr + sz, offs_kv, offs_j, stride_vch, stride_szh, half, QUANT)
+
+
+def _rows(heads: int, rotate: bool) -> int:
+    """A tile's rows for ``heads``; the Hadamard product is a ``tl.dot``, which takes 16 or more."""
+    return max(16, triton.next_power_of_2(heads)) if rotate else triton.next_power_of_2(heads)
 
 
 def _check_kv(k: torch.Tensor, v: torch.Tensor, k_cache, v_cache, slot_mapping,
@@ -248,6 +269,7 @@ def store_kv(
         return
     _, block_size, num_kv_heads, _ = k_cache.shape
     k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    rotate = rotates_keys(quant_policy, head_dim)
     _store_kv_kernel[(k.shape[0],)](
         k,
         v,
@@ -267,12 +289,14 @@ def store_kv(
         v_cache.stride(1),
         v_cache.stride(2),
         *sz_strides,
+        head_dim**-0.5,
         NUM_KV_HEADS=num_kv_heads,
         HEAD_DIM=head_dim,
-        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_KV=_rows(num_kv_heads, rotate),
         BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_SIZE=block_size,
         QUANT=quant_policy,
+        ROTATE_KEYS=rotate,
         # A token's K and V rows are 2 KiB each for 8 x 128 bf16: a copy that 2 warps saturate.
         num_warps=2,
     )
@@ -316,6 +340,7 @@ def rope_and_store_kv(
     if tokens == 0:
         return q_rot
     k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    rotate = rotates_keys(quant_policy, head_dim)
     _rope_store_kernel[(tokens,)](
         q,
         k,
@@ -345,14 +370,16 @@ def rope_and_store_kv(
         v_cache.stride(1),
         v_cache.stride(2),
         *sz_strides,
+        head_dim**-0.5,
         NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads,
         HALF=half,
-        BLOCK_H=triton.next_power_of_2(num_heads),
-        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_H=_rows(num_heads, rotate),
+        BLOCK_KV=_rows(num_kv_heads, rotate),
         BLOCK_HALF=triton.next_power_of_2(half),
         BLOCK_SIZE=block_size,
         QUANT=quant_policy,
+        ROTATE_KEYS=rotate,
         # 32 heads x 64 pairs is 2048 rotations per token: 4 warps give each thread 16, enough
         # independent loads in flight to keep this memory-bound kernel at bandwidth.
         num_warps=4,
