@@ -147,8 +147,7 @@ class AsyncEngine:
         return self.loop.call(lambda engine: engine.score(token_ids)).result()
 
     def stats(self) -> dict[str, Any]:
-        engine = self.loop.engine
-        return {**engine.stats(), "kv_tokens_total": engine.scheduler.max_tokens_capacity}
+        return self.loop.engine.stats()
 
     def close(self) -> None:
         self.loop.close()
