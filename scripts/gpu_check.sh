@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
-# steps when GPU_CHECK_PROFILE=1) on Llama-3-8B's architecture with
-# random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
+# steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1, see below)
+# on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
 # GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh).
 #
 #   scripts/gpu_check.sh OUTDIR
@@ -44,6 +45,7 @@ declare -a STATUS=()
 stage() {  # stage NAME LIMIT_S COMMAND...: run with a time limit, log to OUT/NAME.log, record
   local name=$1 limit=$2 start rc
   shift 2
+  if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then STATUS+=("$name skipped"); return 0; fi
   echo "=== $name (limit ${limit}s)"
   start=$(date +%s)
   timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -119,6 +121,30 @@ for backend in "${BACKENDS[@]}"; do
     "${TOKENIZER_ARGS[@]}" --json "$OUT/w2$s.json"
 done
 
+if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
+  # K/V cache int8 (quant_policy 8) and int4 (4): W2 with the cache fixed at 7.8 GiB (the memory
+  # of 64k bf16 tokens) for policies 0, 8 and 4, at batch GPU_CHECK_KVQ_BATCH (512: room for the
+  # tokens int4 holds); W2 at the defaults and W1 with policy 8, against w2 and w1 above.
+  # The engine logs its pool (tokens, blocks, GiB) at start-up: LMFORGE_LOG_LEVEL=INFO.
+  for policy in 0 8 4; do
+    LMFORGE_LOG_LEVEL=INFO stage "kvq-w2-7.8gib-p$policy" "${GPU_CHECK_KVQ_W2_S:-150}" \
+      "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 --load-format dummy --dataset sharegpt \
+      --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --kv-cache-memory 7.8GiB \
+      --quant-policy "$policy" --max-batch-size "${GPU_CHECK_KVQ_BATCH:-512}" \
+      --json "$OUT/kvq-w2-7.8gib-p$policy.json"
+  done
+  LMFORGE_LOG_LEVEL=INFO stage kvq-w2-p8 "${GPU_CHECK_KVQ_W2_S:-150}" "${BENCH[@]}" throughput \
+    "$MODEL" --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --quant-policy 8 --json "$OUT/kvq-w2-p8.json"
+  stage kvq-w1-p8 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 \
+    --load-format dummy --batch-size 1 --input-len 128 --output-len 512 --quant-policy 8 \
+    --json "$OUT/kvq-w1-p8.json"
+  # The decode kernel alone over bf16, int8 and int4 caches.
+  stage kvq-decode-attention "${GPU_CHECK_KVQ_ATTN_S:-120}" python3 \
+    scripts/bench_decode_attention.py --batch-size 1 64 256 --context 640 2048 --splits 1 16 \
+    --quant-policy 0 8 4
+fi
+
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
     --server-name 127.0.0.1 --server-port "$PORT" --max-batch-size 256 \
@@ -176,6 +202,33 @@ if report:
     if "turbomind_ready" in report:
         print(f"turbomind engine ready from a converted folder: "
               f"{report['turbomind_ready']['ready_s']} s")
+def w2_line(name):
+    report = load(name)
+    if not report:
+        return None
+    row = report["rows"][0]
+    return row["request_s"], (f"{row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} output "
+                              f"tok/s, {row['elapsed_s']:.1f} s")
+def pool(name):
+    log = out / f"{name}.log"
+    lines = [l for l in log.read_text().splitlines() if "K/V cache:" in l] if log.is_file() else []
+    return lines[-1].split("K/V cache: ", 1)[1].split(";")[0] if lines else "pool not logged"
+fixed = {p: w2_line(f"kvq-w2-7.8gib-p{p}") for p in (0, 8, 4)}
+if any(fixed.values()):
+    print("KV cache quantization, W2 with --kv-cache-memory 7.8GiB (targets: int8 >= 1.4x, "
+          "int4 >= 1.6x of policy 0):")
+    for p, line in fixed.items():
+        if line:
+            ratio = f" = {line[0] / fixed[0][0]:.2f}x policy 0" if fixed[0] and p else ""
+            print(f"  quant_policy {p}: {line[1]}{ratio}; {pool(f'kvq-w2-7.8gib-p{p}')}")
+    base, int8 = w2_line("w2"), w2_line("kvq-w2-p8")
+    if base and int8:
+        print(f"  W2 at the defaults, policy 8: {int8[1]} = {int8[0] / base[0]:.3f}x policy 0 "
+              "(target >= 0.97x)")
+    w1, w1q = load("w1"), load("kvq-w1-p8")
+    if w1 and w1q:
+        a, b = w1["rows"][0]["output_tok_s"], w1q["rows"][0]["output_tok_s"]
+        print(f"  W1, policy 8: {b:.1f} tok/s = {b / a:.3f}x policy 0 (target >= 0.97x)")
 for name in ("w3", "w3-rate"):
     report = load(name)
     if not report:

@@ -199,6 +199,7 @@ def test_killed_clients_free_their_kv_blocks(tiny_server):
     metrics = wait_idle(tiny_server.url, 10)
     assert metrics["lmforge_num_requests_running"] == 0
     assert metrics["lmforge_kv_cache_blocks_used"] == 0
+    assert metrics["lmforge_kv_cache_tokens_total"] == 1024 * 64
     assert httpx.get(f"{tiny_server.url}/health").status_code == 200
 
 

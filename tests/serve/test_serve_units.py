@@ -50,9 +50,11 @@ def test_histogram_buckets_are_cumulative_and_inclusive():
 
 
 def test_metrics_page_reads_engine_stats():
-    text = ServerMetrics().render({"num_running": 2, "kv_blocks_used": 7, "prompt_tokens_total": 5})
+    text = ServerMetrics().render({"num_running": 2, "kv_blocks_used": 7, "prompt_tokens_total": 5,
+                                   "kv_tokens_total": 200064})
     assert "# TYPE lmforge_num_requests_running gauge\nlmforge_num_requests_running 2" in text
     assert "lmforge_kv_cache_blocks_used 7" in text
+    assert "# TYPE lmforge_kv_cache_tokens_total gauge\nlmforge_kv_cache_tokens_total 200064" in text
     assert "# TYPE lmforge_prompt_tokens_total counter" in text
     assert text.endswith("\n")
 

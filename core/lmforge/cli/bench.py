@@ -150,8 +150,11 @@ def generation(
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    kv_cache_memory: options.KvCacheMemory = None,
+    max_kv_tokens: options.MaxKvTokens = None,
     cache_block_seq_len: options.CacheBlockSeqLen = 64,
     max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
+    quant_policy: options.QuantPolicy = options.QuantPolicyName.none,
     dtype: options.Dtype = options.DtypeName.auto,
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
@@ -165,7 +168,8 @@ def generation(
     sizes = check_sizes(batch_size or [1], "--batch-size")
     engine = dict(backend=backend, tp=tp, session_len=session_len,
                   cache_max_entry_count=cache_max_entry_count,
-                  cache_block_seq_len=cache_block_seq_len,
+                  kv_cache_memory=kv_cache_memory, max_kv_tokens=max_kv_tokens,
+                  quant_policy=quant_policy, cache_block_seq_len=cache_block_seq_len,
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)
     config = _engine_config(model_path, engine, max_batch_size or max(sizes), eager_mode)
@@ -197,9 +201,12 @@ def throughput(
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    kv_cache_memory: options.KvCacheMemory = None,
+    max_kv_tokens: options.MaxKvTokens = None,
     cache_block_seq_len: options.CacheBlockSeqLen = 64,
     enable_prefix_caching: options.EnablePrefixCaching = False,
     max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
+    quant_policy: options.QuantPolicy = options.QuantPolicyName.none,
     dtype: options.Dtype = options.DtypeName.auto,
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
@@ -212,7 +219,8 @@ def throughput(
 
     engine = dict(backend=backend, tp=tp, session_len=session_len,
                   cache_max_entry_count=cache_max_entry_count,
-                  cache_block_seq_len=cache_block_seq_len,
+                  kv_cache_memory=kv_cache_memory, max_kv_tokens=max_kv_tokens,
+                  quant_policy=quant_policy, cache_block_seq_len=cache_block_seq_len,
                   enable_prefix_caching=enable_prefix_caching,
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)

@@ -40,6 +40,12 @@ class LoadFormatName(str, Enum):
     dummy = "dummy"
 
 
+class QuantPolicyName(str, Enum):
+    none = "0"
+    int4 = "4"
+    int8 = "8"
+
+
 ModelPath = Annotated[
     str | None,
     typer.Argument(
@@ -117,6 +123,26 @@ CacheMaxEntryCount = Annotated[
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
+KvCacheMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-cache-memory",
+        help="The KV cache as an amount of memory, e.g. 16GiB (units: B, KB, MB, GB, TB, KiB, "
+        "MiB, GiB, TiB); replaces --cache-max-entry-count.",
+        rich_help_panel=ENGINE_PANEL,
+        show_default=False,
+    ),
+]
+MaxKvTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-kv-tokens",
+        min=1,
+        help="The KV cache as a number of tokens, e.g. 200000; replaces --cache-max-entry-count.",
+        rich_help_panel=ENGINE_PANEL,
+        show_default=False,
+    ),
+]
 CacheBlockSeqLen = Annotated[
     int,
     typer.Option(
@@ -143,10 +169,11 @@ MaxPrefillTokenNum = Annotated[
     ),
 ]
 QuantPolicy = Annotated[
-    int,
+    QuantPolicyName,
     typer.Option(
         "--quant-policy", metavar="{0,4,8}",
-        help="KV cache quantization: 0 none, 4 or 8 bits.",
+        help="KV cache quantization: 0 none, 8 int8 (about 1.9x the tokens in the same memory), "
+        "4 int4 (about 3.5x).",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -196,7 +223,7 @@ LoadFormat = Annotated[
 # The engine options every model-loading command declares, with their command-line defaults.
 ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
     "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
-    "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
+    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
     "quant_policy": 0, "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto",
     "device": "auto", "load_format": "auto", "model_name": None, "revision": None,
     "download_dir": None,

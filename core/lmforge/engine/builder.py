@@ -16,9 +16,10 @@ from ..model.hub import is_hub_id, resolve_model_path
 from ..model.loader import load_model_info
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
+from .cache_sizing import describe_pool, plan_pool
 from .llm_engine import LLMEngine
 from .loop import EngineLoop
-from .memory import describe_memory, format_bytes
+from .memory import describe_memory
 from .scheduler import SchedulerConfig
 from .settings import EngineSettings, convert_config
 from .support import check_model, check_settings
@@ -79,6 +80,9 @@ class _Plan:
     info: object
     model_path: str | Path
     model_name: str | None
+    # The K/V pool in blocks when it is sized in tokens or memory and the engine can estimate
+    # its memory before loading (so a size that cannot fit is refused first); else None.
+    pool: int | None = None
 
     @property
     def session_len(self) -> int:
@@ -111,18 +115,28 @@ def _plan(model_path, backend, backend_config, model_name) -> _Plan:
         seed=settings.seed,
     )
     check_model(spec, info, cfg)
-    return _Plan(spec, cfg, settings, info, model_path, model_name)
+    plan = _Plan(spec, cfg, settings, info, model_path, model_name)
+    runner_class = registry.load_object(spec.runner)
+    if hasattr(runner_class, "memory_estimate") and not settings.num_gpu_blocks:
+        plan.pool = plan_pool(settings, plan.session_len, runner_class.memory_estimate(info, cfg))
+    return plan
 
 
 def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
-    """Load the weights, size and allocate the K/V cache, and build the engine."""
+    """Load the weights, size and allocate the K/V cache, and build the engine. A pool given in
+    tokens or memory was checked before the weights load when the engine can estimate its
+    memory (see :func:`_plan`); otherwise it is checked now, from the engine's block size."""
     settings = plan.settings
     started = time.perf_counter()
     runner = registry.load_object(plan.spec.runner)(plan.info, plan.config)
     try:
         block_size = settings.block_size
-        num_blocks = settings.num_gpu_blocks or runner.num_cache_blocks(
-            block_size, settings.cache_max_entry_count)
+        block_bytes = runner.cache_block_bytes(block_size)
+        if settings.num_gpu_blocks:
+            num_blocks = settings.num_gpu_blocks
+        else:
+            pool = plan.pool or plan_pool(settings, plan.session_len, block_bytes // block_size)
+            num_blocks = pool or runner.num_cache_blocks(block_size, settings.cache_max_entry_count)
         runner.allocate_cache(num_blocks, block_size)
         scheduler_config = SchedulerConfig(
             max_batch_size=settings.max_batch_size,
@@ -137,10 +151,9 @@ def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
     except BaseException:
         runner.close()
         raise
-    kv_bytes = num_blocks * block_size * plan.info.config.kv_cache_bytes_per_token(
-        runner.dtype.itemsize)
-    logger.info("%s: %d KV blocks of %d tokens (%s), session_len %d", plan.spec.name, num_blocks,
-                block_size, format_bytes(kv_bytes), plan.session_len)
+    logger.info("%s: %s; session_len %d", plan.spec.name,
+                describe_pool(num_blocks, block_size, block_bytes, settings.quant_policy),
+                plan.session_len)
     logger.info("loaded %s in %.1f s; memory: %s", plan.name, time.perf_counter() - started,
                 describe_memory())
     return engine

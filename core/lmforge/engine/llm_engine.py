@@ -261,6 +261,7 @@ class LLMEngine:
             "num_waiting": self.scheduler.num_waiting,
             "kv_blocks_used": bm.num_used_blocks,
             "kv_blocks_total": bm.num_blocks,
+            "kv_tokens_total": bm.num_blocks * bm.block_size,
             "requests_total": c.requests_total,
             "prompt_tokens_total": c.prompt_tokens_total,
             "generation_tokens_total": c.generation_tokens_total,

@@ -245,6 +245,8 @@ _CONFIG_FLAGS = {
     "session_len": "--session-len",
     "max_batch_size": "--max-batch-size",
     "cache_max_entry_count": "--cache-max-entry-count",
+    "kv_cache_memory": "--kv-cache-memory",
+    "max_kv_tokens": "--max-kv-tokens",
     "block_size": "--cache-block-seq-len",
     "cache_block_seq_len": "--cache-block-seq-len",
     "max_prefill_token_num": "--max-prefill-token-num",

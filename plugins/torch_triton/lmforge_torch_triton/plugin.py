@@ -14,6 +14,8 @@ CAPABILITIES = EngineCapabilities(
     # Tensor parallelism: one process per GPU (or per CPU process); 3 and 6 suit models whose
     # head counts are multiples of 3.
     tp=(1, 2, 3, 4, 6, 8),
+    # K/V cache int8 and int4, quantized per token and head as it is written (kv_cache.py).
+    kv_quant_policies=(0, 4, 8),
     weight_formats=("safetensors", "bin", "gguf", "dummy"),
     quant_methods=("awq", "w8a8"),
 )

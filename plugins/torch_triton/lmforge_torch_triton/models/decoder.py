@@ -7,6 +7,7 @@ from lmforge.errors import ModelLoadError
 from lmforge.model.config import ModelConfig
 
 from ..inputs import StepInputs
+from ..kv_cache import LayerKVCache
 from ..ops import Ops
 from ..parallel.comm import SingleDevice
 from ..rotary import RotaryEmbedding
@@ -37,9 +38,7 @@ class LlamaDecoder:
         self.rotary = RotaryEmbedding(config.rope, config.head_dim, device, ops)
         self.scale = config.head_dim**-0.5
 
-    def forward(
-        self, inputs: StepInputs, kv_caches: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> torch.Tensor:
+    def forward(self, inputs: StepInputs, kv_caches: list[LayerKVCache]) -> torch.Tensor:
         """Float32 logits ``[len(inputs.logit_rows), vocab]``; writes the step's K/V to the pool."""
         ops, w, comm = self.ops, self.weights, self.comm
         hidden = comm.embed(inputs.input_ids, w.embed)
@@ -66,7 +65,7 @@ class LlamaDecoder:
         self,
         qkv: torch.Tensor,
         layer: LayerWeights,
-        cache: tuple[torch.Tensor, torch.Tensor],
+        cache: LayerKVCache,
         inputs: StepInputs,
         cos: torch.Tensor,
         sin: torch.Tensor,
@@ -77,12 +76,13 @@ class LlamaDecoder:
         q = q.view(tokens, c.num_heads, c.head_dim)
         k = k.view(tokens, c.num_kv_heads, c.head_dim)
         v = v.view(tokens, c.num_kv_heads, c.head_dim)
-        k_cache, v_cache = cache
-        q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping)
+        k_cache, v_cache, quant = cache.k, cache.v, cache.quant_args
+        q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping,
+                                  **quant)
         if inputs.is_decode:
             out = ops.paged_decode_attention(
                 q, k_cache, v_cache, inputs.block_tables, inputs.kv_lens, self.scale,
-                c.sliding_window,
+                c.sliding_window, **quant,
             )
         else:
             out = torch.empty_like(q)
@@ -90,11 +90,11 @@ class LlamaDecoder:
             if d:
                 out[:d] = ops.paged_decode_attention(
                     q[:d], k_cache, v_cache, inputs.block_tables[:d], inputs.kv_lens[:d],
-                    self.scale, c.sliding_window,
+                    self.scale, c.sliding_window, **quant,
                 )
             ops.paged_prefill_attention(
                 q[d:], k_cache, v_cache, inputs.block_tables[d:],
                 inputs.prefill_cu_q_lens if d else inputs.cu_q_lens, inputs.kv_lens[d:],
-                self.scale, c.sliding_window, max_q_len=inputs.max_q_len, out=out[d:],
+                self.scale, c.sliding_window, max_q_len=inputs.max_q_len, out=out[d:], **quant,
             )
         return ops.linear(out.reshape(tokens, c.q_size), layer.o)

@@ -313,3 +313,13 @@ def awq_silu_mul_linear(
         return awq_linear(triton_activation.silu_and_mul(gate_up), qweight, qzeros, scales,
                           group_size, bias)
     return launch(gate_up, qweight, qzeros, scales, group_size, bias, config, silu_mul=True)
+
+
+def linear_awq(x: torch.Tensor, w) -> torch.Tensor:
+    """The op table's linear for an :class:`~lmforge.model.linear.AWQLinear` weight."""
+    return awq_linear(x, w.qweight, w.qzeros, w.scales, w.group_size, w.bias)
+
+
+def silu_mul_linear_awq(gate_up: torch.Tensor, w) -> torch.Tensor:
+    """The op table's gated-MLP down projection for an AWQ weight."""
+    return awq_silu_mul_linear(gate_up, w.qweight, w.qzeros, w.scales, w.group_size, w.bias)

@@ -368,3 +368,14 @@ def w8a8_silu_mul_linear(
         xq, x_scale = silu_mul_quant(gate_up, wq.dtype)
         return w8a8_linear(xq, x_scale, wq, w_scale, bias, gate_up.dtype)
     return launch(gate_up, None, wq, w_scale, bias, gate_up.dtype, config, "silu")
+
+
+def linear_w8a8(x: torch.Tensor, w) -> torch.Tensor:
+    """The op table's linear for a :class:`~lmforge.model.linear.W8A8Linear` weight: the input
+    is quantized per token inside the matmul at decode sizes, by its own kernel above them."""
+    return w8a8_quant_linear(x, w.weight, w.weight_scale, w.bias)
+
+
+def silu_mul_linear_w8a8(gate_up: torch.Tensor, w) -> torch.Tensor:
+    """The op table's gated-MLP down projection for a W8A8 weight."""
+    return w8a8_silu_mul_linear(gate_up, w.weight, w.weight_scale, w.bias)
