@@ -13,7 +13,8 @@
 # engine-ready time from a converted folder are measured too (scripts/bench_prefill_ready.py).
 # GPU_CHECK_TEST_PATHS limits the gpu-marked tests to those paths (default: all of them).
 #
-# Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site. The demo
+# Wheels the machine lacks travel in .whl/ (see GPU.md; the server also needs fastapi-offline's)
+# and are installed into /tmp/site. The demo
 # model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
 # the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
 # saved beforehand on a machine that has the demo model:
