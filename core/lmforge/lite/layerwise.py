@@ -37,9 +37,14 @@ class LayerwiseRunner:
         """Layer ``index`` on the device, in the compute dtype."""
         return self.model.layer(index, self.device, self.dtype)
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """The current layer's input, one batch at a time on the device."""
+    def batches(self, max_tokens: int | None = None) -> Iterator[torch.Tensor]:
+        """The current layer's input, one batch at a time on the device; with ``max_tokens``,
+        only the first batches that hold that many tokens."""
+        seen = 0
         for h in self.hidden:
+            if max_tokens is not None and seen >= max_tokens:
+                return
+            seen += h.shape[0] * h.shape[1]
             yield h.to(self.device, non_blocking=True)
 
     def forward(

@@ -3,7 +3,10 @@
 For each calibration batch the group's input ``x`` is computed once with the float weights; then
 every candidate ``s`` runs the group's block with its linears replaced by what the quantizer
 makes of ``x / s`` and ``W * s`` (see :func:`scaled_projector`). The candidate whose output is
-closest to the float output (summed squared error over every batch) wins.
+closest to the float output (summed squared error) wins. The search looks at the first
+:data:`SEARCH_TOKENS` tokens of the samples (whole samples, which are random windows of the
+text): its cost no longer grows with ``--calib-samples`` past that, while the statistics that
+make the candidates still cover every sample.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from .groups import ScaleGroup, group_input, group_output
 from .layerwise import LayerwiseRunner
 
 CACHE_BYTES = 1 << 30
+SEARCH_TOKENS = 16384
 # (scaled weight [N, K]) -> the weight the quantized model will use, in float.
 WeightQuantizer = Callable[[torch.Tensor], torch.Tensor]
 # (scaled input [..., K]) -> the input the quantized model will see (identity for weight-only).
@@ -63,7 +67,7 @@ def search_scales(
     reference = dense_projector(layer)
     weight_bytes = sum(layer[f"{n}.weight"].nbytes for n in group.linears)
     cached = [None] * len(candidates) if weight_bytes * len(candidates) <= cache_bytes else None
-    for h in runner.batches():
+    for h in runner.batches(SEARCH_TOKENS):
         x = group_input(config, layer, group.name, h, rotary)
         target = group_output(config, group.name, x, rotary, reference)
         count += target.numel()

@@ -5,13 +5,16 @@ Everything is written into a hidden staging folder beside ``--work-dir``
 (``.<name>.partial``): safetensors shards as layers finish (so host memory holds one shard at a
 time), then the index, tokenizer files and, last, ``config.json``. Only then does the folder
 take its real name (or, when the work dir already holds a calibration, its files move in with
-``config.json`` last). A stale staging folder from a killed run is removed by the next run.
+``config.json`` last). Ctrl-C or ``kill`` removes the staging folder; after ``kill -9`` the
+next run removes it.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +83,15 @@ class CheckpointWriter:
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
+        # A plain `kill` (SIGTERM) unwinds like Ctrl-C, so the staging folder goes too.
+        self._sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
         if exc_type is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
 
@@ -159,6 +168,10 @@ def copy_tokenizer(info: ModelInfo, folder: Path) -> None:
         if (path.is_file() and path.name != "config.json" and path.name not in CALIBRATION_FILES
                 and not path.name.endswith(_WEIGHT_SUFFIXES)):
             shutil.copy2(path, folder / path.name)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _publish(staging: Path, work_dir: Path) -> None:

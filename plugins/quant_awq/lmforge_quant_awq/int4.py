@@ -44,8 +44,10 @@ def _quantize(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_
 
 
 def fake_quantize(w: torch.Tensor, group_size: int, zero_point: bool = True) -> torch.Tensor:
-    """``w`` rounded to its int4 grid and back, in ``w``'s dtype (what the searches compare)."""
+    """``w`` rounded to its int4 grid and back, in ``w``'s dtype (what the searches compare):
+    exactly what :func:`quantize_linear` writes, float16 scales included."""
     scales, zeros = group_params(w, group_size, zero_point)
+    scales = scales.to(torch.float16).float()
     q = _quantize(w, scales, zeros, group_size)
     return ((q - zeros[..., None]) * scales[..., None]).reshape(w.shape).to(w.dtype)
 
