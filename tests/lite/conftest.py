@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from lite_models import calibration_text, save_tiny
-from lmforge import plugins
 from lmforge.cli.app import create_app
 from typer.testing import CliRunner
 
@@ -28,7 +27,6 @@ def lite_cli():
     runner = CliRunner()
 
     def invoke(*args: str):
-        plugins.reset()
         result = runner.invoke(create_app(), ["lite", *map(str, args)], env={"COLUMNS": "200"})
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
