@@ -38,7 +38,14 @@ from lmforge.lite.writer import CheckpointWriter, output_config
 from lmforge.model.config import ModelConfig
 
 from .int4 import BITS, fake_quantize, quantize_linear
-from .search import CLIP_SKIP, N_GRID, apply_clip, scale_candidates, search_clip
+from .search import (
+    CLIP_SKIP,
+    N_GRID,
+    apply_clip,
+    scale_candidates,
+    search_clip,
+    weight_mean,
+)
 
 CLIP_TOKENS = 512
 _USUAL_GROUP_SIZES = (32, 64, 128, 256)
@@ -179,8 +186,10 @@ class _LayerQuantizer:
         samples = {group: s.sample for group, s in stats.items()}
         for group in scale_groups(self.config):
             progress.step(f"layer {index + 1}: scales of {group.name}")
+            w_mean = weight_mean([layer[f"{n}.weight"] for n in group.linears],
+                                 self.options.w_group_size)
             candidates = scale_candidates(self._x_mean(index, group.name, stats),
-                                          self.options.search_scale)
+                                          self.options.search_scale, w_mean)
             best, losses = search_scales(
                 self.runner, layer, group, candidates,
                 lambda s, g=group: scaled_projector(layer, g, s, self.fake),
@@ -191,7 +200,9 @@ class _LayerQuantizer:
             if self.options.search_scale:
                 # Against r = 0, which is round-to-nearest.
                 gain = 1 - losses[best] / losses[0] if losses[0] > 0 else 0.0
-                notes.append(f"{group.name} r={best / N_GRID:.2f} ({gain:.0%} less error)")
+                kind = "x/w" if best >= N_GRID else "x"
+                notes.append(f"{group.name} {kind} r={best % N_GRID / N_GRID:.2f} "
+                             f"({gain:.0%} less error)")
         progress.step(f"layer {index + 1}: clipping")
         for name in LINEARS:
             if name in CLIP_SKIP:

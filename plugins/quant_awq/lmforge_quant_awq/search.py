@@ -1,8 +1,10 @@
 """AWQ's two searches: per-channel input scales on a grid, then per-group weight clipping.
 
-Scales (llm-awq): ``s = mean|x| ^ r`` for ``r`` in ``0, 1/20, ..., 19/20``, normalized so that
-``sqrt(max(s) * min(s)) = 1``; ``r = 0`` is plain round-to-nearest. The block's output with
-``x / s`` and the quantized ``W * s`` decides (:func:`lmforge.lite.search.search_scales`).
+Scales: for ``r`` in ``0, 1/20, ..., 19/20``, llm-awq's ``s = mean|x| ^ r`` and AutoAWQ's
+``s = mean|x| ^ r / mean|ŵ| ^ (1 - r)`` (``ŵ``: the group's weights, each divided by its
+quantization group's largest magnitude), normalized so that ``sqrt(max(s) * min(s)) = 1``;
+``r = 0`` of the first kind is plain round-to-nearest. The block's output with ``x / s`` and the
+quantized ``W * s`` decides (:func:`lmforge.lite.search.search_scales`).
 
 Clipping (AutoAWQ): for each output channel and group, shrink the range ``±max|w|`` by
 ``0, 5, ..., 45 %`` and keep the one whose group partial output ``x_g @ w_g`` on a sample of
@@ -23,13 +25,26 @@ CLIP_SKIP = ("attn.q", "attn.k")
 _CHUNK_FLOATS = 1 << 26
 
 
-def scale_candidates(x_mean: torch.Tensor, search: bool, n_grid: int = N_GRID) -> list[torch.Tensor]:
-    """The scales to try for one group: the grid, or only ``r = 0.5`` without the search."""
-    ratios = [i / n_grid for i in range(n_grid)] if search else [0.5]
+def weight_mean(weights: list[torch.Tensor], group_size: int) -> torch.Tensor:
+    """``mean|ŵ|`` per input channel of the group's weights ``[N_i, K]`` (AutoAWQ's ``w_mean``)."""
+    w = torch.cat([w.float() for w in weights])
+    g = w.abs().reshape(w.shape[0], -1, group_size)
+    return (g / g.amax(dim=-1, keepdim=True).clamp(min=1e-8)).reshape(w.shape).mean(dim=0)
+
+
+def scale_candidates(
+    x_mean: torch.Tensor, search: bool, w_mean: torch.Tensor | None = None, n_grid: int = N_GRID
+) -> list[torch.Tensor]:
+    """The scales to try for one group: both grids (the second only with ``w_mean``), or only
+    ``mean|x| ^ 0.5`` without the search."""
     x_mean = x_mean.float()
+    ratios = [i / n_grid for i in range(n_grid)] if search else [0.5]
+    raw = [x_mean.pow(r) for r in ratios]
+    if search and w_mean is not None:
+        raw += [x_mean.pow(r) / (w_mean.float().pow(1 - r) + 1e-4) for r in ratios]
     candidates = []
-    for ratio in ratios:
-        s = x_mean.pow(ratio).clamp(min=1e-4)
+    for s in raw:
+        s = s.clamp(min=1e-4)
         candidates.append(s / (s.max() * s.min()).sqrt())
     return candidates
 

@@ -6,7 +6,7 @@ from functools import partial
 
 import torch
 from lmforge_quant_awq.int4 import fake_quantize
-from lmforge_quant_awq.search import apply_clip, scale_candidates, search_clip
+from lmforge_quant_awq.search import apply_clip, scale_candidates, search_clip, weight_mean
 
 
 def test_candidates_are_the_normalized_grid():
@@ -21,6 +21,19 @@ def test_candidates_are_the_normalized_grid():
     torch.testing.assert_close(candidates[10], expected)
     assert len(scale_candidates(x_mean, search=False)) == 1
     torch.testing.assert_close(scale_candidates(x_mean, search=False)[0], expected)
+
+
+def test_weight_aware_candidates_follow_autoawq():
+    w = torch.tensor([[1.0, -2.0, 4.0, 0.5], [2.0, 2.0, -1.0, 1.0]])
+    w_mean = weight_mean([w[:1], w[1:]], group_size=2)
+    # Each weight over its group's largest magnitude, averaged over the output rows.
+    torch.testing.assert_close(w_mean, torch.tensor([(0.5 + 1.0) / 2, (1.0 + 1.0) / 2,
+                                                     (1.0 + 1.0) / 2, (0.125 + 1.0) / 2]))
+    x_mean = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    candidates = scale_candidates(x_mean, search=True, w_mean=w_mean)
+    assert len(candidates) == 40
+    raw = x_mean.pow(0.25) / (w_mean.pow(0.75) + 1e-4)
+    torch.testing.assert_close(candidates[25], raw / (raw.max() * raw.min()).sqrt())
 
 
 def _partial_error(w, x, group):
