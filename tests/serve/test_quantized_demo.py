@@ -42,7 +42,7 @@ def test_chat_answers(quantized):
     name, out = quantized
     done = subprocess.run(
         [sys.executable, "-m", "lmforge.cli.main", "chat", str(out), "--device", "cpu",
-         "--max-new-tokens", "24"],
+         "--max-new-tokens", "24", "--temperature", "0"],
         input=f"{QUESTION}\n", capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
