@@ -32,6 +32,22 @@ def test_hf_names_invert_the_adapter(tiny_info):
     assert names.hf("layers.1.attn.k.bias") == "model.layers.1.self_attn.k_proj.bias"
 
 
+def test_hf_names_of_an_adapter_with_a_module_table():
+    class Adapter:
+        global_names = {"model.embed_tokens.weight": "embed"}
+        layer_names = {"input_layernorm.weight": "input_norm"}
+        layer_linears = {"self_attn.q_proj": "attn.q", "mlp.down_proj": "mlp.down"}
+
+    class Info:
+        adapter = Adapter()
+        architecture = "LlamaForCausalLM"
+
+    names = HfNames(Info())
+    assert names.hf("layers.2.attn.q.qweight") == "model.layers.2.self_attn.q_proj.qweight"
+    assert names.hf("layers.0.mlp.down.scale") == "model.layers.0.mlp.down_proj.scale"
+    assert names.hf("layers.0.input_norm") == "model.layers.0.input_layernorm.weight"
+
+
 def test_an_architecture_without_separate_qkv_is_refused_before_work(tmp_path):
     from lmforge.model.adapters.internlm2 import InternLM2Adapter
 

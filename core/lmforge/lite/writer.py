@@ -37,13 +37,16 @@ class HfNames:
         adapter = info.adapter
         self.architecture = info.architecture
         self.globals = {canon: hf for hf, canon in adapter.global_names.items()}
-        self.modules: dict[str, str] = {}
         self.layer_tensors: dict[str, str] = {}
+        # Linear modules, canonical -> HF: from the adapter's module table where it has one,
+        # else from its per-tensor names of the modules' weights.
+        self.modules: dict[str, str] = {}
         for hf, canon in adapter.layer_names.items():
             if canon.endswith(".weight"):
                 self.modules[canon.removesuffix(".weight")] = hf.removesuffix(".weight")
             elif "." not in canon:  # norms
                 self.layer_tensors[canon] = hf
+        self.modules.update({c: hf for hf, c in getattr(adapter, "layer_linears", {}).items()})
 
     def hf(self, name: str) -> str:
         """The HF name of canonical ``name``; one sentence if the architecture has none."""
