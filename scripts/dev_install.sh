@@ -13,7 +13,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # torch first and pinned: the registry serves a CPU build of exactly this version, and an
 # unpinned resolve could pick a multi-gigabyte CUDA build instead.
 pip install torch==2.13.0
-pip install -e core -e plugins/templates -e plugins/torch_triton
+pip install -e core -e plugins/templates -e plugins/torch_triton -e plugins/quant_awq \
+    -e plugins/quant_smoothquant
 # The turbomind engine's CUDA library compiles here when nvcc is present (about 30 s for its four
 # targets; LMFORGE_TURBOMIND_ARCHS narrows them); without nvcc the plugin installs without it.
 pip install -e plugins/turbomind_cuda

@@ -97,7 +97,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class QuantizerSpec:
-    """A quantization method: its ``lite`` sub-command, what it writes and which engines read it."""
+    """A quantization method: its ``lite`` sub-command, what it writes and which engines read it.
+
+    ``cli`` is a lazy ``"module:function"`` reference to the typer command function that
+    ``lmforge lite <command>`` runs; it is imported only when that sub-command runs or shows its
+    help. ``description`` is the sub-command's one-line summary in ``lmforge lite --help``.
+    """
 
     name: str
     command: str
@@ -105,6 +110,7 @@ class QuantizerSpec:
     engines: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
+    cli: str | Callable[..., Any] | None = None
 
 
 _cache: dict[str, tuple[int, dict[str, Any]]] = {}

