@@ -118,3 +118,11 @@ def build_byte_fallback_tokenizer():
 @pytest.fixture(scope="session")
 def byte_fallback_hf_tokenizer():
     return build_byte_fallback_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def wide_head_llama_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
+    """``tiny_llama_dir`` with head_dim 32 (16 there): the smallest head a kernel path may
+    require, e.g. the Hadamard basis of int4 K/V caches."""
+    return save_tiny_llama(tmp_path_factory.mktemp("wide_head_llama"), smollm2_tokenizer_dir,
+                           hidden_size=128)

@@ -100,16 +100,8 @@ def test_pool_sized_in_tokens_and_memory(tiny_llama_dir):
         assert by_memory.engine.stats()["kv_blocks_total"] == 200
 
 
-@pytest.fixture(scope="module")
-def wide_head_llama_dir(smollm2_tokenizer_dir, tmp_path_factory):
-    """Head dim 32: int4 keys are stored in the Hadamard basis (kv_cache.rotates_keys)."""
-    from conftest import save_tiny_llama
-
-    return save_tiny_llama(tmp_path_factory.mktemp("wide_head_llama"), smollm2_tokenizer_dir,
-                           hidden_size=128)
-
-
 def test_int4_keys_in_the_hadamard_basis(wide_head_llama_dir, prompts):
+    """Head dim 32: int4 keys are stored in the Hadamard basis (kv_cache.rotates_keys)."""
     prompts = prompts[:8]
     runs = {}
     for policy in (0, 4):
