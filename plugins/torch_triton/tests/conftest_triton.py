@@ -124,10 +124,10 @@ class PagedKV:
     @property
     def quant(self) -> dict:
         """The cache ops' keyword arguments for this pool's layout."""
-        if not self.quant_policy:
-            return {}
-        return dict(k_scales_zeros=self.k_scales_zeros, v_scales_zeros=self.v_scales_zeros,
-                    quant_policy=self.quant_policy)
+        from lmforge_torch_triton.kv_cache import LayerKVCache
+
+        return LayerKVCache(self.k_cache, self.v_cache, self.k_scales_zeros, self.v_scales_zeros,
+                            self.quant_policy).quant_args
 
 
 def make_paged_kv(
