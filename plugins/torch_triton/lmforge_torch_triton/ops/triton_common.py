@@ -1,5 +1,6 @@
-"""Pieces shared by the Triton kernels: argument checks, launch heuristics and the paged-cache
-address computation.
+"""Pieces shared by the Triton kernels: argument checks, launch heuristics, the paged-cache
+address computation, and the quantized cache's code loads, quantizing stores and the Hadamard
+transform of its int4 keys (layout in ``kv_cache.py``).
 
 Importing this module (or any ``triton_*`` kernel module) needs Triton but no GPU: ``@triton.jit``
 only records the function, compilation happens at the first launch.
