@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from .inputs import build_step_inputs
 from .models.decoder import LlamaDecoder
 from .models.weights import load_decoder_weights
 from .ops import get_ops
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # A CPU process shares the host with everything else: never give the cache more than this.
