@@ -100,8 +100,13 @@ def test_pool_sized_in_tokens_and_memory(tiny_llama_dir):
         assert by_memory.engine.stats()["kv_blocks_total"] == 200
 
 
-def test_int4_keys_in_the_hadamard_basis(wide_head_llama_dir, prompts):
+@pytest.fixture(scope="module")
+def wide_head_llama_dir(make_tiny_llama):
     """Head dim 32: int4 keys are stored in the Hadamard basis (kv_cache.rotates_keys)."""
+    return make_tiny_llama("wide_head_llama", hidden_size=128)
+
+
+def test_int4_keys_in_the_hadamard_basis(wide_head_llama_dir, prompts):
     prompts = prompts[:8]
     runs = {}
     for policy in (0, 4):

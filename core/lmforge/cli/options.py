@@ -201,8 +201,7 @@ LoadFormat = Annotated[
 # The engine options every model-loading command declares, with their command-line defaults.
 ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
     "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
-    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64,
-    "enable_prefix_caching": False, "max_prefill_token_num": 8192,
+    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
     "quant_policy": 0, "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto",
     "device": "auto", "load_format": "auto", "model_name": None,
 }
