@@ -78,13 +78,10 @@ class TorchModelRunner:
         self.engine_config = engine_config
         self.device, self.dtype = self._device_and_dtype(model_info, engine_config)
         self.quant_policy = getattr(engine_config, "quant_policy", 0)
-        # The kernels read a head's codes as 4-byte words: 4 dimensions at int8, 8 at int4.
-        multiple = {8: 4, 4: 8}.get(self.quant_policy, 1)
-        if self.config.head_dim % multiple:
+        if self.quant_policy == 4 and self.config.head_dim % 2:
             raise ConfigError(
-                f"Invalid value for quant_policy: {self.quant_policy} needs a head_dim that is a "
-                f"multiple of {multiple}, and this model's is {self.config.head_dim}; use "
-                f"quant_policy {8 if self.config.head_dim % 4 == 0 else 0}."
+                f"Invalid value for quant_policy: 4 packs pairs of dimensions, and this model's "
+                f"head_dim {self.config.head_dim} is odd; use quant_policy 8 or 0."
             )
         self.ops = get_ops(self.device)
         # On a GPU the engine queues a step before the previous one's tokens are read.

@@ -118,14 +118,3 @@ def test_dummy_weights_from_config_alone(tmp_path):
     logits = [PagedDriver(r).step([(PagedSeq(), [1, 2, 3, 4, 5])]) for r in (first, second)]
     assert logits[0].shape == (1, TINY["vocab_size"]) and torch.isfinite(logits[0]).all()
     torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
-
-
-def test_quant_policy_needs_whole_words_of_codes(tmp_path):
-    config = {**TINY, "hidden_size": 40, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "architectures": ["LlamaForCausalLM"], "model_type": "llama"}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    info = load_model_info(tmp_path, load_format="dummy")
-    assert info.config.head_dim == 10
-    with pytest.raises(ConfigError, match="quant_policy: 4 needs a head_dim that is a multiple "
-                       "of 8, and this model's is 10; use quant_policy 0"):
-        TorchModelRunner(info, PytorchEngineConfig(device="cpu", quant_policy=4))
