@@ -65,7 +65,8 @@ def make_cache(blocks: int, policy: int, device: torch.device) -> dict:
                 quant_policy=policy)
 
 
-def bench_case(batch: int, context: int, width: int, splits: list[int], policy: int) -> str:
+def bench_case(batch: int, context: int, width: int, splits: list[int], policy: int,
+               sweep_configs: bool = True) -> str:
     """One table row: the chosen split count's time and bandwidth, then each fixed count's."""
     device = torch.device("cuda")
     per_seq = -(-context // BLOCK)
@@ -93,6 +94,8 @@ def bench_case(batch: int, context: int, width: int, splits: list[int], policy: 
     row = (f"{batch:5d} {context:7d} {us:6.1f} ({chosen:2d}, {kv_bytes / us / 1e6:4.1f} TB/s) "
            f"{cells}")
     # The launch config of the chosen split count: warps x pipeline stages.
+    if not sweep_configs:
+        return row
     configs = [f"{warps}w{stages}s {time_us(run(chosen, warps, stages)):.1f}"
                for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3))]
     return row + "\n      configs: " + ", ".join(configs)
@@ -105,6 +108,8 @@ def main() -> None:
     parser.add_argument("--session-len", type=int, default=8192)
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 4, 8, 16, 33, 64])
     parser.add_argument("--quant-policy", type=int, nargs="+", default=[0], choices=(0, 4, 8))
+    parser.add_argument("--no-config-sweep", action="store_true",
+                        help="skip timing each warps x stages launch config")
     args = parser.parse_args()
     width = args.session_len // BLOCK
     for policy in args.quant_policy:
@@ -113,7 +118,8 @@ def main() -> None:
               + " ".join(f"{n:>7}" for n in args.splits))
         for batch in args.batch_size:
             for context in args.context:
-                print(bench_case(batch, context, width, args.splits, policy), flush=True)
+                print(bench_case(batch, context, width, args.splits, policy,
+                                 not args.no_config_sweep), flush=True)
                 torch.cuda.empty_cache()
 
 

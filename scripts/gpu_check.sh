@@ -143,7 +143,7 @@ if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
   # The decode kernel alone over bf16, int8 and int4 caches.
   stage kvq-decode-attention "${GPU_CHECK_KVQ_ATTN_S:-120}" python3 \
     scripts/bench_decode_attention.py --batch-size 1 64 256 --context 640 2048 --splits 1 16 \
-    --quant-policy 0 8 4
+    --quant-policy 0 8 4 --no-config-sweep
 fi
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then

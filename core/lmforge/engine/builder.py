@@ -117,7 +117,8 @@ def _plan(model_path, backend, backend_config, model_name) -> _Plan:
     check_model(spec, info, cfg)
     plan = _Plan(spec, cfg, settings, info, model_path, model_name)
     runner_class = registry.load_object(spec.runner)
-    if hasattr(runner_class, "memory_estimate") and not settings.num_gpu_blocks:
+    sized = settings.max_kv_tokens or settings.kv_cache_memory is not None
+    if sized and hasattr(runner_class, "memory_estimate") and not settings.num_gpu_blocks:
         plan.pool = plan_pool(settings, plan.session_len, runner_class.memory_estimate(info, cfg))
     return plan
 

@@ -35,6 +35,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from lmforge.errors import ConfigError
 from lmforge.model.config import ModelConfig
 
 QUANT_POLICIES = (0, 4, 8)
@@ -76,9 +77,22 @@ def bytes_per_token(config: ModelConfig, dtype: torch.dtype, quant_policy: int) 
     return 2 * config.num_layers * config.num_kv_heads * per_head
 
 
+def check_head_dim(head_dim: int, quant_policy: int) -> None:
+    """Refuse a head whose codes are not whole 4-byte words, the unit the GPU kernels read:
+    int8 needs a head_dim multiple of 4, int4 of 8."""
+    multiple = {8: 4, 4: 8}.get(quant_policy, 1)
+    if head_dim % multiple:
+        raise ConfigError(
+            f"Invalid value for quant_policy: {quant_policy} needs a head_dim that is a multiple "
+            f"of {multiple}, and this model's is {head_dim}; use quant_policy "
+            f"{8 if head_dim % 4 == 0 else 0}."
+        )
+
+
 def allocate(config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
              quant_policy: int, device: torch.device) -> list[LayerKVCache]:
     """A zeroed pool: zeros are finite, so reading a padded table row never brings a NaN in."""
+    check_head_dim(config.head_dim, quant_policy)
     shape = (num_blocks, block_size, config.num_kv_heads)
     d = code_dim(config.head_dim, quant_policy)
     code_dtype = torch.uint8 if quant_policy else dtype

@@ -52,6 +52,9 @@ LLAMA3_8B_LINEARS = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 2
                      "down": (14336, 4096)}
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# A quantized cache's kernels differ from the unquantized ones in their integer and float32 math,
+# which no 16-bit type changes: one 16-bit type beside float32 covers them in the interpreter.
+QUANT_DTYPES = [torch.float32, torch.bfloat16]
 
 # fp32 tolerances allow for a different summation order; 16-bit ones for one rounding of the
 # output plus the 16-bit probabilities fed to the P @ V product.
@@ -144,10 +147,10 @@ class PagedKV:
     @property
     def quant(self) -> dict:
         """The cache ops' keyword arguments for this pool's layout."""
-        if not self.quant_policy:
-            return {}
-        return dict(k_scales_zeros=self.k_scales_zeros, v_scales_zeros=self.v_scales_zeros,
-                    quant_policy=self.quant_policy)
+        from lmforge_torch_triton.kv_cache import LayerKVCache
+
+        return LayerKVCache(self.k_cache, self.v_cache, self.k_scales_zeros, self.v_scales_zeros,
+                            self.quant_policy).quant_args
 
 
 def make_paged_kv(

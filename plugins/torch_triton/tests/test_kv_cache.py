@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lmforge.errors import ConfigError
 from lmforge.model.config import ModelConfig
 from lmforge_torch_triton import kv_cache
 from lmforge_torch_triton.ops import reference as ops
@@ -163,3 +164,13 @@ def test_int4_keys_and_queries_share_the_hadamard_basis():
     rotated = (q_int4[:, ::2] * keys).sum(-1)
     unrotated = (q_plain[:, ::2] * kv_cache.dequantize(*kv_cache.quantize(exact, 4), 4)).sum(-1)
     assert (rotated - scores).abs().mean() < 0.7 * (unrotated - scores).abs().mean()
+
+
+def test_codes_must_fill_whole_words():
+    kv_cache.check_head_dim(128, 4)
+    kv_cache.check_head_dim(12, 8)
+    with pytest.raises(ConfigError, match="quant_policy: 4 needs a head_dim that is a multiple "
+                       "of 8, and this model's is 12; use quant_policy 8"):
+        kv_cache.check_head_dim(12, 4)
+    with pytest.raises(ConfigError, match="use quant_policy 0"):
+        kv_cache.check_head_dim(10, 8)

@@ -13,6 +13,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DTYPES,
+    QUANT_DTYPES,
     QUANT_SPREAD,
     assert_close,
     make_generator,
@@ -83,7 +84,7 @@ QUANT_CASES = [(2, 16, 3, None), (1, 64, 1, None), (2, 32, 2, 40), (8, 16, None,
 @pytest.mark.triton_interpret
 @needs_kernels
 @pytest.mark.parametrize("policy", [8, 4])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", QUANT_DTYPES, ids=str)
 @pytest.mark.parametrize("num_kv_heads,block_size,num_splits,window", QUANT_CASES)
 def test_quantized_decode_matches_reference(policy, dtype, num_kv_heads, block_size, num_splits,
                                             window):

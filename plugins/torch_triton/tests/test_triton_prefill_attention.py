@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
     DTYPES,
+    QUANT_DTYPES,
     QUANT_SPREAD,
     assert_close,
     make_generator,
@@ -75,7 +76,7 @@ def test_prefill_head_dim_not_power_of_two():
 @pytest.mark.triton_interpret
 @needs_kernels
 @pytest.mark.parametrize("policy", [8, 4])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", QUANT_DTYPES, ids=str)
 @pytest.mark.parametrize("num_kv_heads,block_size,q_lens,kv_lens,window",
                          [SMALL_CASES[1], SMALL_CASES[2], SMALL_CASES[3]])
 def test_quantized_prefill_matches_reference(policy, dtype, num_kv_heads, block_size, q_lens,

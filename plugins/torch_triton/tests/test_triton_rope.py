@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
     DTYPES,
+    QUANT_DTYPES,
     TOLERANCES,
     assert_close,
     make_generator,
@@ -166,7 +167,7 @@ def check_quantized_store(tokens, num_heads, num_kv_heads, head_dim, block_size,
 @pytest.mark.triton_interpret
 @needs_kernels
 @pytest.mark.parametrize("policy", [8, 4])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", QUANT_DTYPES, ids=str)
 @pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(4, 4, 32), (6, 3, 40)])
 def test_rope_and_store_quantizes_like_the_reference(dtype, policy, num_heads, num_kv_heads,
                                                      head_dim):

@@ -8,10 +8,10 @@ log-sum-exp; with one split, the first kernel writes the output directly.
 
 A quantized cache (``quant_policy`` 8 or 4, ``kv_cache.py``) is dequantized in registers without
 widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * (q . code) +
-zero * sum(q)``, and the values' scales fold into the probabilities (``p * scale``) and their
-zeros into one row sum, so the MMAs take the integer codes (exact in 16-bit floats) and only
-``[heads, keys]``-sized terms are added. A constexpr flag compiles this in, leaving the
-unquantized kernel as it was.
+zero * sum(q)``, and the values' scales fold into the probabilities and their zeros into one
+row sum, so the MMAs take the integer codes (exact in float16, see
+``triton_common.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
+compiles this in, leaving the unquantized kernel as it was.
 """
 
 from __future__ import annotations
@@ -26,10 +26,15 @@ from .triton_common import (
     expect,
     expect_dtype,
     expect_paged_cache,
-    head_dim_columns,
-    load_codes,
     num_sms,
     paged_token_offsets,
+)
+from .triton_kv_quant import (
+    code_words,
+    dequantized_scores,
+    dequantized_values,
+    head_dim_columns,
+    mma_queries,
     scales_zeros_args,
 )
 
@@ -109,9 +114,8 @@ def _decode_split_kernel(
     tile_hi = tl.minimum(tile_lo + tiles_per_split, end_tile)
 
     offs_h = tl.arange(0, BLOCK_H)
-    # The head dimension of each column, and the cache column it is read from (they differ for
-    # packed int4 codes).
-    offs_d, cols, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
+    # The head dimension of each column: packed int4 codes unpack in another order.
+    offs_d, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     offs_n = tl.arange(0, BLOCK_N)
     head_mask = offs_h < GROUP
     heads = kv_head * GROUP + offs_h
@@ -121,7 +125,10 @@ def _decode_split_kernel(
         other=0.0,
     )
     if QUANT != 0:
-        q_sum = tl.sum(q.to(tl.float32), 1)
+        q, q_sum, q_back = mma_queries(q)
+        qk_scale *= q_back
+        # The values' zero points, summed per row apart from the [heads, dims] accumulator.
+        acc_rows = tl.zeros([BLOCK_H], dtype=tl.float32)
 
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
@@ -137,19 +144,23 @@ def _decode_split_kernel(
         rows_k = paged_token_offsets(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
         )
-        k_ptrs = k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + cols[None, :]
         if QUANT == 0:
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            k = tl.load(
+                k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
+                mask=kv_mask,
+                other=0.0,
+            )
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         else:
             rows_sz = paged_token_offsets(
                 table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
             ) + kv_head * stride_szh
-            k = load_codes(k_ptrs, kv_mask, q.dtype, BLOCK_D, QUANT)
             k_scale = tl.load(k_sz_ptr + rows_sz, mask=valid, other=0.0)
             k_zero = tl.load(k_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
-            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-            qk = (qk * k_scale[None, :] + q_sum[:, None] * k_zero[None, :]) * qk_scale
+            qk = dequantized_scores(
+                q, q_sum, k_cache_ptr + rows_k + kv_head * stride_kh, valid, k_scale * qk_scale,
+                k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
+            )
         qk = tl.where(valid[None, :], qk, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -162,17 +173,26 @@ def _decode_split_kernel(
         rows_v = paged_token_offsets(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
         )
-        v_ptrs = v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + cols[None, :]
         if QUANT == 0:
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(
+                v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
+                mask=kv_mask,
+                other=0.0,
+            )
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
-            v = load_codes(v_ptrs, kv_mask, q.dtype, BLOCK_D, QUANT)
             v_scale = tl.load(v_sz_ptr + rows_sz, mask=valid, other=0.0)
             v_zero = tl.load(v_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
-            pv = tl.dot((p * v_scale[None, :]).to(q.dtype), v, input_precision=DOT_PRECISION)
-            acc = acc * alpha[:, None] + pv + tl.sum(p * v_zero[None, :], 1)[:, None]
+            pv, top, rows = dequantized_values(
+                p, v_cache_ptr + rows_v + kv_head * stride_vh, valid, v_scale, v_zero,
+                q.dtype == tl.float32, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
+            )
+            acc = acc * alpha[:, None] + top * pv
+            acc_rows = acc_rows * alpha + rows
         m_i = m_new
+
+    if QUANT != 0:
+        acc += acc_rows[:, None]
 
     has_any = l_i > 0.0
     acc = acc / tl.where(has_any, l_i, 1.0)[:, None]
@@ -335,6 +355,7 @@ def paged_decode_attention_splitk(
     qk_scale = scale * 1.4426950408889634
     window = sliding_window or 0
     k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
     if num_splits == 1:
         _decode_split_kernel[grid](
             q,

@@ -9,8 +9,8 @@ tiles on the causal diagonal or the window edge, masked. Query heads of one K/V 
 neighbouring programs, so their shared K/V tiles are mostly served from L2.
 
 A quantized cache (``quant_policy`` 8 or 4) is read as the decode kernel reads it (see
-``triton_decode_attention.py``): integer codes into the MMAs, scales and zeros applied to the
-``[queries, keys]`` scores and folded into the probabilities.
+``triton_decode_attention.py``): integer codes into float16 MMAs, scales and zeros applied to
+the ``[queries, keys]`` scores and folded into the probabilities.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ from .triton_common import (
     expect,
     expect_dtype,
     expect_paged_cache,
-    head_dim_columns,
-    load_codes,
     paged_token_offsets,
+)
+from .triton_kv_quant import (
+    code_words,
+    dequantized_scores,
+    dequantized_values,
+    head_dim_columns,
+    mma_queries,
     scales_zeros_args,
 )
 
@@ -35,6 +40,7 @@ from .triton_common import (
 @triton.jit
 def _attend_tile(
     acc,
+    acc_rows,
     m_i,
     l_i,
     q,
@@ -50,7 +56,7 @@ def _attend_tile(
     q_sum,
     table_row,
     offs_n,
-    cols,
+    offs_d,
     d_mask,
     stride_kb,
     stride_kr,
@@ -59,6 +65,7 @@ def _attend_tile(
     stride_szb,
     stride_szr,
     BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     MASKED: tl.constexpr,
@@ -68,7 +75,9 @@ def _attend_tile(
 ):
     """One step of the online softmax over the key tile at ``start``. With ``MASKED`` off the
     caller guarantees every key of the tile is visible to every query row (no causal, length or
-    window checks needed)."""
+    window checks needed). Quantized keys and values (``QUANT``) take the queries of
+    ``triton_common.mma_queries`` and their row sums ``q_sum``, and sum the values' zero points
+    per row in ``acc_rows``."""
     k_pos = start + offs_n
     rows_k = paged_token_offsets(
         table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
@@ -81,18 +90,19 @@ def _attend_tile(
     else:
         kv_mask = d_mask[None, :]
     if QUANT == 0:
-        k = tl.load(k_base + rows_k[:, None] + cols[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(k_base + rows_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     else:
         rows_sz = paged_token_offsets(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
         )
-        sz_mask = k_pos < kv_len
-        k = load_codes(k_base + rows_k[:, None] + cols[None, :], kv_mask, q.dtype, BLOCK_D, QUANT)
-        k_scale = tl.load(k_sz_base + rows_sz, mask=sz_mask, other=0.0)
-        k_zero = tl.load(k_sz_base + rows_sz + 1, mask=sz_mask, other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        qk = (qk * k_scale[None, :] + q_sum[:, None] * k_zero[None, :]) * qk_scale
+        valid = k_pos < kv_len
+        k_scale = tl.load(k_sz_base + rows_sz, mask=valid, other=0.0)
+        k_zero = tl.load(k_sz_base + rows_sz + 1, mask=valid, other=0.0)
+        qk = dequantized_scores(
+            q, q_sum, k_base + rows_k, valid, k_scale * qk_scale, k_zero * qk_scale, HEAD_DIM,
+            BLOCK_D, QUANT, DOT_PRECISION,
+        )
     if MASKED:
         allowed = (k_pos < kv_len)[None, :] & (k_pos[None, :] <= q_pos[:, None])
         if HAS_WINDOW:
@@ -107,16 +117,18 @@ def _attend_tile(
     p = tl.exp2(qk - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     if QUANT == 0:
-        v = tl.load(v_base + rows_v[:, None] + cols[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + rows_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     else:
-        v = load_codes(v_base + rows_v[:, None] + cols[None, :], kv_mask, q.dtype, BLOCK_D,
-                       QUANT)
-        v_scale = tl.load(v_sz_base + rows_sz, mask=sz_mask, other=0.0)
-        v_zero = tl.load(v_sz_base + rows_sz + 1, mask=sz_mask, other=0.0)
-        pv = tl.dot((p * v_scale[None, :]).to(q.dtype), v, input_precision=DOT_PRECISION)
-        acc = acc * alpha[:, None] + pv + tl.sum(p * v_zero[None, :], 1)[:, None]
-    return acc, m_new, l_i
+        v_scale = tl.load(v_sz_base + rows_sz, mask=valid, other=0.0)
+        v_zero = tl.load(v_sz_base + rows_sz + 1, mask=valid, other=0.0)
+        pv, top, rows = dequantized_values(
+            p, v_base + rows_v, valid, v_scale, v_zero, q.dtype == tl.float32, HEAD_DIM,
+            BLOCK_D, QUANT, DOT_PRECISION,
+        )
+        acc = acc * alpha[:, None] + top * pv
+        acc_rows = acc_rows * alpha + rows
+    return acc, acc_rows, m_new, l_i
 
 
 @triton.jit
@@ -170,9 +182,8 @@ def _prefill_kernel(
 
     offs_m = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    # The head dimension of each column, and the cache column it is read from (they differ for
-    # packed int4 codes).
-    offs_d, cols, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
+    # The head dimension of each column: packed int4 codes unpack in another order.
+    offs_d, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     m_mask = offs_m < q_len
     q_pos = prefix_len + offs_m
     q = tl.load(
@@ -180,7 +191,10 @@ def _prefill_kernel(
         mask=m_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
-    q_sum = tl.sum(q.to(tl.float32), 1) if QUANT != 0 else 0.0
+    q_sum = 0.0
+    if QUANT != 0:
+        q, q_sum, q_back = mma_queries(q)
+        qk_scale *= q_back
 
     # Keys this tile can see: up to its last row's position, from its first row's window start.
     # Without a window, the key tiles wholly at or before the first row's position are visible
@@ -197,26 +211,29 @@ def _prefill_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc_rows = tl.zeros([BLOCK_M], dtype=tl.float32)
     table_row = block_tables_ptr + seq * stride_bt
     k_base = k_cache_ptr + kv_head * stride_kh
     v_base = v_cache_ptr + kv_head * stride_vh
     k_sz_base = k_sz_ptr + kv_head * stride_szh
     v_sz_base = v_sz_ptr + kv_head * stride_szh
     for start in range(lo, full_hi, BLOCK_N):
-        acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
-            k_sz_base, v_sz_base, q_sum, table_row, offs_n, cols, d_mask, stride_kb, stride_kr,
-            stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT,
+        acc, acc_rows, m_i, l_i = _attend_tile(
+            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
+            k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
+            stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
+            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT,
         )  # fmt: skip
     for start in range(full_hi, last_pos, BLOCK_N):
-        acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
-            k_sz_base, v_sz_base, q_sum, table_row, offs_n, cols, d_mask, stride_kb, stride_kr,
-            stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT,
+        acc, acc_rows, m_i, l_i = _attend_tile(
+            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
+            k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
+            stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
+            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT,
         )  # fmt: skip
 
+    if QUANT != 0:
+        acc += acc_rows[:, None]
     acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     tl.store(
         out_ptr + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
@@ -296,6 +313,7 @@ def paged_prefill_attention(
     config = _tile_config(head_dim)
     grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
     k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
     _prefill_kernel[grid](
         q,
         k_cache,

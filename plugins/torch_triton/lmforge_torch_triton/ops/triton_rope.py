@@ -24,6 +24,8 @@ from .triton_common import (
     expect,
     expect_dtype,
     expect_paged_cache,
+)
+from .triton_kv_quant import (
     hadamard_halves,
     quantize_store,
     scales_zeros_args,

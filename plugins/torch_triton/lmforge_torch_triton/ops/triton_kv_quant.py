@@ -1,0 +1,199 @@
+"""The quantized K/V cache's pieces of the Triton kernels (layout in ``kv_cache.py``): the
+quantizing store, the Hadamard transform of int4 keys, and the attention kernels' loads of
+codes with the dequantized scores and values they give.
+
+The attention kernels never widen a tile of codes to values: with ``k = code * scale + zero``
+per key, ``q . k = scale * (q . code) + zero * sum(q)``, and a value's scale goes into its
+probability and its zero into a per-row sum, so the MMAs take the integer codes, exact in
+float16, and only ``[queries, keys]``-sized terms are added. Codes become floats without an
+integer conversion (see :func:`load_codes`).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import expect
+
+
+def scales_zeros_args(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None,
+                      v_scales_zeros: torch.Tensor | None) -> tuple:
+    """The kernels' ``k_sz_ptr, v_sz_ptr, stride_szb, stride_szr, stride_szh`` arguments; at
+    quant_policy 0 any pointer stands in, never read."""
+    if k_scales_zeros is None:
+        return (k_cache, k_cache, 0, 0, 0)
+    return (k_scales_zeros, v_scales_zeros, *k_scales_zeros.stride()[:3])
+
+
+def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
+    """What the attention kernels read: a quantized cache as int32 words of four code bytes
+    (strides in words), which they unpack in registers; an unquantized one as it is."""
+    if not quant_policy:
+        return cache
+    expect(cache.shape[-1] % 4 == 0,
+           f"a quantized cache row must be whole 4-byte words, not {cache.shape[-1]} bytes; "
+           "int8 needs a head_dim multiple of 4, int4 of 8.")
+    return cache.view(torch.int32)
+
+
+@triton.jit
+def head_dim_columns(BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, QUANT: tl.constexpr):
+    """The head dimension each of a tile's ``BLOCK_D`` columns holds, and whether it is a real
+    one: the column order of :func:`load_codes`' tiles, which queries and outputs follow. At
+    quant_policy 4 column ``8 w + 2 b + h`` is nibble ``h`` of byte ``b`` of word ``w``, and byte
+    ``j`` packs dimensions ``j`` and ``j + HEAD_DIM / 2``; otherwise column ``c`` is dimension
+    ``c``."""
+    offs = tl.arange(0, BLOCK_D)
+    if QUANT == 4:
+        byte = (offs // 8) * 4 + (offs % 8) // 2
+        dims = byte + (offs % 2) * (HEAD_DIM // 2)
+        mask = byte < HEAD_DIM // 2
+    else:
+        dims = offs
+        mask = offs < HEAD_DIM
+    return dims, mask
+
+
+@triton.jit
+def _fp16_pair(word):
+    """The two 16-bit halves of int32 ``word`` as float16 values."""
+    return word.to(tl.int16).to(tl.float16, bitcast=True), \
+        (word >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+               QUANT: tl.constexpr):
+    """A ``[rows, BLOCK_D]`` float16 tile of ``1024 + code`` for the cache rows at ``row_ptrs``
+    (int32 words, see :func:`code_words`), columns in :func:`head_dim_columns`' order; rows not
+    ``valid`` read code 0.
+
+    ``0x6400 | c`` is the float16 ``1024 + c`` for ``c < 1024``: two codes become two floats
+    with one AND-OR of a word (LOP3), where an integer-to-float conversion runs at a quarter of
+    the float rate or less. Callers fold the 1024 into the zero point. Loading words, not bytes,
+    keeps the unpacking in the load's registers instead of the dot operand's layout."""
+    if QUANT == 8:
+        offs_w = tl.arange(0, BLOCK_D // 4)
+        words = tl.load(row_ptrs[:, None] + offs_w[None, :],
+                        mask=valid[:, None] & (offs_w < HEAD_DIM // 4)[None, :], other=0)
+        b0, b2 = _fp16_pair((words & 0x00FF00FF) | 0x64006400)
+        b1, b3 = _fp16_pair(((words >> 8) & 0x00FF00FF) | 0x64006400)
+        # tl.join adds the minor dimension: this nesting lays the bytes out in order.
+        tile = tl.join(tl.join(b0, b2), tl.join(b1, b3))
+    else:
+        offs_w = tl.arange(0, BLOCK_D // 8)
+        words = tl.load(row_ptrs[:, None] + offs_w[None, :],
+                        mask=valid[:, None] & (offs_w < HEAD_DIM // 8)[None, :], other=0)
+        l0, l2 = _fp16_pair((words & 0x000F000F) | 0x64006400)
+        l1, l3 = _fp16_pair(((words >> 8) & 0x000F000F) | 0x64006400)
+        h0, h2 = _fp16_pair(((words >> 4) & 0x000F000F) | 0x64006400)
+        h1, h3 = _fp16_pair(((words >> 12) & 0x000F000F) | 0x64006400)
+        lows = tl.join(tl.join(l0, l2), tl.join(l1, l3))
+        highs = tl.join(tl.join(h0, h2), tl.join(h1, h3))
+        tile = tl.join(lows, highs)
+    return tl.reshape(tile, (tile.shape[0], BLOCK_D))
+
+
+@triton.jit
+def mma_queries(q):
+    """Queries as the quantized kernels multiply them: float32 ones as they are, 16-bit ones in
+    float16 (the codes' type; it keeps more of a bf16 query than bf16 does), scaled down by a
+    power of two when some exceed float16's range. Returns the queries, their row sums and the
+    factor that undoes the scaling (1 but in that case)."""
+    qf = q.to(tl.float32)
+    if q.dtype == tl.float32:
+        shrink = 1.0
+        mma = q
+    else:
+        top = tl.maximum(tl.max(tl.max(tl.abs(qf), 1), 0), 16384.0)
+        shrink = tl.exp2(-tl.ceil(tl.log2(top / 16384.0)))
+        mma = (qf * shrink).to(tl.float16)
+    return mma, tl.sum(mma.to(tl.float32), 1), 1.0 / shrink
+
+
+@triton.jit
+def dequantized_scores(q, q_sum, k_ptrs, valid, scale, zero, HEAD_DIM: tl.constexpr,
+                       BLOCK_D: tl.constexpr, QUANT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``q . k`` times the caller's factor for the quantized keys at ``k_ptrs`` (``k = code *
+    scale + zero`` per key; ``scale`` and ``zero`` already hold the factor):
+    ``q . (1024 + code) * scale + sum(q) * (zero - 1024 * scale)``, the integer codes in the
+    MMA and two operations per score besides."""
+    k = load_codes(k_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
+    if q.dtype == tl.float32:
+        k = k.to(tl.float32) - 1024.0
+        bias = 0.0
+    else:
+        bias = 1024.0
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    return qk * scale[None, :] + q_sum[:, None] * (zero - bias * scale)[None, :]
+
+
+@triton.jit
+def dequantized_values(p, v_ptrs, valid, scale, zero, WIDE: tl.constexpr, HEAD_DIM: tl.constexpr,
+                       BLOCK_D: tl.constexpr, QUANT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``p @ v`` for float32 probabilities ``p`` and the quantized values at ``v_ptrs`` as
+    ``top * pv + row[:, None]``; returns ``pv, top, row``, so the caller folds ``row`` into a
+    per-row sum instead of adding it to every column. Each key's scale goes into its
+    probabilities relative to the tile's largest, ``top`` (so float16 keeps them), its zero into
+    ``row``. In float32 when ``WIDE`` (float32 queries), else float16."""
+    v = load_codes(v_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
+    top = tl.maximum(tl.max(scale, 0), 1e-30)
+    weights = p * (scale / top)[None, :]
+    row = tl.sum(p * zero[None, :], 1)
+    if WIDE:
+        pv = tl.dot(weights, v.to(tl.float32) - 1024.0, input_precision=DOT_PRECISION)
+    else:
+        weights = weights.to(tl.float16)
+        pv = tl.dot(weights, v, input_precision=DOT_PRECISION)
+        row -= 1024.0 * top * tl.sum(weights.to(tl.float32), 1)
+    return pv, top, row
+
+
+@triton.jit
+def quantize_store(x1, x2, mask, row_mask, dst, sz_dst, offs_h, offs_j, stride_h, stride_szh,
+                   HALF: tl.constexpr, QUANT: tl.constexpr):
+    """Quantize the rows ``x1 | x2`` (the two ``[heads, HALF]`` float32 halves of each head,
+    asymmetric, one scale and zero per head) and store the codes at ``dst`` and ``(scale, zero)``
+    at ``sz_dst``, in the layout of ``kv_cache.py``."""
+    if QUANT == 8:
+        qmax = 255.0
+    else:
+        qmax = 15.0
+    low = tl.minimum(tl.min(tl.where(mask, x1, float("inf")), 1),
+                     tl.min(tl.where(mask, x2, float("inf")), 1))
+    high = tl.maximum(tl.max(tl.where(mask, x1, float("-inf")), 1),
+                      tl.max(tl.where(mask, x2, float("-inf")), 1))
+    scale = (high - low) / qmax
+    scale = tl.where(scale > 0.0, scale, 1.0)
+    # x >= low, so the codes are non-negative and the cast truncates to the floor.
+    c1 = tl.minimum((x1 - low[:, None]) / scale[:, None] + 0.5, qmax).to(tl.uint8)
+    c2 = tl.minimum((x2 - low[:, None]) / scale[:, None] + 0.5, qmax).to(tl.uint8)
+    rows = dst + offs_h[:, None] * stride_h + offs_j[None, :]
+    if QUANT == 8:
+        tl.store(rows, c1, mask=mask)
+        tl.store(rows + HALF, c2, mask=mask)
+    else:
+        tl.store(rows, c1 | (c2 << 4), mask=mask)
+    sz = sz_dst + offs_h * stride_szh
+    tl.store(sz, scale, mask=row_mask)
+    tl.store(sz + 1, low, mask=row_mask)
+
+
+@triton.jit
+def hadamard_halves(x1, x2, scale, BLOCK_HALF: tl.constexpr):
+    """``[x1 | x2] @ H`` as its two halves, for rows of float32 halves ``[rows, BLOCK_HALF]``
+    (rows at least 16, for ``tl.dot``) and the Sylvester Hadamard matrix ``H`` of size
+    ``2 * BLOCK_HALF`` normalized by ``scale`` (``1 / sqrt(2 * BLOCK_HALF)``). ``H`` is
+    ``[[h, h], [h, -h]]`` with ``h[i, j] = (-1) ** popcount(i & j)``, built in registers."""
+    offs = tl.arange(0, BLOCK_HALF)
+    bits = offs[:, None] & offs[None, :]
+    bits = bits ^ (bits >> 8)
+    bits = bits ^ (bits >> 4)
+    bits = bits ^ (bits >> 2)
+    bits = bits ^ (bits >> 1)
+    h = (1 - 2 * (bits & 1)).to(tl.float32) * scale
+    y1 = tl.dot(x1 + x2, h, input_precision="ieee")
+    y2 = tl.dot(x1 - x2, h, input_precision="ieee")
+    return y1, y2

@@ -1,0 +1,97 @@
+"""Instructions per loop iteration of the decode attention kernel, compiled for a GPU on any
+machine (no GPU needed): bf16, int8 and int4 caches at Llama-3-8B's shapes.
+
+Compiles ``_decode_split_kernel`` for ``--arch`` (default sm_90) with the specializations its
+launcher gets (16-byte-divisible pointers and strides), disassembles it with the ``cuobjdump``
+that ships with Triton, finds its loop over 64-token K/V tiles (the one backward branch) and
+prints the instructions per thread in that loop, with the most frequent opcodes. A memory-bound
+loop moves its tile's bytes in fewer issue slots than the memory takes; on an H200 that is about
+8 thread-instructions per byte of K/V.
+
+    python scripts/kernel_instructions.py [--split] [--arch 90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import triton
+from lmforge_torch_triton.ops import triton_decode_attention as decode
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
+
+
+def compile_decode(policy: int, split: bool, arch: int):
+    """The kernel as the launcher would build it for bf16 queries over a ``policy`` cache."""
+    cache = "i32" if policy else "bf16"
+    row = HEAD_DIM // {0: 1, 8: 4, 4: 8}[policy]  # elements (or code words) per head row
+    splits = 16 if split else 1
+    types = dict(q_ptr="*bf16", k_cache_ptr=f"*{cache}", v_cache_ptr=f"*{cache}",
+                 k_sz_ptr="*fp32", v_sz_ptr="*fp32", block_tables_ptr="*i32", kv_lens_ptr="*i32",
+                 out_ptr="*fp32" if split else "*bf16", lse_ptr="*fp32", qk_scale="fp32")
+    values = dict(window=0, num_splits=splits, stride_qb=HEADS * HEAD_DIM, stride_qh=HEAD_DIM,
+                  stride_kb=BLOCK * KV_HEADS * row, stride_kr=KV_HEADS * row, stride_kh=row,
+                  stride_vb=BLOCK * KV_HEADS * row, stride_vr=KV_HEADS * row, stride_vh=row,
+                  stride_szb=BLOCK * KV_HEADS * 2, stride_szr=KV_HEADS * 2, stride_szh=2,
+                  stride_bt=128, stride_ob=HEADS * splits * HEAD_DIM,
+                  stride_oh=splits * HEAD_DIM, stride_os=HEAD_DIM, stride_lb=HEADS * splits,
+                  stride_lh=splits)
+    consts = dict(GROUP=HEADS // KV_HEADS, BLOCK_H=16, HEAD_DIM=HEAD_DIM, BLOCK_D=HEAD_DIM,
+                  BLOCK_SIZE=BLOCK, BLOCK_N=64, HAS_WINDOW=False, SPLIT=split,
+                  DOT_PRECISION="tf32", QUANT=policy)
+    fn = decode._decode_split_kernel
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            signature[name], constexprs[name] = "constexpr", consts[name]
+        elif values.get(name) == 1:  # the launcher folds ints equal to 1
+            signature[name], constexprs[name] = "constexpr", 1
+        else:
+            signature[name] = types.get(name, "i32")
+            if signature[name].startswith("*") or values.get(name, 1) % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    options = dict(num_warps=4 if split else 2, num_stages=3)
+    return triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                          target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def loop_instructions(cubin: bytes) -> list[str]:
+    """The opcodes of the kernel's loop: between a backward branch and its target."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([str(cuobjdump), "-sass", f.name], capture_output=True,
+                              text=True, check=True).stdout
+    code = [(int(m[1], 16), m[2]) for m in
+            re.finditer(r"/\*([0-9a-f]{4,6})\*/\s+(.*?);", sass)]
+    start, end = next((int(m[1], 16), addr) for addr, text in code
+                      if (m := re.search(r"BRA\s.*?0x([0-9a-f]+)", text))
+                      and int(m[1], 16) < addr)
+    return [re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+            for addr, text in code if start <= addr <= end]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--split", action="store_true", help="the split-K kernel (4 warps)")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
+    args = parser.parse_args()
+    for policy, tile_bytes in ((0, 2 * 64 * HEAD_DIM * 2), (8, 2 * 64 * HEAD_DIM),
+                               (4, 64 * HEAD_DIM)):
+        ops = loop_instructions(compile_decode(policy, args.split, args.arch).asm["cubin"])
+        threads = 32 * (4 if args.split else 2)
+        top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(8))
+        print(f"quant_policy {policy}: {len(ops)} instructions per thread per tile, "
+              f"{len(ops) * threads / tile_bytes:.1f} per byte of K/V; {top}")
+
+
+if __name__ == "__main__":
+    main()
