@@ -232,12 +232,14 @@ ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
 _FIELD_NAMES = {"cache_block_seq_len": ("cache_block_seq_len", "block_size")}
 
 
-def build_engine_config(backend: str, **values: Any) -> Any:
+def build_engine_config(backend: str, _defaulted: set[str] = frozenset(), **values: Any) -> Any:
     """The configuration of engine ``backend`` (an instance of its registered config class)
     from the command-line engine options.
 
-    An option the engine's config class has no field for is refused when it differs from its
-    default; invalid values raise :class:`ConfigError` naming the field.
+    An option the engine's config class has no field for is refused when the user gave it
+    (``_defaulted`` names those left at the command's default) or, without that knowledge, when
+    it differs from :data:`ENGINE_OPTION_DEFAULTS`; invalid values raise :class:`ConfigError`
+    naming the field.
     """
     import dataclasses
 
@@ -255,7 +257,7 @@ def build_engine_config(backend: str, **values: Any) -> Any:
         if name is not None:
             if value is not None:
                 kwargs[name] = value
-        elif value != ENGINE_OPTION_DEFAULTS.get(option):
+        elif option not in _defaulted and value != ENGINE_OPTION_DEFAULTS.get(option):
             flag = "--" + option.replace("_", "-")
             raise ConfigError(f"The {backend} engine has no {flag} setting; drop the flag.")
     return config_class(**kwargs)
@@ -263,9 +265,21 @@ def build_engine_config(backend: str, **values: Any) -> Any:
 
 def engine_config_from(backend: str, values: dict[str, Any]) -> Any:
     """:func:`build_engine_config` from a command's parameters (pass ``locals()``): the engine
-    options every model-loading command declares, picked by name."""
+    options every model-loading command declares, picked by name. An option left at the
+    command's own default counts as not given, so an engine lacking it is not refused."""
     options = {k: values[k] for k in ENGINE_OPTION_DEFAULTS if k in values}
-    return build_engine_config(backend, **options)
+    return build_engine_config(backend, _defaulted=set(_defaulted(options)), **options)
+
+
+def _defaulted(names) -> list[str]:
+    """Which of the running command's parameters ``names`` were not given by the user."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return []
+    return [n for n in names if ctx.get_parameter_source(n) in (ParameterSource.DEFAULT, None)]
 
 
 def _plain(value: Any) -> Any:

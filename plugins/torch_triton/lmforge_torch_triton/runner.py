@@ -173,8 +173,9 @@ class TorchModelRunner:
     def num_cache_blocks(self, block_size: int, cache_max_entry_count: float) -> int:
         """How many blocks fit: ``engine_config.num_gpu_blocks`` when set, the count itself when
         ``cache_max_entry_count > 1``, else that fraction of free device memory. On the CPU,
-        :data:`CPU_DEFAULT_SESSIONS` sessions of ``session_len``, within that fraction of the
-        available host memory and :data:`CPU_CACHE_CAP_BYTES`. With tensor parallelism, the
+        :data:`CPU_DEFAULT_SESSIONS` sessions of ``session_len`` (fewer when the batch holds
+        fewer), within that fraction of the available host memory and
+        :data:`CPU_CACHE_CAP_BYTES`. With tensor parallelism, the
         fewest any rank fits."""
         if self.workers is not None:
             blocks = self.workers.num_cache_blocks(
@@ -201,7 +202,9 @@ class TorchModelRunner:
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * cache_max_entry_count) // block_bytes
         free = min(available_host_memory(), CPU_CACHE_CAP_BYTES / cache_max_entry_count)
-        sessions = CPU_DEFAULT_SESSIONS * -(-self._session_len() // block_size)
+        # No more whole sessions than the batch can run at once.
+        batch = getattr(self.engine_config, "max_batch_size", CPU_DEFAULT_SESSIONS)
+        sessions = min(CPU_DEFAULT_SESSIONS, batch) * -(-self._session_len() // block_size)
         return min(int(free * cache_max_entry_count) // block_bytes, sessions)
 
     def allocate_cache(self, num_blocks: int, block_size: int) -> None:
