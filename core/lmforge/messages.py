@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .structured.grammar import grammar_from_response_format
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -19,6 +20,11 @@ class GenerationConfig:
 
     As in LMDeploy, ``top_k`` defaults to 1, which is greedy decoding: set ``top_k=0`` (no
     limit) or a larger value to sample. ``temperature=0`` is greedy too.
+
+    ``response_format`` constrains the reply (LMDeploy's field, OpenAI's shapes):
+    ``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name": ...,
+    "schema": {...}}}``, ``{"type": "regex_schema", "regex_schema": "..."}`` or
+    ``{"type": "grammar", "grammar": "..."}`` (Lark or GBNF); see :mod:`lmforge.structured`.
     """
 
     n: int = 1
@@ -42,6 +48,7 @@ class GenerationConfig:
     skip_special_tokens: bool = True
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    response_format: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -92,6 +99,8 @@ class GenerationConfig:
                     name,
                     "must be a list of non-empty strings",
                 )
+
+        grammar_from_response_format(self.response_format)
 
     @property
     def greedy(self) -> bool:

@@ -2,9 +2,10 @@
 
 ``AsyncEngine.generate`` is an async generator for the server; ``start`` is its thread-safe,
 callback-based core that the synchronous ``pipeline()`` uses too. Both turn a prompt (text,
-OpenAI messages or token ids) into a :class:`Request`, hand it to the :class:`EngineLoop`, and
-keep interactive sessions: a session's token history, whose K/V the prefix cache keeps, so a
-continued turn does not prefill its past again.
+OpenAI messages or token ids) into a :class:`Request`, compile its ``response_format`` into a
+grammar (in a worker thread for ``generate``: never on the engine loop), hand it to the
+:class:`EngineLoop`, and keep interactive sessions: a session's token history, whose K/V the
+prefix cache keeps, so a continued turn does not prefill its past again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ..errors import ConfigError
 from ..messages import GenerationConfig
+from ..structured import grammar_from_response_format
 from .outputs import GenOut
 from .request import Request
 
@@ -27,7 +30,7 @@ Prompt = str | list[int] | list[dict]
 
 class AsyncEngine:
     def __init__(self, loop, tokenizer, chat_template, model_name: str, session_len: int,
-                 engine_config, match_prefixes: bool = False):
+                 engine_config, match_prefixes: bool = False, grammar_compiler=None):
         self.loop = loop
         self.tokenizer = tokenizer
         self.chat_template = chat_template
@@ -37,6 +40,8 @@ class AsyncEngine:
         # The user's enable_prefix_caching: every request may reuse cached prefixes. Without it
         # only a session's own continued turns do (its history stays cached either way).
         self.match_prefixes = match_prefixes
+        # structured.compiler.GrammarCompiler; None for an engine without structured output.
+        self.grammar_compiler = grammar_compiler
         self._sessions: dict[int, list[int]] = {}
         self._lock = threading.Lock()
 
@@ -56,19 +61,40 @@ class AsyncEngine:
             raise TypeError(f"A prompt must be text, messages or token ids, not {type(prompt).__name__}.")
         return self.tokenizer.encode(text, add_bos=sequence_start)
 
+    # ------------------------------------------------------------------ grammars
+
+    def compile_grammar(self, gen_config: GenerationConfig) -> Any:
+        """The compiled grammar of ``gen_config.response_format`` (None without one).
+
+        Raises :class:`ConfigError` naming the part of the format the grammar library rejects.
+        """
+        grammar = grammar_from_response_format(gen_config.response_format)
+        if grammar is None:
+            return None
+        if self.grammar_compiler is None:
+            raise ConfigError(
+                "Invalid value for response_format: this engine does not support structured "
+                "output; leave response_format out."
+            )
+        return self.grammar_compiler.compile(grammar)
+
     # ------------------------------------------------------------------ requests
 
     def start(self, prompt: Prompt, gen_config: GenerationConfig | None, sink: Callable[[GenOut], None],
               *, session_id: int | None = None, sequence_start: bool = True,
               sequence_end: bool = True, do_preprocess: bool = True,
-              adapter_name: str | None = None) -> tuple[Request, Future]:
+              adapter_name: str | None = None, grammar: Any = None) -> tuple[Request, Future]:
         """Build and submit a request; ``sink`` receives its outputs on the engine thread.
 
+        ``grammar`` is ``gen_config.response_format`` already compiled (``compile_grammar``);
+        without it the format is compiled here, in the caller's thread.
         Returns the request and a future that resolves when the engine admitted it, or holds the
         reason it refused (a prompt that is too long, say).
         """
         gen_config = gen_config or GenerationConfig()
         gen_config.validate()
+        if grammar is None:
+            grammar = self.compile_grammar(gen_config)
         ids = self.encode_prompt(prompt, do_preprocess, sequence_start)
         continuing = session_id is not None and not sequence_start
         if continuing:
@@ -77,7 +103,7 @@ class AsyncEngine:
         if session_id is not None:
             sink = self._session_sink(sink, session_id, ids, gen_config.n, sequence_end)
         request = Request(ids, gen_config, sink, adapter=adapter_name,
-                          allow_prefix_match=self.match_prefixes or continuing)
+                          allow_prefix_match=self.match_prefixes or continuing, grammar=grammar)
         return request, self.loop.submit(request)
 
     def _session_sink(self, sink, session_id: int, ids: list[int], n: int, end: bool):
@@ -112,9 +138,13 @@ class AsyncEngine:
         def sink(out: GenOut) -> None:
             aio_loop.call_soon_threadsafe(queue.put_nowait, out)
 
+        grammar = None
+        if gen_config is not None and gen_config.response_format is not None:
+            grammar = await asyncio.to_thread(self.compile_grammar, gen_config)
         request, admitted = self.start(
             prompt, gen_config, sink, session_id=session_id, sequence_start=sequence_start,
             sequence_end=sequence_end, do_preprocess=do_preprocess, adapter_name=adapter_name,
+            grammar=grammar,
         )
         remaining = request.gen_config.n
         try:

@@ -10,6 +10,7 @@ from ..chat_template import build_chat_template
 from ..demo import DEMO_NAME, demo_model_path
 from ..errors import ConfigError
 from ..model.loader import load_model_info
+from ..structured.compiler import GrammarCompiler
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
 from .llm_engine import LLMEngine
@@ -112,5 +113,6 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
     logger.info("%s: %d KV blocks of %d tokens, session_len %d", spec.name, num_blocks,
                 block_size, session_len)
     name = model_name or settings.model_name or Path(str(model_path)).name
+    grammars = GrammarCompiler(tokenizer, info.config.vocab_size, tokenizer.eos_token_ids)
     return AsyncEngine(EngineLoop(engine), tokenizer, template, name, session_len, cfg,
-                       match_prefixes=settings.enable_prefix_caching)
+                       match_prefixes=settings.enable_prefix_caching, grammar_compiler=grammars)
