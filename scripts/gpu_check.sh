@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
-# steps when GPU_CHECK_PROFILE=1) on Llama-3-8B's architecture with
-# random bf16 weights. Full results go to OUTDIR as JSON; a short table is printed last.
+# steps when GPU_CHECK_PROFILE=1; W2 with every request constrained to a small JSON schema, and
+# the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1) on Llama-3-8B's
+# architecture with random bf16 weights. Full results go to OUTDIR as JSON; a short table is
+# printed last.
 #
 #   scripts/gpu_check.sh OUTDIR
 #
-# Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site. The demo
+# Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site; the
+# core needs llguidance (llguidance-*-abi3-manylinux*_x86_64.whl, one wheel for every Python). The demo
 # model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
 # the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
 # saved beforehand on a machine that has the demo model:
@@ -88,6 +91,17 @@ stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bflo
   --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
   --json "$OUT/w2.json"
 
+if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
+  # The same W2 requests, each constrained to a JSON schema of 500 records (long enough that
+  # requests end at their W2 length, as unconstrained ones do); compare with w2.json.
+  stage w2-json "${GPU_CHECK_W2_JSON_S:-180}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
+    --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
+    --response-format benchmarks/structured/w2-json-schema.json --json "$OUT/w2-json.json"
+  # Host cost of filling the token masks, per step, at the benchmark's vocabulary.
+  stage grammar-cost "${GPU_CHECK_GRAMMAR_S:-120}" python3 scripts/bench_grammar.py \
+    "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256
+fi
+
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
     --server-name 127.0.0.1 --server-port "$PORT" --max-batch-size 256 \
@@ -134,6 +148,13 @@ if report:
     row = report["rows"][0]
     print(f"W2 on {report['device']}: {row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} "
           f"output tok/s, {row['total_tok_s']:.0f} total tok/s, {row['elapsed_s']:.1f} s")
+    constrained = load("w2-json")
+    if constrained:
+        json_row = constrained["rows"][0]
+        print(f"W2 with a JSON schema: {json_row['request_s']:.1f} req/s, "
+              f"{json_row['output_tok_s']:.0f} output tok/s "
+              f"({json_row['output_tokens']} of {row['output_tokens']} output tokens), "
+              f"{100 * json_row['output_tok_s'] / row['output_tok_s']:.0f} % of unconstrained")
 for name in ("w3", "w3-rate"):
     report = load(name)
     if not report:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .structured.grammar import grammar_from_response_format
+from .structured.grammar import Grammar, grammar_from_response_format
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -24,7 +24,8 @@ class GenerationConfig:
     ``response_format`` constrains the reply (LMDeploy's field, OpenAI's shapes):
     ``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name": ...,
     "schema": {...}}}``, ``{"type": "regex_schema", "regex_schema": "..."}`` or
-    ``{"type": "grammar", "grammar": "..."}`` (Lark or GBNF); see :mod:`lmforge.structured`.
+    ``{"type": "grammar", "grammar": "..."}`` (Lark or GBNF), or a
+    :class:`~lmforge.structured.Grammar`; see :mod:`lmforge.structured`.
     """
 
     n: int = 1
@@ -48,7 +49,7 @@ class GenerationConfig:
     skip_special_tokens: bool = True
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | Grammar | None = None
 
     def __post_init__(self) -> None:
         self.validate()

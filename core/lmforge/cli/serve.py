@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from ..tools.formats import ALIASES, FORMATS
 from . import options
 
 serve_app = typer.Typer(
@@ -22,6 +23,9 @@ serve_app = typer.Typer(
 )
 
 SERVER_PANEL = "Server"
+# The formats' names and the aliases LMDeploy and vLLM use for them.
+ToolCallParser = Enum("ToolCallParser", {name: name for name in (
+    *FORMATS, *ALIASES)}, type=str)
 ServerLogLevel = Enum(  # LMDeploy's choices, which include Python's aliases
     "ServerLogLevel",
     {
@@ -108,6 +112,16 @@ def api_server(
             rich_help_panel=SERVER_PANEL,
         ),
     ] = ServerLogLevel.ERROR,
+    tool_call_parser: Annotated[
+        ToolCallParser | None,
+        typer.Option(
+            "--tool-call-parser",
+            case_sensitive=False,
+            help="How the model writes tool calls, when its chat template does not say: hermes "
+            "(Qwen2.5/3 and ChatML models), llama3 (Llama 3.1+), mistral or internlm2.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = None,
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
@@ -125,7 +139,11 @@ def api_server(
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
 ) -> None:
-    """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn)."""
+    """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn).
+
+    Structured output (response_format) and tool calling (tools, tool_choice) are enforced with
+    grammar-constrained decoding.
+    """
     from ..serve.server import run_api_server
 
     backend_config = options.engine_config_from(backend, locals())
@@ -135,6 +153,7 @@ def api_server(
         backend_config=backend_config,
         chat_template_config=options.load_chat_template_config(chat_template),
         model_name=model_name,
+        tool_call_parser=tool_call_parser.value if tool_call_parser else None,
         server_name=server_name,
         server_port=server_port,
         api_keys=_split(api_keys),

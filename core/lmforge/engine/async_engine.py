@@ -48,12 +48,14 @@ class AsyncEngine:
     # ------------------------------------------------------------------ prompts
 
     def encode_prompt(self, prompt: Prompt, do_preprocess: bool = True,
-                      sequence_start: bool = True) -> list[int]:
-        """Token ids of a prompt: ids pass through; text and messages go through the template."""
+                      sequence_start: bool = True, tools: list | None = None) -> list[int]:
+        """Token ids of a prompt: ids pass through; text and messages go through the template
+        (with ``tools``, OpenAI's tool list, offered to the model)."""
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt) and prompt:
             return list(prompt)
         if isinstance(prompt, list):
-            text = self.chat_template.messages2prompt(prompt, sequence_start=sequence_start)
+            text = self.chat_template.messages2prompt(prompt, sequence_start=sequence_start,
+                                                      tools=tools)
         elif isinstance(prompt, str):
             text = (self.chat_template.get_prompt(prompt, sequence_start=sequence_start)
                     if do_preprocess else prompt)
@@ -83,7 +85,8 @@ class AsyncEngine:
     def start(self, prompt: Prompt, gen_config: GenerationConfig | None, sink: Callable[[GenOut], None],
               *, session_id: int | None = None, sequence_start: bool = True,
               sequence_end: bool = True, do_preprocess: bool = True,
-              adapter_name: str | None = None, grammar: Any = None) -> tuple[Request, Future]:
+              adapter_name: str | None = None, grammar: Any = None,
+              tools: list | None = None) -> tuple[Request, Future]:
         """Build and submit a request; ``sink`` receives its outputs on the engine thread.
 
         ``grammar`` is ``gen_config.response_format`` already compiled (``compile_grammar``);
@@ -95,7 +98,7 @@ class AsyncEngine:
         gen_config.validate()
         if grammar is None:
             grammar = self.compile_grammar(gen_config)
-        ids = self.encode_prompt(prompt, do_preprocess, sequence_start)
+        ids = self.encode_prompt(prompt, do_preprocess, sequence_start, tools)
         continuing = session_id is not None and not sequence_start
         if continuing:
             with self._lock:
@@ -129,9 +132,10 @@ class AsyncEngine:
     async def generate(self, prompt: Prompt, gen_config: GenerationConfig | None = None, *,
                        session_id: int | None = None, sequence_start: bool = True,
                        sequence_end: bool = True, do_preprocess: bool = True,
-                       adapter_name: str | None = None) -> AsyncIterator[GenOut]:
+                       adapter_name: str | None = None,
+                       tools: list | None = None) -> AsyncIterator[GenOut]:
         """Stream a request's outputs. Closing the generator (or cancelling its consumer) aborts
-        the request and frees its K/V blocks."""
+        the request and frees its K/V blocks. ``tools`` are rendered into a messages prompt."""
         aio_loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenOut] = asyncio.Queue()
 
@@ -144,7 +148,7 @@ class AsyncEngine:
         request, admitted = self.start(
             prompt, gen_config, sink, session_id=session_id, sequence_start=sequence_start,
             sequence_end=sequence_end, do_preprocess=do_preprocess, adapter_name=adapter_name,
-            grammar=grammar,
+            grammar=grammar, tools=tools,
         )
         remaining = request.gen_config.n
         try:

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
+from ..tools import get_format
 from .app import create_app
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
@@ -76,17 +77,22 @@ def run_api_server(
     backend_config: Any = None,
     chat_template_config: Any = None,
     model_name: str | None = None,
+    tool_call_parser: str | None = None,
     **server_kwargs: Any,
 ) -> None:
     """Load a model (the bundled demo model when ``model_path`` is None) and serve it.
 
-    ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
-    ``api_keys``, ``ssl``, ``log_level`` and the CORS settings.
+    ``tool_call_parser`` names the tool call format (``hermes``, ``llama3``, ``mistral``,
+    ``internlm2``) instead of the chat template's own. ``server_kwargs`` are
+    :func:`serve_engine`'s: ``server_name``, ``server_port``, ``api_keys``, ``ssl``,
+    ``log_level`` and the CORS settings.
     """
     from ..engine.builder import build_async_engine
 
-    _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
+    # Fail before the slow model load.
+    _ssl_files(server_kwargs.get("ssl", False))
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
+    tool_format = get_format(tool_call_parser) if tool_call_parser else None
     engine = build_async_engine(
         model_path,
         backend=backend,
@@ -94,4 +100,6 @@ def run_api_server(
         chat_template_config=chat_template_config,
         model_name=model_name,
     )
+    if tool_format is not None:
+        engine.chat_template = engine.chat_template.replace(tool_parser=tool_format.name)
     serve_engine(engine, **server_kwargs)

@@ -9,8 +9,10 @@
 - ``{"type": "grammar", "grammar": "..."}``: a Lark grammar, or an EBNF grammar in llama.cpp's
   GBNF notation (``root ::= ...``).
 
-Only the shape is checked here (pure Python, no grammar library); whether the grammar library
-accepts the schema is the compiler's question.
+A :class:`Grammar` may stand in the field directly (the server builds one for tool calls and for
+vLLM's ``guided_*`` fields, naming its own field in errors). Only the shape is checked here (pure
+Python, no grammar library); whether the grammar library accepts the schema is the compiler's
+question.
 """
 
 from __future__ import annotations
@@ -72,12 +74,13 @@ def _text_field(rf: Mapping, key: str, where: str) -> str:
 
 
 def grammar_from_response_format(rf: Any, where: str = "response_format") -> Grammar | None:
-    """The grammar a ``response_format`` asks for; None for plain text.
+    """The grammar a ``response_format`` (a dict, or a :class:`Grammar`) asks for; None for
+    plain text.
 
     Raises :class:`ConfigError` naming the part of ``rf`` that is malformed.
     """
-    if rf is None:
-        return None
+    if rf is None or isinstance(rf, Grammar):
+        return rf
     if not isinstance(rf, Mapping):
         raise ConfigError(
             f"Invalid value for {where}: must be an object such as {{\"type\": \"json_object\"}}."
