@@ -4,9 +4,11 @@ For Llama-3-8B's attention (32 query heads, 8 K/V heads, head_dim 128, bf16, 64-
 times the Triton kernel as a CUDA graph step would run it: the block tables are as wide as a
 ``--session-len`` session (the graph's static buffer), while sequences hold ``--context``
 tokens. Prints the time with the split count the op chooses and with each fixed count, and the
-bandwidth of the K/V bytes actually read.
+bandwidth of the K/V bytes actually read. ``--quant-policy 8`` or ``4`` times the same calls over
+an int8 or int4 cache (codes plus a float32 scale and zero per token and head).
 
     python scripts/bench_decode_attention.py [--batch-size 1 4 16 64 256] [--context 256 640 2048]
+        [--quant-policy 0 8 4]
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from __future__ import annotations
 import argparse
 
 import torch
+from lmforge.model.config import ModelConfig
+from lmforge_torch_triton import kv_cache
 from lmforge_torch_triton.ops.triton_decode_attention import (
     choose_num_splits,
     paged_decode_attention_splitk,
 )
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
+# One layer of Llama-3-8B's attention, for the cache's bytes per token.
+MODEL = ModelConfig(architecture="LlamaForCausalLM", num_layers=1, hidden_size=4096,
+                    num_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=HEAD_DIM,
+                    intermediate_size=14336, vocab_size=128256)
 DTYPE = torch.bfloat16
 CALLS = 32  # per graph, over as many layers' caches, so nothing stays in L2
 
@@ -45,25 +53,38 @@ def time_us(fn, replays: int = 5) -> float:
     return start.elapsed_time(end) * 1e3 / (replays * CALLS)
 
 
-def bench_case(batch: int, context: int, width: int, splits: list[int]) -> str:
+def make_cache(blocks: int, policy: int, device: torch.device) -> dict:
+    """One layer's K/V pool as the attention op takes it: the caches and, quantized, the codes
+    of random values with their scales and zeros."""
+    shape = (blocks, BLOCK, KV_HEADS, HEAD_DIM)
+    k, v = (torch.randn(shape, device=device, dtype=DTYPE) for _ in range(2))
+    if not policy:
+        return dict(k_cache=k, v_cache=v)
+    (k, k_sz), (v, v_sz) = (kv_cache.quantize(t, policy) for t in (k, v))
+    return dict(k_cache=k, v_cache=v, k_scales_zeros=k_sz, v_scales_zeros=v_sz,
+                quant_policy=policy)
+
+
+def bench_case(batch: int, context: int, width: int, splits: list[int], policy: int) -> str:
     """One table row: the chosen split count's time and bandwidth, then each fixed count's."""
     device = torch.device("cuda")
     per_seq = -(-context // BLOCK)
     blocks = batch * per_seq
-    kv_bytes = 2 * batch * context * KV_HEADS * HEAD_DIM * DTYPE.itemsize
+    per_token = kv_cache.bytes_per_token(MODEL, DTYPE, policy) // MODEL.num_layers
+    kv_bytes = batch * context * per_token
     copies = max(2, min(CALLS, -(-(256 << 20) // kv_bytes)))  # enough that L2 never holds it
-    caches = [tuple(torch.randn(blocks, BLOCK, KV_HEADS, HEAD_DIM, device=device, dtype=DTYPE)
-                    for _ in range(2)) for _ in range(copies)]
+    caches = [make_cache(blocks, policy, device) for _ in range(copies)]
     tables = torch.zeros(batch, width, dtype=torch.int32, device=device)
     tables[:, :per_seq] = torch.randperm(blocks, device=device).view(batch, per_seq)
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     q = torch.randn(batch, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
 
-    def run(num_splits):
+    def run(num_splits, warps=None, stages=3):
         def call(i):
-            k, v = caches[i % copies]
+            cache = dict(caches[i % copies])
+            k, v = cache.pop("k_cache"), cache.pop("v_cache")
             return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
-                                                 num_splits)
+                                                 num_splits, warps, stages, **cache)
         return call
 
     chosen = choose_num_splits(batch, KV_HEADS, width * BLOCK, device)
@@ -72,13 +93,8 @@ def bench_case(batch: int, context: int, width: int, splits: list[int]) -> str:
     row = (f"{batch:5d} {context:7d} {us:6.1f} ({chosen:2d}, {kv_bytes / us / 1e6:4.1f} TB/s) "
            f"{cells}")
     # The launch config of the chosen split count: warps x pipeline stages.
-    configs = []
-    for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3)):
-        def call(i, warps=warps, stages=stages):
-            k, v = caches[i % copies]
-            return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
-                                                 chosen, warps, stages)
-        configs.append(f"{warps}w{stages}s {time_us(call):.1f}")
+    configs = [f"{warps}w{stages}s {time_us(run(chosen, warps, stages)):.1f}"
+               for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3))]
     return row + "\n      configs: " + ", ".join(configs)
 
 
@@ -88,14 +104,17 @@ def main() -> None:
     parser.add_argument("--context", type=int, nargs="+", default=[256, 640, 2048])
     parser.add_argument("--session-len", type=int, default=8192)
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 4, 8, 16, 33, 64])
+    parser.add_argument("--quant-policy", type=int, nargs="+", default=[0], choices=(0, 4, 8))
     args = parser.parse_args()
     width = args.session_len // BLOCK
-    print(f"{'batch':>5} {'context':>7} {'chosen (splits, K/V read)':>26} "
-          + " ".join(f"{n:>7}" for n in args.splits))
-    for batch in args.batch_size:
-        for context in args.context:
-            print(bench_case(batch, context, width, args.splits), flush=True)
-            torch.cuda.empty_cache()
+    for policy in args.quant_policy:
+        print(f"quant_policy {policy}")
+        print(f"{'batch':>5} {'context':>7} {'chosen (splits, K/V read)':>26} "
+              + " ".join(f"{n:>7}" for n in args.splits))
+        for batch in args.batch_size:
+            for context in args.context:
+                print(bench_case(batch, context, width, args.splits, policy), flush=True)
+                torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

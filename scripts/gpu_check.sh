@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
-# steps when GPU_CHECK_PROFILE=1; W2 with every request constrained to a small JSON schema, and
-# the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1) on Llama-3-8B's
-# architecture with random bf16 weights. Full results go to OUTDIR as JSON; a short table is
-# printed last.
+# steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1; W2 with every
+# request constrained to a small JSON schema, and the grammar library's host cost per step, when
+# GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
+# GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh).
 #
 #   scripts/gpu_check.sh OUTDIR
 #
-# Wheels the machine lacks travel in .whl/ (see GPU.md) and are installed into /tmp/site; the
-# core needs llguidance (llguidance-*-abi3-manylinux*_x86_64.whl, one wheel for every Python). The demo
+# GPU_CHECK_BACKENDS (default "pytorch") lists the engines W1, W4 and W2 run on, one after the
+# other; with turbomind among them, one 8,192-token prefill step per engine and turbomind's
+# engine-ready time from a converted folder are measured too (scripts/bench_prefill_ready.py).
+# GPU_CHECK_TEST_PATHS limits the gpu-marked tests to those paths (default: all of them).
+#
+# Wheels the machine lacks travel in .whl/ (see GPU.md; the server also needs fastapi-offline's,
+# the core llguidance's: llguidance-*-abi3-manylinux*_x86_64.whl, one wheel for every Python)
+# and are installed into /tmp/site. The demo
 # model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
 # the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
 # saved beforehand on a machine that has the demo model:
@@ -41,6 +48,7 @@ declare -a STATUS=()
 stage() {  # stage NAME LIMIT_S COMMAND...: run with a time limit, log to OUT/NAME.log, record
   local name=$1 limit=$2 start rc
   shift 2
+  if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then STATUS+=("$name skipped"); return 0; fi
   echo "=== $name (limit ${limit}s)"
   start=$(date +%s)
   timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
@@ -76,20 +84,45 @@ BENCH=(python3 -m lmforge.cli.main bench)
 export -f install_lmforge
 stage install "${GPU_CHECK_INSTALL_S:-90}" bash -c install_lmforge
 stage nvidia-smi 20 nvidia-smi
+if [ "${GPU_CHECK_TP:-0}" = 1 ]; then  # tensor parallelism's stages instead (two GPUs)
+  source "$ROOT/scripts/gpu_check_tp.sh"
+  exit 0
+fi
+read -r -a BACKENDS <<< "${GPU_CHECK_BACKENDS:-pytorch}"
+read -r -a TEST_PATHS <<< "${GPU_CHECK_TEST_PATHS:-}"
 stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \
-  --junitxml="$OUT/gpu-tests.xml"
-stage w1 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
-  --batch-size 1 --input-len 128 --output-len 512 --json "$OUT/w1.json"
-stage w4 "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 --load-format dummy \
-  --batch-size 1 16 64 256 --input-len 128 --output-len 128 --json "$OUT/w4.json"
+  --junitxml="$OUT/gpu-tests.xml" "${TEST_PATHS[@]}"
+suffix() { [ "$1" = pytorch ] || printf -- '-%s' "$1"; }
+for backend in "${BACKENDS[@]}"; do
+  s=$(suffix "$backend")
+  stage "w1$s" "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --batch-size 1 --input-len 128 --output-len 512 \
+    --json "$OUT/w1$s.json"
+  stage "w4$s" "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --batch-size 1 16 64 256 --input-len 128 \
+    --output-len 128 --json "$OUT/w4$s.json"
+done
+if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
+  stage prefill-ready "${GPU_CHECK_PREFILL_S:-150}" python3 scripts/bench_prefill_ready.py \
+    "$MODEL" --backend "${BACKENDS[@]}" --json "$OUT/prefill-ready.json"
+fi
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   # Where a decode step's time goes: the kernels of one graph replay at three batch sizes.
-  stage profile "${GPU_CHECK_PROFILE_S:-120}" python3 scripts/profile_decode.py "$MODEL" \
-    --batch-size 1 64 256 --engine
+  for backend in "${BACKENDS[@]}"; do
+    stage "profile$(suffix "$backend")" "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/profile_decode.py "$MODEL" --batch-size 1 64 256 --engine --backend "$backend"
+  done
+  if [[ " ${BACKENDS[*]} " == *" turbomind "* ]]; then
+    stage turbomind-kernels "${GPU_CHECK_PROFILE_S:-120}" python3 \
+      scripts/bench_turbomind_kernels.py
+  fi
 fi
-stage w2 "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
-  --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
-  --json "$OUT/w2.json"
+for backend in "${BACKENDS[@]}"; do
+  s=$(suffix "$backend")
+  stage "w2$s" "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --backend "$backend" \
+    --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --json "$OUT/w2$s.json"
+done
 
 if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
   # The same W2 requests, each constrained to a JSON schema of 500 records (long enough that
@@ -100,6 +133,30 @@ if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
   # Host cost of filling the token masks, per step, at the benchmark's vocabulary.
   stage grammar-cost "${GPU_CHECK_GRAMMAR_S:-120}" python3 scripts/bench_grammar.py \
     "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256
+fi
+
+if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
+  # K/V cache int8 (quant_policy 8) and int4 (4): W2 with the cache fixed at 7.8 GiB (the memory
+  # of 64k bf16 tokens) for policies 0, 8 and 4, at batch GPU_CHECK_KVQ_BATCH (512: room for the
+  # tokens int4 holds); W2 at the defaults and W1 with policy 8, against w2 and w1 above.
+  # The engine logs its pool (tokens, blocks, GiB) at start-up: LMFORGE_LOG_LEVEL=INFO.
+  for policy in 0 8 4; do
+    LMFORGE_LOG_LEVEL=INFO stage "kvq-w2-7.8gib-p$policy" "${GPU_CHECK_KVQ_W2_S:-150}" \
+      "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 --load-format dummy --dataset sharegpt \
+      --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --kv-cache-memory 7.8GiB \
+      --quant-policy "$policy" --max-batch-size "${GPU_CHECK_KVQ_BATCH:-512}" \
+      --json "$OUT/kvq-w2-7.8gib-p$policy.json"
+  done
+  LMFORGE_LOG_LEVEL=INFO stage kvq-w2-p8 "${GPU_CHECK_KVQ_W2_S:-150}" "${BENCH[@]}" throughput \
+    "$MODEL" --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --quant-policy 8 --json "$OUT/kvq-w2-p8.json"
+  stage kvq-w1-p8 "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$MODEL" --dtype bfloat16 \
+    --load-format dummy --batch-size 1 --input-len 128 --output-len 512 --quant-policy 8 \
+    --json "$OUT/kvq-w1-p8.json"
+  # The decode kernel alone over bf16, int8 and int4 caches.
+  stage kvq-decode-attention "${GPU_CHECK_KVQ_ATTN_S:-120}" python3 \
+    scripts/bench_decode_attention.py --batch-size 1 64 256 --context 640 2048 --splits 1 16 \
+    --quant-policy 0 8 4
 fi
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
@@ -136,25 +193,62 @@ def load(name):
     path = out / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 print("\n=== results")
-for name in ("w1", "w4"):
-    report = load(name)
+engines = [""] + sorted({p.stem.partition("-")[2] for p in out.glob("w[124]-*.json")})
+for engine in engines:
+    label = f" ({engine or 'pytorch'})"
+    for name in ("w1", "w4"):
+        report = load(name + (f"-{engine}" if engine else ""))
+        if report:
+            print(f"{name.upper()}{label} on {report['device']}:")
+            for row in report["rows"]:
+                print(f"  batch {row['batch_size']:>3}: {row['output_tok_s']:9.1f} output tok/s, "
+                      f"first token {row['first_token_latency_s'] * 1000:7.1f} ms")
+    report = load("w2" + (f"-{engine}" if engine else ""))
     if report:
-        print(f"{name.upper()} on {report['device']}:")
-        for row in report["rows"]:
-            print(f"  batch {row['batch_size']:>3}: {row['output_tok_s']:9.1f} output tok/s, "
-                  f"first token {row['first_token_latency_s'] * 1000:7.1f} ms")
-report = load("w2")
+        row = report["rows"][0]
+        print(f"W2{label} on {report['device']}: {row['request_s']:.1f} req/s, "
+              f"{row['output_tok_s']:.0f} output tok/s, {row['total_tok_s']:.0f} total tok/s, "
+              f"{row['elapsed_s']:.1f} s")
+report = load("prefill-ready")
 if report:
+    for engine, ms in report["prefill_ms"].items():
+        print(f"{report['prefill_len']}-token prefill step ({engine}): {ms:.1f} ms")
+    if "turbomind_ready" in report:
+        print(f"turbomind engine ready from a converted folder: "
+              f"{report['turbomind_ready']['ready_s']} s")
+def w2_line(name):
+    report = load(name)
+    if not report:
+        return None
     row = report["rows"][0]
-    print(f"W2 on {report['device']}: {row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} "
-          f"output tok/s, {row['total_tok_s']:.0f} total tok/s, {row['elapsed_s']:.1f} s")
-    constrained = load("w2-json")
-    if constrained:
-        json_row = constrained["rows"][0]
-        print(f"W2 with a JSON schema: {json_row['request_s']:.1f} req/s, "
-              f"{json_row['output_tok_s']:.0f} output tok/s "
-              f"({json_row['output_tokens']} of {row['output_tokens']} output tokens), "
-              f"{100 * json_row['output_tok_s'] / row['output_tok_s']:.0f} % of unconstrained")
+    return row["request_s"], (f"{row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} output "
+                              f"tok/s, {row['elapsed_s']:.1f} s")
+def pool(name):
+    log = out / f"{name}.log"
+    lines = [l for l in log.read_text().splitlines() if "K/V cache:" in l] if log.is_file() else []
+    return lines[-1].split("K/V cache: ", 1)[1].split(";")[0] if lines else "pool not logged"
+base, constrained = w2_line("w2"), w2_line("w2-json")
+if base and constrained:
+    json_row, row = load("w2-json")["rows"][0], load("w2")["rows"][0]
+    print(f"W2 with a JSON schema: {constrained[1]} ({json_row['output_tokens']} of "
+          f"{row['output_tokens']} output tokens) = {constrained[0] / base[0]:.3f}x unconstrained "
+          "(target >= 0.90x)")
+fixed = {p: w2_line(f"kvq-w2-7.8gib-p{p}") for p in (0, 8, 4)}
+if any(fixed.values()):
+    print("KV cache quantization, W2 with --kv-cache-memory 7.8GiB (targets: int8 >= 1.4x, "
+          "int4 >= 1.6x of policy 0):")
+    for p, line in fixed.items():
+        if line:
+            ratio = f" = {line[0] / fixed[0][0]:.2f}x policy 0" if fixed[0] and p else ""
+            print(f"  quant_policy {p}: {line[1]}{ratio}; {pool(f'kvq-w2-7.8gib-p{p}')}")
+    base, int8 = w2_line("w2"), w2_line("kvq-w2-p8")
+    if base and int8:
+        print(f"  W2 at the defaults, policy 8: {int8[1]} = {int8[0] / base[0]:.3f}x policy 0 "
+              "(target >= 0.97x)")
+    w1, w1q = load("w1"), load("kvq-w1-p8")
+    if w1 and w1q:
+        a, b = w1["rows"][0]["output_tok_s"], w1q["rows"][0]["output_tok_s"]
+        print(f"  W1, policy 8: {b:.1f} tok/s = {b / a:.3f}x policy 0 (target >= 0.97x)")
 for name in ("w3", "w3-rate"):
     report = load(name)
     if not report:

@@ -1,8 +1,9 @@
 """Where a decode step's time goes: the kernels of one CUDA-graph replay, and the engine's steps.
 
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
+        [--backend pytorch|turbomind]
 
-Builds the ``pytorch`` engine's runner on ``MODEL_DIR`` (a config.json is enough: random bf16
+Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json is enough: random bf16
 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
 with CUDA events, then lists its kernels (torch.profiler) by total time. The gap between the
 replay's time and the sum of its kernels is what the launches between kernels cost. With
@@ -17,11 +18,10 @@ import argparse
 import collections
 
 import torch
+from lmforge import registry
 from lmforge.engine.batch import ForwardBatch
-from lmforge.messages import PytorchEngineConfig
 from lmforge.model.linear import LinearWeight
 from lmforge.model.loader import load_model_info
-from lmforge_torch_triton.runner import TorchModelRunner
 
 
 def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
@@ -36,15 +36,24 @@ def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
     )
 
 
-def streamed_weight_bytes(weights) -> int:
+def streamed_weight_bytes(runner) -> int:
     """Bytes a decode step reads: every layer, the final norm and the LM head (the embedding
-    table is only indexed)."""
-    total = weights.norm.numel() * weights.norm.element_size() + weights.lm_head.nbytes
-    for layer in weights.layers:
-        for part in vars(layer).values():
-            total += part.nbytes if isinstance(part, LinearWeight) else (
-                part.numel() * part.element_size())
+    table is only indexed). The pytorch engine keeps its layers as dataclasses of tensors and
+    linear weights of some kind, turbomind as dicts of tensors."""
+    weights = runner.model.weights if hasattr(runner, "model") else runner.weights
+    norm = weights.top["norm"] if isinstance(weights.layers[0], dict) else weights.norm
+    total = 0
+    for layer in [{"norm": norm, "lm_head": weights.lm_head}, *weights.layers]:
+        for part in layer.values() if isinstance(layer, dict) else vars(layer).values():
+            if isinstance(part, LinearWeight):
+                total += part.nbytes
+            elif isinstance(part, torch.Tensor):
+                total += part.numel() * part.element_size()
     return total
+
+
+def engine_config(backend: str, **values):
+    return registry.load_object(registry.get_engine(backend).config_class)(**values)
 
 
 def main() -> None:
@@ -54,16 +63,17 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--engine", action="store_true", help="also time the engine's steps")
+    parser.add_argument("--backend", default="pytorch", help="the engine to profile")
     args = parser.parse_args()
     block_size = 64
     max_bs = max(args.batch_size)
-    cfg = PytorchEngineConfig(dtype="bfloat16", load_format="dummy", max_batch_size=max_bs,
-                              block_size=block_size, session_len=4096)
+    cfg = engine_config(args.backend, dtype="bfloat16", load_format="dummy",
+                        max_batch_size=max_bs, session_len=4096)
     info = load_model_info(args.model, load_format="dummy", session_len=4096, dtype="bfloat16")
-    runner = TorchModelRunner(info, cfg)
+    runner = registry.load_object(registry.get_engine(args.backend).runner)(info, cfg)
     blocks = max_bs * -(-args.context // block_size) + 8
     runner.allocate_cache(blocks, block_size)
-    weight_bytes = streamed_weight_bytes(runner.model.weights)
+    weight_bytes = streamed_weight_bytes(runner)
     print(f"weights read per step {weight_bytes / 1e9:.2f} GB ({runner.dtype})")
     for size in args.batch_size:
         batch = decode_batch(size, args.context, block_size)
@@ -98,18 +108,18 @@ def main() -> None:
     del runner
     torch.cuda.empty_cache()
     if args.engine:
-        engine_steps(args.model, args.batch_size)
+        engine_steps(args.model, args.batch_size, args.backend)
 
 
-def engine_steps(model: str, sizes: list[int]) -> None:
+def engine_steps(model: str, sizes: list[int], backend: str) -> None:
     import random
     import statistics
     import time
 
     from lmforge import GenerationConfig, pipeline
 
-    cfg = PytorchEngineConfig(dtype="bfloat16", load_format="dummy", max_batch_size=max(sizes),
-                              max_prefill_token_num=8192)
+    cfg = engine_config(backend, dtype="bfloat16", load_format="dummy",
+                        max_batch_size=max(sizes), max_prefill_token_num=8192)
     with pipeline(model, backend_config=cfg) as pipe:
         engine = pipe.engine.loop.engine
         step, launch = engine.step, engine._launch

@@ -79,3 +79,19 @@ def test_smollm2_from_gguf(smollm2_gguf):
     text = "Hello, 世界! 🙂 naïve café\n\tcode()"
     assert by_file.decode(by_file.encode(text)) == text
     assert by_file.indexes_containing_token("<|im_end|>") == [2]
+
+
+@pytest.mark.slow
+def test_gguf_tokenizer_equals_transformers_auto_tokenizer(smollm2_gguf):
+    # lmforge loads a GGUF's tokenizer with the generic fast class (one read of the file);
+    # it must be the tokenizer AutoTokenizer builds from the same file.
+    from transformers import AutoTokenizer
+
+    ours = Tokenizer.from_pretrained(smollm2_gguf).hf
+    auto = AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
+    text = "Hello <|im_start|>user\n  two  spaces, ünïcødé 你好 🙂 123456\n\n<|im_end|>"
+    assert ours.encode(text) == auto.encode(text)
+    assert ours.decode(ours.encode(text)) == auto.decode(auto.encode(text))
+    assert (ours.bos_token_id, ours.eos_token_id, len(ours)) == (
+        auto.bos_token_id, auto.eos_token_id, len(auto))
+    assert ours.chat_template == auto.chat_template

@@ -24,3 +24,8 @@ class PromptTooLongError(ConfigError):
 
 class EngineError(LmforgeError):
     """The engine failed while running a request (the message carries the cause)."""
+
+
+class EngineDeadError(EngineError):
+    """The engine cannot run another step (a tensor-parallel rank died): requests fail with
+    this message until the engine is restarted."""

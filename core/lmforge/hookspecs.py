@@ -84,6 +84,15 @@ def register_commands(app):
 
 
 @hookspec
+def register_env_info(register):
+    """Add a section to ``lmforge check_env`` (a native library's build, a driver's state).
+
+    :param register: call ``register(title, info)`` with a section title and a dict of
+        ``{field: value}`` strings; keep it fast and never raise for a missing piece (report it).
+    """
+
+
+@hookspec
 def register_routes(app):
     """Add HTTP routes or middleware to the OpenAI-compatible server.
 

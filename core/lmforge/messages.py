@@ -14,6 +14,19 @@ def _check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"Invalid value for {name}: {msg}")
 
 
+def _check_kv_size(config: Any) -> None:
+    """``max_kv_tokens`` and ``kv_cache_memory``: valid, and not both."""
+    from .engine.cache_sizing import parse_memory
+
+    tokens, memory = config.max_kv_tokens, config.kv_cache_memory
+    _check(tokens is None or (isinstance(tokens, int) and tokens >= 1), "max_kv_tokens",
+           f"{tokens!r}; must be a whole number of tokens >= 1")
+    if memory is not None:
+        parse_memory(memory)
+    _check(tokens is None or memory is None, "max_kv_tokens",
+           "give either max_kv_tokens or kv_cache_memory, not both")
+
+
 @dataclass
 class GenerationConfig:
     """Sampling and stopping parameters of one request.
@@ -117,6 +130,10 @@ class PytorchEngineConfig:
     session_len: int | None = None
     max_batch_size: int = 128
     cache_max_entry_count: float = 0.8
+    # The K/V pool as an amount of memory ("16GiB") or a token count; either replaces
+    # cache_max_entry_count.
+    kv_cache_memory: str | None = None
+    max_kv_tokens: int | None = None
     eviction_type: str = "recompute"
     prefill_interval: int = 16
     block_size: int = 64
@@ -159,6 +176,7 @@ class PytorchEngineConfig:
             f"{self.max_prefill_token_num!r}; must be >= 1",
         )
         _check(self.quant_policy in (0, 4, 8), "quant_policy", f"{self.quant_policy!r}; must be 0, 4 or 8")
+        _check_kv_size(self)
         _check(
             self.eviction_type in ("recompute", "copy"),
             "eviction_type",
@@ -186,6 +204,10 @@ class TurbomindEngineConfig:
     session_len: int | None = None
     max_batch_size: int = 128
     cache_max_entry_count: float = 0.8
+    # The K/V pool as an amount of memory ("16GiB") or a token count; either replaces
+    # cache_max_entry_count.
+    kv_cache_memory: str | None = None
+    max_kv_tokens: int | None = None
     cache_block_seq_len: int = 64
     enable_prefix_caching: bool = False
     quant_policy: int = 0
@@ -200,6 +222,12 @@ class TurbomindEngineConfig:
     device: str = "auto"
     load_format: Literal["auto", "dummy"] = "auto"
     seed: int = 0
+    # Run decode steps without CUDA graphs (debugging, profiling).
+    eager_mode: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.quant_policy in (0, 4, 8), "quant_policy", f"{self.quant_policy!r}; must be 0, 4 or 8")
+        _check_kv_size(self)
 
 
 @dataclass
@@ -218,7 +246,8 @@ class Response:
     def __repr__(self) -> str:  # short enough to read in a REPL
         return (
             f"Response(text={self.text!r}, generate_token_len={self.generate_token_len}, "
-            f"input_token_len={self.input_token_len}, finish_reason={self.finish_reason!r})"
+            f"input_token_len={self.input_token_len}, finish_reason={self.finish_reason!r}, "
+            f"index={self.index})"
         )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .engine.async_engine import AsyncEngine
 from .engine.builder import build_async_engine
 from .engine.outputs import GenOut
-from .errors import EngineError
+from .errors import ConfigError, EngineError
 from .messages import GenerationConfig, Response
 
 _session_ids = itertools.count(1)
@@ -181,11 +181,27 @@ class Pipeline:
 
     # ------------------------------------------------------------------ perplexity
 
-    def get_ppl(self, input_ids: list[int] | list[list[int]]) -> float | list[float]:
-        """Mean negative log-likelihood (the loss; perplexity is its exp) of each token sequence."""
-        if input_ids and isinstance(input_ids[0], int):
-            return self.engine.score(list(input_ids))
-        return [self.engine.score(list(ids)) for ids in input_ids]
+    def get_ppl(self, input_ids: str | list[int] | list[str] | list[list[int]]
+                ) -> float | list[float]:
+        """Mean negative log-likelihood (the loss; perplexity is its exp) of each sequence.
+
+        A sequence is token ids (LMDeploy's argument) or text, which is tokenized as it is,
+        with the BOS token the model's tokenizer adds and no chat template. One sequence gives
+        one float, a list of sequences a list of floats.
+        """
+        if isinstance(input_ids, str) or (input_ids and isinstance(input_ids[0], int)):
+            return self.engine.score(self._token_ids(input_ids))
+        return [self.engine.score(self._token_ids(seq)) for seq in input_ids]
+
+    def _token_ids(self, sequence) -> list[int]:
+        if isinstance(sequence, str):
+            return self.tokenizer.encode(sequence)
+        if isinstance(sequence, list | tuple) and all(isinstance(t, int) for t in sequence):
+            return list(sequence)
+        raise ConfigError(
+            f"get_ppl takes token ids (a list of ints) or text, or a list of either; got "
+            f"{type(sequence).__name__}."
+        )
 
     # ------------------------------------------------------------------ lifetime
 
@@ -211,15 +227,19 @@ def _progress(total: int):
 
 
 def pipeline(model_path: str | None = None, backend_config=None, chat_template_config=None,
-             log_level: str = "WARNING", backend: str | None = None,
+             log_level: str | None = None, backend: str | None = None,
              model_name: str | None = None) -> Pipeline:
     """Load a model for offline inference.
 
-    ``model_path``: an HF model folder, a GGUF file, or None for the bundled demo model.
+    ``model_path``: an HF model folder, a GGUF file, a Hugging Face Hub id (``owner/name``,
+    downloaded once; ``backend_config.revision`` and ``download_dir`` apply), or None for the
+    bundled demo model.
     ``backend_config``: a :class:`PytorchEngineConfig` or :class:`TurbomindEngineConfig`.
     ``chat_template_config``: a :class:`ChatTemplateConfig` to choose or change the template.
+    ``log_level``: the level of lmforge's log messages (default: as configured, else WARNING).
     """
-    logging.getLogger("lmforge").setLevel(log_level.upper())
+    if log_level is not None:
+        logging.getLogger("lmforge").setLevel(log_level.upper())
     engine = build_async_engine(model_path, backend=backend, backend_config=backend_config,
                                 chat_template_config=chat_template_config, model_name=model_name)
     return Pipeline(engine)

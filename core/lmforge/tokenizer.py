@@ -8,6 +8,7 @@ token ids that are exactly a given word (for stop and bad words).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ class Tokenizer:
         :param trust_remote_code: allow a tokenizer class shipped as code with the model.
         :param eos_token_ids: more ids that end generation (see ``__init__``).
         """
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
         path = Path(path)
         if gguf_file is None and path.suffix == ".gguf":
@@ -120,10 +121,13 @@ class Tokenizer:
         target = path / gguf_file if gguf_file else path
         if not target.exists():
             raise ModelLoadError(f"No tokenizer at {target}; pass a model folder or a .gguf file that exists.")
+        # A GGUF file holds the whole tokenizer, so the generic fast class reads it; AutoTokenizer
+        # would first rebuild the model's config from the file, a second slow parse of it.
         try:
-            hf = AutoTokenizer.from_pretrained(
-                str(path), gguf_file=gguf_file, trust_remote_code=trust_remote_code
-            )
+            if gguf_file:
+                hf = PreTrainedTokenizerFast.from_pretrained(str(path), gguf_file=gguf_file)
+            else:
+                hf = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         except Exception as exc:  # transformers raises many types; the user needs one sentence
             raise ModelLoadError(
                 f"Cannot load the tokenizer from {target} ({type(exc).__name__}: {exc}); "
@@ -146,13 +150,45 @@ class Tokenizer:
             template = template.get("default")
         return template or None
 
-    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+    @cached_property
+    def special_texts(self) -> tuple[str, ...]:
+        """How the special (control) tokens are spelled: ``<|im_start|>``, ``</s>``...
+
+        Added tokens that are not marked special (``<think>`` in some vocabularies) are not
+        among them: they are words a model writes, not the marks of a conversation's turns.
+        """
+        added = getattr(self.hf, "added_tokens_decoder", {}) or {}
+        texts = [t.content for t in added.values() if getattr(t, "special", False)]
+        texts += list(getattr(self.hf, "all_special_tokens", ()) or ())
+        return tuple(dict.fromkeys(t for t in texts if t))
+
+    @cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for (the longest vocabulary entry).
+
+        A text of ``c`` characters is at least ``c / max_token_chars`` tokens long, which bounds
+        a prompt's length without tokenizing it.
+        """
+        return max((len(token) for token in self.hf.get_vocab()), default=1) or 1
+
+    def encode(self, text: str, add_bos: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of ``text``.
 
         BOS is prepended only when ``add_bos`` is set, the model's tokenizer adds one, and the
         text does not already start with it (a chat template often writes it out itself).
+        With ``parse_special=False`` the spelling of a special token (``<|im_end|>``) is encoded
+        as the plain characters it is made of, never as that token.
         """
-        ids = self.hf.encode(text, add_special_tokens=False)
+        return self.encode_pieces([(text, parse_special)], add_bos)
+
+    def encode_pieces(self, pieces: Iterable[tuple[str, bool]], add_bos: bool = True) -> list[int]:
+        """Token ids of a text given in pieces, each with its own ``parse_special`` (see
+        :meth:`encode`); BOS as for a single text."""
+        ids: list[int] = []
+        for text, parse_special in pieces:
+            if text:
+                plain = {} if parse_special else {"split_special_tokens": True}
+                ids += self.hf.encode(text, add_special_tokens=False, **plain)
         if add_bos and self._adds_bos and ids[:1] != [self.bos_token_id]:
             ids.insert(0, self.bos_token_id)
         return ids

@@ -6,8 +6,6 @@ import json
 
 import pytest
 from lmforge.cli.app import create_app
-from lmforge.cli.bench import parse_ints
-from lmforge.errors import ConfigError
 from typer.testing import CliRunner
 
 
@@ -58,10 +56,16 @@ def test_throughput_reads_a_users_sharegpt_file(tiny_model, tmp_path, monkeypatc
     assert list((tmp_path / "cache" / "bench").glob("sharegpt-*.json"))
 
 
-def test_parse_ints_accepts_lists_in_every_spelling():
-    assert parse_ints(["1", "16,64"], ["256"], "--batch-size") == [1, 16, 64, 256]
-    assert parse_ints(["1 2"], [], "--batch-size") == [1, 2]
-    with pytest.raises(ConfigError, match="model path first"):
-        parse_ints(["1"], ["model"], "--batch-size")
-    with pytest.raises(ConfigError, match="--batch-size"):
-        parse_ints(["0"], [], "--batch-size")
+def test_batch_sizes_before_the_model_path_are_a_list(tiny_model, tmp_path):
+    # LMDeploy's spelling: the sizes are space-separated and may come before the model path.
+    out = tmp_path / "gen.json"
+    invoke("generation", "--batch-size", "2", "1", str(tiny_model), "--input-len", "4",
+           "--output-len", "2", "--warmup", "0", "--device", "cpu", "--json", str(out))
+    assert [row["batch_size"] for row in json.loads(out.read_text())["rows"]] == [2, 1]
+
+
+def test_batch_size_below_one_is_one_sentence(tiny_model):
+    result = CliRunner().invoke(create_app(), ["bench", "generation", str(tiny_model),
+                                               "--batch-size", "0", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "Invalid value for --batch-size: [0]; give numbers of 1 or more." in result.output

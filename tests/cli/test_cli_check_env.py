@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +28,14 @@ def test_report_names_platform_toolchain_packages_and_plugins(cli):
     assert "Plugins:\n  builtin (lmforge" in out
 
 
-def test_dump_json_and_yaml_round_trip_to_the_same_report(cli, tmp_path):
-    for name in ("env.json", "env.yml", "env.yaml"):
+def test_dump_json_yaml_and_pickle_round_trip_to_the_same_report(cli, tmp_path):
+    for name in ("env.json", "env.yml", "env.yaml", "env.pkl"):
         assert cli("check_env", "--dump-file", str(tmp_path / name)).exit_code == 0
     from_json = json.loads((tmp_path / "env.json").read_text())
     from_yml = yaml.safe_load((tmp_path / "env.yml").read_text())
     assert from_yml == from_json
     assert yaml.safe_load((tmp_path / "env.yaml").read_text()) == from_json
+    assert pickle.loads((tmp_path / "env.pkl").read_bytes()) == from_json  # LMDeploy's .pkl
     assert from_json["sys.platform"] == sys.platform
     assert set(from_json["packages"]) == set(KEY_PACKAGES)
     assert from_json["plugins"][0]["name"] == "builtin"
@@ -41,13 +43,13 @@ def test_dump_json_and_yaml_round_trip_to_the_same_report(cli, tmp_path):
 
 
 def test_unsupported_dump_extension_is_one_sentence_and_exit_2(cli, tmp_path):
-    result = cli("check_env", "--dump-file", str(tmp_path / "env.pkl"))
+    result = cli("check_env", "--dump-file", str(tmp_path / "env.txt"))
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("Error: --dump-file must end in .json, .yml, .yaml")
-    assert not (tmp_path / "env.pkl").exists()
+    assert lines[0].startswith("Error: --dump-file must end in .json, .yml, .yaml, .pkl")
+    assert not (tmp_path / "env.txt").exists()
 
 
 def test_unwritable_dump_file_is_one_sentence_and_exit_1(cli, tmp_path):

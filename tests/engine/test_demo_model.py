@@ -30,3 +30,25 @@ def test_demo_model_greedy_equals_transformers(smollm2_gguf):
         want = want[: want.index(tok.eos_token_id) + 1]
     assert out.token_ids == want
     assert "Paris" in out.text
+
+
+def test_demo_model_file_is_parsed_once(smollm2_gguf, monkeypatch):
+    # The config, the weights and the chat template share one read of the GGUF; gguf's slow
+    # reader is not used at all (the tokenizer reads its vocabulary section itself).
+    from lmforge.model.gguf_file import GGUFFile
+
+    reads = []
+    read = GGUFFile.__init__
+
+    def counted(self, path):
+        reads.append(path)
+        read(self, path)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("gguf.GGUFReader parsed the file")
+
+    monkeypatch.setattr(GGUFFile, "__init__", counted)
+    monkeypatch.setattr("gguf.GGUFReader", refused)
+    with pipeline(None, backend_config=PytorchEngineConfig(cache_max_entry_count=16)) as pipe:
+        assert pipe("Hi", gen_config=GenerationConfig(max_new_tokens=2)).generate_token_len == 2
+    assert reads == [smollm2_gguf]

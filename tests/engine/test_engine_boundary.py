@@ -103,9 +103,9 @@ def test_what_an_engine_lacks_is_refused_by_its_declaration(mirror, tiny_llama_d
     with pytest.raises(ConfigError, match="The mirror engine does not support dtype=bfloat16; "
                        r"the pytorch engine does \(--backend pytorch\)\."):
         pipeline(str(tiny_llama_dir), backend_config=mirror.MirrorEngineConfig(dtype="bfloat16"))
-    with pytest.raises(ConfigError, match="The pytorch engine does not support tp=2; it "
-                       "supports tp 1."):
-        pipeline(str(tiny_llama_dir), backend_config=PytorchEngineConfig(tp=2))
+    with pytest.raises(ConfigError, match="The pytorch engine does not support tp=5; it "
+                       "supports tp 1, 2, 3, 4, 6, 8."):
+        pipeline(str(tiny_llama_dir), backend_config=PytorchEngineConfig(tp=5))
     with pytest.raises(PluginError, match="Engine 'mirorr' is not installed; installed engines: "
                        "mirror, pytorch."):
         pipeline(str(tiny_llama_dir), backend="mirorr")

@@ -12,7 +12,9 @@ from lmforge import GenerationConfig
 from lmforge.engine.sampling_batch import reads_output_tokens
 from lmforge.engine.sequence import Sequence
 from lmforge.errors import ConfigError
+from lmforge.structured import Grammar
 from test_engine_e2e import GREEDY, NEW, assert_cache_empty, hf_greedy, make_pipe, random_prompts
+from test_engine_process import _pipe as process_or_thread_pipe
 
 SCHEMA = {
     "type": "object",
@@ -101,6 +103,27 @@ def test_queued_ahead_steps_wait_for_constrained_tokens(tiny_llama_dir, prompts,
         assert pending and not any(pending)
         assert all(r.generate_token_len == NEW for r in free)
         assert_cache_empty(ahead)
+
+
+def test_grammars_cross_to_an_engine_process(tiny_llama_dir, prompts):
+    choice = Grammar("grammar", 'start: "yes" | "no" | "maybe"', "guided_choice")
+    configs = [constrained(top_k=1), constrained(top_k=1, response_format=choice)]
+    results = {}
+    for own_process in (False, True):
+        with process_or_thread_pipe(tiny_llama_dir, engine_process=own_process) as pipe:
+            results[own_process] = [r.text for r in pipe(prompts[:2], gen_config=configs)]
+    assert results[True] == results[False]
+    assert results[True][1] in ("yes", "no", "maybe")
+    jsonschema.validate(json.loads(results[True][0]), SCHEMA)
+
+
+def test_the_grammar_ends_the_reply_whatever_ignore_eos_and_min_tokens_say(pipe, prompts):
+    for pattern, text in (("()", ""), ("ab", "ab")):
+        got = pipe(prompts[0], gen_config=constrained(
+            response_format={"type": "regex_schema", "regex_schema": pattern}, n=2,
+            ignore_eos=True, min_new_tokens=5))
+        assert [(r.text, r.finish_reason) for r in got] == [(text, "stop")] * 2
+    assert_cache_empty(pipe)
 
 
 def test_rejected_schema_fails_before_running(pipe, prompts):

@@ -65,3 +65,41 @@ def test_cuda_graphs_agree_with_eager(tiny_llama_dir):
             if not eager:
                 assert runner.graphs.replays > 0, "no decode step ran as a CUDA graph"
     assert results[True] == results[False]
+
+
+@pytest.mark.parametrize("policy", [8, 4])
+def test_quantized_cache_triton_agrees_with_the_reference_ops(tiny_llama_dir, policy,
+                                                              monkeypatch):
+    """An int8 / int4 cache through the Triton kernels and CUDA graphs gives the tokens of the
+    pure-PyTorch ops on the same GPU, with chunked prompts and preemption in the mix."""
+    rng = random.Random(3)
+    prompts = [[rng.randrange(3, 49152) for _ in range(rng.randint(3, 300))] for _ in range(12)]
+    gen = GenerationConfig(max_new_tokens=24, ignore_eos=True, top_k=1)
+    results = {}
+    for ops in ("reference", "triton"):
+        if ops == "reference":
+            monkeypatch.setenv("LMFORGE_OPS", "reference")
+        else:
+            monkeypatch.delenv("LMFORGE_OPS")
+        cfg = PytorchEngineConfig(dtype="float32", block_size=16, quant_policy=policy,
+                                  max_kv_tokens=1024, session_len=1024,
+                                  max_prefill_token_num=256, eager_mode=ops == "reference")
+        with pipeline(str(tiny_llama_dir), backend_config=cfg) as pipe:
+            engine = pipe.engine.loop.engine
+            results[ops] = [r.token_ids for r in pipe(prompts, gen_config=gen)]
+            if ops == "triton":
+                assert engine.runner.graphs.replays > 0
+            assert engine.scheduler.num_preemptions > 0
+    same = sum(a == b for a, b in zip(results["reference"], results["triton"], strict=True))
+    assert same >= len(prompts) - 1, f"{len(prompts) - same} of {len(prompts)} differ"
+
+
+def test_int8_pool_holds_more_tokens_in_the_same_memory(tiny_llama_dir):
+    tokens = {}
+    for policy in (0, 8, 4):
+        cfg = PytorchEngineConfig(dtype="bfloat16", quant_policy=policy, kv_cache_memory="64MiB")
+        with pipeline(str(tiny_llama_dir), backend_config=cfg) as pipe:
+            tokens[policy] = pipe.engine.stats()["kv_tokens_total"]
+    # head_dim 16: 32 bytes of bf16 per head against 16 + 8 (int8) and 8 + 8 (int4).
+    assert tokens[8] / tokens[0] == pytest.approx(32 / 24, rel=0.02)
+    assert tokens[4] / tokens[0] == pytest.approx(2.0, rel=0.02)

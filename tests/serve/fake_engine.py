@@ -55,6 +55,8 @@ class FakeChatTemplate:
 
 
 class FakeEngine:
+    vocab_size = 100_000  # word ids start at 0, unknown words' at 1000
+
     def __init__(self, model_name: str = "fake-model", session_len: int = 64, delay: float = 0.005):
         self.model_name = model_name
         self.session_len = session_len
@@ -159,6 +161,10 @@ class FakeEngine:
 
     async def end_session(self, session_id: int) -> None:
         self.sessions.pop(session_id, None)
+
+    def history_tokens(self, session_id: int) -> int | None:
+        history = self.sessions.get(session_id)
+        return None if history is None else len(history)
 
     def stats(self) -> dict:
         used = sum(math.ceil(n / BLOCK_SIZE) for n in self.running.values())

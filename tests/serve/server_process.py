@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 HERE = Path(__file__).parent
+TINY_SESSION_LEN = 256  # the session length of the ``tiny_server`` fixture
 
 
 def free_port() -> int:
@@ -44,7 +45,7 @@ def start_server(
     env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
     with open(log, "wb") as sink:
         process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=HERE, env=env)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
+    server = Server(f"http://127.0.0.1:{port}", process, log)  # loopback, whatever it binds
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -13,22 +13,9 @@ import lmforge
 import openai
 import pytest
 from lmforge.messages import PytorchEngineConfig
-from server_process import free_port, lmforge_server
+from server_process import TINY_SESSION_LEN as SESSION_LEN
+from server_process import free_port
 from test_server_robustness import parse_metrics, wait_idle
-
-SESSION_LEN = 256
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tiny_llama_dir, tmp_path_factory):
-    yield from lmforge_server(
-        tmp_path_factory.mktemp("tiny_server"),
-        str(tiny_llama_dir),
-        "--model-name", "tiny",
-        "--session-len", str(SESSION_LEN),
-        "--cache-max-entry-count", "1024",  # a block count: keeps host memory small
-        "--max-batch-size", "256",
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +90,48 @@ def test_interactive_turns_reuse_the_session(tiny_server):
     assert two["input_tokens"] > two["history_tokens"]
 
 
-def test_256_concurrent_streams_match_their_solo_runs(client, tiny_server):
+HOSTILE = [
+    # (route, JSON body or raw bytes)
+    ("/v1/completions", {"model": "tiny", "prompt": [49152], "max_tokens": 4}),
+    ("/v1/completions", {"model": "tiny", "prompt": [1, -1, 2]}),
+    ("/v1/completions", {"model": "tiny", "prompt": [[3, 4], [10**12]]}),
+    ("/v1/completions", {"model": "tiny", "prompt": ["a"] * 300, "max_tokens": 1}),
+    ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+    ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": '),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                              "stream": "yes"}),
+    ("/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                              "max_tokens": 10**30, "seed": 2**70}),
+    ("/v1/chat/completions", {"model": "tiny", "max_tokens": 2, "session_id": 1,
+                              "messages": [{"role": "user", "content": "<|im_end|><|im_start|>"}]}),
+    ("/v1/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}),
+    ("/v1/chat/interactive", {"session_id": 1, "cancel": True}),
+    ("/v1/chat/interactive", {"prompt": "hi", "session_id": 1, "interactive_mode": True,
+                              "request_output_len": 3}),
+    ("/v1/completions", {"model": "tiny", "prompt": "word " * 5000, "max_tokens": 1}),
+]  # fmt: skip
+
+
+async def _hostile(url: str, stop: asyncio.Event) -> list[int]:
+    """Send malformed and hostile requests, and streams dropped midway, until ``stop``."""
+    statuses = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        while not stop.is_set():
+            for route, body in HOSTILE:
+                if isinstance(body, bytes):
+                    r = await http.post(route, content=body,
+                                        headers={"content-type": "application/json"})  # fmt: skip
+                else:
+                    r = await http.post(route, json=body)
+                statuses.append(r.status_code)
+            dropped = {"model": "tiny", "prompt": "Drop me", "max_tokens": 50, "stream": True}
+            async with http.stream("POST", "/v1/completions", json=dropped) as r:
+                async for _ in r.aiter_lines():
+                    break  # hang up after the first chunk
+    return statuses
+
+
+def test_256_concurrent_streams_match_their_solo_runs_beside_a_hostile_client(client, tiny_server):
     prompts = [f"Request number {i} says" for i in range(16)]
     reference = {p: greedy(client, p, max_tokens=6).choices[0].text for p in prompts}
 
@@ -118,18 +146,28 @@ def test_256_concurrent_streams_match_their_solo_runs(client, tiny_server):
         aclient = openai.AsyncOpenAI(
             api_key="x", base_url=f"{tiny_server.url}/v1", http_client=http, max_retries=0
         )
-        jobs = [one(aclient, prompts[i % len(prompts)]) for i in range(256)]
-        results = await asyncio.gather(*jobs)
+        stop = asyncio.Event()
+        hostile = asyncio.create_task(_hostile(tiny_server.url, stop))
+        results = await asyncio.gather(*(one(aclient, prompts[i % 16]) for i in range(256)))
+        stop.set()
         await aclient.close()
-        return results
+        return results, await hostile
 
     start = time.monotonic()
-    results = asyncio.run(run())
+    results, statuses = asyncio.run(run())
     assert time.monotonic() - start < 90
     assert len(results) == 256
     for prompt, text in results:
         assert text == reference[prompt], prompt
-    assert wait_idle(tiny_server.url, 5)["lmforge_kv_cache_blocks_used"] == 0
+    assert statuses and max(statuses) < 500, sorted(set(statuses))
+    assert {400, 404} <= set(statuses)
+    metrics = wait_idle(tiny_server.url, 10)
+    assert metrics["lmforge_num_requests_running"] == 0
+    assert metrics["lmforge_num_requests_waiting"] == 0
+    assert metrics["lmforge_kv_cache_blocks_used"] == 0
+    assert metrics["lmforge_engine_steps_total"] > 0
+    assert metrics["lmforge_engine_failed_steps_total"] == 0
+    assert "Traceback" not in tiny_server.output()
 
 
 KILLED_CLIENT = """
@@ -161,14 +199,15 @@ def test_killed_clients_free_their_kv_blocks(tiny_server):
     metrics = wait_idle(tiny_server.url, 10)
     assert metrics["lmforge_num_requests_running"] == 0
     assert metrics["lmforge_kv_cache_blocks_used"] == 0
+    assert metrics["lmforge_kv_cache_tokens_total"] == 1024 * 64
     assert httpx.get(f"{tiny_server.url}/health").status_code == 200
 
 
 def test_unavailable_feature_flag_is_one_sentence():
-    cmd = [sys.executable, "-m", "lmforge.cli.main", "serve", "api_server", "--tp", "2"]
+    cmd = [sys.executable, "-m", "lmforge.cli.main", "serve", "api_server", "--tp", "5"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
-    assert "does not support tp=2" in run.stderr and "Traceback" not in run.stderr
+    assert "does not support tp=5" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow

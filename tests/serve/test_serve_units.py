@@ -50,9 +50,11 @@ def test_histogram_buckets_are_cumulative_and_inclusive():
 
 
 def test_metrics_page_reads_engine_stats():
-    text = ServerMetrics().render({"num_running": 2, "kv_blocks_used": 7, "prompt_tokens_total": 5})
+    text = ServerMetrics().render({"num_running": 2, "kv_blocks_used": 7, "prompt_tokens_total": 5,
+                                   "kv_tokens_total": 200064})
     assert "# TYPE lmforge_num_requests_running gauge\nlmforge_num_requests_running 2" in text
     assert "lmforge_kv_cache_blocks_used 7" in text
+    assert "# TYPE lmforge_kv_cache_tokens_total gauge\nlmforge_kv_cache_tokens_total 200064" in text
     assert "# TYPE lmforge_prompt_tokens_total counter" in text
     assert text.endswith("\n")
 
@@ -63,7 +65,46 @@ def test_build_engine_config():
     assert (cfg.session_len, cfg.block_size, cfg.dtype) == (128, 32, "float32")
     tm = build_engine_config("turbomind", model_format="hf", cache_block_seq_len=128)
     assert isinstance(tm, TurbomindEngineConfig) and tm.cache_block_seq_len == 128
-    with pytest.raises(ConfigError, match="only read by the turbomind engine"):
+    with pytest.raises(ConfigError, match="The pytorch engine has no --model-format setting"):
         build_engine_config("pytorch", model_format="awq")
     with pytest.raises(ConfigError, match="quant_policy"):
         build_engine_config("pytorch", quant_policy=3)
+
+
+def test_logprobs_that_underflowed_are_finite():
+    from lmforge.serve.logprobs import MIN_LOGPROB, chat_logprobs, completion_logprobs
+
+    class Tok:
+        def decode(self, ids):
+            return "".join(f"<{i}>" for i in ids)
+
+    entries = [{7: float("-inf"), 3: float("nan"), 5: -0.5}]
+    chat = chat_logprobs(Tok(), [7], entries, top_n=3).content[0]
+    assert chat.logprob == MIN_LOGPROB and [t.logprob for t in chat.top_logprobs][0] == -0.5
+    assert all(t.logprob == MIN_LOGPROB for t in chat.top_logprobs[1:])
+    text = completion_logprobs(Tok(), [7], entries, top_n=2, text_offset=0)
+    assert text.token_logprobs == [MIN_LOGPROB] and text.top_logprobs[0]["<5>"] == -0.5
+    assert "Infinity" not in chat.model_dump_json() and "NaN" not in text.model_dump_json()
+
+
+def test_an_owner_keeps_a_bounded_number_of_sessions():
+    from lmforge.serve.interactive import InteractiveSessions
+
+    sessions = InteractiveSessions(max_per_owner=2)
+    first, _ = sessions.claim("a", 1)
+    sessions.release("a", 1, keep=True)
+    sessions.claim("a", 2)  # still generating: never evicted
+    sessions.claim("b", 1)  # another owner's sessions do not count
+    _, evicted = sessions.claim("a", 3)
+    assert evicted == [first] and sessions.get("a", 1) is None
+    assert sessions.get("a", 2) is not None and sessions.get("b", 1) is not None
+
+
+def test_exposure_warning_only_beyond_loopback_without_keys():
+    from lmforge.serve.security import exposure_warning
+
+    for host in ("127.0.0.1", "127.0.0.9", "::1", "[::1]", "localhost"):
+        assert exposure_warning(host, None) is None, host
+    for host in ("0.0.0.0", "::", "192.0.2.7", "example.org"):
+        assert "--api-keys" in exposure_warning(host, None), host
+        assert exposure_warning(host, ["k"]) is None

@@ -83,22 +83,22 @@ def assert_valid_calls(message, parallel=True):
 
 
 def test_json_mode_always_parses(client, model):
-    reply = sample(client, model, seed=1, response_format={"type": "json_object"},
+    reply = sample(client, model, n=6, seed=1, max_tokens=150,
+                   response_format={"type": "json_object"},
                    messages=[{"role": "user", "content": "Describe a cat in JSON."}])
     for choice in reply.choices:
         if choice.finish_reason == "stop":  # a length cut can end any JSON mid-value
             assert isinstance(json.loads(choice.message.content), dict)
-    assert sum(c.finish_reason == "stop" for c in reply.choices) >= 4
+    assert sum(c.finish_reason == "stop" for c in reply.choices) >= 3
 
 
 def test_strict_schema_always_validates(client, model):
     messages = [{"role": "user", "content": "Make up a person and answer in JSON."}]
-    for seed in (1, 2):
-        reply = sample(client, model, seed=seed, messages=messages, response_format=PERSON_FORMAT)
-        for choice in reply.choices:
-            assert choice.finish_reason == "stop", choice
-            jsonschema.validate(json.loads(choice.message.content), PERSON)
-        assert reply.usage.completion_tokens > 8 * 10
+    reply = sample(client, model, n=12, seed=1, messages=messages, response_format=PERSON_FORMAT)
+    for choice in reply.choices:
+        assert choice.finish_reason == "stop", choice
+        jsonschema.validate(json.loads(choice.message.content), PERSON)
+    assert reply.usage.completion_tokens > 12 * 10
 
 
 def test_text_completions_take_response_format(client, model):
@@ -113,7 +113,7 @@ def test_text_completions_take_response_format(client, model):
 
 
 def test_required_tool_choice_always_calls_a_declared_function(client, model):
-    reply = sample(client, model, seed=1, tools=TOOLS, tool_choice="required",
+    reply = sample(client, model, n=6, seed=1, tools=TOOLS, tool_choice="required",
                    parallel_tool_calls=False)
     for choice in reply.choices:
         assert choice.finish_reason == "tool_calls"

@@ -94,8 +94,10 @@ def test_json_problems_name_the_field(tmp_path):
 
 
 def test_unknown_template_name_says_where_to_look():
-    with pytest.raises(ConfigError, match=r"'no-such-template' is unknown; run `lmforge list`"):
+    with pytest.raises(ConfigError, match=r"'no-such-template' is unknown; `lmforge list` shows "):
         get_template("no-such-template")
+    with pytest.raises(ConfigError, match=r"'qwen2' is unknown; did you mean qwen\?"):
+        get_template("qwen2")
 
 
 def test_unknown_name_without_the_plugin_says_to_install_it(monkeypatch):

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..model.weights import CONVERTED_MARKER
+
 logger = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
 
 
 def has_weights(model_path: str | Path) -> bool:
-    """Whether ``model_path`` is a weight file or a folder that holds one."""
+    """Whether ``model_path`` is a weight file or a folder that holds one (or a converted
+    folder, whose weights lie in per-rank folders)."""
     path = Path(model_path)
-    if path.is_file():
+    if path.is_file() or (path / CONVERTED_MARKER).is_file():
         return True
     return any(next(path.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS)
 
@@ -33,7 +36,7 @@ def resolve_load_format(model_path: str | Path | None, load_format: str) -> tupl
 
 def model_vocab_size(pipe) -> int:
     """The token ids every part of the loaded engine accepts: the model's and tokenizer's vocab."""
-    return min(pipe.engine.loop.engine.vocab_size, pipe.tokenizer.vocab_size)
+    return min(pipe.engine.loop.vocab_size, pipe.tokenizer.vocab_size)
 
 
 def load_pipeline(model_path: str | None, engine_config, backend: str | None = None):

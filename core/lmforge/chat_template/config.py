@@ -14,6 +14,9 @@ from .base import CAPABILITIES, FIELDS, ChatTemplate
 
 logger = logging.getLogger(__name__)
 
+# The fields that give a new template its shape; the others only adjust one.
+DEFINING_FIELDS = ("system", "eosys", "user", "eoh", "assistant", "eoa", "separator")
+
 
 @dataclass
 class ChatTemplateConfig:
@@ -85,12 +88,18 @@ class ChatTemplateConfig:
 
     @property
     def chat_template(self) -> ChatTemplate:
-        """The ready template: a known name with these fields changed, or a new registered one."""
-        from .registry import all_templates, register_template
+        """The ready template: a known name with these fields changed, or a new registered one.
+
+        A new name must define the template (at least one of :data:`DEFINING_FIELDS`); an
+        unknown name alone is refused with the closest known names.
+        """
+        from .registry import all_templates, get_template, register_template
 
         known = all_templates().get(self.model_name)
         if known is not None:
             return known.replace(**self.given_fields())
+        if not set(self.given_fields()) & set(DEFINING_FIELDS):
+            get_template(self.model_name)  # a typo'd name: say which names come close
         logger.info("chat template %r is new; it is defined by its fields", self.model_name)
         template = ChatTemplate(name=self.model_name, **self.given_fields())
         register_template(template)

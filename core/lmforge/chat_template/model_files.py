@@ -6,9 +6,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from ..model.gguf_file import GGUFFile
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class ModelFiles:
                 return _from_gguf(ggufs[0])
             return _from_folder(p)
         return cls(path=str(path), names=(str(path),))
+
+    @classmethod
+    def from_gguf(cls, gguf: GGUFFile) -> ModelFiles:
+        """Describe a GGUF file already read (its metadata names the model and its template)."""
+        return _gguf_files(gguf)
 
     def name_matches(self, pattern: str) -> bool:
         """Whether a regular expression (case-insensitive) occurs in one of the model's names."""
@@ -95,6 +103,14 @@ def _tokenizer_chat_template(folder: Path, tokenizer_config: dict[str, Any]) -> 
     return template if isinstance(template, str) and template else None
 
 
+def _folder_name(folder: Path) -> str:
+    # A Hub download sits in .../models--owner--name/snapshots/<commit>: the id names it.
+    repo = folder.parent.parent.name
+    if folder.parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.removeprefix("models--").replace("--", "/")
+    return folder.name
+
+
 def _from_folder(folder: Path) -> ModelFiles:
     config = _read_json(folder / "config.json")
     tokenizer_config = _read_json(folder / "tokenizer_config.json")
@@ -103,7 +119,7 @@ def _from_folder(folder: Path) -> ModelFiles:
         path=str(folder),
         architectures=tuple(config.get("architectures") or ()),
         model_type=str(config.get("model_type") or ""),
-        names=_names(names, folder.name),
+        names=_names(names, _folder_name(folder)),
         chat_template=_tokenizer_chat_template(folder, tokenizer_config),
         bos_token=_token_text(tokenizer_config.get("bos_token")),
         eos_token=_token_text(tokenizer_config.get("eos_token")),
@@ -111,28 +127,23 @@ def _from_folder(folder: Path) -> ModelFiles:
 
 
 def _from_gguf(file: Path) -> ModelFiles:
-    from gguf import GGUFReader
+    from ..model.gguf_file import GGUFFile
 
-    try:
-        reader = GGUFReader(str(file))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Cannot read the GGUF file {file}: {exc}.") from exc
+    return ModelFiles.from_gguf(GGUFFile(file))
 
-    def value(key: str) -> Any:
-        field = reader.fields.get(key)
-        return None if field is None else field.contents()
 
-    tokens = value("tokenizer.ggml.tokens") or []
+def _gguf_files(gguf: GGUFFile) -> ModelFiles:
+    tokens = gguf.get("tokenizer.ggml.tokens") or []
 
     def token(key: str) -> str:
-        index = value(key)
+        index = gguf.get(key)
         return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
 
     return ModelFiles(
-        path=str(file),
-        model_type=str(value("general.architecture") or ""),
-        names=_names([value("general.name"), value("general.basename")], file.stem),
-        chat_template=value("tokenizer.chat_template") or None,
+        path=str(gguf.path),
+        model_type=str(gguf.get("general.architecture") or ""),
+        names=_names([gguf.get("general.name"), gguf.get("general.basename")], gguf.path.stem),
+        chat_template=gguf.get("tokenizer.chat_template") or None,
         bos_token=token("tokenizer.ggml.bos_token_id"),
         eos_token=token("tokenizer.ggml.eos_token_id"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import threading
 from pathlib import Path
@@ -70,7 +71,10 @@ def get_template(name: str) -> ChatTemplate:
             "or define the template with a ChatTemplateConfig JSON"
         )
     else:
-        hint = "run `lmforge list` to see the names, or define it with a ChatTemplateConfig JSON"
+        close = difflib.get_close_matches(name.lower(), list(templates), n=3, cutoff=0.6)
+        names = ", ".join(close[:-1]) + " or " + close[-1] if len(close) > 1 else "".join(close)
+        hint = f"did you mean {names}? " if close else ""
+        hint += "`lmforge list` shows every name"
     raise ConfigError(f"Chat template {name!r} is unknown; {hint}.")
 
 
@@ -90,16 +94,18 @@ def build_chat_template(
     model_path: str | Path,
     chat_template_config: ChatTemplateConfig | None = None,
     tokenizer_chat_template: str | None = None,
+    model_files: ModelFiles | None = None,
 ) -> ChatTemplate:
     """The chat template to use for a model.
 
     In order: the explicit ``chat_template_config``; else the best built-in that matches the
     model's own files; else the tokenizer's Jinja template (``tokenizer_chat_template``, or the
     one in the model's files); else a plain template that passes prompts through as they are.
+    ``model_files`` is the model's description when the caller has read it already.
     """
     if chat_template_config is not None:
         return chat_template_config.chat_template
-    files = ModelFiles.from_path(model_path)
+    files = model_files or ModelFiles.from_path(model_path)
     if tokenizer_chat_template and files.chat_template is None:
         files = dataclasses.replace(files, chat_template=tokenizer_chat_template)
     template = best_match(files)

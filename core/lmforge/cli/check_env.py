@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ..errors import ConfigError
+from .command import LmforgeCommand
 from .console import console, exit_with_error
 
-DUMP_FORMATS = {".json": "json", ".yml": "yaml", ".yaml": "yaml"}
+DUMP_FORMATS = {".json": "json", ".yml": "yaml", ".yaml": "yaml", ".pkl": "pickle"}
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    sections = {}
     for key, value in report.items():
         if key in ("packages", "plugins"):
+            continue
+        if isinstance(value, dict):  # a plugin's section (register_env_info), printed last
+            sections[key] = value
             continue
         console.print(f"{key}: {value}", markup=False, soft_wrap=True)
     for name, ver in report["packages"].items():
         console.print(f"{name}: {ver}", markup=False)
+    for title, info in sections.items():
+        console.print(f"{title}:")
+        for field, value in info.items():
+            console.print(f"  {field}: {value}", markup=False, soft_wrap=True)
     console.print("Plugins:")
     for p in report["plugins"]:
         dist = " ".join(filter(None, (p["distribution"], p["version"])))
@@ -43,19 +53,23 @@ def _to_yaml(report: dict[str, Any]) -> str:
 
 
 def _dump(report: dict[str, Any], path: Path) -> None:
-    if DUMP_FORMATS[path.suffix.lower()] == "json":
-        text = json.dumps(report, indent=2)
-    else:
-        text = _to_yaml(report)
+    kind = DUMP_FORMATS[path.suffix.lower()]
+    if kind == "json":
+        data = json.dumps(report, indent=2).encode()
+    elif kind == "yaml":
+        data = _to_yaml(report).encode()
+    else:  # LMDeploy's third format: the report dict, pickled
+        data = pickle.dumps(report)
     try:
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(data)
     except OSError as exc:
         raise ConfigError(f"Cannot write --dump-file {str(path)!r}: {exc.strerror or exc}.") from exc
 
 
 def check_env(
     dump_file: Path | None = typer.Option(
-        None, "--dump-file", help="Also save the report to this file: .json, .yml or .yaml.",
+        None, "--dump-file", metavar="FILE",
+        help="Also save the report to this file: .json, .yml, .yaml or .pkl.",
     ),
 ) -> None:
     """Check the environmental information."""
@@ -75,4 +89,4 @@ def check_env(
 
 def register(app: typer.Typer) -> None:
     """Add ``lmforge check_env``."""
-    app.command("check_env")(check_env)
+    app.command("check_env", cls=LmforgeCommand)(check_env)

@@ -32,9 +32,14 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+def print_error(message: str) -> None:
+    """Print ``message`` as one red line on stderr."""
+    err_console.print(f"[bold red]Error:[/] [red]{escape(message)}[/]", soft_wrap=True)
+
+
 def exit_with_error(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as one red line on stderr and exit with ``code``, without a traceback."""
-    err_console.print(f"[bold red]Error:[/] [red]{escape(message)}[/]", soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ import typer
 
 from .. import registry
 from ..plugins import DISABLED, LOADED, plugin_infos
+from .command import LmforgeCommand
 from .console import console, err_console
 
 TEMPLATES_DISTRIBUTION = "lmforge-templates"
@@ -74,4 +75,4 @@ def list_command() -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``lmforge list``."""
-    app.command("list")(list_command)
+    app.command("list", cls=LmforgeCommand)(list_command)

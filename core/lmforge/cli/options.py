@@ -40,11 +40,17 @@ class LoadFormatName(str, Enum):
     dummy = "dummy"
 
 
+class QuantPolicyName(str, Enum):
+    none = "0"
+    int4 = "4"
+    int8 = "8"
+
+
 ModelPath = Annotated[
     str | None,
     typer.Argument(
-        help="An HF model folder or a GGUF file; without it, the bundled demo model "
-        "(SmolLM2-135M-Instruct).",
+        help="An HF model folder, a GGUF file, or a Hugging Face Hub id (owner/name, downloaded "
+        "once); without it, the bundled demo model (SmolLM2-135M-Instruct).",
         show_default=False,
     ),
 ]
@@ -58,48 +64,89 @@ Backend = Annotated[
 ]
 ModelName = Annotated[
     str | None,
-    typer.Option("--model-name", help="The name the model is served and reported under."),
+    typer.Option("--model-name", "--served-model-name", metavar="NAME",
+                 help="The name the model is served and reported under."),
 ]
 ChatTemplate = Annotated[
     str | None,
     typer.Option(
-        "--chat-template",
-        help="A JSON file or JSON string with a chat template configuration.",
+        "--chat-template", metavar="NAME|JSON",
+        help="A chat template name (`lmforge list` shows them), or a JSON file or string with "
+        "a chat template configuration.",
     ),
+]
+Revision = Annotated[
+    str | None,
+    typer.Option("--revision", metavar="REV", help="Branch, tag or commit of a Hub model; "
+                 "default: its main branch."),
+]
+DownloadDir = Annotated[
+    str | None,
+    typer.Option("--download-dir", metavar="DIR", help="Where Hub models are downloaded and "
+                 "looked for; default: the Hugging Face cache (HF_HUB_CACHE)."),
+]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Accepted for compatibility; not needed: lmforge "
+                 "runs its own implementation of every architecture it supports."),
 ]
 Tp = Annotated[
     int,
     typer.Option(
-        "--tp", min=1, help="GPUs used for tensor parallelism.", rich_help_panel=ENGINE_PANEL
+        "--tp", "--tensor-parallel-size", min=1, metavar="N",
+        help="GPUs used for tensor parallelism.", rich_help_panel=ENGINE_PANEL,
     ),
 ]
 SessionLen = Annotated[
     int | None,
     typer.Option(
-        "--session-len",
-        min=1,
-        help="Maximum tokens of one sequence (prompt and output); default: the model's.",
+        "--session-len", "--max-model-len",
+        min=1, metavar="N",
+        help="Most tokens of one conversation (prompt and replies); default: the model's "
+        "context length.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 MaxBatchSize = Annotated[
     int,
     typer.Option(
-        "--max-batch-size", min=1, help="Maximum batch size.", rich_help_panel=ENGINE_PANEL
+        "--max-batch-size", "--max-num-seqs", min=1, metavar="N",
+        help="Most sequences run together in one step.", rich_help_panel=ENGINE_PANEL,
     ),
 ]
 CacheMaxEntryCount = Annotated[
     float,
     typer.Option(
-        "--cache-max-entry-count",
-        help="Fraction of free device memory for the KV cache (a number above 1 is a block count).",
+        "--cache-max-entry-count", "--gpu-memory-utilization", metavar="FRACTION",
+        help="Fraction of the free device memory that the KV cache takes, after the weights "
+        "(a number above 1 is a count of cache blocks).",
         rich_help_panel=ENGINE_PANEL,
+    ),
+]
+KvCacheMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-cache-memory",
+        help="The KV cache as an amount of memory, e.g. 16GiB (units: B, KB, MB, GB, TB, KiB, "
+        "MiB, GiB, TiB); replaces --cache-max-entry-count.",
+        rich_help_panel=ENGINE_PANEL,
+        show_default=False,
+    ),
+]
+MaxKvTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-kv-tokens",
+        min=1,
+        help="The KV cache as a number of tokens, e.g. 200000; replaces --cache-max-entry-count.",
+        rich_help_panel=ENGINE_PANEL,
+        show_default=False,
     ),
 ]
 CacheBlockSeqLen = Annotated[
     int,
     typer.Option(
-        "--cache-block-seq-len",
+        "--cache-block-seq-len", metavar="N",
         help="Tokens per KV cache block (a power of two).",
         rich_help_panel=ENGINE_PANEL,
     ),
@@ -108,7 +155,7 @@ EnablePrefixCaching = Annotated[
     bool,
     typer.Option(
         "--enable-prefix-caching",
-        help="Reuse the KV cache of shared prompt prefixes.",
+        help="Reuse the KV cache of prompt prefixes that requests share.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -116,16 +163,17 @@ MaxPrefillTokenNum = Annotated[
     int,
     typer.Option(
         "--max-prefill-token-num",
-        min=1,
-        help="Most prompt tokens prefilled in one step (longer prompts are chunked).",
+        min=1, metavar="N",
+        help="Most prompt tokens prefilled in one step (longer prompts are cut into chunks).",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 QuantPolicy = Annotated[
-    int,
+    QuantPolicyName,
     typer.Option(
-        "--quant-policy",
-        help="KV cache quantization: 0 none, 4 or 8 bits.",
+        "--quant-policy", metavar="{0,4,8}",
+        help="KV cache quantization: 0 none, 8 int8 (about 1.9x the tokens in the same memory), "
+        "4 int4 (about 3.5x).",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -133,15 +181,15 @@ ModelFormat = Annotated[
     ModelFormatName | None,
     typer.Option(
         "--model-format",
-        help="Format of the model's weights (turbomind engine).",
+        help="Format of the model's weights: hf, llama (Meta's layout) or awq.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
 RopeScalingFactor = Annotated[
     float,
     typer.Option(
-        "--rope-scaling-factor",
-        help="RoPE scaling factor to extend the context (0 keeps the model's).",
+        "--rope-scaling-factor", metavar="X",
+        help="RoPE scaling factor that extends the context (0 keeps the model's).",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -149,7 +197,8 @@ Dtype = Annotated[
     DtypeName,
     typer.Option(
         "--dtype",
-        help="Data type of weights and activations.",
+        help="Data type of weights and activations; auto is float32 on the CPU, the "
+        "checkpoint's half precision on a GPU.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -157,7 +206,7 @@ Device = Annotated[
     DeviceName,
     typer.Option(
         "--device",
-        help="Device to run on.",
+        help="Device to run on; auto is the GPU when there is one.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -165,7 +214,7 @@ LoadFormat = Annotated[
     LoadFormatName,
     typer.Option(
         "--load-format",
-        help="'dummy' skips reading weights (random values), for testing.",
+        help="dummy skips reading the weights (random values), for testing.",
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
@@ -174,9 +223,10 @@ LoadFormat = Annotated[
 # The engine options every model-loading command declares, with their command-line defaults.
 ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
     "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
-    "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
+    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
     "quant_policy": 0, "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto",
-    "device": "auto", "load_format": "auto", "model_name": None,
+    "device": "auto", "load_format": "auto", "model_name": None, "revision": None,
+    "download_dir": None,
 }
 # Options whose config field has another name in some engines' config classes.
 _FIELD_NAMES = {"cache_block_seq_len": ("cache_block_seq_len", "block_size")}
@@ -221,9 +271,19 @@ def _plain(value: Any) -> Any:
 
 
 def load_chat_template_config(value: str | None) -> Any:
-    """A ``ChatTemplateConfig`` from ``--chat-template`` (a JSON file or a JSON string)."""
+    """A ``ChatTemplateConfig`` from ``--chat-template``: a template name (as LMDeploy takes
+    it), a JSON file or a JSON string. An unknown name is refused now, before the model loads."""
     if not value:
         return None
+    from pathlib import Path
+
     from ..chat_template.config import ChatTemplateConfig
 
-    return ChatTemplateConfig.from_json(value)
+    text = value.strip()
+    is_name = not text.startswith("{") and not text.endswith(".json") and "/" not in text
+    if is_name and not Path(text).is_file():
+        config = ChatTemplateConfig(model_name=text)
+    else:
+        config = ChatTemplateConfig.from_json(value)
+    config.chat_template  # noqa: B018  (builds the template: a typo'd name fails here)
+    return config

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..plugins import FAILED, LOADED, plugin_infos
+from .command import LmforgeCommand
 from .console import console
 
 _STATUS_STYLE = {LOADED: "green", FAILED: "red"}
@@ -33,4 +34,4 @@ def plugins_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``lmforge plugins``."""
-    app.command("plugins")(plugins_command)
+    app.command("plugins", cls=LmforgeCommand)(plugins_command)

@@ -12,6 +12,8 @@ import typer
 
 from ..errors import ConfigError
 from . import options
+from .command import LmforgeCommand
+from .console import err_console
 from .serve import SERVER_PANEL, serve_app
 
 # A bare "host:port" names a server, as in LMDeploy, unless such a file exists.
@@ -26,7 +28,8 @@ class StrategyName(str, Enum):
 
 ServerName = Annotated[
     str,
-    typer.Option("--server-name", help="Host address to listen on.", rich_help_panel=SERVER_PANEL),
+    typer.Option("--server-name", "--host", metavar="HOST", help="Address to listen on.",
+                 rich_help_panel=SERVER_PANEL),
 ]
 
 
@@ -59,32 +62,45 @@ def _run(app, server_name: str, server_port: int) -> None:
     uvicorn.run(app, host=server_name, port=server_port, log_level="warning")
 
 
-@serve_app.command("gradio")
+def _check_port(server_name: str, server_port: int) -> None:
+    from ..serve.port import check_port_free
+
+    check_port_free(server_name, server_port)
+
+
+@serve_app.command("gradio", cls=LmforgeCommand)
 def gradio(
     model_path_or_server: Annotated[
         str | None,
         typer.Argument(
-            help="An HF model folder, a GGUF file, or the URL of a running api_server "
-            "(http://host:port); without it, the bundled demo model.",
+            help="An HF model folder, a GGUF file, a Hugging Face Hub id (owner/name), or the "
+            "URL of a running api_server (http://host:port); without it, the bundled demo "
+            "model.",
             show_default=False,
         ),
     ] = None,
     server_name: ServerName = "0.0.0.0",
     server_port: Annotated[
         int,
-        typer.Option("--server-port", help="Port of the web UI.", rich_help_panel=SERVER_PANEL),
+        typer.Option("--server-port", "--port", metavar="PORT", help="Port of the web UI.",
+                     rich_help_panel=SERVER_PANEL),
     ] = 6006,
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
+    revision: options.Revision = None,
+    download_dir: options.DownloadDir = None,
+    trust_remote_code: options.TrustRemoteCode = False,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
     max_batch_size: options.MaxBatchSize = 128,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
+    kv_cache_memory: options.KvCacheMemory = None,
+    max_kv_tokens: options.MaxKvTokens = None,
     cache_block_seq_len: options.CacheBlockSeqLen = 64,
     enable_prefix_caching: options.EnablePrefixCaching = False,
     max_prefill_token_num: options.MaxPrefillTokenNum = 8192,
-    quant_policy: options.QuantPolicy = 0,
+    quant_policy: options.QuantPolicy = options.QuantPolicyName.none,
     model_format: options.ModelFormat = None,
     rope_scaling_factor: options.RopeScalingFactor = 0.0,
     dtype: options.Dtype = options.DtypeName.auto,
@@ -97,42 +113,50 @@ def gradio(
     running api_server, the web UI is served in front of it.
     """
     url = _server_url(model_path_or_server)
+    _check_port(server_name, server_port)
     if url is not None:
+        from ..serve.banner import browsable_url
         from ..serve.webui import create_remote_webui_app
 
         _check_reachable(url)
-        typer.echo(f"Web UI for {url} on http://{server_name}:{server_port}")
+        typer.echo(f"Web UI for {url} on {browsable_url('http', server_name, server_port)}/")
         _run(create_remote_webui_app(url), server_name, server_port)
         return
 
     from ..serve.server import run_api_server
+    from .loading import model_source
 
     backend_config = options.engine_config_from(backend, locals())
+    template_config = options.load_chat_template_config(chat_template)
+    source = model_source(model_path_or_server, model_name, backend_config, trust_remote_code)
+    err_console.print(f"Loading {source.display_name}...", style="dim", markup=False,
+                      highlight=False)
     # The api_server serves the web UI at its root path.
     run_api_server(
-        model_path_or_server,
+        source.path,
         backend=backend,
         backend_config=backend_config,
-        chat_template_config=options.load_chat_template_config(chat_template),
-        model_name=model_name,
+        chat_template_config=template_config,
+        model_name=source.name,
         server_name=server_name,
         server_port=server_port,
     )
 
 
-@serve_app.command("proxy")
+@serve_app.command("proxy", cls=LmforgeCommand)
 def proxy(
     server_name: ServerName = "0.0.0.0",
     server_port: Annotated[
         int,
         typer.Option(
-            "--server-port", help="Port of the request distributor.", rich_help_panel=SERVER_PANEL
+            "--server-port", "--port", metavar="PORT", help="Port of the request distributor.",
+            rich_help_panel=SERVER_PANEL,
         ),
     ] = 8000,
     strategy: Annotated[
         StrategyName,
         typer.Option(
-            "--strategy",
+            "--strategy", metavar="{random,min_expected_latency,min_observed_latency}",
             help="How a node is chosen: random (weighted by node speed), min_expected_latency "
             "(unfinished requests / speed), min_observed_latency (moving average of latencies).",
         ),
@@ -140,21 +164,23 @@ def proxy(
     nodes: Annotated[
         list[str] | None,
         typer.Option(
-            "--node",
-            help="URL of an api_server to distribute to (repeatable); more can be added with "
+            "--node", metavar="URL",
+            help="URLs of the api_servers to distribute to; more can be added with "
             "POST /nodes/add.",
         ),
     ] = None,
     health_interval: Annotated[
         float,
         typer.Option(
-            "--health-interval", min=0.1, help="Seconds between health checks of the nodes."
+            "--health-interval", min=0.1, metavar="SECONDS",
+            help="Seconds between health checks of the nodes.",
         ),
     ] = 5.0,
 ) -> None:
     """Distribute OpenAI requests over several api_server nodes (request distributor)."""
     from ..serve.proxy import create_proxy_app
 
+    _check_port(server_name, server_port)
     app = create_proxy_app(strategy.value, nodes=nodes or (), health_interval=health_interval)
     typer.echo(
         f"Request distributor ({strategy.value}) on http://{server_name}:{server_port}; "

@@ -79,7 +79,9 @@ class IncrementalDetokenizer:
             return DetokStep("", stopped=True)
         if self._table is not None:
             pieces = self._table.pieces
-            data = b"".join(pieces[i] for i in new_token_ids if i not in self._skip)
+            # Ids past the tokenizer (a model whose vocabulary is larger) decode to nothing.
+            data = b"".join(pieces[i] for i in new_token_ids
+                            if i < len(pieces) and i not in self._skip)
             return self._release(self._utf8.decode(data), final=False)
         self._ids.extend(new_token_ids)
         text = self._decode(self._ids)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import ConfigError, PromptTooLongError
+from ..errors import ConfigError, EngineDeadError, PromptTooLongError
 from ..messages import GenerationConfig
 from .output_processor import EngineCounters, OutputProcessor
 from .request import Request
@@ -62,6 +62,7 @@ class LLMEngine:
         self.outputs = OutputProcessor(self.scheduler, tokenizer, self.eos_token_ids,
                                        session_len, self.counters)
         self._inflight: _InFlight | None = None
+        self.dead: str | None = None  # why the runner stopped for good, once it has
         # Queue each step before reading the previous step's tokens (the runner then takes
         # them from the device); a runner that computes synchronously gains nothing from it.
         self.queue_ahead = bool(getattr(runner, "accepts_prev_tokens", False))
@@ -87,6 +88,8 @@ class LLMEngine:
             )
 
     def add_request(self, request: Request) -> None:
+        if self.dead is not None:
+            raise EngineDeadError(self.dead)
         self.check_prompt(request.prompt_ids)
         for seq in self.outputs.add(request):
             self.scheduler.add(seq)
@@ -187,8 +190,15 @@ class LLMEngine:
 
     def _contain(self, exc: Exception, output: SchedulerOutput, prev: _InFlight | None) -> None:
         """A step raised: its sequences (and those of the step before, whose tokens are lost
-        with it) go back to the queue to run alone; one that fails alone ends with an error."""
+        with it) go back to the queue to run alone; one that fails alone ends with an error.
+        When the runner itself is gone (a tensor-parallel worker died), every request ends with
+        its sentence and the engine takes no more."""
         self.counters.failed_steps_total += 1
+        if isinstance(exc, EngineDeadError):
+            self.dead = str(exc)
+            logger.error("%s", self.dead)
+            self.abort_all("error", self.dead)
+            return
         failed = {s.seq_id: s for s in output.seqs}
         for inflight in (prev, self._inflight):
             if inflight is not None:
@@ -251,6 +261,7 @@ class LLMEngine:
             "num_waiting": self.scheduler.num_waiting,
             "kv_blocks_used": bm.num_used_blocks,
             "kv_blocks_total": bm.num_blocks,
+            "kv_tokens_total": bm.num_blocks * bm.block_size,
             "requests_total": c.requests_total,
             "prompt_tokens_total": c.prompt_tokens_total,
             "generation_tokens_total": c.generation_tokens_total,

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 class EngineLoop:
     def __init__(self, engine: LLMEngine):
         self.engine = engine
+        self.vocab_size = engine.vocab_size
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lmforge-engine", daemon=True)
@@ -44,6 +45,18 @@ class EngineLoop:
         done: Future = Future()
         self._send("call", (fn, done))
         return done
+
+    def score(self, token_ids: list[int]) -> Future:
+        """The mean negative log-likelihood of ``token_ids`` (see ``LLMEngine.score``)."""
+        return self.call(lambda engine: engine.score(token_ids))
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    @property
+    def error(self) -> str | None:
+        """Why the engine stopped taking requests (its runner died), or None."""
+        return self.engine.dead
 
     def close(self) -> None:
         if self._closed.is_set():

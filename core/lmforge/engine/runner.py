@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from ..model.loader import ModelInfo
     from .batch import ForwardBatch
+    from .cache_sizing import MemoryEstimate
 
 
 class ModelRunner(Protocol):
@@ -32,14 +33,25 @@ class ModelRunner(Protocol):
 
     def __init__(self, model_info: ModelInfo, engine_config: object) -> None: ...
 
+    @classmethod
+    def memory_estimate(cls, model_info: ModelInfo, engine_config: object) -> MemoryEstimate:
+        """Optional: what the runner will need, asked before it is built, so that a K/V cache
+        given in tokens or GiB that cannot fit is refused before any weight loads."""
+        ...
+
+    def cache_block_bytes(self, block_size: int) -> int:
+        """Bytes of one K/V block across all layers in the engine's cache layout (its
+        ``quant_policy`` included)."""
+        ...
+
     def num_cache_blocks(self, block_size: int, cache_max_entry_count: float) -> int:
         """How many K/V blocks of ``block_size`` tokens fit: a fraction of free device memory
         (``cache_max_entry_count`` <= 1) or that many blocks (> 1)."""
         ...
 
     def allocate_cache(self, num_blocks: int, block_size: int) -> None:
-        """Allocate the paged K/V pool (per layer: K and V of shape
-        ``[num_blocks, block_size, num_kv_heads, head_dim]``)."""
+        """Allocate the paged K/V pool of ``num_blocks`` blocks of ``block_size`` tokens; a pool
+        that does not fit raises :class:`~lmforge.errors.ConfigError` with the numbers."""
         ...
 
     def execute(self, batch: ForwardBatch) -> torch.Tensor:

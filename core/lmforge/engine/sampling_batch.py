@@ -180,9 +180,13 @@ def _masked_tokens(
         banned = list(cfg.bad_token_ids or ())
         if tokenizer is not None and cfg.bad_words:
             banned += tokenizer.bad_word_ids(cfg.bad_words)
-        if cfg.ignore_eos or len(seq.output_ids) < (cfg.min_new_tokens or 0):
+        # A grammar decides where its reply may end (an end of sequence once complete, and
+        # nothing else then): ignore_eos and min_new_tokens yield to it.
+        free = getattr(seq, "grammar", None) is None
+        short = free and len(seq.output_ids) < (cfg.min_new_tokens or 0)
+        if short or (free and cfg.ignore_eos):
             banned += eos
-        if len(seq.output_ids) < (cfg.min_new_tokens or 0):
+        if short:
             banned += cfg.stop_token_ids or ()
             if tokenizer is not None and cfg.stop_words:
                 banned += tokenizer.stop_word_ids(cfg.stop_words)

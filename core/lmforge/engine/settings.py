@@ -25,6 +25,9 @@ class EngineSettings:
     session_len: int | None = None
     max_batch_size: int = 128
     cache_max_entry_count: float = 0.8
+    # The pool as an amount of memory ("16GiB") or a token count (see cache_sizing.py).
+    kv_cache_memory: str | None = None
+    max_kv_tokens: int | None = None
     block_size: int = 64
     num_gpu_blocks: int = 0
     # The most tokens one step computes (prompt chunks and decodes together); LMDeploy's name.

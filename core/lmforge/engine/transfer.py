@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .batch import ForwardBatch
+
 
 def to_device(values, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """``torch.tensor(values, dtype=dtype)`` on ``device``, queued without a host wait on a GPU.
@@ -21,3 +23,16 @@ def to_device(values, dtype: torch.dtype, device: torch.device | str) -> torch.T
         return torch.tensor(values, dtype=dtype, device=device)
     host = torch.tensor(values, dtype=dtype, pin_memory=True)
     return host.to(device, non_blocking=True)
+
+
+def fill_prev_tokens(input_ids: torch.Tensor, batch: ForwardBatch, last_rows: list[int]) -> None:
+    """Copy the pending tokens of ``batch`` (see ``ForwardBatch.prev_rows``) from the previous
+    step's sampled ids into ``input_ids``, on the device: ``last_rows[i]`` is the row of
+    sequence ``i``'s last input token."""
+    if not batch.prev_rows:
+        return
+    pairs = [(last, src) for last, src in zip(last_rows, batch.prev_rows, strict=True) if src >= 0]
+    if not pairs:
+        return
+    index = to_device(pairs, torch.int64, input_ids.device)
+    input_ids.index_copy_(0, index[:, 0], batch.prev_tokens.index_select(0, index[:, 1]))

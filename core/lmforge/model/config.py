@@ -62,3 +62,15 @@ class ModelConfig:
     def kv_cache_bytes_per_token(self, dtype_bytes: int) -> int:
         """K and V of one token across all layers."""
         return 2 * self.num_layers * self.kv_size * dtype_bytes
+
+    @property
+    def num_parameters(self) -> int:
+        """Weights of the dense (or MoE) decoder, biases and norms included: what an engine holds
+        once loaded, before any quantization."""
+        h, i = self.hidden_size, self.intermediate_size
+        attention = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        if self.qkv_bias:
+            attention += self.q_size + 2 * self.kv_size
+        mlp = 3 * h * i * max(self.num_experts, 1) + (h * self.num_experts)
+        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * (attention + mlp + 2 * h) + embeddings + h

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ModelLoadError
+from .gguf_file import GGUFFile
 
 # llama.cpp architecture name -> HF architecture name.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -51,43 +50,28 @@ _LAYER_NAMES = {
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
-def _reader(path: Path):
-    from gguf import GGUFReader
-
-    try:
-        return GGUFReader(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"Cannot read the GGUF file {path}: {exc}.") from None
-
-
-def _field(reader, key: str) -> Any:
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
-
-
-def gguf_hf_config(path: Path) -> dict[str, Any]:
+def gguf_hf_config(gguf: GGUFFile) -> dict[str, Any]:
     """An HF ``config.json``-style dict built from a GGUF file's metadata."""
-    reader = _reader(path)
-    arch = _field(reader, "general.architecture")
+    arch = gguf.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise ModelLoadError(
-            f"GGUF architecture {arch!r} in {path.name} is not supported; supported GGUF "
+            f"GGUF architecture {arch!r} in {gguf.path.name} is not supported; supported GGUF "
             f"architectures: {', '.join(ARCHITECTURES)}."
         )
     hf: dict[str, Any] = {"architectures": [ARCHITECTURES[arch]], "model_type": arch}
     for key, field in _METADATA.items():
-        value = _field(reader, f"{arch}.{key}")
+        value = gguf.get(f"{arch}.{key}")
         if value is not None:
             hf[field] = value
     if "vocab_size" not in hf:
-        hf["vocab_size"] = len(reader.fields["tokenizer.ggml.tokens"].data)
-    names = {t.name for t in reader.tensors}
+        hf["vocab_size"] = len(gguf.get("tokenizer.ggml.tokens", ()))
+    names = {t.name for t in gguf.tensors}
     hf["tie_word_embeddings"] = "output.weight" not in names
     hf["attention_bias"] = "blk.0.attn_q.bias" in names
-    for key, field in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id")):
-        value = _field(reader, f"tokenizer.ggml.{key}")
+    for key in ("bos_token_id", "eos_token_id"):
+        value = gguf.get(f"tokenizer.ggml.{key}")
         if value is not None:
-            hf[field] = int(value)
+            hf[key] = int(value)
     # GGUF weights are dequantized to float32; run them in half precision on a GPU.
     hf["torch_dtype"] = "float16"
     return hf
@@ -102,32 +86,28 @@ def _unpermute(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     )
 
 
-def iter_gguf(path: Path, hf: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_gguf(gguf: GGUFFile, hf: dict[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     """Canonical weights of a GGUF file, dequantized to float32 one tensor at a time."""
-    from gguf import dequantize
-
-    reader = _reader(path)
     permute = hf.get("model_type") == "llama"
     num_heads = int(hf["num_attention_heads"])
     num_kv_heads = int(hf.get("num_key_value_heads") or num_heads)
-    for tensor in reader.tensors:
-        if tensor.name in _GLOBAL_NAMES:
-            name = _GLOBAL_NAMES[tensor.name]
-        else:
-            match = _BLOCK.match(tensor.name)
-            if match is None or match.group(2) not in _LAYER_NAMES:
-                raise ModelLoadError(
-                    f"GGUF tensor {tensor.name!r} in {path.name} is not supported."
-                )
-            name = f"layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"
-        # GGUF shapes list the fastest dimension first; dequantize returns the row-major array.
-        array = dequantize(tensor.data, tensor.tensor_type)
-        # F32/F16 tensors come back as read-only views of the memory-mapped file: copy those.
-        array = np.ascontiguousarray(array).astype(np.float32, copy=not array.flags.writeable)
-        weight = torch.from_numpy(array)
-        weight = weight.reshape(tuple(reversed([int(n) for n in tensor.shape])))
-        if permute and name.endswith("attn.q.weight"):
-            weight = _unpermute(weight, num_heads)
-        elif permute and name.endswith("attn.k.weight"):
-            weight = _unpermute(weight, num_kv_heads)
-        yield name, weight
+    try:
+        for tensor in gguf.tensors:
+            name = _canonical_name(tensor.name, gguf)
+            weight = torch.from_numpy(gguf.dequantize(tensor))
+            if permute and name.endswith("attn.q.weight"):
+                weight = _unpermute(weight, num_heads)
+            elif permute and name.endswith("attn.k.weight"):
+                weight = _unpermute(weight, num_kv_heads)
+            yield name, weight
+    finally:
+        gguf.release()  # the file's pages need not stay in memory once the weights are read
+
+
+def _canonical_name(gguf_name: str, gguf: GGUFFile) -> str:
+    if gguf_name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[gguf_name]
+    match = _BLOCK.match(gguf_name)
+    if match is None or match.group(2) not in _LAYER_NAMES:
+        raise ModelLoadError(f"GGUF tensor {gguf_name!r} in {gguf.path.name} is not supported.")
+    return f"layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}"

@@ -9,12 +9,19 @@ AutoAWQ's GEMM layout: ``qweight`` int32 ``[K, N/8]`` holds 8 int4 values per in
 (bits ``4i..4i+3``) of column group ``c`` holds output column ``8c + AWQ_ORDER[i]``. ``qzeros``
 int32 ``[K/G, N/8]`` is packed the same way and ``scales`` is ``[K/G, N]``; the weight is
 ``w[n, k] = (q[k, n] - z[k // G, n]) * s[k // G, n]``.
+
+Tensor parallelism splits a linear along its outputs (column-parallel: each rank computes a slice
+of the outputs) or its inputs (row-parallel: each rank computes a partial sum of every output).
+Each kind's :attr:`LinearWeight.layout` says where its checkpoint tensors keep the two; loaders use
+:func:`tensor_slice` to read one rank's part of a checkpoint tensor, and
+:meth:`LinearWeight.shard` cuts a weight already in memory the same way.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -26,12 +33,19 @@ _AWQ_NIBBLE_OF_COLUMN = tuple(AWQ_ORDER.index(j) for j in range(8))
 FP8_DTYPE = torch.float8_e4m3fn
 _FP8_MAX = 448.0
 
+OUT: Literal["out"] = "out"  # column-parallel: a slice of the output features
+IN: Literal["in"] = "in"  # row-parallel: a slice of the input features
+# Where a checkpoint tensor keeps one dimension of the layer's features: (axis, features per
+# index along it; "group" is the AWQ group size), or None when every part holds all of it.
+Axis = tuple[int, int | str] | None
+
 
 def pack_awq(values: torch.Tensor) -> torch.Tensor:
     """Pack int4 values ``[R, N]`` (0..15, N a multiple of 8) into AutoAWQ's int32 ``[R, N/8]``."""
     r, n = values.shape
-    if n % 8:
-        raise ValueError(f"AWQ packs 8 columns per int32; {n} columns is not a multiple of 8")
+    if n % 8 or values.min() < 0 or values.max() > 15:
+        raise ValueError(f"AWQ packs values 0..15 in [R, N] with N a multiple of 8, got "
+                         f"{tuple(values.shape)} in {int(values.min())}..{int(values.max())}")
     groups = values.to(torch.int64).reshape(r, n // 8, 8)
     packed = torch.zeros(r, n // 8, dtype=torch.int64, device=values.device)
     for nibble, column in enumerate(AWQ_ORDER):
@@ -54,6 +68,8 @@ class LinearWeight:
     kind: ClassVar[str]
     # The checkpoint tensors of this kind besides ``bias``, by their canonical suffix.
     params: ClassVar[tuple[str, ...]]
+    # Each tensor's (output axis, input axis), bias included; see :data:`Axis`.
+    layout: ClassVar[dict[str, tuple[Axis, Axis]]]
     bias: torch.Tensor | None
 
     @property
@@ -90,6 +106,33 @@ class LinearWeight:
         """``x @ W.T (+ bias)`` in plain PyTorch, in ``x``'s dtype, with this kind's numerics."""
         raise NotImplementedError
 
+    def split_unit(self, dim: str) -> int:
+        """The features along ``dim`` that a part must hold a multiple of (AWQ packs 8 outputs
+        per int32 and scales its inputs by groups)."""
+        group = getattr(self, "group_size", None)
+        units = [_unit(axes[0 if dim == OUT else 1], group) for axes in self.layout.values()]
+        return math.lcm(*(u for u in units if u))
+
+    def shard(self, dim: str, index: int, count: int) -> LinearWeight:
+        """Part ``index`` of ``count`` equal parts along ``dim``: :data:`OUT` keeps a slice of
+        the outputs (and of the bias); :data:`IN` keeps a slice of the inputs, whose partial
+        outputs the parts sum, so only part 0 keeps the bias."""
+        features = self.out_features if dim == OUT else self.in_features
+        start, stop = split_bounds(features, index, count, self.split_unit(dim))
+        group = getattr(self, "group_size", None)
+        changes: dict[str, torch.Tensor | None] = {}
+        for param in (*self.params, "bias"):
+            tensor = getattr(self, param)
+            if tensor is None:
+                continue
+            part = tensor_slice(param, dim, start, stop, group)
+            if part is None:
+                changes[param] = None if param == "bias" and dim == IN and index else tensor
+            else:
+                axis, first, end = part
+                changes[param] = tensor.narrow(axis, first, end - first).contiguous()
+        return replace(self, **changes)
+
     def _bias_to(self, device, dtype) -> torch.Tensor | None:
         return None if self.bias is None else self.bias.to(device=device, dtype=dtype)
 
@@ -109,6 +152,8 @@ class DenseLinear(LinearWeight):
 
     kind: ClassVar[str] = "dense"
     params: ClassVar[tuple[str, ...]] = ("weight",)
+    layout: ClassVar[dict[str, tuple[Axis, Axis]]] = {
+        "weight": ((0, 1), (1, 1)), "bias": ((0, 1), None)}
     weight: torch.Tensor
     bias: torch.Tensor | None = None
 
@@ -141,6 +186,9 @@ class AWQLinear(LinearWeight):
 
     kind: ClassVar[str] = "awq"
     params: ClassVar[tuple[str, ...]] = ("qweight", "qzeros", "scales")
+    layout: ClassVar[dict[str, tuple[Axis, Axis]]] = {
+        "qweight": ((1, 8), (0, 1)), "qzeros": ((1, 8), (0, "group")),
+        "scales": ((1, 1), (0, "group")), "bias": ((0, 1), None)}
     qweight: torch.Tensor  # int32 [K, N/8]
     qzeros: torch.Tensor  # int32 [K/G, N/8]
     scales: torch.Tensor  # [K/G, N]
@@ -197,6 +245,8 @@ class W8A8Linear(LinearWeight):
 
     kind: ClassVar[str] = "w8a8"
     params: ClassVar[tuple[str, ...]] = ("weight", "weight_scale")
+    layout: ClassVar[dict[str, tuple[Axis, Axis]]] = {
+        "weight": ((0, 1), (1, 1)), "weight_scale": ((0, 1), None), "bias": ((0, 1), None)}
     weight: torch.Tensor  # int8 or float8_e4m3fn [N, K]
     weight_scale: torch.Tensor  # float32 [N]
     bias: torch.Tensor | None = None
@@ -249,19 +299,69 @@ class W8A8Linear(LinearWeight):
         return y.to(x.dtype)
 
 
-def quantize_per_token(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_token(x: torch.Tensor,
+                       dtype: torch.dtype = torch.int8) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row quantization of ``x [M, K]`` to int8 (absmax / 127, round half to even,
     clamp) or fp8 e4m3 (absmax / 448); returns the values and float32 scales ``[M]``."""
     xf = x.float()
     absmax = xf.abs().amax(dim=-1).clamp(min=1e-10)
+    top = _FP8_MAX if dtype == FP8_DTYPE else 127.0
+    # Tensor by tensor: torch divides a GPU tensor by a Python scalar through its reciprocal,
+    # which rounds twice; the kernels' divisions are correctly rounded.
+    scale = absmax / torch.full_like(absmax, top)
+    scaled = xf / scale[:, None]
     if dtype == FP8_DTYPE:
-        scale = absmax / _FP8_MAX
-        return (xf / scale[:, None]).clamp(-_FP8_MAX, _FP8_MAX).to(FP8_DTYPE), scale
-    scale = absmax / 127.0
-    return torch.round(xf / scale[:, None]).clamp(-128, 127).to(torch.int8), scale
+        return scaled.clamp(-_FP8_MAX, _FP8_MAX).to(FP8_DTYPE), scale
+    return scaled.round().clamp(-128, 127).to(torch.int8), scale
 
 
 KINDS: dict[str, type[LinearWeight]] = {k.kind: k for k in (DenseLinear, AWQLinear, W8A8Linear)}
+# Every kind's tensors by parameter name (``weight`` and ``bias`` lie alike in every kind).
+_LAYOUTS: dict[str, tuple[Axis, Axis]] = {
+    param: axes for kind in KINDS.values() for param, axes in kind.layout.items()}
+
+
+def _unit(axis: Axis, group_size: int | None) -> int:
+    if axis is None:
+        return 0
+    unit = axis[1]
+    if unit == "group":
+        if not group_size:
+            raise ValueError("an AWQ tensor needs its group size")
+        return group_size
+    return unit
+
+
+def split_bounds(features: int, index: int, count: int, unit: int = 1) -> tuple[int, int]:
+    """The features ``[start, stop)`` of part ``index`` of ``count`` equal parts, each a
+    multiple of ``unit`` features."""
+    size, rest = divmod(features, count)
+    if rest or size % unit:
+        raise ModelLoadError(
+            f"{features} features do not split into {count} equal parts of a multiple of "
+            f"{unit}; use a tensor-parallel size that divides them."
+        )
+    return index * size, (index + 1) * size
+
+
+def tensor_slice(param: str, dim: str, start: int, stop: int,
+                 group_size: int | None = None) -> tuple[int, int, int] | None:
+    """Where features ``[start, stop)`` along ``dim`` (:data:`OUT` or :data:`IN`) of a linear
+    layer lie in its checkpoint tensor ``param``: ``(axis, first, end)`` in that tensor's own
+    indices, or None when the tensor holds all of them (a bias or a per-channel scale along
+    the inputs)."""
+    if param not in _LAYOUTS:
+        raise ModelLoadError(f"No linear weight kind has a tensor named {param!r}.")
+    axis = _LAYOUTS[param][0 if dim == OUT else 1]
+    if axis is None:
+        return None
+    unit = _unit(axis, group_size)
+    if start % unit or stop % unit:
+        raise ModelLoadError(
+            f"The {param!r} tensor holds {unit} features per index; a part cannot start at "
+            f"{start} or end at {stop}."
+        )
+    return axis[0], start // unit, stop // unit
 
 
 def linear_from_parts(name: str, parts: dict[str, torch.Tensor],

@@ -14,8 +14,17 @@ from ..errors import LmforgeError, ModelLoadError
 from .adapter import ModelAdapter, eos_ids
 from .config import ModelConfig
 from .gguf import gguf_hf_config, iter_gguf
+from .gguf_file import GGUFFile
 from .quant import QuantConfig, read_quant_config
-from .weights import find_checkpoint, iter_bin, iter_dummy, iter_safetensors
+from .weights import (
+    Select,
+    find_checkpoint,
+    iter_bin,
+    iter_dummy,
+    iter_safetensor_parts,
+    iter_safetensors,
+    take,
+)
 
 LOAD_FORMATS = ("auto", "dummy")
 
@@ -24,9 +33,10 @@ LOAD_FORMATS = ("auto", "dummy")
 class ModelInfo:
     """Everything an engine needs to know about a model before building it.
 
-    ``format`` is ``safetensors``, ``bin``, ``gguf`` or ``dummy`` (random weights from the
-    config alone). The tokenizer loads with
-    ``AutoTokenizer.from_pretrained(tokenizer_path, gguf_file=tokenizer_gguf_file)``.
+    ``format`` is ``safetensors``, ``bin``, ``gguf``, ``dummy`` (random weights from the
+    config alone) or the name of an engine's converted layout (see ``CONVERTED_MARKER``). The
+    tokenizer loads from ``tokenizer_path`` (and ``tokenizer_gguf_file`` in it); ``gguf`` is the
+    GGUF file parsed once, shared by the config, weights and chat template.
     """
 
     path: Path
@@ -43,6 +53,7 @@ class ModelInfo:
     dtype: str = "auto"
     seed: int = 0
     shards: list[Path] = field(default_factory=list)
+    gguf: GGUFFile | None = field(default=None, repr=False)
 
     @property
     def architecture(self) -> str:
@@ -53,19 +64,33 @@ class ModelInfo:
         return "dummy" if self.format == "dummy" else "auto"
 
     def iter_weights(
-        self, device: str | torch.device = "cpu"
+        self, device: str | torch.device = "cpu", select: Select | None = None
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """Canonical ``(name, tensor)`` pairs, one tensor at a time, shard by shard.
 
         Checkpoint tensors come on the CPU in their stored dtype (GGUF: dequantized float32);
-        dummy weights are float32 and made directly on ``device``.
+        dummy weights are float32 and made directly on ``device``. With ``select`` (one
+        tensor-parallel rank's slices), each tensor is cut to ``select(name, shape)`` as it is
+        read; from safetensors only those bytes are read, elsewhere one whole tensor at a time.
         """
+        if self.format == "safetensors" and select is not None:
+            yield from iter_safetensor_parts(self.shards, self.adapter.map_weights, select)
+            return
+        for name, tensor in self._iter_whole(device):
+            yield name, take(tensor, select(name, tuple(tensor.shape))) if select else tensor
+
+    def _iter_whole(self, device: str | torch.device) -> Iterator[tuple[str, torch.Tensor]]:
         if self.format == "dummy":
             yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant)
             return
         if self.format == "gguf":
-            yield from iter_gguf(self.shards[0], self.hf_config)
+            yield from iter_gguf(self.gguf or GGUFFile(self.shards[0]), self.hf_config)
             return
+        if self.format not in ("safetensors", "bin"):
+            raise ModelLoadError(
+                f"{self.path} holds weights converted to the {self.format} layout; only an "
+                "engine that reads that layout can load them."
+            )
         raw = (
             iter_safetensors(self.shards) if self.format == "safetensors" else iter_bin(self.shards)
         )
@@ -85,7 +110,8 @@ def _locate(model_path: str | Path) -> tuple[Path, Path | None]:
     path = Path(model_path).expanduser()
     if not path.exists():
         raise ModelLoadError(
-            f"Model path {str(path)!r} does not exist; pass a local model folder or .gguf file."
+            f"Model path {str(path)!r} does not exist; pass a local model folder, a .gguf file "
+            "or a Hugging Face Hub id such as Qwen/Qwen2.5-0.5B-Instruct."
         )
     if path.is_file():
         if path.suffix != ".gguf":
@@ -135,8 +161,9 @@ def load_model_info(
             f"Unknown load_format {load_format!r}; use one of: {', '.join(LOAD_FORMATS)}."
         )
     folder, gguf_file = _locate(model_path)
-    if gguf_file is not None:
-        hf, source = gguf_hf_config(gguf_file), gguf_file
+    gguf = GGUFFile(gguf_file) if gguf_file is not None else None
+    if gguf is not None:
+        hf, source = gguf_hf_config(gguf), gguf_file
     else:
         source = folder / "config.json"
         hf = _read_json(source)
@@ -182,4 +209,5 @@ def load_model_info(
         dtype=dtype,
         seed=seed,
         shards=shards,
+        gguf=gguf,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -15,10 +15,44 @@ from .quant import QuantConfig
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
+# A folder converted into one engine's own layout (``lmforge convert``) says so in this file:
+# ``{"format": <the layout's name>, "files": [<weight files, relative>], ...}``. Only engines that
+# list that format in their capabilities' ``weight_formats`` read it.
+CONVERTED_MARKER = "lmforge_converted.json"
+
+
+def _converted_checkpoint(marker: Path) -> tuple[str, list[Path]]:
+    try:
+        info = json.loads(marker.read_text())
+        fmt, files = str(info["format"]), [marker.parent / f for f in info["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"Cannot read {marker}: {exc}.") from None
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise ModelLoadError(f"Weight file {missing[0]} listed in {marker} is missing.")
+    return fmt, files
+
+# The part of a canonical tensor that a reader keeps: (axis, start, stop), or None for all of it.
+# A selection takes the tensor's canonical name and full shape (tensor parallelism: one rank's
+# slice).
+TensorPart = tuple[int, int, int] | None
+Select = Callable[[str, tuple[int, ...]], TensorPart]
+# Canonical (name, tensor) pairs of one checkpoint tensor (an adapter's ``map_weights``).
+MapWeights = Callable[[str, torch.Tensor], Iterable[tuple[str, torch.Tensor]]]
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": FP8_DTYPE,
+}
 
 
 def find_checkpoint(folder: Path) -> tuple[str, list[Path]]:
-    """The format (``safetensors`` or ``bin``) and the shard files of an HF model folder."""
+    """The format and the weight files of a model folder: ``safetensors`` or ``bin`` for an HF
+    folder, or the layout named in a converted folder's :data:`CONVERTED_MARKER`."""
+    marker = folder / CONVERTED_MARKER
+    if marker.is_file():
+        return _converted_checkpoint(marker)
     for fmt, index_name, pattern in (
         ("safetensors", SAFETENSORS_INDEX, "*.safetensors"),
         ("bin", BIN_INDEX, "pytorch_model*.bin"),
@@ -42,18 +76,59 @@ def find_checkpoint(folder: Path) -> tuple[str, list[Path]]:
     )
 
 
-def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Tensors of safetensors shards, read lazily (memory-mapped) one at a time."""
+def _open_safetensors(shard: Path):
     from safetensors import safe_open
 
+    try:
+        return safe_open(str(shard), framework="pt")
+    except Exception as exc:  # a truncated or corrupt file
+        raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
+
+
+def iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Tensors of safetensors shards, read lazily (memory-mapped) one at a time."""
     for shard in shards:
-        try:
-            handle = safe_open(str(shard), framework="pt")
-        except Exception as exc:  # a truncated or corrupt file
-            raise ModelLoadError(f"Cannot read the weight file {shard}: {exc}.") from None
-        with handle as f:
+        with _open_safetensors(shard) as f:
             for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 yield name, f.get_tensor(name)
+
+
+def take(tensor: torch.Tensor, part: TensorPart) -> torch.Tensor:
+    """``part`` of ``tensor`` as a tensor of its own, so the rest can be freed (or, memory-mapped,
+    is never read)."""
+    if part is None:
+        return tensor
+    axis, start, stop = part
+    return tensor.narrow(axis, start, stop - start).clone()
+
+
+def _index(part: TensorPart) -> tuple[slice, ...]:
+    if part is None:
+        return (slice(None),)
+    axis, start, stop = part
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
+def iter_safetensor_parts(shards: list[Path], map_weights: MapWeights,
+                          select: Select) -> Iterator[tuple[str, torch.Tensor]]:
+    """Canonical tensors of safetensors shards, each cut to ``select(name, shape)`` as it is
+    read: a tensor the adapter only renames is read as that slice alone; one it rearranges
+    (a fused qkv) is read whole, mapped, then cut."""
+    for shard in shards:
+        with _open_safetensors(shard) as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                lazy = f.get_slice(name)
+                dtype = _SAFETENSORS_DTYPES.get(lazy.get_dtype())
+                shape = tuple(lazy.get_shape())
+                if dtype is not None:
+                    placeholder = torch.empty(shape, dtype=dtype, device="meta")
+                    mapped = list(map_weights(name, placeholder))
+                    if all(tensor is placeholder for _, tensor in mapped):
+                        for canonical, _ in mapped:
+                            yield canonical, lazy[_index(select(canonical, shape))].contiguous()
+                        continue
+                for canonical, tensor in map_weights(name, f.get_tensor(name)):
+                    yield canonical, take(tensor, select(canonical, tuple(tensor.shape)))
 
 
 def iter_bin(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:

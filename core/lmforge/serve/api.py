@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -28,11 +29,39 @@ from ..errors import LmforgeError
 
 
 class APIClientError(LmforgeError):
-    """The server answered with an error; the message is the server's."""
+    """The server answered with an error; the message is the server's, ``code`` its error code
+    (``context_length_exceeded``, ``invalid_api_key``, ...) when it gave one."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+
+
+class ServerUnreachableError(LmforgeError):
+    """The server could not be reached, or stopped answering; the message says which URL."""
+
+
+@contextmanager
+def _transport_errors(url: str) -> Iterator[None]:
+    """Turn httpx's connection errors into one sentence about the server."""
+    try:
+        yield
+    except httpx.ConnectError as exc:
+        raise ServerUnreachableError(
+            f"Cannot reach the api_server at {url} ({_reason(exc)}); is it running? Start one "
+            "with `lmforge serve api_server`, or check the URL."
+        ) from None
+    except httpx.TransportError as exc:  # it went away mid-answer, or took too long
+        raise ServerUnreachableError(
+            f"The api_server at {url} stopped answering ({_reason(exc)}); check that it is "
+            "still running."
+        ) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.rsplit("] ", 1)[-1]  # "[Errno 111] Connection refused" -> "Connection refused"
 
 
 def _base_url(url: str) -> str:
@@ -69,7 +98,8 @@ class APIClient:
     @property
     def available_models(self) -> list[str]:
         """Ids of the models the server serves."""
-        response = self._http.get("/v1/models")
+        with _transport_errors(self.api_server_url):
+            response = self._http.get("/v1/models")
         self._raise_for_error(response)
         return [card["id"] for card in response.json()["data"]]
 
@@ -155,12 +185,18 @@ class APIClient:
         if response.status_code < 400:
             return
         try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text or response.reason_phrase
-        raise APIClientError(response.status_code, message)
+            error = response.json()["error"]
+            message, code = error["message"], error.get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            message, code = response.text or response.reason_phrase, None
+        raise APIClientError(response.status_code, message, code)
 
     def _post(self, path: str, body: dict, stream: bool, sse: bool) -> Iterator[dict[str, Any]]:
+        with _transport_errors(self.api_server_url):
+            yield from self._post_unchecked(path, body, stream, sse)
+
+    def _post_unchecked(self, path: str, body: dict, stream: bool,
+                        sse: bool) -> Iterator[dict[str, Any]]:
         if not stream:
             response = self._http.post(path, json=body)
             self._raise_for_error(response)
@@ -209,6 +245,8 @@ _CONFIG_FLAGS = {
     "session_len": "--session-len",
     "max_batch_size": "--max-batch-size",
     "cache_max_entry_count": "--cache-max-entry-count",
+    "kv_cache_memory": "--kv-cache-memory",
+    "max_kv_tokens": "--max-kv-tokens",
     "block_size": "--cache-block-seq-len",
     "cache_block_seq_len": "--cache-block-seq-len",
     "max_prefill_token_num": "--max-prefill-token-num",

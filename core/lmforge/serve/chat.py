@@ -40,7 +40,7 @@ async def create_chat_completion(
 ) -> JSONResponse | StreamingResponse:
     state.check_model(req.model)
     engine = state.engine
-    gen_config = chat_generation_config(req, engine.session_len)
+    gen_config = chat_generation_config(req, engine.session_len, engine.vocab_size)
     tools = ToolUse.of(req, engine.chat_template)
     extra = {}
     if tools is not None:
@@ -48,9 +48,9 @@ async def create_chat_completion(
         if tools.rendered_tools:
             extra["tools"] = tools.rendered_tools
     timer = RequestTimer(state.metrics)
-    outputs = await state.generate(
-        text_messages(req.messages), gen_config, session_id=req.session_id, **extra
-    )
+    # req.session_id is not passed on: a chat completion has no history to keep, and an id
+    # given here must not touch an interactive session of the same number.
+    outputs = await state.generate(text_messages(req.messages), gen_config, **extra)
     top_n = (req.top_logprobs or 0) if req.logprobs else None
     if req.stream:
         return StreamingResponse(

@@ -5,6 +5,7 @@ Choice ``i * n + j`` is choice ``j`` of prompt ``i``, as in OpenAI's API.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -15,6 +16,7 @@ from .chat import SSE_HEADERS, sse
 from .errors import APIError
 from .logprobs import completion_logprobs, merge_completion_logprobs
 from .protocol import (
+    MAX_CHOICES,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
@@ -28,38 +30,77 @@ from .state import RequestTimer, ServerState
 from .streams import cancel_on_disconnect, close_quietly, merge
 
 
-def split_prompts(prompt: str | list) -> list[str | list[int]]:
-    """The request's prompts: each a string or a list of token ids."""
+def check_token_ids(ids: list[int], vocab_size: int, where: str) -> None:
+    """A 400 naming the first id of ``ids`` outside ``[0, vocab_size)``."""
+    for i, token in enumerate(ids):
+        if not 0 <= token < vocab_size:
+            raise APIError(
+                400,
+                f"{where}[{i}] is {token}, which is not a token id of this model; ids run from 0 "
+                f"to {vocab_size - 1} (the vocabulary has {vocab_size} tokens).",
+                param="prompt",
+                code="invalid_value",
+            )
+
+
+def split_prompts(prompt: str | list, vocab_size: int, n: int = 1) -> list[str | list[int]]:
+    """The request's prompts, each a string or a list of token ids inside the vocabulary.
+
+    A request asks for at most :data:`MAX_CHOICES` choices (prompts times ``n``).
+    """
     if isinstance(prompt, str):
         return [prompt]
     if not prompt:
         raise APIError(400, "prompt must not be empty.", param="prompt")
     if all(isinstance(p, int) for p in prompt):
+        check_token_ids(prompt, vocab_size, "prompt")
         return [list(prompt)]
-    for p in prompt:
-        if isinstance(p, list) and not p:
-            raise APIError(400, "prompt must not contain an empty token list.", param="prompt")
+    if len(prompt) > MAX_CHOICES:
+        raise APIError(
+            400,
+            f"prompt holds {len(prompt)} prompts; send at most {MAX_CHOICES} per request.",
+            param="prompt",
+        )
+    if len(prompt) * n > MAX_CHOICES:
+        raise APIError(
+            400,
+            f"{len(prompt)} prompts with n={n} ask for {len(prompt) * n} choices; at most "
+            f"{MAX_CHOICES} per request.",
+            param="n",
+        )
+    for i, p in enumerate(prompt):
+        if isinstance(p, list):
+            if not p:
+                raise APIError(400, "prompt must not contain an empty token list.", param="prompt")
+            check_token_ids(p, vocab_size, f"prompt[{i}]")
     return list(prompt)
+
+
+async def _start_all(state: ServerState, prompts: list, gen_config) -> list[AsyncIterator[GenOut]]:
+    """Start every prompt's request at once; if one is refused, abort the others."""
+    started = await asyncio.gather(
+        *(state.generate(p, gen_config, do_preprocess=False) for p in prompts),
+        return_exceptions=True,
+    )
+    failed = [r for r in started if isinstance(r, BaseException)]
+    if failed:
+        for stream in started:
+            if not isinstance(stream, BaseException):
+                await close_quietly(stream)
+        raise failed[0]
+    return list(started)
 
 
 async def create_completion(
     state: ServerState, req: CompletionRequest, raw: Request
 ) -> JSONResponse | StreamingResponse:
     state.check_model(req.model)
-    prompts = split_prompts(req.prompt)
-    gen_config = completion_generation_config(req, state.engine.session_len)
-    session_id = req.session_id if len(prompts) == 1 else None
+    prompts = split_prompts(req.prompt, state.engine.vocab_size, req.n)
+    gen_config = completion_generation_config(
+        req, state.engine.session_len, state.engine.vocab_size
+    )
     timer = RequestTimer(state.metrics)
-    streams: list[AsyncIterator[GenOut]] = []
-    try:
-        for prompt in prompts:
-            streams.append(
-                await state.generate(prompt, gen_config, session_id=session_id, do_preprocess=False)
-            )
-    except BaseException:
-        for started in streams:
-            await close_quietly(started)
-        raise
+    streams = await _start_all(state, prompts, gen_config)
     if req.stream:
         return StreamingResponse(
             _stream(state, req, streams, timer), media_type="text/event-stream", headers=SSE_HEADERS

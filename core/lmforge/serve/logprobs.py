@@ -3,18 +3,28 @@ OpenAI's chat and text-completion shapes."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .protocol import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
 
+#: What a log-probability of minus infinity (a probability that underflowed) is reported as:
+#: JSON has no infinity, and OpenAI's API uses this value.
+MIN_LOGPROB = -9999.0
+
+
+def _finite(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) else MIN_LOGPROB
+
 
 def _top(entries: dict[int, float], n: int) -> list[tuple[int, float]]:
-    return sorted(entries.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    ranked = sorted(entries.items(), key=lambda kv: _finite(kv[1]), reverse=True)[:n]
+    return [(token_id, _finite(logprob)) for token_id, logprob in ranked]
 
 
 def _sampled(entries: dict[int, float], fallback: int) -> tuple[int, float]:
     token_id = next(iter(entries), fallback)
-    return token_id, entries.get(token_id, float("-inf"))
+    return token_id, _finite(entries.get(token_id, MIN_LOGPROB))
 
 
 def chat_logprobs(

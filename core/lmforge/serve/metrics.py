@@ -22,6 +22,7 @@ ENGINE_METRICS = {
     "num_waiting": ("num_requests_waiting", "gauge", "Requests waiting to be scheduled."),
     "kv_blocks_used": ("kv_cache_blocks_used", "gauge", "KV cache blocks in use."),
     "kv_blocks_total": ("kv_cache_blocks_total", "gauge", "KV cache blocks in the pool."),
+    "kv_tokens_total": ("kv_cache_tokens_total", "gauge", "Tokens the KV cache pool holds."),
     "prompt_tokens_total": ("prompt_tokens_total", "counter", "Prompt tokens processed."),
     "generation_tokens_total": ("generation_tokens_total", "counter", "Tokens generated."),
     "requests_total": ("engine_requests_total", "counter", "Requests the engine has finished."),
@@ -29,6 +30,14 @@ ENGINE_METRICS = {
         "prefix_cache_hit_tokens_total",
         "counter",
         "Prompt tokens served from the prefix cache.",
+    ),
+    "steps_total": ("engine_steps_total", "counter", "Engine steps run."),
+    "preemptions_total": ("preemptions_total", "counter", "Sequences preempted for KV space."),
+    "failed_steps_total": (
+        "engine_failed_steps_total",
+        "counter",
+        "Engine steps that raised (their sequences were retried alone; one that failed alone "
+        "ended with an error).",
     ),
 }
 

@@ -1,16 +1,30 @@
 """Request and response bodies of the OpenAI-compatible server, in OpenAI's exact shapes.
 
 Requests accept unknown fields and ignore them, as OpenAI's own server does for fields a model does
-not use; values are range-checked here so that a bad one is a 400 that names the field.
+not use; values are type- and range-checked here so that a bad one is a 400 that names the field.
+Types are strict (``"stream": "yes"`` is not a boolean, ``1e30`` is not an integer), numbers are
+finite, and bounds that depend on the served model (the session length, the vocabulary) are
+checked in :mod:`.sampling`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # accepts JSON integers too, never strings
+Bool = StrictBool
+#: A seed is any 64-bit value, signed or not.
+Seed = Annotated[int, Strict(), Field(ge=-(2**63), lt=2**64)]
+#: A session id is a signed 64-bit value; -1 asks the server to pick one.
+SessionId = Annotated[int, Strict(), Field(ge=-1, lt=2**63)]
+MAX_STOP_WORDS = 32
+#: Choices one ``/v1/completions`` request may ask for: prompts times ``n``.
+MAX_CHOICES = 256
 
 
 def random_id(prefix: str) -> str:
@@ -21,40 +35,78 @@ def now() -> int:
     return int(time.time())
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+def _check_stop_words(stop: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(stop, list) and len(stop) > MAX_STOP_WORDS:
+        raise ValueError(f"at most {MAX_STOP_WORDS} stop strings are allowed")
+    return stop
 
 
-class SamplingFields(BaseModel):
+Stop = Annotated[str | list[str] | None, AfterValidator(_check_stop_words)]
+
+
+class RequestBody(BaseModel):
+    """What every request body shares: unknown fields are ignored, numbers must be finite."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class TextPart(RequestBody):
+    """One part of a message's content; this server serves text-only models."""
+
+    type: Literal["text"]
+    text: str
+
+
+class MessageParam(RequestBody):
+    """A message of a conversation. Fields beyond ``role`` and ``content`` (``name``,
+    an assistant's ``tool_calls``, a tool result's ``tool_call_id``...) are kept and handed to
+    the chat template."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+
+class StreamOptions(RequestBody):
+    include_usage: Bool = False
+
+
+class SamplingFields(RequestBody):
     """Sampling fields shared by the chat and text completion requests."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    stream: bool = False
+    model: str = Field(description="The served model's name, as ``GET /v1/models`` lists it.")
+    max_tokens: Int | None = Field(
+        default=None, ge=0, description="At most the session length (``max_model_len``)."
+    )
+    temperature: Float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: Float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: Int | None = Field(
+        default=None, ge=0, description="0, or any value from the vocabulary size up, means no limit."
+    )
+    min_p: Float = Field(default=0.0, ge=0.0, le=1.0)
+    n: Int = Field(default=1, ge=1, le=128)
+    stop: Stop = Field(default=None, description=f"At most {MAX_STOP_WORDS} strings.")
+    seed: Seed | None = None
+    repetition_penalty: Float = Field(default=1.0, gt=0.0)
+    presence_penalty: Float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Float = Field(default=0.0, ge=-2.0, le=2.0)
+    stream: Bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    min_tokens: int | None = Field(default=None, ge=0)
-    # Structured output: OpenAI's field, LMDeploy's regex_schema type inside it, and vLLM's
-    # guided_* fields (one of them at most).
-    response_format: dict[str, Any] | None = None
+    ignore_eos: Bool = False
+    skip_special_tokens: Bool = True
+    min_tokens: Int | None = Field(default=None, ge=0, description="At most max_tokens.")
+    # Structured output: OpenAI's field (with LMDeploy's regex_schema type), or one of vLLM's
+    # guided_* fields. Their contents are checked by lmforge.structured, which names the part.
+    response_format: dict[str, Any] | None = Field(
+        default=None, description='{"type": "json_object"}, {"type": "json_schema", '
+        '"json_schema": {"name", "schema", "strict"}} or {"type": "regex_schema", '
+        '"regex_schema": ...}.')
     guided_json: dict[str, Any] | str | None = None
     guided_regex: str | None = None
     guided_choice: list[str] | None = Field(default=None, min_length=1)
-    guided_grammar: str | None = None
+    guided_grammar: str | None = Field(default=None, description="Lark or GBNF.")
 
     @property
     def include_usage(self) -> bool:
@@ -64,24 +116,35 @@ class SamplingFields(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=0)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    session_id: int | None = None
+    messages: list[MessageParam] = Field(min_length=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=0)
+    logprobs: Bool = False
+    top_logprobs: Int | None = Field(default=None, ge=0, le=20)
+    session_id: SessionId | None = Field(
+        default=None,
+        description="Accepted for LMDeploy's clients and ignored: a chat completion keeps no "
+        "history; /v1/chat/interactive does.",
+    )
     # Checked by lmforge.tools, which names the bad entry.
     tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool = True
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description='"none", "auto", "required" or {"type": "function", '
+        '"function": {"name": ...}}.')
+    parallel_tool_calls: Bool = True
 
 
 class CompletionRequest(SamplingFields):
     """``POST /v1/completions``: ``prompt`` is a string, strings, token ids or lists of token ids."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=0)
-    logprobs: int | None = Field(default=None, ge=0, le=20)
-    session_id: int | None = None
+    prompt: str | list[str] | list[Int] | list[list[Int]] = Field(
+        description="Token ids must lie in [0, vocabulary size); at most "
+        f"{MAX_CHOICES} choices (prompts times n) per request."
+    )
+    max_tokens: Int | None = Field(default=16, ge=0, description="At most the session length.")
+    logprobs: Int | None = Field(default=None, ge=0, le=20)
+    session_id: SessionId | None = Field(
+        default=None, description="Accepted for LMDeploy's clients and ignored."
+    )
 
 
 class UsageInfo(BaseModel):
@@ -233,7 +296,7 @@ class ModelList(BaseModel):
 # --- interactive (LMDeploy's /v1/chat/interactive) ------------------------------------------------
 
 
-class InteractiveRequest(BaseModel):
+class InteractiveRequest(RequestBody):
     """``POST /v1/chat/interactive``: the server keeps the session's history (its KV cache).
 
     ``interactive_mode=True`` continues (or opens) session ``session_id``; ``False`` runs one
@@ -241,26 +304,27 @@ class InteractiveRequest(BaseModel):
     request.
     """
 
-    model_config = ConfigDict(extra="ignore")
-
-    prompt: str | list[dict[str, Any]] = ""
-    messages: list[dict[str, Any]] | None = None
-    session_id: int = -1
-    interactive_mode: bool = False
-    stream: bool = False
-    stop: str | list[str] | None = None
-    request_output_len: int | None = Field(default=None, ge=0)
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.8, gt=0.0, le=1.0)
-    top_k: int = Field(default=40, ge=0)
-    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    seed: int | None = None
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    cancel: bool = False
+    prompt: str | list[MessageParam] = ""
+    messages: list[MessageParam] | None = None
+    session_id: SessionId = Field(
+        default=-1, description="Scoped to the API key (or the client's address without keys)."
+    )
+    interactive_mode: Bool = False
+    stream: Bool = False
+    stop: Stop = None
+    request_output_len: Int | None = Field(default=None, ge=0)
+    max_tokens: Int | None = Field(default=None, ge=0)
+    temperature: Float = Field(default=0.8, ge=0.0, le=2.0)
+    top_p: Float = Field(default=0.8, gt=0.0, le=1.0)
+    top_k: Int = Field(default=40, ge=0)
+    min_p: Float = Field(default=0.0, ge=0.0, le=1.0)
+    repetition_penalty: Float = Field(default=1.0, gt=0.0)
+    seed: Seed | None = None
+    ignore_eos: Bool = False
+    skip_special_tokens: Bool = True
+    cancel: Bool = False
     adapter_name: str | None = None
+
 
 
 class InteractiveResponse(BaseModel):
@@ -272,6 +336,13 @@ class InteractiveResponse(BaseModel):
     history_tokens: int
     session_id: int
     finish_reason: Literal["stop", "length", "abort", "error"] | None = None
+
+
+class CancelResponse(BaseModel):
+    """The answer to ``cancel: true``: whether a running turn of the session was stopped."""
+
+    session_id: int
+    cancelled: bool
 
 
 # --- errors ------------------------------------------------------------------------------------

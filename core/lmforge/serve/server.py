@@ -9,6 +9,9 @@ from typing import Any
 from ..errors import ConfigError
 from ..tools import get_format
 from .app import create_app
+from .banner import startup_banner
+from .port import check_port_free
+from .security import DEFAULT_MAX_BODY_MB, exposure_warning
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -34,6 +37,11 @@ def _uvicorn_level(log_level: str) -> str:
     return {"FATAL": "critical", "WARN": "warning", "NOTSET": "trace"}.get(level, level.lower())
 
 
+def _check_body_limit(max_body_mb: float) -> None:
+    if not max_body_mb > 0:
+        raise ConfigError(f"--max-body-mb must be a positive number of MiB, not {max_body_mb:g}.")
+
+
 def serve_engine(
     engine: Any,
     server_name: str = "0.0.0.0",
@@ -45,13 +53,24 @@ def serve_engine(
     allow_credentials: bool = False,
     allow_methods: list[str] | None = None,
     allow_headers: list[str] | None = None,
+    max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    public_metrics: bool = False,
+    public_docs: bool = False,
+    special_tokens_in_messages: bool = False,
 ) -> None:
-    """Serve an already built engine until interrupted, then close it."""
+    """Serve an already built engine until interrupted, then close it.
+
+    The security settings are :func:`create_app`'s; ``special_tokens_in_messages`` lets message
+    contents spell the model's control tokens (see :class:`AsyncEngine`).
+    """
     import uvicorn
 
     level = _uvicorn_level(log_level)
     ssl_files = _ssl_files(ssl)
+    _check_body_limit(max_body_mb)
     logging.basicConfig(level=log_level.upper())
+    if special_tokens_in_messages:
+        engine.special_tokens_in_messages = True
     app = create_app(
         engine,
         api_keys=api_keys,
@@ -59,12 +78,15 @@ def serve_engine(
         allow_credentials=allow_credentials,
         allow_methods=allow_methods,
         allow_headers=allow_headers,
+        max_body_mb=max_body_mb,
+        public_metrics=public_metrics,
+        public_docs=public_docs,
     )
     scheme = "https" if ssl_files else "http"
-    print(
-        f"Serving {engine.model_name} on {scheme}://{server_name}:{server_port} (API docs at /docs)",
-        flush=True,
-    )
+    print(startup_banner(engine.model_name, scheme, server_name, server_port), flush=True)
+    warning = exposure_warning(server_name, api_keys)
+    if warning:
+        print(warning, flush=True)
     try:
         uvicorn.run(app, host=server_name, port=server_port, log_level=level, **ssl_files)
     finally:
@@ -77,21 +99,25 @@ def run_api_server(
     backend_config: Any = None,
     chat_template_config: Any = None,
     model_name: str | None = None,
+    engine_process: bool = False,
     tool_call_parser: str | None = None,
     **server_kwargs: Any,
 ) -> None:
-    """Load a model (the bundled demo model when ``model_path`` is None) and serve it.
+    """Load a model (the bundled demo model when ``model_path`` is None) and serve it, its engine
+    in a process of its own with ``engine_process`` (else in a thread).
 
     ``tool_call_parser`` names the tool call format (``hermes``, ``llama3``, ``mistral``,
     ``internlm2``) instead of the chat template's own. ``server_kwargs`` are
     :func:`serve_engine`'s: ``server_name``, ``server_port``, ``api_keys``, ``ssl``,
-    ``log_level`` and the CORS settings.
+    ``log_level``, the CORS and the security settings.
     """
     from ..engine.builder import build_async_engine
 
-    # Fail before the slow model load.
-    _ssl_files(server_kwargs.get("ssl", False))
+    _ssl_files(server_kwargs.get("ssl", False))  # fail before the slow model load
     _uvicorn_level(server_kwargs.get("log_level", "ERROR"))
+    _check_body_limit(server_kwargs.get("max_body_mb", DEFAULT_MAX_BODY_MB))
+    check_port_free(server_kwargs.get("server_name", "0.0.0.0"),
+                    server_kwargs.get("server_port", 23333))
     tool_format = get_format(tool_call_parser) if tool_call_parser else None
     engine = build_async_engine(
         model_path,
@@ -99,6 +125,7 @@ def run_api_server(
         backend_config=backend_config,
         chat_template_config=chat_template_config,
         model_name=model_name,
+        engine_process=engine_process,
     )
     if tool_format is not None:
         engine.chat_template = engine.chat_template.replace(tool_parser=tool_format.name)

@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from ..engine.outputs import GenOut
 from ..errors import LmforgeError
 from .errors import APIError, config_error_to_api
 from .metrics import ServerMetrics
+from .protocol import MessageParam
 from .streams import primed
 
 
@@ -63,35 +66,44 @@ class ServerState:
             raise config_error_to_api(exc) from exc
 
 
-def text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI messages with content-part lists flattened to their text.
-
-    Raises a 400 naming the message that has no role or non-text content.
-    """
+def text_messages(messages: list[MessageParam]) -> list[dict[str, Any]]:
+    """The messages as the chat template takes them, content-part lists joined into text."""
     out = []
-    for i, message in enumerate(messages):
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str):
-            raise APIError(400, f"messages[{i}] has no 'role'.", param=f"messages.{i}.role")
+    for message in messages:
+        content = message.content
         if isinstance(content, list):
-            parts = []
-            for part in content:
-                if not (isinstance(part, dict) and part.get("type") == "text"):
-                    raise APIError(
-                        400,
-                        f"messages[{i}].content has a part that is not text; this server serves "
-                        "a text-only model.",
-                        param=f"messages.{i}.content",
-                    )
-                parts.append(str(part.get("text", "")))
-            content = "".join(parts)
-        elif content is None:
-            content = ""
-        elif not isinstance(content, str):
+            content = "".join(part.text for part in content)
+        out.append({**message.model_dump(), "content": content or ""})
+    return out
+
+
+def check_text(value: Any, path: str = "") -> None:
+    """A 400 naming the first string in a request that is not Unicode text.
+
+    JSON's ``\\u`` escapes can carry half of a UTF-16 surrogate pair (``"\\ud800"``), which no
+    tokenizer can encode.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start : exc.end].encode("unicode_escape").decode()
             raise APIError(
                 400,
-                f"messages[{i}].content must be a string or a list of text parts.",
-                param=f"messages.{i}.content",
-            )
-        out.append({**message, "role": role, "content": content})
-    return out
+                f"{path} holds a lone surrogate ({bad}), which is not text; send a complete "
+                "surrogate pair or the character itself.",
+                param=path,
+                code="invalid_value",
+            ) from None
+    elif isinstance(value, BaseModel):
+        fields = {name: getattr(value, name) for name in type(value).model_fields}
+        for name, item in {**fields, **(value.model_extra or {})}.items():
+            check_text(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, path)
+            check_text(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if type(item) is not int:  # token-id lists are long and need no look
+                check_text(item, f"{path}.{i}")

@@ -15,6 +15,8 @@ from typing import TypeVar
 import anyio
 from starlette.requests import Request
 
+from .errors import ClientDisconnected
+
 T = TypeVar("T")
 
 _DONE = object()
@@ -105,7 +107,8 @@ async def _wait_for_disconnect(request: Request) -> None:
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Run ``work`` for a non-streaming response; cancel it if the client disconnects first.
 
-    Cancelling it closes the engine generators it reads, which aborts their requests.
+    Cancelling it closes the engine generators it reads, which aborts their requests; the caller
+    then gets :class:`ClientDisconnected`, an ordinary end for a request, not an error to log.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_for_disconnect(request))
@@ -115,4 +118,8 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
-    return await task
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task})  # let it close its engine generators
+    if task.cancelled():
+        raise ClientDisconnected
+    return task.result()

@@ -98,8 +98,12 @@ class GrammarCompiler:
         self._ll_tokenizer: Any = None
         self._cache: OrderedDict[Grammar, CompiledGrammar] = OrderedDict()
 
+    def warm(self) -> None:
+        """Build the token table now rather than at the first compile (it walks the whole
+        vocabulary: about a second)."""
+        self._tokenizer()
+
     def _tokenizer(self) -> Any:
-        # Built once, on first use: it walks the whole vocabulary (about a second).
         with self._lock:
             if self._ll_tokenizer is None:
                 self._ll_tokenizer = self._build_tokenizer()

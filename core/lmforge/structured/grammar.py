@@ -10,7 +10,8 @@
   GBNF notation (``root ::= ...``).
 
 A :class:`Grammar` may stand in the field directly (the server builds one for tool calls and for
-vLLM's ``guided_*`` fields, naming its own field in errors). Only the shape is checked here (pure
+vLLM's ``guided_*`` fields, naming its own field in errors), or its fields as a dict (how it
+travels to an engine process). Only the shape is checked here (pure
 Python, no grammar library); whether the grammar library accepts the schema is the compiler's
 question.
 """
@@ -81,6 +82,8 @@ def grammar_from_response_format(rf: Any, where: str = "response_format") -> Gra
     """
     if rf is None or isinstance(rf, Grammar):
         return rf
+    if isinstance(rf, Mapping) and "kind" in rf and "type" not in rf:
+        return Grammar(rf["kind"], rf.get("source", ""), rf.get("field", where))
     if not isinstance(rf, Mapping):
         raise ConfigError(
             f"Invalid value for {where}: must be an object such as {{\"type\": \"json_object\"}}."

@@ -95,7 +95,8 @@ def parse_tool_choice(choice: Any, functions: list[Function]) -> ToolChoice:
         if choice != "none" and not functions:
             raise _fail("tool_choice", f"{choice!r} needs tools; send the tools the model may call.")
         return ToolChoice(choice)
-    name = choice.get("function", {}).get("name") if isinstance(choice, Mapping) else None
+    fn = choice.get("function") if isinstance(choice, Mapping) else None
+    name = fn.get("name") if isinstance(fn, Mapping) else None
     if not isinstance(name, str):
         raise _fail("tool_choice", "a named choice is {\"type\": \"function\", "
                     "\"function\": {\"name\": ...}}.")

@@ -87,7 +87,9 @@ class DecodeGraphs:
             self.forward(inputs, self.kv_caches)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # Thread-local: other threads (NCCL's watchdog with tensor parallelism) may query the
+        # device while this one captures.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             logits = self.forward(inputs, self.kv_caches)
         logger.debug("captured a decode graph for batch %d", size)
         return graph, logits

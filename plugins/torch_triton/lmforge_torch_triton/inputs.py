@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from lmforge.engine.batch import ForwardBatch
-from lmforge.engine.transfer import to_device
+from lmforge.engine.transfer import fill_prev_tokens, to_device
 
 
 @dataclass
@@ -44,19 +44,6 @@ def padded_block_tables(block_tables: list[list[int]]) -> list[list[int]]:
     kv_lens."""
     width = max(len(t) for t in block_tables)
     return [t + [0] * (width - len(t)) for t in block_tables]
-
-
-def fill_prev_tokens(input_ids: torch.Tensor, batch: ForwardBatch, last_rows: list[int]) -> None:
-    """Copy the pending tokens of ``batch`` (see ``ForwardBatch.prev_rows``) from the previous
-    step's sampled ids into ``input_ids``, on the device: ``last_rows[i]`` is the row of
-    sequence ``i``'s last input token."""
-    if not batch.prev_rows:
-        return
-    pairs = [(last, src) for last, src in zip(last_rows, batch.prev_rows, strict=True) if src >= 0]
-    if not pairs:
-        return
-    index = to_device(pairs, torch.int64, input_ids.device)
-    input_ids.index_copy_(0, index[:, 0], batch.prev_tokens.index_select(0, index[:, 1]))
 
 
 def build_step_inputs(batch: ForwardBatch, device: torch.device) -> StepInputs:

@@ -11,17 +11,49 @@ CAPABILITIES = EngineCapabilities(
         "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "InternLM2ForCausalLM",
     ),
     devices=("cuda", "cpu"),
+    # Tensor parallelism: one process per GPU (or per CPU process); 3 and 6 suit models whose
+    # head counts are multiples of 3.
+    tp=(1, 2, 3, 4, 6, 8),
+    # K/V cache int8 and int4, quantized per token and head as it is written (kv_cache.py).
+    kv_quant_policies=(0, 4, 8),
     weight_formats=("safetensors", "bin", "gguf", "dummy"),
     quant_methods=("awq", "w8a8"),
 )
 
 
 def is_supported(model_info, engine_config) -> tuple[bool, str]:
-    """What the capabilities cannot say: the decoder's activation."""
+    """What the capabilities cannot say: the decoder's activation, and whether ``tp`` divides
+    the model's heads and fits the visible GPUs."""
     act = model_info.config.hidden_act
     if act != "silu":
         return False, f"the pytorch engine does not implement the {act} activation"
+    tp = getattr(engine_config, "tp", 1)
+    if tp > 1:
+        from .parallel.plan import unsupported_reason
+
+        quant = model_info.quant
+        group = quant.group_size if quant is not None and quant.method == "awq" else None
+        reason = unsupported_reason(model_info.config, tp, group) or _gpus_missing(
+            tp, getattr(engine_config, "device", "auto"))
+        if reason:
+            return False, reason
     return True, ""
+
+
+def _gpus_missing(tp: int, device: str) -> str:
+    """Why ``tp`` ranks do not fit ``device`` ("" when they do): each rank takes one GPU."""
+    import torch
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return ""
+    if ":" in device:
+        return (f"device={device} names one GPU but tp={tp} uses GPUs 0 to {tp - 1}; pass "
+                "device=cuda and choose the GPUs with CUDA_VISIBLE_DEVICES")
+    visible = torch.cuda.device_count()
+    if tp > visible:
+        return (f"tp={tp} needs {tp} GPUs but {visible} {'is' if visible == 1 else 'are'} "
+                "visible; lower tp or make more GPUs visible (CUDA_VISIBLE_DEVICES)")
+    return ""
 
 
 @hookimpl

@@ -1,5 +1,5 @@
 """Triton paged decode attention against the PyTorch reference: GQA groups, split-K on and
-off, ragged lengths over shuffled blocks, sliding windows."""
+off, ragged lengths over shuffled blocks, sliding windows, int8 and int4 caches."""
 
 import os
 import random
@@ -13,6 +13,7 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DTYPES,
+    QUANT_SPREAD,
     assert_close,
     make_generator,
     make_paged_kv,
@@ -28,18 +29,21 @@ from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
 )
 
 
-def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window):
+def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window,
+                 policy=0):
     gen = make_generator(len(kv_lens) * 1000 + num_kv_heads * 10 + block_size)
-    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen)
+    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
+                       quant_policy=policy)
     q = randn((len(kv_lens), num_heads, head_dim), dtype, gen)
     scale = head_dim**-0.5
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, scale, window)
     if num_splits is None:
-        out = paged_decode_attention(*args)
+        out = paged_decode_attention(*args, **kv.quant)
     else:
-        out = paged_decode_attention_splitk(*args, num_splits)
+        out = paged_decode_attention_splitk(*args, num_splits, **kv.quant)
     assert out.shape == q.shape and out.dtype == dtype
-    assert_close(out, reference.paged_decode_attention(*args))
+    spread = QUANT_SPREAD if policy else 1.0
+    assert_close(out, reference.paged_decode_attention(*args, **kv.quant), spread)
 
 
 # (num_kv_heads for 8 query heads: GQA ratio 1/4/8, block size, splits, sliding window).
@@ -70,6 +74,28 @@ def test_decode_matches_reference(dtype, num_kv_heads, block_size, num_splits, w
 @needs_kernels
 def test_decode_head_dim_not_power_of_two():
     check_decode([9, 70], 4, 2, 80, 16, torch.float32, 2, None)
+
+
+# A quantized cache (int8, int4) through the same cases: GQA, splits, windows, ragged lengths.
+QUANT_CASES = [(2, 16, 3, None), (1, 64, 1, None), (2, 32, 2, 40), (8, 16, None, None)]
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_kv_heads,block_size,num_splits,window", QUANT_CASES)
+def test_quantized_decode_matches_reference(policy, dtype, num_kv_heads, block_size, num_splits,
+                                            window):
+    check_decode([1, 37, 64, 150], 8, num_kv_heads, 32, block_size, dtype, num_splits, window,
+                 policy)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+def test_quantized_decode_head_dim_not_power_of_two(policy):
+    check_decode([9, 70], 4, 2, 80, 16, torch.float32, 2, None, policy)
 
 
 @pytest.mark.triton_interpret
@@ -112,6 +138,20 @@ def test_decode_matches_reference_llama3_shapes(
     rng = random.Random(batch * max_len)
     kv_lens = [max_len] + [rng.randint(1, max_len) for _ in range(batch - 1)]
     check_decode(kv_lens, 32, num_kv_heads, 128, 64, dtype, num_splits, window)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("num_kv_heads", [8, 4])
+@pytest.mark.parametrize(
+    "batch,max_len,num_splits,window",
+    [(64, 4096, None, None), (4, 4096, 16, None), (16, 4096, None, 1000), (3, 333, 5, None)],
+)
+def test_quantized_decode_llama3_shapes(policy, num_kv_heads, batch, max_len, num_splits, window):
+    rng = random.Random(batch * max_len + policy)
+    kv_lens = [max_len] + [rng.randint(1, max_len) for _ in range(batch - 1)]
+    check_decode(kv_lens, 32, num_kv_heads, 128, 64, torch.bfloat16, num_splits, window, policy)
 
 
 @pytest.mark.gpu

@@ -1,5 +1,6 @@
 """Triton paged prefill attention against the PyTorch reference: fresh prompts, prompts after a
-cached prefix (chunked prefill, prefix-cache hits), GQA groups, sliding windows."""
+cached prefix (chunked prefill, prefix-cache hits), GQA groups, sliding windows, int8 and int4
+caches."""
 
 import os
 import random
@@ -14,6 +15,7 @@ import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
     DTYPES,
+    QUANT_SPREAD,
     assert_close,
     make_generator,
     make_paged_kv,
@@ -25,18 +27,21 @@ from lmforge_torch_triton.ops import reference  # noqa: E402
 from lmforge_torch_triton.ops.triton_prefill_attention import paged_prefill_attention  # noqa: E402
 
 
-def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, window):
+def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, window,
+                  policy=0):
     gen = make_generator(sum(kv_lens) + num_kv_heads * 10 + block_size)
-    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen)
+    kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
+                       quant_policy=policy)
     q = randn((sum(q_lens), num_heads, head_dim), dtype, gen)
     cu_q_lens = (
         torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32).to(DEVICE)
     )
     scale = head_dim**-0.5
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, scale, window)
-    out = paged_prefill_attention(*args)
+    out = paged_prefill_attention(*args, **kv.quant)
     assert out.shape == q.shape and out.dtype == dtype
-    assert_close(out, reference.paged_prefill_attention(*args))
+    spread = QUANT_SPREAD if policy else 1.0
+    assert_close(out, reference.paged_prefill_attention(*args, **kv.quant), spread)
 
 
 # (num_kv_heads for 8 query heads, block size, q_lens, kv_lens, sliding window).
@@ -65,6 +70,24 @@ def test_prefill_matches_reference(dtype, num_kv_heads, block_size, q_lens, kv_l
 @needs_kernels
 def test_prefill_head_dim_not_power_of_two():
     check_prefill([9, 20], [30, 20], 4, 2, 80, 16, torch.float32, None)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_kv_heads,block_size,q_lens,kv_lens,window",
+                         [SMALL_CASES[1], SMALL_CASES[2], SMALL_CASES[3]])
+def test_quantized_prefill_matches_reference(policy, dtype, num_kv_heads, block_size, q_lens,
+                                             kv_lens, window):
+    check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window, policy)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+def test_quantized_prefill_head_dim_not_power_of_two(policy):
+    check_prefill([9, 20], [30, 20], 4, 2, 80, 16, torch.float32, None, policy)
 
 
 @pytest.mark.triton_interpret
@@ -108,6 +131,18 @@ def test_prefill_matches_reference_llama3_shapes(
 ):
     q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
     check_prefill(q_lens, kv_lens, 32, num_kv_heads, 128, 64, dtype, window)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize(
+    "batch,max_prompt,max_prefix,window",
+    [(8, 1024, 0, None), (8, 512, 3072, None), (4, 2048, 2048, 1000)],
+)
+def test_quantized_prefill_llama3_shapes(policy, batch, max_prompt, max_prefix, window):
+    q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
+    check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy)
 
 
 @pytest.mark.gpu

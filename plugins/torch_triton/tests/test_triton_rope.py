@@ -1,5 +1,6 @@
 """Triton RoPE fused with the paged K/V write, and the K/V write alone, against the PyTorch
-reference: rotated queries, and the whole cache after the write (other slots untouched)."""
+reference: rotated queries, and the whole cache after the write (other slots untouched), plain
+and quantized (int8, int4)."""
 
 import os
 
@@ -13,12 +14,15 @@ import pytest  # noqa: E402
 from conftest_triton import (  # noqa: E402
     DEVICE,
     DTYPES,
+    TOLERANCES,
     assert_close,
     make_generator,
     needs_gpu,
     needs_kernels,
     randn,
 )
+from lmforge_torch_triton import kv_cache  # noqa: E402
+from lmforge_torch_triton.kv_cache import code_dim  # noqa: E402
 from lmforge_torch_triton.ops import reference  # noqa: E402
 from lmforge_torch_triton.ops.triton_rope import rope_and_store_kv, store_kv  # noqa: E402
 
@@ -109,3 +113,87 @@ def test_rope_rejects_wrong_table_shape():
 @pytest.mark.parametrize("tokens", [64, 4096])
 def test_rope_and_store_kv_llama3_shapes(dtype, tokens):
     check_rope_and_store(tokens, 32, 8, 128, 64, dtype)
+
+
+def check_quantized_store(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype, policy,
+                          rope=True):
+    """The kernel's codes, scales and zeros against the values it was given (the reference's
+    rotated K, and V): each value within half a step of its code, scales and zeros those of the
+    reference quantization, and the slots not written untouched. The rotated K may differ from
+    the reference's by a 16-bit rounding, so codes equal the reference's only in float32. At int4
+    with a power-of-two head dim both hold keys, and return queries, in the Hadamard basis."""
+    q, k, v, cos, sin, _, _, slots = make_inputs(
+        tokens, num_heads, num_kv_heads, head_dim, block_size, dtype
+    )
+    gen = make_generator(1)
+    num_blocks = tokens // block_size + 2
+    shape = (num_blocks, block_size, num_kv_heads)
+    codes = code_dim(head_dim, policy)
+    caches = [torch.randint(0, 256, (*shape, codes), dtype=torch.uint8, generator=gen,
+                            device=DEVICE) for _ in range(2)]
+    scales = [randn((*shape, 2), torch.float32, gen) for _ in range(2)]
+    ref = [t.clone() for t in (*caches, *scales)]
+    quant = dict(k_scales_zeros=scales[0], v_scales_zeros=scales[1], quant_policy=policy)
+    ref_quant = dict(k_scales_zeros=ref[2], v_scales_zeros=ref[3], quant_policy=policy)
+    if rope:
+        k_ref = reference.apply_rope(q, k, cos, sin)[1]
+        q_ref = reference.rope_and_store_kv(q, k, v, cos, sin, ref[0], ref[1], slots, **ref_quant)
+        q_rot = rope_and_store_kv(q, k, v, cos, sin, *caches, slots, **quant)
+        assert_close(q_rot, q_ref)
+    else:
+        k_ref = k
+        reference.store_kv(k, v, ref[0], ref[1], slots, **ref_quant)
+        store_kv(k, v, *caches, slots, **quant)
+    # What the codes hold: at int4 with a power-of-two head dim, keys in the Hadamard basis.
+    k_ref = kv_cache.to_key_basis(k_ref, policy)
+    untouched = torch.ones(num_blocks * block_size, dtype=torch.bool, device=DEVICE)
+    untouched[slots] = False
+    tol = TOLERANCES[dtype]
+    pairs = zip((k_ref, v), caches, ref[:2], scales, ref[2:], strict=True)
+    for values, got, want, got_sz, want_sz in pairs:
+        assert torch.equal(got.flatten(0, 1)[untouched], want.flatten(0, 1)[untouched])
+        assert torch.equal(got_sz.flatten(0, 1)[untouched], want_sz.flatten(0, 1)[untouched])
+        got_sz, want_sz = got_sz.flatten(0, 1)[slots], want_sz.flatten(0, 1)[slots]
+        torch.testing.assert_close(got_sz, want_sz, **tol)
+        got_values = kv_cache.dequantize(got.flatten(0, 1)[slots], got_sz, policy)
+        error = (got_values - values.float()).abs()
+        assert (error <= 0.501 * got_sz[..., :1] + tol["atol"] + tol["rtol"] * values.abs()).all()
+        if dtype == torch.float32:
+            same = got.flatten(0, 1)[slots] == want.flatten(0, 1)[slots]
+            assert same.float().mean() > 0.99
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_heads,num_kv_heads,head_dim", [(4, 4, 32), (6, 3, 40)])
+def test_rope_and_store_quantizes_like_the_reference(dtype, policy, num_heads, num_kv_heads,
+                                                     head_dim):
+    check_quantized_store(19, num_heads, num_kv_heads, head_dim, 16, dtype, policy)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("head_dim", [40, 64])
+def test_store_kv_quantizes_like_the_reference(policy, head_dim):
+    check_quantized_store(21, 4, 3, head_dim, 8, torch.bfloat16, policy, rope=False)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_quantized_store_rejects_a_float_cache():
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(4, 4, 2, 32, 16, torch.float32)
+    sz = torch.zeros(*k_cache.shape[:3], 2, device=DEVICE)
+    with pytest.raises(ValueError, match="uint8"):
+        rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots, k_scales_zeros=sz,
+                          v_scales_zeros=sz, quant_policy=8)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("tokens", [64, 4096])
+def test_rope_and_store_quantized_llama3_shapes(policy, tokens):
+    check_quantized_store(tokens, 32, 8, 128, 64, torch.bfloat16, policy)

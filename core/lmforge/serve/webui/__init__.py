@@ -13,6 +13,17 @@ from starlette.routing import BaseRoute
 
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS_PATH = "/webui"
+#: The page loads only its own files and talks only to its own server; no site may frame it.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",  # browsers revalidate, so an upgraded lmforge shows at once
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _serves_root(route: BaseRoute) -> bool:
@@ -29,8 +40,7 @@ def mount_webui(app: FastAPI) -> None:
     app.router.routes[:] = [route for route in app.router.routes if not _serves_root(route)]
 
     async def index() -> FileResponse:
-        # no-cache: browsers revalidate, so an upgraded lmforge shows its new page at once.
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
     app.mount(ASSETS_PATH, StaticFiles(directory=STATIC_DIR), name="webui")

@@ -4,19 +4,21 @@ Each linear module's checkpoint tensors become a weight of its kind (dense, AWQ 
 :mod:`lmforge.model.linear`); q, k and v fuse into one ``qkv`` and gate and up into one
 ``gate_up``, per kind, so a layer runs two matmuls where the checkpoint has five. Floating-point
 tensors are cast to the activation dtype as they arrive, so the model is held once plus one
-layer's fused copy. (Tensor parallelism would slice heads and MLP rows here, per rank, before
-fusing.)
+layer's fused copy. With tensor parallelism each rank reads only its slices (a
+:class:`~lmforge_torch_triton.parallel.plan.ShardPlan`) and fuses those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from lmforge.errors import ModelLoadError
 from lmforge.model.config import ModelConfig
 from lmforge.model.linear import DenseLinear, LinearWeight, linear_from_parts
 from lmforge.model.loader import ModelInfo
+
+from ..parallel.plan import ShardPlan
 
 _NORMS = ("input_norm", "post_attn_norm")
 _LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
@@ -51,7 +53,7 @@ def _fuse(name: str, parts: list[LinearWeight]) -> LinearWeight:
 
 
 def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_size: int | None,
-           device: torch.device, dtype: torch.dtype) -> LayerWeights:
+           device: torch.device, dtype: torch.dtype, plan: ShardPlan) -> LayerWeights:
     for norm in _NORMS:
         if norm not in tensors:
             raise ModelLoadError(f"The checkpoint lacks layers.{i}.{norm}.")
@@ -64,7 +66,8 @@ def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_
         parts = {k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
         if biased[module] and "bias" not in parts:
             raise ModelLoadError(f"The checkpoint lacks layers.{i}.{module}.bias.")
-        linears[module] = linear_from_parts(f"layers.{i}.{module}", parts, group_size)
+        linear = linear_from_parts(f"layers.{i}.{module}", parts, group_size)
+        linears[module] = linear if plan.keeps_bias(module) else replace(linear, bias=None)
     unknown = sorted(set(tensors) - set(_NORMS))
     if unknown:
         raise ModelLoadError(f"Weight 'layers.{i}.{unknown[0]}' does not fit the model's "
@@ -87,16 +90,31 @@ def _keeps_dtype(name: str, tensor: torch.Tensor) -> bool:
         ".weight_scale")
 
 
-def load_decoder_weights(
-    model_info: ModelInfo, dtype: torch.dtype, device: torch.device
-) -> DecoderWeights:
-    """Stream ``model_info``'s canonical weights onto ``device`` in ``dtype`` and fuse them."""
-    config = model_info.config
+def awq_group_size(model_info: ModelInfo) -> int | None:
     quant = model_info.quant
-    group_size = quant.group_size if quant is not None and quant.method == "awq" else None
+    return quant.group_size if quant is not None and quant.method == "awq" else None
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """The last rank's vocabulary rows, padded with zeros to every rank's count."""
+    if tensor.shape[0] == rows:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros(rows - tensor.shape[0], *tensor.shape[1:])])
+
+
+def load_decoder_weights(
+    model_info: ModelInfo, dtype: torch.dtype, device: torch.device,
+    plan: ShardPlan | None = None,
+) -> DecoderWeights:
+    """Stream ``model_info``'s canonical weights onto ``device`` in ``dtype`` and fuse them;
+    with ``plan``, only the slices of one tensor-parallel rank."""
+    config = model_info.config
+    group_size = awq_group_size(model_info)
+    plan = plan or ShardPlan(config, awq_group_size=group_size)
     per_layer: list[dict[str, torch.Tensor]] = [{} for _ in range(config.num_layers)]
     top: dict[str, torch.Tensor] = {}
-    for name, tensor in model_info.iter_weights(device=device):
+    select = plan.select if plan.size > 1 else None
+    for name, tensor in model_info.iter_weights(device=device, select=select):
         keep = _keeps_dtype(name, tensor)
         tensor = tensor.to(device=device) if keep else tensor.to(device=device, dtype=dtype)
         if not name.startswith("layers."):
@@ -116,8 +134,12 @@ def load_decoder_weights(
         )
     layers = []
     for i in range(config.num_layers):
-        layers.append(_layer(i, per_layer[i], config, group_size, device, dtype))
+        layers.append(_layer(i, per_layer[i], config, group_size, device, dtype, plan))
         per_layer[i] = {}
+    if plan.size > 1:
+        for name in ("embed", "lm_head"):
+            if name in top:
+                top[name] = _pad_rows(top[name], plan.vocab_rows)
     return DecoderWeights(
         embed=top["embed"],
         norm=top["norm"],

@@ -31,7 +31,7 @@ class Ops:
 
     Linear layers dispatch on their weight's kind (:mod:`lmforge.model.linear`): ``linear(x, w)``
     runs ``linear_<kind>``, and ``silu_mul_linear`` (the gated MLP's down projection) runs
-    ``silu_mul_linear_<kind>`` where one exists, else the activation then ``linear``.
+    ``silu_mul_linear_<kind>``.
     """
 
     rms_norm: Callable
@@ -40,6 +40,8 @@ class Ops:
     linear_awq: Callable
     linear_w8a8: Callable
     silu_mul_linear_dense: Callable
+    silu_mul_linear_awq: Callable
+    silu_mul_linear_w8a8: Callable
     rope_cos_sin: Callable
     rope_and_store_kv: Callable
     paged_decode_attention: Callable
@@ -49,10 +51,7 @@ class Ops:
         return getattr(self, f"linear_{w.kind}")(x, w)
 
     def silu_mul_linear(self, gate_up: torch.Tensor, w) -> torch.Tensor:
-        fused = getattr(self, f"silu_mul_linear_{w.kind}", None)
-        if fused is not None:
-            return fused(gate_up, w)
-        return self.linear(self.silu_and_mul(gate_up), w)
+        return getattr(self, f"silu_mul_linear_{w.kind}")(gate_up, w)
 
 
 OP_NAMES = tuple(f.name for f in fields(Ops))

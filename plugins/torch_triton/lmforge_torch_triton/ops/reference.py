@@ -5,6 +5,13 @@ Every function here has the signature a Triton kernel in ``ops/triton_*.py`` mus
 0``), ``d`` head dim, ``NB`` blocks in the pool, ``BS`` block size. The paged cache of one layer
 is ``k_cache, v_cache: [NB, BS, nkv, d]``; position ``p`` of sequence ``b`` lives in block
 ``block_tables[b][p // BS]`` at row ``p % BS``.
+
+The ops that touch the cache also take a quantized one (``quant_policy`` 8 or 4): uint8 codes
+plus ``k_scales_zeros, v_scales_zeros: [NB, BS, nkv, 2]`` float32, laid out as
+:mod:`lmforge_torch_triton.kv_cache` describes. Stores quantize; attention reads dequantized
+values in float32. At quant_policy 4 the cache may hold keys in a Hadamard basis
+(``kv_cache.rotates_keys``): :func:`rope_and_store_kv` then returns the queries in that basis
+too, which is what attention over that cache takes.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from lmforge.model.linear import AWQLinear, DenseLinear, W8A8Linear
+
+from .. import kv_cache
 
 
 def rms_norm(
@@ -69,6 +78,16 @@ def silu_mul_linear_dense(gate_up: torch.Tensor, w: DenseLinear) -> torch.Tensor
     return silu_mul_linear(gate_up, w.weight, w.bias)
 
 
+def silu_mul_linear_awq(gate_up: torch.Tensor, w: AWQLinear) -> torch.Tensor:
+    """:func:`silu_and_mul` then :func:`linear_awq`."""
+    return w.reference(silu_and_mul(gate_up))
+
+
+def silu_mul_linear_w8a8(gate_up: torch.Tensor, w: W8A8Linear) -> torch.Tensor:
+    """:func:`silu_and_mul` then :func:`linear_w8a8`."""
+    return w.reference(silu_and_mul(gate_up))
+
+
 def rope_cos_sin(
     positions: torch.Tensor, inv_freq: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,10 +119,16 @@ def rope_and_store_kv(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
-    """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q."""
+    """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q
+    (in the cache's key basis)."""
     q, k = apply_rope(q, k, cos, sin)
-    store_kv(k, v, k_cache, v_cache, slot_mapping)
+    store_kv(k, v, k_cache, v_cache, slot_mapping, k_scales_zeros, v_scales_zeros, quant_policy)
+    if kv_cache.rotates_keys(quant_policy, q.shape[-1]):
+        q = kv_cache.to_key_basis(q, quant_policy).to(q.dtype)
     return q
 
 
@@ -113,18 +138,42 @@ def store_kv(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> None:
-    """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``."""
-    nkv, d = k_cache.shape[2], k_cache.shape[3]
-    k_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
-    v_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+    """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``
+    (quantized, with each token's scales and zeros, when ``quant_policy`` is 8 or 4; keys in the
+    cache's key basis)."""
+    if quant_policy:
+        k = kv_cache.to_key_basis(k, quant_policy)
+    pairs = ((k, k_cache, k_scales_zeros), (v, v_cache, v_scales_zeros))
+    for x, cache, scales_zeros in pairs:
+        nkv, d = cache.shape[2], cache.shape[3]
+        if not quant_policy:
+            cache.view(-1, nkv, d).index_copy_(0, slot_mapping, x.to(cache.dtype))
+            continue
+        codes, params = kv_cache.quantize(x, quant_policy)
+        cache.view(-1, nkv, d).index_copy_(0, slot_mapping, codes)
+        scales_zeros.view(-1, nkv, 2).index_copy_(0, slot_mapping, params)
 
 
-def _gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int) -> torch.Tensor:
+def _values(cache: torch.Tensor, scales_zeros: torch.Tensor | None,
+            quant_policy: int) -> torch.Tensor:
+    """Blocks of the cache as values: the blocks themselves, or their codes dequantized."""
+    if not quant_policy:
+        return cache
+    return kv_cache.dequantize(cache, scales_zeros, quant_policy)
+
+
+def _gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int,
+               scales_zeros: torch.Tensor | None = None, quant_policy: int = 0) -> torch.Tensor:
     """``[B, num_blocks * BS, nkv, d]``: each sequence's first ``num_blocks`` blocks, contiguous."""
     tables = block_tables[:, :num_blocks].long()
+    sz = None if scales_zeros is None else scales_zeros[tables]
+    blocks = _values(cache[tables], sz, quant_policy)
     b, bs = tables.shape[0], cache.shape[1]
-    return cache[tables].reshape(b, num_blocks * bs, cache.shape[2], cache.shape[3])
+    return blocks.reshape(b, num_blocks * bs, blocks.shape[-2], blocks.shape[-1])
 
 
 def _attend(
@@ -162,35 +211,45 @@ def paged_decode_attention(
     kv_lens: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions,
     its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype."""
     bs = k_cache.shape[1]
+    quant = (k_scales_zeros, v_scales_zeros, quant_policy)
     if q.shape[0] == 1 and sliding_window is None:
-        return _decode_one(q, k_cache, v_cache, block_tables[0], int(kv_lens[0]), scale)
+        return _decode_one(q, k_cache, v_cache, block_tables[0], int(kv_lens[0]), scale, *quant)
     num_blocks = (int(kv_lens.max()) + bs - 1) // bs
-    k = _gather_kv(k_cache, block_tables, num_blocks)
-    v = _gather_kv(v_cache, block_tables, num_blocks)
+    k = _gather_kv(k_cache, block_tables, num_blocks, k_scales_zeros, quant_policy)
+    v = _gather_kv(v_cache, block_tables, num_blocks, v_scales_zeros, quant_policy)
     kv_lens = kv_lens.long()
     mask = _window_mask((kv_lens - 1)[:, None], kv_lens, k.shape[1], sliding_window)
     return _attend(q[:, None], k, v, mask, scale)[:, 0].to(q.dtype)
 
 
 def _decode_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                table: torch.Tensor, kv_len: int, scale: float) -> torch.Tensor:
+                table: torch.Tensor, kv_len: int, scale: float,
+                k_scales_zeros: torch.Tensor | None, v_scales_zeros: torch.Tensor | None,
+                quant_policy: int) -> torch.Tensor:
     """A single sequence needs no mask; when its blocks are consecutive (the usual case for one
     stream) its K/V are a view of the pool rather than a gathered copy."""
-    bs, nkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    bs = k_cache.shape[1]
     num_blocks = (kv_len + bs - 1) // bs
     ids = table[:num_blocks]
     first = int(ids[0])
     if num_blocks == 1 or bool((ids[1:] - ids[:-1] == 1).all()):
-        k = k_cache[first : first + num_blocks]
-        v = v_cache[first : first + num_blocks]
+        index = slice(first, first + num_blocks)
     else:
-        k, v = k_cache[ids.long()], v_cache[ids.long()]
-    k = k.reshape(1, num_blocks * bs, nkv, d)[:, :kv_len]
-    v = v.reshape(1, num_blocks * bs, nkv, d)[:, :kv_len]
+        index = ids.long()
+
+    def rows(cache: torch.Tensor, scales_zeros: torch.Tensor | None) -> torch.Tensor:
+        sz = None if scales_zeros is None else scales_zeros[index]
+        blocks = _values(cache[index], sz, quant_policy)
+        return blocks.reshape(1, num_blocks * bs, blocks.shape[-2], blocks.shape[-1])[:, :kv_len]
+
+    k, v = rows(k_cache, k_scales_zeros), rows(v_cache, v_scales_zeros)
     return _attend(q[:, None], k, v, None, scale)[:, 0].to(q.dtype)
 
 
@@ -205,6 +264,9 @@ def paged_prefill_attention(
     sliding_window: int | None = None,
     max_q_len: int | None = None,
     out: torch.Tensor | None = None,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
@@ -216,8 +278,8 @@ def paged_prefill_attention(
     q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]
     max_q = max(q_lens)
     num_blocks = (int(kv_lens.max()) + bs - 1) // bs
-    k = _gather_kv(k_cache, block_tables, num_blocks)
-    v = _gather_kv(v_cache, block_tables, num_blocks)
+    k = _gather_kv(k_cache, block_tables, num_blocks, k_scales_zeros, quant_policy)
+    v = _gather_kv(v_cache, block_tables, num_blocks, v_scales_zeros, quant_policy)
     kv_lens = kv_lens.long()
 
     # Pad the ragged queries to [B, max_q] so the whole batch is one SDPA call.

@@ -30,9 +30,13 @@ def expect_dtype(name: str, tensor: torch.Tensor) -> None:
     )
 
 
-def expect_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+def expect_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor, quant_policy: int = 0,
+                       k_scales_zeros: torch.Tensor | None = None,
+                       v_scales_zeros: torch.Tensor | None = None) -> None:
     """Check the ``[NB, BS, nkv, d]`` cache pair: same shape and dtype, rows contiguous in ``d``,
-    and a power-of-two block size (it is a compile-time constant of the kernels)."""
+    and a power-of-two block size (it is a compile-time constant of the kernels). A quantized
+    cache (``kv_cache.py``) holds uint8 codes and two ``[NB, BS, nkv, 2]`` float32 tensors of
+    scales and zeros with one shape and strides."""
     expect(k_cache.dim() == 4, f"k_cache must be [NB, BS, nkv, d], got {tuple(k_cache.shape)}.")
     expect(
         v_cache.shape == k_cache.shape and v_cache.dtype == k_cache.dtype,
@@ -48,7 +52,95 @@ def expect_paged_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
         block_size & (block_size - 1) == 0,
         f"the cache block size must be a power of two, got {block_size}.",
     )
-    expect_dtype("k_cache", k_cache)
+    expect(quant_policy in (0, 4, 8), f"quant_policy must be 0, 4 or 8, got {quant_policy}.")
+    if not quant_policy:
+        expect_dtype("k_cache", k_cache)
+        return
+    expect(k_cache.dtype == torch.uint8, f"a quantized cache holds uint8, not {k_cache.dtype}.")
+    expect(k_scales_zeros is not None and v_scales_zeros is not None,
+           "a quantized cache needs k_scales_zeros and v_scales_zeros.")
+    want = (*k_cache.shape[:3], 2)
+    for name, t in (("k_scales_zeros", k_scales_zeros), ("v_scales_zeros", v_scales_zeros)):
+        expect(t.shape == want and t.dtype == torch.float32,
+               f"{name} must be float32 {want}, got {t.dtype} {tuple(t.shape)}.")
+    expect(k_scales_zeros.stride() == v_scales_zeros.stride() and k_scales_zeros.stride(-1) == 1,
+           "k_scales_zeros and v_scales_zeros must share strides, contiguous in the last dim.")
+
+
+def scales_zeros_args(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None,
+                      v_scales_zeros: torch.Tensor | None) -> tuple:
+    """The kernels' ``k_sz_ptr, v_sz_ptr, stride_szb, stride_szr, stride_szh`` arguments; at
+    quant_policy 0 any pointer stands in, never read."""
+    if k_scales_zeros is None:
+        return (k_cache, k_cache, 0, 0, 0)
+    return (k_scales_zeros, v_scales_zeros, *k_scales_zeros.stride()[:3])
+
+
+@triton.jit
+def head_dim_columns(BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, QUANT: tl.constexpr):
+    """For each of a tile's ``BLOCK_D`` columns: the head dimension it holds, the column of the
+    cache row it is read from, and whether it is a real dimension. At quant_policy 4 a cache row
+    holds ``HEAD_DIM / 2`` bytes, byte ``j`` packing dimensions ``j`` and ``j + HEAD_DIM / 2``:
+    columns ``j`` and ``BLOCK_D / 2 + j`` of the tile read the same byte (see
+    :func:`load_codes`)."""
+    offs = tl.arange(0, BLOCK_D)
+    if QUANT == 4:
+        half = BLOCK_D // 2
+        cols = offs % half
+        dims = cols + (offs // half) * (HEAD_DIM // 2)
+        mask = cols < HEAD_DIM // 2
+    else:
+        cols = offs
+        dims = offs
+        mask = offs < HEAD_DIM
+    return dims, cols, mask
+
+
+@triton.jit
+def load_codes(ptrs, mask, dtype, BLOCK_D: tl.constexpr, QUANT: tl.constexpr):
+    """A ``[rows, BLOCK_D]`` tile of quantized codes at ``ptrs`` (built from
+    :func:`head_dim_columns`' cache columns), as ``dtype`` (exact: codes are below 256); at
+    quant_policy 4 the first half of the columns takes the low nibbles, the second the high
+    ones."""
+    codes = tl.load(ptrs, mask=mask, other=0).to(tl.uint32)
+    if QUANT == 4:
+        shift = ((tl.arange(0, BLOCK_D) // (BLOCK_D // 2)) * 4).to(tl.uint32)
+        codes = (codes >> shift[None, :]) & 15
+    # 2**23 + c holds c in the mantissa of a float32: OR it in and subtract, rather than convert
+    # an integer, which a GPU runs at a quarter of the rate of float math or less. The float32
+    # step also converts exactly on every backend (the interpreter's bf16 included).
+    values = (codes | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    return values.to(dtype)
+
+
+@triton.jit
+def quantize_store(x1, x2, mask, row_mask, dst, sz_dst, offs_h, offs_j, stride_h, stride_szh,
+                   HALF: tl.constexpr, QUANT: tl.constexpr):
+    """Quantize the rows ``x1 | x2`` (the two ``[heads, HALF]`` float32 halves of each head,
+    asymmetric, one scale and zero per head) and store the codes at ``dst`` and ``(scale, zero)``
+    at ``sz_dst``, in the layout of ``kv_cache.py``."""
+    if QUANT == 8:
+        qmax = 255.0
+    else:
+        qmax = 15.0
+    low = tl.minimum(tl.min(tl.where(mask, x1, float("inf")), 1),
+                     tl.min(tl.where(mask, x2, float("inf")), 1))
+    high = tl.maximum(tl.max(tl.where(mask, x1, float("-inf")), 1),
+                      tl.max(tl.where(mask, x2, float("-inf")), 1))
+    scale = (high - low) / qmax
+    scale = tl.where(scale > 0.0, scale, 1.0)
+    # x >= low, so the codes are non-negative and the cast truncates to the floor.
+    c1 = tl.minimum((x1 - low[:, None]) / scale[:, None] + 0.5, qmax).to(tl.uint8)
+    c2 = tl.minimum((x2 - low[:, None]) / scale[:, None] + 0.5, qmax).to(tl.uint8)
+    rows = dst + offs_h[:, None] * stride_h + offs_j[None, :]
+    if QUANT == 8:
+        tl.store(rows, c1, mask=mask)
+        tl.store(rows + HALF, c2, mask=mask)
+    else:
+        tl.store(rows, c1 | (c2 << 4), mask=mask)
+    sz = sz_dst + offs_h * stride_szh
+    tl.store(sz, scale, mask=row_mask)
+    tl.store(sz + 1, low, mask=row_mask)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -93,3 +185,21 @@ def paged_token_offsets(
             block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
         )
     return result
+
+
+@triton.jit
+def hadamard_halves(x1, x2, scale, BLOCK_HALF: tl.constexpr):
+    """``[x1 | x2] @ H`` as its two halves, for rows of float32 halves ``[rows, BLOCK_HALF]``
+    (rows at least 16, for ``tl.dot``) and the Sylvester Hadamard matrix ``H`` of size
+    ``2 * BLOCK_HALF`` normalized by ``scale`` (``1 / sqrt(2 * BLOCK_HALF)``). ``H`` is
+    ``[[h, h], [h, -h]]`` with ``h[i, j] = (-1) ** popcount(i & j)``, built in registers."""
+    offs = tl.arange(0, BLOCK_HALF)
+    bits = offs[:, None] & offs[None, :]
+    bits = bits ^ (bits >> 8)
+    bits = bits ^ (bits >> 4)
+    bits = bits ^ (bits >> 2)
+    bits = bits ^ (bits >> 1)
+    h = (1 - 2 * (bits & 1)).to(tl.float32) * scale
+    y1 = tl.dot(x1 + x2, h, input_precision="ieee")
+    y2 = tl.dot(x1 - x2, h, input_precision="ieee")
+    return y1, y2

@@ -5,6 +5,13 @@ KV head's group, so each K/V tile is read from HBM once per group rather than on
 head, and runs an online softmax in fp32 over its share of the sequence's cache tiles. With
 more than one split, a second kernel merges the per-split partial results through their
 log-sum-exp; with one split, the first kernel writes the output directly.
+
+A quantized cache (``quant_policy`` 8 or 4, ``kv_cache.py``) is dequantized in registers without
+widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * (q . code) +
+zero * sum(q)``, and the values' scales fold into the probabilities (``p * scale``) and their
+zeros into one row sum, so the MMAs take the integer codes (exact in 16-bit floats) and only
+``[heads, keys]``-sized terms are added. A constexpr flag compiles this in, leaving the
+unquantized kernel as it was.
 """
 
 from __future__ import annotations
@@ -13,13 +20,17 @@ import torch
 import triton
 import triton.language as tl
 
+from ..kv_cache import code_dim
 from .triton_common import (
     dot_precision,
     expect,
     expect_dtype,
     expect_paged_cache,
+    head_dim_columns,
+    load_codes,
     num_sms,
     paged_token_offsets,
+    scales_zeros_args,
 )
 
 # Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
@@ -49,6 +60,8 @@ def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
     v_cache_ptr,
+    k_sz_ptr,
+    v_sz_ptr,
     block_tables_ptr,
     kv_lens_ptr,
     out_ptr,
@@ -64,6 +77,9 @@ def _decode_split_kernel(
     stride_vb,
     stride_vr,
     stride_vh,
+    stride_szb,
+    stride_szr,
+    stride_szh,
     stride_bt,
     stride_ob,
     stride_oh,
@@ -79,6 +95,7 @@ def _decode_split_kernel(
     HAS_WINDOW: tl.constexpr,
     SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -92,16 +109,19 @@ def _decode_split_kernel(
     tile_hi = tl.minimum(tile_lo + tiles_per_split, end_tile)
 
     offs_h = tl.arange(0, BLOCK_H)
-    offs_d = tl.arange(0, BLOCK_D)
+    # The head dimension of each column, and the cache column it is read from (they differ for
+    # packed int4 codes).
+    offs_d, cols, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     offs_n = tl.arange(0, BLOCK_N)
     head_mask = offs_h < GROUP
-    d_mask = offs_d < HEAD_DIM
     heads = kv_head * GROUP + offs_h
     q = tl.load(
         q_ptr + seq * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
         mask=head_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
+    if QUANT != 0:
+        q_sum = tl.sum(q.to(tl.float32), 1)
 
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
@@ -117,12 +137,19 @@ def _decode_split_kernel(
         rows_k = paged_token_offsets(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
         )
-        k = tl.load(
-            k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + offs_d[None, :],
-            mask=kv_mask,
-            other=0.0,
-        )
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        k_ptrs = k_cache_ptr + rows_k[:, None] + kv_head * stride_kh + cols[None, :]
+        if QUANT == 0:
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+        else:
+            rows_sz = paged_token_offsets(
+                table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
+            ) + kv_head * stride_szh
+            k = load_codes(k_ptrs, kv_mask, q.dtype, BLOCK_D, QUANT)
+            k_scale = tl.load(k_sz_ptr + rows_sz, mask=valid, other=0.0)
+            k_zero = tl.load(k_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+            qk = (qk * k_scale[None, :] + q_sum[:, None] * k_zero[None, :]) * qk_scale
         qk = tl.where(valid[None, :], qk, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -135,12 +162,16 @@ def _decode_split_kernel(
         rows_v = paged_token_offsets(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
         )
-        v = tl.load(
-            v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
-            mask=kv_mask,
-            other=0.0,
-        )
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        v_ptrs = v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + cols[None, :]
+        if QUANT == 0:
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        else:
+            v = load_codes(v_ptrs, kv_mask, q.dtype, BLOCK_D, QUANT)
+            v_scale = tl.load(v_sz_ptr + rows_sz, mask=valid, other=0.0)
+            v_zero = tl.load(v_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            pv = tl.dot((p * v_scale[None, :]).to(q.dtype), v, input_precision=DOT_PRECISION)
+            acc = acc * alpha[:, None] + pv + tl.sum(p * v_zero[None, :], 1)[:, None]
         m_i = m_new
 
     has_any = l_i > 0.0
@@ -241,15 +272,22 @@ def paged_decode_attention_splitk(
     num_splits: int,
     num_warps: int | None = None,
     num_stages: int = 3,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
     (1 = no split-K: a single kernel writes the output) and launch config of the main kernel."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
-    expect_paged_cache(k_cache, v_cache)
+    expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
     batch, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, cache_dim = k_cache.shape
-    expect(cache_dim == head_dim, f"q head_dim {head_dim} differs from the cache's {cache_dim}.")
+    expect(
+        cache_dim == code_dim(head_dim, quant_policy),
+        f"q head_dim {head_dim} does not match the cache's rows of {cache_dim} at quant_policy "
+        f"{quant_policy}.",
+    )
     expect(
         num_heads % num_kv_heads == 0,
         f"query heads ({num_heads}) must be a multiple of K/V heads ({num_kv_heads}).",
@@ -284,6 +322,7 @@ def paged_decode_attention_splitk(
         HAS_WINDOW=sliding_window is not None,
         SPLIT=num_splits > 1,
         DOT_PRECISION=dot_precision(q.dtype),
+        QUANT=quant_policy,
         # 3 stages overlap the next tiles' K/V loads with this tile's math. Without splits (large
         # batches, many programs per SM) 2 warps per program measured 2-4 % faster than 4 on an
         # H200; with splits 4.
@@ -295,11 +334,14 @@ def paged_decode_attention_splitk(
     # log2(e) folds the softmax base change into the scale, so the kernels use exp2.
     qk_scale = scale * 1.4426950408889634
     window = sliding_window or 0
+    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
     if num_splits == 1:
         _decode_split_kernel[grid](
             q,
             k_cache,
             v_cache,
+            k_sz,
+            v_sz,
             block_tables,
             kv_lens,
             out,
@@ -315,6 +357,7 @@ def paged_decode_attention_splitk(
             v_cache.stride(0),
             v_cache.stride(1),
             v_cache.stride(2),
+            *sz_strides,
             block_tables.stride(0),
             out.stride(0),
             out.stride(1),
@@ -333,6 +376,8 @@ def paged_decode_attention_splitk(
         q,
         k_cache,
         v_cache,
+        k_sz,
+        v_sz,
         block_tables,
         kv_lens,
         partial,
@@ -348,6 +393,7 @@ def paged_decode_attention_splitk(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
+        *sz_strides,
         block_tables.stride(0),
         partial.stride(0),
         partial.stride(1),
@@ -388,14 +434,19 @@ def paged_decode_attention(
     kv_lens: torch.Tensor,
     scale: float,
     sliding_window: int | None = None,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions
-    in the paged cache, its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype. Picks the
-    split-K factor from shapes alone (see :func:`choose_num_splits`)."""
+    in the paged cache, its own K/V included (quantized at ``quant_policy`` 8 or 4). Returns
+    ``[B, nh, d]`` in ``q``'s dtype. Picks the split-K factor from shapes alone (see
+    :func:`choose_num_splits`)."""
     span = block_tables.shape[1] * k_cache.shape[1]
     if sliding_window is not None:
         span = min(span, sliding_window + _BLOCK_N)
     num_splits = choose_num_splits(q.shape[0], k_cache.shape[2], span, q.device)
     return paged_decode_attention_splitk(
-        q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits
+        q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
+        k_scales_zeros=k_scales_zeros, v_scales_zeros=v_scales_zeros, quant_policy=quant_policy,
     )

@@ -7,6 +7,10 @@ the key tiles from the sliding-window start (or 0) up to its last query's positi
 online softmax in fp32: first the key tiles every row sees in full, without masks, then the
 tiles on the causal diagonal or the window edge, masked. Query heads of one K/V group run in
 neighbouring programs, so their shared K/V tiles are mostly served from L2.
+
+A quantized cache (``quant_policy`` 8 or 4) is read as the decode kernel reads it (see
+``triton_decode_attention.py``): integer codes into the MMAs, scales and zeros applied to the
+``[queries, keys]`` scores and folded into the probabilities.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ import torch
 import triton
 import triton.language as tl
 
+from ..kv_cache import code_dim
 from .triton_common import (
     dot_precision,
     expect,
     expect_dtype,
     expect_paged_cache,
+    head_dim_columns,
+    load_codes,
     paged_token_offsets,
+    scales_zeros_args,
 )
 
 
@@ -37,19 +45,26 @@ def _attend_tile(
     qk_scale,
     k_base,
     v_base,
+    k_sz_base,
+    v_sz_base,
+    q_sum,
     table_row,
     offs_n,
-    offs_d,
+    cols,
     d_mask,
     stride_kb,
     stride_kr,
     stride_vb,
     stride_vr,
+    stride_szb,
+    stride_szr,
     BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     MASKED: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     """One step of the online softmax over the key tile at ``start``. With ``MASKED`` off the
     caller guarantees every key of the tile is visible to every query row (no causal, length or
@@ -65,8 +80,19 @@ def _attend_tile(
         kv_mask = (k_pos < kv_len)[:, None] & d_mask[None, :]
     else:
         kv_mask = d_mask[None, :]
-    k = tl.load(k_base + rows_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    if QUANT == 0:
+        k = tl.load(k_base + rows_k[:, None] + cols[None, :], mask=kv_mask, other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    else:
+        rows_sz = paged_token_offsets(
+            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
+        )
+        sz_mask = k_pos < kv_len
+        k = load_codes(k_base + rows_k[:, None] + cols[None, :], kv_mask, q.dtype, BLOCK_D, QUANT)
+        k_scale = tl.load(k_sz_base + rows_sz, mask=sz_mask, other=0.0)
+        k_zero = tl.load(k_sz_base + rows_sz + 1, mask=sz_mask, other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        qk = (qk * k_scale[None, :] + q_sum[:, None] * k_zero[None, :]) * qk_scale
     if MASKED:
         allowed = (k_pos < kv_len)[None, :] & (k_pos[None, :] <= q_pos[:, None])
         if HAS_WINDOW:
@@ -80,8 +106,16 @@ def _attend_tile(
     alpha = tl.exp2(m_i - m_safe)
     p = tl.exp2(qk - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_base + rows_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    if QUANT == 0:
+        v = tl.load(v_base + rows_v[:, None] + cols[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    else:
+        v = load_codes(v_base + rows_v[:, None] + cols[None, :], kv_mask, q.dtype, BLOCK_D,
+                       QUANT)
+        v_scale = tl.load(v_sz_base + rows_sz, mask=sz_mask, other=0.0)
+        v_zero = tl.load(v_sz_base + rows_sz + 1, mask=sz_mask, other=0.0)
+        pv = tl.dot((p * v_scale[None, :]).to(q.dtype), v, input_precision=DOT_PRECISION)
+        acc = acc * alpha[:, None] + pv + tl.sum(p * v_zero[None, :], 1)[:, None]
     return acc, m_new, l_i
 
 
@@ -90,6 +124,8 @@ def _prefill_kernel(
     q_ptr,
     k_cache_ptr,
     v_cache_ptr,
+    k_sz_ptr,
+    v_sz_ptr,
     block_tables_ptr,
     cu_q_lens_ptr,
     kv_lens_ptr,
@@ -104,6 +140,9 @@ def _prefill_kernel(
     stride_vb,
     stride_vr,
     stride_vh,
+    stride_szb,
+    stride_szr,
+    stride_szh,
     stride_bt,
     stride_ot,
     stride_oh,
@@ -115,6 +154,7 @@ def _prefill_kernel(
     BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    QUANT: tl.constexpr,
 ):
     m_tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -130,15 +170,17 @@ def _prefill_kernel(
 
     offs_m = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
+    # The head dimension of each column, and the cache column it is read from (they differ for
+    # packed int4 codes).
+    offs_d, cols, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     m_mask = offs_m < q_len
-    d_mask = offs_d < HEAD_DIM
     q_pos = prefix_len + offs_m
     q = tl.load(
         q_ptr + (q_start + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
         mask=m_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
+    q_sum = tl.sum(q.to(tl.float32), 1) if QUANT != 0 else 0.0
 
     # Keys this tile can see: up to its last row's position, from its first row's window start.
     # Without a window, the key tiles wholly at or before the first row's position are visible
@@ -158,17 +200,21 @@ def _prefill_kernel(
     table_row = block_tables_ptr + seq * stride_bt
     k_base = k_cache_ptr + kv_head * stride_kh
     v_base = v_cache_ptr + kv_head * stride_vh
+    k_sz_base = k_sz_ptr + kv_head * stride_szh
+    v_sz_base = v_sz_ptr + kv_head * stride_szh
     for start in range(lo, full_hi, BLOCK_N):
         acc, m_i, l_i = _attend_tile(
             acc, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
-            table_row, offs_n, offs_d, d_mask, stride_kb, stride_kr, stride_vb, stride_vr,
-            BLOCK_N, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION,
+            k_sz_base, v_sz_base, q_sum, table_row, offs_n, cols, d_mask, stride_kb, stride_kr,
+            stride_vb, stride_vr, stride_szb, stride_szr,
+            BLOCK_N, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT,
         )  # fmt: skip
     for start in range(full_hi, last_pos, BLOCK_N):
         acc, m_i, l_i = _attend_tile(
             acc, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
-            table_row, offs_n, offs_d, d_mask, stride_kb, stride_kr, stride_vb, stride_vr,
-            BLOCK_N, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION,
+            k_sz_base, v_sz_base, q_sum, table_row, offs_n, cols, d_mask, stride_kb, stride_kr,
+            stride_vb, stride_vr, stride_szb, stride_szr,
+            BLOCK_N, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT,
         )  # fmt: skip
 
     acc = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
@@ -202,19 +248,27 @@ def paged_prefill_attention(
     sliding_window: int | None = None,
     max_q_len: int | None = None,
     out: torch.Tensor | None = None,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]`` in
     ``q``'s dtype. ``max_q_len``, the longest query length, sizes the grid; without it the
     lengths are read back from the device, which waits for all work queued before. ``out``, when
-    given, receives the result (a ``[T, nh, d]`` view, rows contiguous in ``d``)."""
+    given, receives the result (a ``[T, nh, d]`` view, rows contiguous in ``d``). The cache may
+    be quantized (``quant_policy`` 8 or 4, with its scales and zeros)."""
     expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
-    expect_paged_cache(k_cache, v_cache)
+    expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
     _, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, cache_dim = k_cache.shape
-    expect(cache_dim == head_dim, f"q head_dim {head_dim} differs from the cache's {cache_dim}.")
+    expect(
+        cache_dim == code_dim(head_dim, quant_policy),
+        f"q head_dim {head_dim} does not match the cache's rows of {cache_dim} at quant_policy "
+        f"{quant_policy}.",
+    )
     expect(
         num_heads % num_kv_heads == 0,
         f"query heads ({num_heads}) must be a multiple of K/V heads ({num_kv_heads}).",
@@ -241,10 +295,13 @@ def paged_prefill_attention(
         max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max())
     config = _tile_config(head_dim)
     grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
+    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
     _prefill_kernel[grid](
         q,
         k_cache,
         v_cache,
+        k_sz,
+        v_sz,
         block_tables,
         cu_q_lens,
         kv_lens,
@@ -260,6 +317,7 @@ def paged_prefill_attention(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
+        *sz_strides,
         block_tables.stride(0),
         out.stride(0),
         out.stride(1),
@@ -269,6 +327,7 @@ def paged_prefill_attention(
         BLOCK_SIZE=block_size,
         HAS_WINDOW=sliding_window is not None,
         DOT_PRECISION=dot_precision(q.dtype),
+        QUANT=quant_policy,
         **config,
     )
     return out

@@ -4,6 +4,13 @@ One program per token: it rotates every query and key head of the token (NeoX / 
 "rotate_half" layout, in fp32), returns the rotated queries and writes the rotated keys and the
 values straight into their cache slot, so rotated K never makes a round trip through HBM.
 Tokens whose slot is negative (padding of a captured CUDA graph batch) are not written.
+
+With ``quant_policy`` 8 or 4 the kernels quantize each token's K and V heads as they write them
+(per token and head, asymmetric; layout in ``kv_cache.py``): the rotated key is rounded to the
+model dtype first, as the unquantized cache would hold it, so the reference quantizes the same
+values. At int4 with a power-of-two head dim, keys are stored and queries returned in the
+Hadamard basis (``kv_cache.rotates_keys``), computed in registers on the halves the rotary
+embedding leaves.
 """
 
 from __future__ import annotations
@@ -12,7 +19,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_common import expect, expect_dtype, expect_paged_cache
+from ..kv_cache import code_dim, rotates_keys
+from .triton_common import (
+    expect,
+    expect_dtype,
+    expect_paged_cache,
+    hadamard_halves,
+    quantize_store,
+    scales_zeros_args,
+)
 
 
 @triton.jit
@@ -34,6 +49,8 @@ def _rope_store_kernel(
     q_out_ptr,
     k_cache_ptr,
     v_cache_ptr,
+    k_sz_ptr,
+    v_sz_ptr,
     slot_mapping_ptr,
     stride_qt,
     stride_qh,
@@ -51,6 +68,10 @@ def _rope_store_kernel(
     stride_vcb,
     stride_vcr,
     stride_vch,
+    stride_szb,
+    stride_szr,
+    stride_szh,
+    hadamard_scale,
     NUM_HEADS: tl.constexpr,
     NUM_KV_HEADS: tl.constexpr,
     HALF: tl.constexpr,
@@ -58,6 +79,8 @@ def _rope_store_kernel(
     BLOCK_KV: tl.constexpr,
     BLOCK_HALF: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
+    QUANT: tl.constexpr,
+    ROTATE_KEYS: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     offs_j = tl.arange(0, BLOCK_HALF)
@@ -70,6 +93,10 @@ def _rope_store_kernel(
     q1, q2 = _rotate_half(
         q_ptr + token * stride_qt, offs_h, offs_j, q_mask, stride_qh, HALF, cos, sin
     )
+    if ROTATE_KEYS:
+        dt = q_out_ptr.dtype.element_ty
+        q1, q2 = hadamard_halves(q1.to(dt).to(tl.float32), q2.to(dt).to(tl.float32),
+                                 hadamard_scale, BLOCK_HALF)
     q_out = q_out_ptr + token * stride_ot + offs_h[:, None] * stride_oh + offs_j[None, :]
     tl.store(q_out, q1.to(q_out_ptr.dtype.element_ty), mask=q_mask)
     tl.store(q_out + HALF, q2.to(q_out_ptr.dtype.element_ty), mask=q_mask)
@@ -83,28 +110,41 @@ def _rope_store_kernel(
         k1, k2 = _rotate_half(
             k_ptr + token * stride_kt, offs_kv, offs_j, kv_mask, stride_kh, HALF, cos, sin
         )
-        k_dst = (
-            k_cache_ptr
-            + block * stride_kcb
-            + row * stride_kcr
-            + offs_kv[:, None] * stride_kch
-            + offs_j[None, :]
-        )
-        tl.store(k_dst, k1.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
-        tl.store(k_dst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
-
         v_src = v_ptr + token * stride_vt + offs_kv[:, None] * stride_vh + offs_j[None, :]
-        v_dst = (
-            v_cache_ptr
-            + block * stride_vcb
-            + row * stride_vcr
-            + offs_kv[:, None] * stride_vch
-            + offs_j[None, :]
-        )
         v1 = tl.load(v_src, mask=kv_mask, other=0.0)
         v2 = tl.load(v_src + HALF, mask=kv_mask, other=0.0)
-        tl.store(v_dst, v1.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
-        tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
+        if QUANT == 0:
+            k_dst = (
+                k_cache_ptr
+                + block * stride_kcb
+                + row * stride_kcr
+                + offs_kv[:, None] * stride_kch
+                + offs_j[None, :]
+            )
+            tl.store(k_dst, k1.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
+            tl.store(k_dst + HALF, k2.to(k_cache_ptr.dtype.element_ty), mask=kv_mask)
+            v_dst = (
+                v_cache_ptr
+                + block * stride_vcb
+                + row * stride_vcr
+                + offs_kv[:, None] * stride_vch
+                + offs_j[None, :]
+            )
+            tl.store(v_dst, v1.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
+            tl.store(v_dst + HALF, v2.to(v_cache_ptr.dtype.element_ty), mask=kv_mask)
+        else:
+            dt = k_ptr.dtype.element_ty
+            k1, k2 = k1.to(dt).to(tl.float32), k2.to(dt).to(tl.float32)
+            if ROTATE_KEYS:
+                k1, k2 = hadamard_halves(k1, k2, hadamard_scale, BLOCK_HALF)
+            heads = offs_kv < NUM_KV_HEADS
+            sz = block * stride_szb + row * stride_szr
+            quantize_store(k1, k2, kv_mask, heads,
+                           k_cache_ptr + block * stride_kcb + row * stride_kcr, k_sz_ptr + sz,
+                           offs_kv, offs_j, stride_kch, stride_szh, HALF, QUANT)
+            quantize_store(v1.to(tl.float32), v2.to(tl.float32), kv_mask, heads,
+                           v_cache_ptr + block * stride_vcb + row * stride_vcr, v_sz_ptr + sz,
+                           offs_kv, offs_j, stride_vch, stride_szh, HALF, QUANT)
 
 
 @triton.jit
@@ -113,6 +153,8 @@ def _store_kv_kernel(
     v_ptr,
     k_cache_ptr,
     v_cache_ptr,
+    k_sz_ptr,
+    v_sz_ptr,
     slot_mapping_ptr,
     stride_kt,
     stride_kh,
@@ -124,33 +166,74 @@ def _store_kv_kernel(
     stride_vcb,
     stride_vcr,
     stride_vch,
+    stride_szb,
+    stride_szr,
+    stride_szh,
+    hadamard_scale,
     NUM_KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_KV: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
+    QUANT: tl.constexpr,
+    ROTATE_KEYS: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_mapping_ptr + token)
     if slot >= 0:
         offs_kv = tl.arange(0, BLOCK_KV)
-        offs_d = tl.arange(0, BLOCK_D)
-        mask = (offs_kv < NUM_KV_HEADS)[:, None] & (offs_d < HEAD_DIM)[None, :]
         block = slot // BLOCK_SIZE
         row = slot % BLOCK_SIZE
-        heads_d = offs_kv[:, None] * stride_kh + offs_d[None, :]
-        k = tl.load(k_ptr + token * stride_kt + heads_d, mask=mask)
-        k_dst = k_cache_ptr + block * stride_kcb + row * stride_kcr + offs_kv[:, None] * stride_kch
-        tl.store(k_dst + offs_d[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=mask)
-        heads_d = offs_kv[:, None] * stride_vh + offs_d[None, :]
-        v = tl.load(v_ptr + token * stride_vt + heads_d, mask=mask)
-        v_dst = v_cache_ptr + block * stride_vcb + row * stride_vcr + offs_kv[:, None] * stride_vch
-        tl.store(v_dst + offs_d[None, :], v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+        if QUANT == 0:
+            offs_d = tl.arange(0, BLOCK_D)
+            mask = (offs_kv < NUM_KV_HEADS)[:, None] & (offs_d < HEAD_DIM)[None, :]
+            heads_d = offs_kv[:, None] * stride_kh + offs_d[None, :]
+            k = tl.load(k_ptr + token * stride_kt + heads_d, mask=mask)
+            k_dst = (k_cache_ptr + block * stride_kcb + row * stride_kcr
+                     + offs_kv[:, None] * stride_kch)
+            tl.store(k_dst + offs_d[None, :], k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+            heads_d = offs_kv[:, None] * stride_vh + offs_d[None, :]
+            v = tl.load(v_ptr + token * stride_vt + heads_d, mask=mask)
+            v_dst = (v_cache_ptr + block * stride_vcb + row * stride_vcr
+                     + offs_kv[:, None] * stride_vch)
+            tl.store(v_dst + offs_d[None, :], v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+        else:
+            # Each head's two halves, as the rotary kernel holds them.
+            half = HEAD_DIM // 2
+            offs_j = tl.arange(0, BLOCK_D // 2)
+            heads = offs_kv < NUM_KV_HEADS
+            mask = heads[:, None] & (offs_j < half)[None, :]
+            sz = block * stride_szb + row * stride_szr
+            k_src = k_ptr + token * stride_kt + offs_kv[:, None] * stride_kh + offs_j[None, :]
+            k1 = tl.load(k_src, mask=mask, other=0.0).to(tl.float32)
+            k2 = tl.load(k_src + half, mask=mask, other=0.0).to(tl.float32)
+            if ROTATE_KEYS:
+                k1, k2 = hadamard_halves(k1, k2, hadamard_scale, BLOCK_D // 2)
+            quantize_store(k1, k2, mask, heads, k_cache_ptr + block * stride_kcb + row * stride_kcr,
+                           k_sz_ptr + sz, offs_kv, offs_j, stride_kch, stride_szh, half, QUANT)
+            v_src = v_ptr + token * stride_vt + offs_kv[:, None] * stride_vh + offs_j[None, :]
+            v1 = tl.load(v_src, mask=mask, other=0.0).to(tl.float32)
+            v2 = tl.load(v_src + half, mask=mask, other=0.0).to(tl.float32)
+            quantize_store(v1, v2, mask, heads, v_cache_ptr + block * stride_vcb + row * stride_vcr,
+                           v_sz_ptr + sz, offs_kv, offs_j, stride_vch, stride_szh, half, QUANT)
 
 
-def _check_kv(k: torch.Tensor, v: torch.Tensor, k_cache, v_cache, slot_mapping) -> None:
-    expect_paged_cache(k_cache, v_cache)
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+def _rows(heads: int, rotate: bool) -> int:
+    """A tile's rows for ``heads``; the Hadamard product is a ``tl.dot``, which takes 16 or more."""
+    return max(16, triton.next_power_of_2(heads)) if rotate else triton.next_power_of_2(heads)
+
+
+def _check_kv(k: torch.Tensor, v: torch.Tensor, k_cache, v_cache, slot_mapping,
+              k_scales_zeros=None, v_scales_zeros=None, quant_policy: int = 0) -> int:
+    """Check the arguments of a cache write; returns the head dim."""
+    expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
+    num_kv_heads, head_dim = k_cache.shape[2], k.shape[-1]
+    expect(
+        k_cache.shape[3] == code_dim(head_dim, quant_policy)
+        and (head_dim % 2 == 0 or not quant_policy),
+        f"the cache rows ({k_cache.shape[3]}) do not hold an even head_dim {head_dim} at "
+        f"quant_policy {quant_policy}.",
+    )
     expect(
         k.dim() == 3 and k.shape[1:] == (num_kv_heads, head_dim),
         f"k must be [T, nkv={num_kv_heads}, d={head_dim}], got {tuple(k.shape)}.",
@@ -165,6 +248,7 @@ def _check_kv(k: torch.Tensor, v: torch.Tensor, k_cache, v_cache, slot_mapping) 
     expect(
         k.stride(-1) == 1 and v.stride(-1) == 1, "k and v must be contiguous in the head dimension."
     )
+    return head_dim
 
 
 def store_kv(
@@ -173,18 +257,26 @@ def store_kv(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> None:
     """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``
-    (in place; tokens with a negative slot are skipped)."""
-    _check_kv(k, v, k_cache, v_cache, slot_mapping)
+    (in place; tokens with a negative slot are skipped), quantized at ``quant_policy`` 8 or 4."""
+    quant = (k_scales_zeros, v_scales_zeros, quant_policy)
+    head_dim = _check_kv(k, v, k_cache, v_cache, slot_mapping, *quant)
     if k.shape[0] == 0:
         return
-    _, block_size, num_kv_heads, head_dim = k_cache.shape
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    rotate = rotates_keys(quant_policy, head_dim)
     _store_kv_kernel[(k.shape[0],)](
         k,
         v,
         k_cache,
         v_cache,
+        k_sz,
+        v_sz,
         slot_mapping.to(torch.int64),
         k.stride(0),
         k.stride(1),
@@ -196,11 +288,15 @@ def store_kv(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
+        *sz_strides,
+        head_dim**-0.5,
         NUM_KV_HEADS=num_kv_heads,
         HEAD_DIM=head_dim,
-        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_KV=_rows(num_kv_heads, rotate),
         BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_SIZE=block_size,
+        QUANT=quant_policy,
+        ROTATE_KEYS=rotate,
         # A token's K and V rows are 2 KiB each for 8 x 128 bf16: a copy that 2 warps saturate.
         num_warps=2,
     )
@@ -215,22 +311,23 @@ def rope_and_store_kv(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    k_scales_zeros: torch.Tensor | None = None,
+    v_scales_zeros: torch.Tensor | None = None,
+    quant_policy: int = 0,
 ) -> torch.Tensor:
     """Rotate ``q: [T, nh, d]`` and ``k: [T, nkv, d]`` by the ``[T, d/2]`` float32 tables of
     ``reference.rope_cos_sin``, write the rotated ``k`` and ``v`` into the paged cache at
     ``slot_mapping`` (as :func:`store_kv`), and return the rotated ``q`` (a new tensor)."""
-    _check_kv(k, v, k_cache, v_cache, slot_mapping)
+    quant = (k_scales_zeros, v_scales_zeros, quant_policy)
+    kv_dim = _check_kv(k, v, k_cache, v_cache, slot_mapping, *quant)
     expect(
         q.dim() == 3 and q.shape[0] == k.shape[0],
         f"q must be [T={k.shape[0]}, nh, d], got {tuple(q.shape)}.",
     )
     expect_dtype("q", q)
     tokens, num_heads, head_dim = q.shape
-    _, block_size, num_kv_heads, cache_dim = k_cache.shape
-    expect(
-        head_dim == cache_dim and head_dim % 2 == 0,
-        f"q head_dim {head_dim} must be even and equal the cache's {cache_dim}.",
-    )
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    expect(head_dim == kv_dim, f"q head_dim {head_dim} must equal k's {kv_dim}.")
     half = head_dim // 2
     expect(
         cos.shape == (tokens, half) and sin.shape == (tokens, half),
@@ -242,6 +339,8 @@ def rope_and_store_kv(
     q_rot = torch.empty_like(q)
     if tokens == 0:
         return q_rot
+    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    rotate = rotates_keys(quant_policy, head_dim)
     _rope_store_kernel[(tokens,)](
         q,
         k,
@@ -251,6 +350,8 @@ def rope_and_store_kv(
         q_rot,
         k_cache,
         v_cache,
+        k_sz,
+        v_sz,
         slot_mapping.to(torch.int64),
         q.stride(0),
         q.stride(1),
@@ -268,13 +369,17 @@ def rope_and_store_kv(
         v_cache.stride(0),
         v_cache.stride(1),
         v_cache.stride(2),
+        *sz_strides,
+        head_dim**-0.5,
         NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads,
         HALF=half,
-        BLOCK_H=triton.next_power_of_2(num_heads),
-        BLOCK_KV=triton.next_power_of_2(num_kv_heads),
+        BLOCK_H=_rows(num_heads, rotate),
+        BLOCK_KV=_rows(num_kv_heads, rotate),
         BLOCK_HALF=triton.next_power_of_2(half),
         BLOCK_SIZE=block_size,
+        QUANT=quant_policy,
+        ROTATE_KEYS=rotate,
         # 32 heads x 64 pairs is 2048 rotations per token: 4 warps give each thread 16, enough
         # independent loads in flight to keep this memory-bound kernel at bandwidth.
         num_warps=4,

@@ -1,0 +1,307 @@
+"""The engine in its own process: the server's front end keeps HTTP, chat templates and
+tokenization, and the engine process schedules, runs steps and detokenizes, with its own Python
+interpreter, so neither waits for the other's global lock.
+
+The two exchange plain data over a pair of pipes, one msgpack message at a time: the front end
+sends commands (add a request as token ids and sampling parameters, abort one, score tokens,
+close; a request's grammar travels as its source, checked by the front end and compiled again
+here from a cache), and the engine sends, once per step, every output the step produced with the engine's
+statistics. :class:`EngineProcessClient` offers the front end the same interface as the
+in-process :class:`~lmforge.engine.loop.EngineLoop`.
+
+If the engine process dies, every waiting request ends with an error naming the exit code, the
+client reports the engine as failed (the server's ``/health`` then says so), and nothing is left
+running: the process also exits when the front end's pipe closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import msgpack
+
+from ..errors import EngineError, LmforgeError
+from ..messages import GenerationConfig
+from ..structured import grammar_from_response_format
+from ..structured.compiler import GrammarCompiler
+from .outputs import GenOut
+from .request import Request
+
+logger = logging.getLogger(__name__)
+
+# Command and message kinds.
+ADD, ABORT, SCORE, CLOSE = "add", "abort", "score", "close"
+READY, FAILED, ADMITTED, OUTPUTS, RESULT = "ready", "failed", "admitted", "outputs", "result"
+
+
+def _pack(*message: Any) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> list:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _out_fields(out: GenOut) -> list:
+    logprobs = None if out.logprobs is None else [list(d.items()) for d in out.logprobs]
+    return [out.text, out.token_ids, out.input_token_len, out.generate_token_len,
+            out.finish_reason, out.index, logprobs, out.error, out.cached_token_len]
+
+
+def _gen_out(fields: list) -> GenOut:
+    text, ids, inp, gen, reason, index, logprobs, error, cached = fields
+    if logprobs is not None:
+        logprobs = [dict((int(k), v) for k, v in d) for d in logprobs]
+    return GenOut(text, ids, inp, gen, reason, index, logprobs, error, cached)
+
+
+# ---------------------------------------------------------------------------------- engine side
+
+
+def engine_main(commands, outputs, build_args: dict) -> None:
+    """The engine process: build the engine, say it is ready, then serve commands and steps
+    until told to close or the front end goes away."""
+    from .builder import build_llm_engine
+
+    try:
+        engine = build_llm_engine(**build_args)
+    except BaseException as exc:  # the front end raises it with the same one sentence
+        outputs.send_bytes(_pack(FAILED, type(exc).__name__, str(exc)))
+        return
+    outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
+    grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
+    # The token table is ready by the first constrained request, which then compiles in ~1 ms.
+    threading.Thread(target=grammars.warm, name="lmforge-grammar-warm", daemon=True).start()
+    outbox: list = []
+    try:
+        _serve(engine, commands, outputs, outbox, grammars)
+    except (EOFError, OSError, BrokenPipeError):  # the front end is gone
+        pass
+    finally:
+        engine.abort_all()
+        engine.runner.close()
+
+
+def _serve(engine, commands, outputs, outbox: list, grammars: GrammarCompiler) -> None:
+    while True:
+        # Block for commands only when there is nothing to step.
+        while commands.poll(0 if engine.has_work else None):
+            if not _apply(engine, _unpack(commands.recv_bytes()), outputs, outbox, grammars):
+                return
+        if engine.has_work:
+            try:
+                engine.step()
+            except Exception as exc:  # a failure outside a step: end what is running
+                logger.exception("engine step failed")
+                engine.abort_all("error", f"{type(exc).__name__}: {exc}")
+        if outbox:
+            outputs.send_bytes(_pack(OUTPUTS, outbox, engine.stats()))
+            outbox.clear()
+
+
+def _apply(engine, command: list, outputs, outbox: list, grammars: GrammarCompiler) -> bool:
+    kind = command[0]
+    if kind == ADD:
+        _, request_id, ids, config, adapter, allow_prefix_match = command
+        try:
+            gen_config = GenerationConfig(**config)
+            grammar = grammar_from_response_format(gen_config.response_format)
+            request = Request(ids, gen_config,
+                              lambda out, rid=request_id: outbox.append([rid, _out_fields(out)]),
+                              request_id=request_id, adapter=adapter,
+                              allow_prefix_match=allow_prefix_match,
+                              grammar=grammars.compile(grammar) if grammar else None)
+            engine.add_request(request)
+            outputs.send_bytes(_pack(ADMITTED, request_id, None, None))
+        except Exception as exc:
+            outputs.send_bytes(_pack(ADMITTED, request_id, type(exc).__name__, str(exc)))
+    elif kind == ABORT:
+        engine.abort_request(command[1])
+    elif kind == SCORE:
+        _, call_id, ids = command
+        try:
+            outputs.send_bytes(_pack(RESULT, call_id, engine.score(ids), None, None))
+        except Exception as exc:
+            outputs.send_bytes(_pack(RESULT, call_id, None, type(exc).__name__, str(exc)))
+    elif kind == CLOSE:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------- front end
+
+
+def _error(class_name: str, message: str) -> Exception:
+    """The engine's exception as the same lmforge error class (one sentence for the user)."""
+    from .. import errors
+
+    cls = getattr(errors, class_name, None)
+    if isinstance(cls, type) and issubclass(cls, LmforgeError):
+        return cls(message)
+    return EngineError(message)
+
+
+class EngineProcessClient:
+    """Starts the engine process and talks to it; the front end's side of the pipes."""
+
+    def __init__(self, build_args: dict, timeout: float | None = None) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._commands, engine_commands = ctx.Pipe(duplex=False)[::-1]
+        engine_outputs_recv, engine_outputs_send = ctx.Pipe(duplex=False)
+        self._outputs = engine_outputs_recv
+        # Not a daemon: the engine may start worker processes of its own (tensor parallelism).
+        self.process = ctx.Process(target=engine_main, name="lmforge-engine",
+                                   args=(engine_commands, engine_outputs_send, build_args))
+        self.process.start()
+        engine_commands.close()
+        engine_outputs_send.close()
+        self._send_lock = threading.Lock()
+        self._requests: dict[int, Request] = {}
+        self._open: dict[int, set[int]] = {}  # each request's unfinished choices
+        self._admissions: dict[int, Future] = {}
+        self._calls: dict[int, Future] = {}
+        self._call_ids = itertools.count()
+        self._stats: dict[str, Any] = {}
+        self.error: str | None = None  # why the engine process stopped, once it has
+        self._ready(timeout)
+        self._reader = threading.Thread(target=self._read, name="lmforge-engine-reader",
+                                        daemon=True)
+        self._reader.start()
+
+    def _ready(self, timeout: float | None) -> None:
+        if not self._outputs.poll(timeout):
+            self.close()
+            raise EngineError(f"The engine process did not start within {timeout:.0f} s.")
+        try:
+            message = _unpack(self._outputs.recv_bytes())
+        except EOFError:
+            self.process.join(5)
+            raise EngineError(
+                f"The engine process exited with code {self.process.exitcode} while loading "
+                "the model; run with --log-level debug to see why."
+            ) from None
+        if message[0] == FAILED:
+            self.process.join(30)
+            raise _error(message[1], message[2])
+        self.vocab_size: int = message[1]["vocab_size"]
+
+    # ------------------------------------------------------------------ the loop's interface
+
+    def submit(self, request: Request) -> Future:
+        """Queue a request; the future resolves once it is admitted (or holds its error)."""
+        done: Future = Future()
+        if self.error is not None:
+            done.set_exception(EngineError(self.error))
+            return done
+        self._requests[request.request_id] = request
+        self._open[request.request_id] = set(range(request.gen_config.n))
+        self._admissions[request.request_id] = done
+        config = dataclasses.asdict(request.gen_config)
+        self._send(ADD, request.request_id, request.prompt_ids, config, request.adapter,
+                   request.allow_prefix_match)
+        return done
+
+    def abort(self, request_id: int) -> None:
+        if self.error is None:
+            self._send(ABORT, request_id)
+
+    def score(self, token_ids: list[int]) -> Future:
+        done: Future = Future()
+        call_id = next(self._call_ids)
+        self._calls[call_id] = done
+        self._send(SCORE, call_id, list(token_ids))
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's statistics as of its last step."""
+        return dict(self._stats)
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self._send(CLOSE)
+            except (OSError, EngineError):
+                pass
+            self.process.join(30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(10)
+        self._commands.close()
+
+    def _send(self, *message: Any) -> None:
+        data = _pack(*message)
+        with self._send_lock:
+            try:
+                self._commands.send_bytes(data)
+            except (OSError, BrokenPipeError) as exc:
+                raise EngineError(self.error or f"The engine process is gone ({exc}).") from None
+
+    # ------------------------------------------------------------------ engine messages
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = _unpack(self._outputs.recv_bytes())
+                kind = message[0]
+                if kind == OUTPUTS:
+                    self._deliver(message[1])
+                    self._stats = message[2]
+                elif kind == ADMITTED:
+                    _, request_id, error_class, text = message
+                    done = self._admissions.pop(request_id, None)
+                    if error_class is None:
+                        if done is not None:
+                            done.set_result(request_id)
+                    else:
+                        self._requests.pop(request_id, None)
+                        self._open.pop(request_id, None)
+                        if done is not None:
+                            done.set_exception(_error(error_class, text))
+                elif kind == RESULT:
+                    _, call_id, value, error_class, text = message
+                    done = self._calls.pop(call_id)
+                    if error_class is None:
+                        done.set_result(value)
+                    else:
+                        done.set_exception(_error(error_class, text))
+        except (EOFError, OSError):
+            self._engine_stopped()
+
+    def _deliver(self, outputs: list) -> None:
+        for request_id, fields in outputs:
+            request = self._requests.get(request_id)
+            if request is None:
+                continue
+            out = _gen_out(fields)
+            if out.finish_reason is not None:
+                open_choices = self._open[request_id]
+                open_choices.discard(out.index)
+                if not open_choices:
+                    self._requests.pop(request_id, None)
+                    self._open.pop(request_id, None)
+            request.sink(out)
+
+    def _engine_stopped(self) -> None:
+        self.process.join(5)
+        code = self.process.exitcode
+        self.error = ("The engine process stopped" if code == 0 else
+                      f"The engine process exited unexpectedly (exit code {code})") + (
+                          "; restart the server.")
+        logger.error("%s", self.error)
+        for done in [*self._admissions.values(), *self._calls.values()]:
+            if not done.done():
+                done.set_exception(EngineError(self.error))
+        self._admissions.clear()
+        self._calls.clear()
+        for request_id, request in list(self._requests.items()):
+            for index in sorted(self._open.get(request_id, ())):
+                request.sink(GenOut("", [], len(request.prompt_ids), 0, "error", index,
+                                    error=self.error))
+        self._requests.clear()
+        self._open.clear()
