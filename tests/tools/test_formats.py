@@ -26,7 +26,7 @@ REPLIES = {
               '\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>',
     "llama3": '{"name": "get_weather", "parameters": {"city": "Oslo"}}; '
               '{"name": "now", "parameters": {}}',
-    "mistral": '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}, '
+    "mistral": '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Oslo"}}, '
                '{"name": "now", "arguments": {}}]',
 }
 

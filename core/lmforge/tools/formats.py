@@ -5,7 +5,7 @@ and their results are written, where calls start in a reply, and the grammar of 
 |---|---|---|
 | ``hermes`` | Qwen2.5/3, Hermes, ChatML models | ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`` |
 | ``llama3`` | Llama 3.1+ | ``{"name": ..., "parameters": {...}}`` (calls joined by ``; ``) |
-| ``mistral`` | Mistral, Mixtral | ``[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`` |
+| ``mistral`` | Mistral, Mixtral | ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]`` |
 | ``internlm2`` | InternLM2/2.5 | ``<|action_start|><|plugin|>\\n{"name": ..., "parameters": {...}}<|action_end|>`` |
 
 The prompt texts follow each family's published chat template, so a model sees what it was
@@ -179,7 +179,7 @@ class MistralFormat(ToolFormat):
 
     def calls_rule(self, parallel, special):
         calls = 'fn (", " fn)*' if parallel else "fn"
-        return f'{lark_text("[TOOL_CALLS]", special)} "[" {calls} "]"'
+        return f'{lark_text("[TOOL_CALLS]", special)} " "? "[" {calls} "]"'
 
 
 @dataclass(frozen=True)
