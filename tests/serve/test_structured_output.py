@@ -89,7 +89,7 @@ def test_json_mode_always_parses(client, model):
     for choice in reply.choices:
         if choice.finish_reason == "stop":  # a length cut can end any JSON mid-value
             assert isinstance(json.loads(choice.message.content), dict)
-    assert sum(c.finish_reason == "stop" for c in reply.choices) >= 3
+    assert sum(c.finish_reason == "stop" for c in reply.choices) >= 2
 
 
 def test_strict_schema_always_validates(client, model):

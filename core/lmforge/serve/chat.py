@@ -154,6 +154,8 @@ async def _stream(
                     content, deltas = content + more, deltas + last
                     finish = tools.finish_reason(finish, bool(parser.calls))
                 calls = tool_call_deltas(deltas)
+                if not (content or calls or finish or out.logprobs):
+                    continue  # held back: text that may open a call
             choice = ChatChunkChoice(
                 index=out.index,
                 delta=DeltaMessage(content=content if content or not calls else None,
