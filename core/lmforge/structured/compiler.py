@@ -100,8 +100,11 @@ class GrammarCompiler:
 
     def warm(self) -> None:
         """Build the token table now rather than at the first compile (it walks the whole
-        vocabulary: about a second)."""
-        self._tokenizer()
+        vocabulary: about a second). A tokenizer it cannot read is reported by that compile."""
+        try:
+            self._tokenizer()
+        except ConfigError:
+            pass
 
     def _tokenizer(self) -> Any:
         with self._lock:
