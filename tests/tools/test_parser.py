@@ -11,7 +11,8 @@ CASES = [
      'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
      '</tool_call>\n<tool_call>\n{"arguments": {}, "name": "now"}\n</tool_call>',
      "Let me check.", [("get_weather", '{"city": "Paris"}'), ("now", "{}")]),
-    ("llama3", '{"name": "f", "parameters": {"a": [1, {"b": "}"}]}}; {"name": "g", "parameters": 7}',
+    ("llama3",
+     '{"name": "f", "parameters": {"a": [1, {"b": "}"}]}}; {"name": "g", "parameters": 7}',
      None, [("f", '{"a": [1, {"b": "}"}]}'), ("g", "7")]),
     ("llama3", '<|python_tag|>{"name": "f", "parameters": {"q": "x\\"y"}}', None,
      [("f", '{"q": "x\\"y"}')]),

@@ -23,7 +23,8 @@ def test_functions_keep_the_tool_as_given():
 
 @pytest.mark.parametrize("choice, mode, name", [
     (None, "auto", None), ("none", "none", None), ("auto", "auto", None),
-    ("required", "required", None), ({"type": "function", "function": {"name": "b"}}, "function", "b"),
+    ("required", "required", None),
+    ({"type": "function", "function": {"name": "b"}}, "function", "b"),
 ])
 def test_tool_choice(choice, mode, name):
     parsed = parse_tool_choice(choice, parse_tools(TOOLS))

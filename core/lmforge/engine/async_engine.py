@@ -4,8 +4,8 @@
 callback-based core that the synchronous ``pipeline()`` uses too. Both turn a prompt (text,
 OpenAI messages or token ids) into a :class:`Request`, compile its ``response_format`` into a
 grammar (in a worker thread for ``generate``: never on the engine loop), hand it to the
-:class:`EngineLoop`, and keep interactive sessions: a session's token history, whose K/V the prefix cache keeps, so a
-continued turn does not prefill its past again.
+:class:`EngineLoop`, and keep interactive sessions: a session's token history, whose K/V the
+prefix cache keeps, so a continued turn does not prefill its past again.
 
 Prompts are checked before they cost anything: token ids must lie in the vocabulary, and a text
 too long for the session by a cheap bound (characters against the longest token) is refused

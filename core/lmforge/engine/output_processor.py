@@ -1,10 +1,10 @@
 """The one place where a step's results change requests.
 
 For each token a step sampled, :meth:`OutputProcessor.process` puts it in its sequence, runs the
-detokenizer, advances a constrained sequence's grammar, decides every stop (EOS or a stop token, a
-stop word, a completed grammar, ``max_new_tokens`` or the session length) at the step the token
-arrives, finishes the sequence (the scheduler frees its
-blocks) and hands the output to the request's sink. Sequences the scheduler ended, and aborted
+detokenizer, advances a constrained sequence's grammar, decides every stop (EOS or a stop token,
+a stop word, a completed grammar, ``max_new_tokens`` or the session length) at the step the
+token arrives, finishes the sequence (the scheduler frees its blocks) and hands the output to
+the request's sink. Sequences the scheduler ended, and aborted
 or failed requests, are finished here too, so a sequence's state and a request's outputs change
 in one component.
 """

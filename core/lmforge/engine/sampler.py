@@ -1,9 +1,9 @@
 """Batched token sampling on the logits' device.
 
 One ``sample`` call handles a whole step: penalties, masks (banned tokens, then the grammar
-bitmasks of constrained rows, filled on the host as the call starts), then argmax for greedy rows and, for
-the others, temperature, top-k, top-p and min-p followed by an exponential race (Gumbel-max in
-probability space). Nothing is read back to the host except the logprobs a request asked for.
+bitmasks of constrained rows, filled on the host as the call starts), then argmax for greedy
+rows and, for the others, temperature, top-k, top-p and min-p followed by an exponential race
+(Gumbel-max in probability space). Nothing is read back to the host except the logprobs a request asked for.
 
 Random numbers come from a counter-based hash of (row key, token id) rather than from
 ``torch.Generator`` objects: the key of a seeded request depends only on its seed and its output

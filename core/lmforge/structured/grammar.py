@@ -36,10 +36,11 @@ ANY_OBJECT = {"type": "object"}
 class Grammar:
     """A constraint in a form the grammar compiler reads.
 
-    ``kind`` is ``json_schema`` (``source`` is the schema as canonical JSON text), ``regex`` or
+    ``kind`` is ``json_schema`` (``source`` is the schema as compact JSON text), ``regex`` or
     ``grammar`` (a Lark grammar in llguidance's dialect, which may embed JSON schemas as
-    ``%json{...}``, or a GBNF grammar). ``field`` names the request field it came from, for error messages; it is not part
-    of the grammar's identity, so equal grammars share one compiled form.
+    ``%json{...}``, or a GBNF grammar). ``field`` names the request field it came from, for
+    error messages; it is not part of the grammar's identity, so equal grammars share one
+    compiled form.
     """
 
     kind: str

@@ -1,12 +1,12 @@
 """How each model family writes tool calls: the prompt text that offers tools, how past calls
 and their results are written, where calls start in a reply, and the grammar of a call.
 
-| format | families | a call in the reply |
-|---|---|---|
-| ``hermes`` | Qwen2.5/3, Hermes, ChatML models | ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`` |
-| ``llama3`` | Llama 3.1+ | ``{"name": ..., "parameters": {...}}`` (calls joined by ``; ``) |
-| ``mistral`` | Mistral, Mixtral | ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]`` |
-| ``internlm2`` | InternLM2/2.5 | ``<|action_start|><|plugin|>\\n{"name": ..., "parameters": {...}}<|action_end|>`` |
+- ``hermes`` (Qwen2.5/3, Hermes, ChatML models):
+  ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``
+- ``llama3`` (Llama 3.1+): ``{"name": ..., "parameters": {...}}``, calls joined by ``; ``
+- ``mistral`` (Mistral, Mixtral): ``[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]``
+- ``internlm2`` (InternLM2/2.5):
+  ``<|action_start|><|plugin|>\\n{"name": ..., "parameters": {...}}<|action_end|>``
 
 The prompt texts follow each family's published chat template, so a model sees what it was
 trained on; a template of the model's own with a tool section renders tools itself and only the

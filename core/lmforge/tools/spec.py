@@ -93,7 +93,8 @@ def parse_tool_choice(choice: Any, functions: list[Function]) -> ToolChoice:
             raise _fail("tool_choice", f"{choice!r}; use 'none', 'auto', 'required' or "
                         "{\"type\": \"function\", \"function\": {\"name\": ...}}.")
         if choice != "none" and not functions:
-            raise _fail("tool_choice", f"{choice!r} needs tools; send the tools the model may call.")
+            raise _fail("tool_choice",
+                        f"{choice!r} needs tools; send the tools the model may call.")
         return ToolChoice(choice)
     fn = choice.get("function") if isinstance(choice, Mapping) else None
     name = fn.get("name") if isinstance(fn, Mapping) else None
