@@ -79,6 +79,17 @@ def tiny_llama_dir(smollm2_tokenizer_dir, tmp_path_factory) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smollm2_tokenizer_dir)
 
 
+@pytest.fixture(scope="session")
+def make_tiny_llama(smollm2_tokenizer_dir, tmp_path_factory):
+    """``make_tiny_llama(name, **overrides)``: another tiny Llama (see :func:`save_tiny_llama`)
+    with the demo tokenizer, in a folder of its own."""
+
+    def make(name: str, **overrides) -> Path:
+        return save_tiny_llama(tmp_path_factory.mktemp(name), smollm2_tokenizer_dir, **overrides)
+
+    return make
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
     # Processes the tests start (servers, CLI runs) inherit a fixed thread count.

@@ -101,12 +101,9 @@ def test_pool_sized_in_tokens_and_memory(tiny_llama_dir):
 
 
 @pytest.fixture(scope="module")
-def wide_head_llama_dir(smollm2_tokenizer_dir, tmp_path_factory):
+def wide_head_llama_dir(make_tiny_llama):
     """Head dim 32: int4 keys are stored in the Hadamard basis (kv_cache.rotates_keys)."""
-    from conftest import save_tiny_llama
-
-    return save_tiny_llama(tmp_path_factory.mktemp("wide_head_llama"), smollm2_tokenizer_dir,
-                           hidden_size=128)
+    return make_tiny_llama("wide_head_llama", hidden_size=128)
 
 
 def test_int4_keys_in_the_hadamard_basis(wide_head_llama_dir, prompts):

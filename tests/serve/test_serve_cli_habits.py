@@ -56,7 +56,9 @@ def test_banner_names_the_api_web_ui_and_docs(vllm_style_server):
     assert f"OpenAI API: {url}/v1" in log
     assert f"Web UI:     {url}/" in log
     assert f"API docs:   {url}/docs" in log
-    assert httpx.get(f"{url}/").status_code == 200 and httpx.get(f"{url}/docs").status_code == 200
+    key = {"Authorization": "Bearer k1"}  # with keys set, the docs need one too
+    assert httpx.get(f"{url}/").status_code == 200
+    assert httpx.get(f"{url}/docs", headers=key).status_code == 200
 
 
 def test_busy_port_is_found_before_the_model_loads(tiny_llama_dir):

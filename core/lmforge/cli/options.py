@@ -223,10 +223,10 @@ LoadFormat = Annotated[
 # The engine options every model-loading command declares, with their command-line defaults.
 ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
     "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
-    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64, "enable_prefix_caching": False, "max_prefill_token_num": 8192,
-    "quant_policy": 0, "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto",
-    "device": "auto", "load_format": "auto", "model_name": None, "revision": None,
-    "download_dir": None,
+    "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64,
+    "enable_prefix_caching": False, "max_prefill_token_num": 8192, "quant_policy": 0,
+    "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto", "device": "auto",
+    "load_format": "auto", "model_name": None, "revision": None, "download_dir": None,
 }
 # Options whose config field has another name in some engines' config classes.
 _FIELD_NAMES = {"cache_block_seq_len": ("cache_block_seq_len", "block_size")}
@@ -249,10 +249,12 @@ def build_engine_config(backend: str, **values: Any) -> Any:
     kwargs: dict[str, Any] = {}
     for option, value in values.items():
         value = _plain(value)
+        if option == "quant_policy" and value is not None:
+            value = int(value)  # a choice the command line gives as text
         name = next((n for n in _FIELD_NAMES.get(option, (option,)) if n in known), None)
         if name is not None:
             if value is not None:
-                kwargs[name] = int(value) if option == "quant_policy" else value
+                kwargs[name] = value
         elif value != ENGINE_OPTION_DEFAULTS.get(option):
             flag = "--" + option.replace("_", "-")
             raise ConfigError(f"The {backend} engine has no {flag} setting; drop the flag.")
