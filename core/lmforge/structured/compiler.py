@@ -122,7 +122,13 @@ class GrammarCompiler:
                 "a Python one; convert it to tokenizer.json."
             )
         n_vocab = max(self.vocab_size, len(hf))
-        return llguidance.hf.from_tokenizer(hf, n_vocab=n_vocab, eos_token=self.eos_token_ids)
+        try:
+            return llguidance.hf.from_tokenizer(hf, n_vocab=n_vocab, eos_token=self.eos_token_ids)
+        except TypeError:
+            # llguidance 1.6 (the newest wheel for glibc before 2.31) takes one end id: a
+            # grammar then lets only the first end a reply.
+            first = self.eos_token_ids[0]
+            return llguidance.hf.from_tokenizer(hf, n_vocab=n_vocab, eos_token=first)
 
     def compile(self, grammar: Grammar) -> CompiledGrammar:
         """The compiled form of ``grammar``, from the cache when it was compiled before.
