@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 
-import jsonschema
 import pytest
 import torch
 from lmforge import GenerationConfig, PytorchEngineConfig, pipeline
@@ -52,6 +51,8 @@ def test_constrained_and_free_requests_on_the_gpu(tiny_llama_dir, eager):
     for i, result in enumerate(mixed):
         if i % 3:
             assert result.finish_reason == "stop"
-            jsonschema.validate(json.loads(result.text), SCHEMA)
+            reply = json.loads(result.text)  # checked by hand: the GPU machine has no jsonschema
+            assert set(reply) == {"kind", "n"} and reply["kind"] in ("a", "b")
+            assert isinstance(reply["n"], int) and 0 <= reply["n"] <= 99
         else:
             assert result.token_ids == alone[i].token_ids
