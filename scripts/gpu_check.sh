@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
-# steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1, see below)
-# on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1; W2 with every
+# request constrained to a small JSON schema, and the grammar library's host cost per step, when
+# GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
 # short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
 # GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh).
 #
@@ -13,7 +14,8 @@
 # engine-ready time from a converted folder are measured too (scripts/bench_prefill_ready.py).
 # GPU_CHECK_TEST_PATHS limits the gpu-marked tests to those paths (default: all of them).
 #
-# Wheels the machine lacks travel in .whl/ (see GPU.md; the server also needs fastapi-offline's)
+# Wheels the machine lacks travel in .whl/ (see GPU.md; the server also needs fastapi-offline's,
+# the core llguidance's: llguidance-*-abi3-manylinux*_x86_64.whl, one wheel for every Python)
 # and are installed into /tmp/site. The demo
 # model (98 MB) does not travel, so its tokenizer, which measures the ShareGPT lengths and decodes
 # the random model's tokens, comes as a folder, GPU_CHECK_TOKENIZER (default .whl/tokenizer),
@@ -122,6 +124,17 @@ for backend in "${BACKENDS[@]}"; do
     "${TOKENIZER_ARGS[@]}" --json "$OUT/w2$s.json"
 done
 
+if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
+  # The same W2 requests, each constrained to a JSON schema of 500 records (long enough that
+  # requests end at their W2 length, as unconstrained ones do); compare with w2.json.
+  stage w2-json "${GPU_CHECK_W2_JSON_S:-180}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
+    --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
+    --response-format benchmarks/structured/w2-json-schema.json --json "$OUT/w2-json.json"
+  # Host cost of filling the token masks, per step, at the benchmark's vocabulary.
+  stage grammar-cost "${GPU_CHECK_GRAMMAR_S:-120}" python3 scripts/bench_grammar.py \
+    "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256
+fi
+
 if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
   # K/V cache int8 (quant_policy 8) and int4 (4): W2 with the cache fixed at 7.8 GiB (the memory
   # of 64k bf16 tokens) for policies 0, 8 and 4, at batch GPU_CHECK_KVQ_BATCH (512: room for the
@@ -214,6 +227,12 @@ def pool(name):
     log = out / f"{name}.log"
     lines = [l for l in log.read_text().splitlines() if "K/V cache:" in l] if log.is_file() else []
     return lines[-1].split("K/V cache: ", 1)[1].split(";")[0] if lines else "pool not logged"
+base, constrained = w2_line("w2"), w2_line("w2-json")
+if base and constrained:
+    json_row, row = load("w2-json")["rows"][0], load("w2")["rows"][0]
+    print(f"W2 with a JSON schema: {constrained[1]} ({json_row['output_tokens']} of "
+          f"{row['output_tokens']} output tokens) = {constrained[0] / base[0]:.3f}x unconstrained "
+          "(target >= 0.90x)")
 fixed = {p: w2_line(f"kvq-w2-7.8gib-p{p}") for p in (0, 8, 4)}
 if any(fixed.values()):
     print("KV cache quantization, W2 with --kv-cache-memory 7.8GiB (targets: int8 >= 1.4x, "

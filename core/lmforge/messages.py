@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .structured.grammar import Grammar, grammar_from_response_format
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -32,6 +33,12 @@ class GenerationConfig:
 
     As in LMDeploy, ``top_k`` defaults to 1, which is greedy decoding: set ``top_k=0`` (no
     limit) or a larger value to sample. ``temperature=0`` is greedy too.
+
+    ``response_format`` constrains the reply (LMDeploy's field, OpenAI's shapes):
+    ``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name": ...,
+    "schema": {...}}}``, ``{"type": "regex_schema", "regex_schema": "..."}`` or
+    ``{"type": "grammar", "grammar": "..."}`` (Lark or GBNF), or a
+    :class:`~lmforge.structured.Grammar`; see :mod:`lmforge.structured`.
     """
 
     n: int = 1
@@ -55,6 +62,7 @@ class GenerationConfig:
     skip_special_tokens: bool = True
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    response_format: dict[str, Any] | Grammar | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -105,6 +113,8 @@ class GenerationConfig:
                     name,
                     "must be a list of non-empty strings",
                 )
+
+        grammar_from_response_format(self.response_format)
 
     @property
     def greedy(self) -> bool:

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from lmforge.engine.sampler import Sampler, SamplingBatch, apply_penalties
+from lmforge.engine.sampler import Sampler, SamplingBatch, apply_penalties, hash32
 from lmforge.engine.sequence import Sequence
 from lmforge.messages import GenerationConfig
 from transformers import RepetitionPenaltyLogitsProcessor
@@ -180,6 +180,27 @@ def test_bad_words_are_never_sampled():
     tokens = sample(seqs, logits, tokenizer=Words()).token_ids.tolist()
     assert tokens[0] == 2
     assert set(tokens[1:]) == {0, 3, 4}
+
+
+def _unhash32(x: int) -> int:
+    """The inverse of ``hash32`` on one value."""
+    x ^= x >> 16
+    x = (x * 0x43021123) & 0xFFFFFFFF
+    x ^= (x >> 15) ^ (x >> 30)
+    x = (x * 0x1D69E2A5) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_a_masked_token_never_wins_on_the_largest_random_number():
+    # The key whose random number for token 3 is the largest one: its noise must stay above
+    # 0, or the masked token's 0 / 0 = NaN would win the race.
+    vocab, banned = 8, 3
+    column = hash32(torch.tensor([banned])).item()
+    assert hash32(torch.tensor([_unhash32(0xFFFFFFFF)])).item() == 0xFFFFFFFF
+    logits = torch.zeros(1, vocab)
+    batch = SamplingBatch.from_sequences([seq(top_k=0, bad_token_ids=[banned])], vocab, "cpu")
+    batch.noise_keys = torch.tensor([_unhash32(0xFFFFFFFF) ^ column])
+    assert Sampler().sample(logits, batch).token_ids.item() != banned
 
 
 def test_min_new_tokens_masks_eos_and_stop_tokens_until_reached():

@@ -3,8 +3,11 @@ can, and the clock runs until the last one finishes (W2)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from ..messages import GenerationConfig
 from .results import BenchReport
@@ -20,13 +23,16 @@ COLUMNS = {
 
 
 def profile_throughput(pipe, requests: list[BenchRequest],
-                       on_done: Callable[[], None] | None = None) -> dict:
+                       on_done: Callable[[], None] | None = None,
+                       response_format: Any = None) -> dict:
     """Run ``requests`` (EOS ignored, greedy) and return their figures (see :data:`COLUMNS`).
 
-    ``on_done`` is called as each request finishes.
+    ``on_done`` is called as each request finishes. ``response_format`` constrains every
+    request (a request ends early when its grammar completes first).
     """
     prompts = [r.prompt_ids for r in requests]
-    configs = [GenerationConfig(max_new_tokens=r.output_len, ignore_eos=True, top_k=1)
+    configs = [GenerationConfig(max_new_tokens=r.output_len, ignore_eos=True, top_k=1,
+                                response_format=response_format)
                for r in requests]
     generated = [0] * len(requests)
     start = time.perf_counter()
@@ -46,6 +52,26 @@ def profile_throughput(pipe, requests: list[BenchRequest],
         "output_tok_s": output_tokens / elapsed,
         "total_tok_s": (input_tokens + output_tokens) / elapsed,
     }
+
+
+def load_response_format(value: str) -> dict:
+    """A ``response_format`` given as JSON text or as the path of a JSON file."""
+    from ..errors import ConfigError
+    from ..structured import grammar_from_response_format
+
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"Invalid value for --response-format: {value!r} is neither a JSON "
+                              "object nor a JSON file.")
+        text = path.read_text(encoding="utf-8")
+    try:
+        response_format = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"Invalid value for --response-format: not valid JSON ({exc}).") from exc
+    grammar_from_response_format(response_format, "--response-format")
+    return response_format
 
 
 def throughput_report(model: str, device: str, settings: dict, row: dict) -> BenchReport:

@@ -8,6 +8,10 @@ Most families fit one field scheme (LMDeploy's), rendered as::
 A family whose format does not fit overrides the few methods that differ. Prompts carry every
 special token the family's own template writes out (a BOS among them, where it writes one);
 the tokenizer adds a BOS only when the text does not already start with it.
+
+Tools: a template with a ``tool_parser`` (a format of :mod:`lmforge.tools.formats`) renders the
+tools a request offers, past tool calls and tool results (``{tool}{result}{eotool}`` turns when
+it has a tool role, else inside user turns) and its replies are parsed for calls.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..tools.formats import ToolFormat, get_format
+from ..tools.render import fold_tools, has_tool_turns
 
 if TYPE_CHECKING:
     from .model_files import ModelFiles
@@ -27,8 +33,8 @@ ROLES = ("system", "user", "assistant")
 
 #: The fields of the scheme, in the order ``ChatTemplateConfig`` lists them.
 FIELDS = (
-    "system", "meta_instruction", "eosys", "user", "eoh", "assistant", "eoa", "separator",
-    "capability", "stop_words",
+    "system", "meta_instruction", "eosys", "user", "eoh", "assistant", "eoa", "tool", "eotool",
+    "separator", "capability", "stop_words",
 )
 
 
@@ -65,16 +71,22 @@ def content_text(content: Any) -> str:
     )
 
 
-def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[Message]:
+def normalize_messages(messages: Iterable[Mapping[str, Any]],
+                       roles: tuple[str, ...] = ROLES) -> list[Message]:
     """Check roles and flatten contents of OpenAI-style messages."""
     result = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
             raise ConfigError(f"Message {i} must be a mapping with a 'role' and a 'content'.")
         role = message["role"]
-        if role not in ROLES:
+        if role == "tool" and role not in roles:
             raise ConfigError(
-                f"Message {i} has role {role!r}; chat templates accept {', '.join(ROLES)}."
+                f"Message {i} has role 'tool' but the chat template has no tool format; "
+                "choose a tool call parser (the server's --tool-call-parser)."
+            )
+        if role not in roles:
+            raise ConfigError(
+                f"Message {i} has role {role!r}; chat templates accept {', '.join(roles)}."
             )
         result.append(Message(role, content_text(message.get("content"))))
     return result
@@ -89,7 +101,9 @@ class ChatTemplate:
     written as the system block when the conversation does not bring its own.
     ``matcher`` decides whether the template fits a model from the model's own files;
     ``priority`` ranks templates that both match (a more specific family ranks higher), so the
-    choice never depends on registration order.
+    choice never depends on registration order. ``tool_parser`` names the family's tool-call
+    format (``hermes``, ``llama3``, ``mistral``, ``internlm2``); ``tool`` and ``eotool`` open
+    and close a tool result's turn where the family has one.
     """
 
     name: str = "base"
@@ -100,11 +114,14 @@ class ChatTemplate:
     eoh: str = ""
     assistant: str = ""
     eoa: str = ""
+    tool: str = ""
+    eotool: str = ""
     separator: str = ""
     capability: str = "chat"
     stop_words: tuple[str, ...] = ()
     bos: str = ""
     priority: int = 0
+    tool_parser: str | None = None
     matcher: Callable[[ModelFiles], bool] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +141,20 @@ class ChatTemplate:
     def replace(self, **changes: Any) -> ChatTemplate:
         """A copy with some fields changed (what a ``ChatTemplateConfig`` override does)."""
         return dataclasses.replace(self, **changes)
+
+    def tool_format(self) -> ToolFormat | None:
+        """The format this template writes tool calls in, or None when it has none."""
+        return get_format(self.tool_parser) if self.tool_parser else None
+
+    def _fold_tools(self, messages: list[Mapping[str, Any]], tools: list | None,
+                    default_system: str | None) -> list[dict]:
+        fmt = self.tool_format()
+        if fmt is None:
+            raise ConfigError(
+                f"Chat template {self.name!r} has no tool format for tools, tool_calls or role "
+                "'tool'; choose a tool call parser (the server's --tool-call-parser)."
+            )
+        return fold_tools(messages, tools, fmt, default_system, tool_role=bool(self.tool))
 
     # ---------------------------------------------------------------------------- rendering
 
@@ -145,15 +176,19 @@ class ChatTemplate:
         return self.separator + self.render_turn(Message("user", prompt)) + self.generation_prompt()
 
     def messages2prompt(self, messages: str | list[Mapping[str, Any]],
-                        sequence_start: bool = True) -> str:
-        """The prompt for OpenAI-style ``messages`` (roles system/user/assistant).
+                        sequence_start: bool = True, tools: list | None = None) -> str:
+        """The prompt for OpenAI-style ``messages`` (roles system/user/assistant, and tool).
 
         A conversation that ends with an assistant message renders that message open, so the
         model continues it; otherwise the prompt ends with the assistant's generation prompt.
+        ``tools`` (OpenAI's tool list) are offered in the template's tool format.
         """
         if isinstance(messages, str):
             return self.get_prompt(messages, sequence_start)
-        turns = normalize_messages(messages)
+        if tools or has_tool_turns(messages):
+            default = self.meta_instruction if sequence_start else None
+            messages = self._fold_tools(messages, tools, default)
+        turns = normalize_messages(messages, ROLES + ("tool",) if self.tool else ROLES)
         if self.capability in ("completion", "python"):
             return "".join(turn.content for turn in turns)
         if self.capability == "infilling":
@@ -179,10 +214,12 @@ class ChatTemplate:
         return self.begin_of_turn(turn.role) + turn.content + self.end_of_turn(turn.role)
 
     def begin_of_turn(self, role: str) -> str:
-        return {"system": self.system, "user": self.user, "assistant": self.assistant}[role]
+        return {"system": self.system, "user": self.user, "assistant": self.assistant,
+                "tool": self.tool}[role]
 
     def end_of_turn(self, role: str) -> str:
-        return {"system": self.eosys, "user": self.eoh, "assistant": self.eoa + self.separator}[role]
+        return {"system": self.eosys, "user": self.eoh, "assistant": self.eoa + self.separator,
+                "tool": self.eotool}[role]
 
     def generation_prompt(self) -> str:
         """What opens the assistant's reply.

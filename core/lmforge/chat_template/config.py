@@ -37,6 +37,8 @@ class ChatTemplateConfig:
     :param eoh: text that closes a user turn.
     :param assistant: text that opens an assistant turn.
     :param eoa: text that closes an assistant turn.
+    :param tool: text that opens a tool result's turn.
+    :param eotool: text that closes a tool result's turn.
     :param separator: text between an assistant turn and the next user turn.
     :param capability: ``completion``, ``infilling``, ``chat`` or ``python``.
     :param stop_words: strings that end generation.
@@ -50,6 +52,8 @@ class ChatTemplateConfig:
     eoh: str | None = None
     assistant: str | None = None
     eoa: str | None = None
+    tool: str | None = None
+    eotool: str | None = None
     separator: str | None = None
     capability: str | None = None
     stop_words: list[str] | None = None

@@ -1,14 +1,17 @@
 """A chat template rendered from the tokenizer's own Jinja ``chat_template``.
 
 It follows transformers' ``apply_chat_template`` semantics (sandboxed Jinja with
-``trim_blocks``/``lstrip_blocks``, ``messages``, ``add_generation_prompt``, ``bos_token``,
-``eos_token``, ``raise_exception``, ``strftime_now``, a ``tojson`` that keeps non-ASCII text), so a
-model with a template of its own gets the prompt it was trained with.
+``trim_blocks``/``lstrip_blocks``, ``messages``, ``tools``, ``add_generation_prompt``,
+``bos_token``, ``eos_token``, ``raise_exception``, ``strftime_now``, a ``tojson`` that keeps
+non-ASCII text), so a model with a template of its own gets the prompt it was trained with. A
+template with a tool section renders tools, tool calls and tool results itself; for one without,
+they are written as text turns in the format of ``tool_parser``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +19,8 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import ConfigError
+from ..tools.formats import detect_format
+from ..tools.render import has_tool_turns, jinja_messages
 from .base import ChatTemplate, normalize_messages
 
 
@@ -50,6 +55,13 @@ class JinjaChatTemplate(ChatTemplate):
         super().__post_init__()
         if not self.stop_words and self.eos_token:
             object.__setattr__(self, "stop_words", (self.eos_token,))
+        if self.tool_parser is None:
+            object.__setattr__(self, "tool_parser", detect_format(self.source))
+
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the template has a tool section of its own (it reads ``tools``)."""
+        return re.search(r"\btools\b", self.source) is not None
 
     @cached_property
     def _compiled(self) -> Any:
@@ -68,16 +80,19 @@ class JinjaChatTemplate(ChatTemplate):
         except TemplateError as exc:
             raise ConfigError(f"The model's Jinja chat template does not parse: {exc}.") from exc
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
+               tools: list | None = None) -> str:
         """The template's text for ``messages`` (role/content dicts)."""
         from jinja2.exceptions import TemplateError
 
+        extra = {"tools": tools} if tools else {}
         try:
             return self._compiled.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except TemplateError as exc:
             raise ConfigError(f"The model's Jinja chat template refused the messages: {exc}.") from exc
@@ -102,9 +117,14 @@ class JinjaChatTemplate(ChatTemplate):
         return text
 
     def messages2prompt(self, messages: str | list[Mapping[str, Any]],
-                        sequence_start: bool = True) -> str:
+                        sequence_start: bool = True, tools: list | None = None) -> str:
         if isinstance(messages, str):
             return self.get_prompt(messages, sequence_start)
+        if tools or has_tool_turns(messages):
+            if self.renders_tools:
+                ends_with_reply = messages and messages[-1].get("role") == "assistant"
+                return self.render(jinja_messages(messages), not ends_with_reply, tools)
+            messages = self._fold_tools(messages, tools, None)
         turns = normalize_messages(messages)
         if self.capability in ("completion", "python"):
             return "".join(turn.content for turn in turns)

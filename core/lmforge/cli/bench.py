@@ -195,6 +195,11 @@ def throughput(
     warmup: Annotated[int, typer.Option("--warmup", min=0, metavar="N",
                                         help="Requests of the workload run untimed first.",
                                         rich_help_panel=WORKLOAD_PANEL)] = 0,
+    response_format: Annotated[str | None, typer.Option(
+        "--response-format", metavar="JSON",
+        help="Constrain every request with this response_format (JSON text or a JSON file, as "
+        "in the API), e.g. '{\"type\": \"json_object\"}'; a request ends early when its "
+        "grammar completes.", rich_help_panel=WORKLOAD_PANEL)] = None,
     json_path: JsonOut = None,
     backend: options.Backend = "pytorch",
     tp: options.Tp = 1,
@@ -215,8 +220,9 @@ def throughput(
     """Offline throughput: every request submitted at once; req/s, output and total tok/s."""
     from ..bench.engine import load_pipeline, model_vocab_size
     from ..bench.results import device_name
-    from ..bench.throughput import profile_throughput, throughput_report
+    from ..bench.throughput import load_response_format, profile_throughput, throughput_report
 
+    constraint = load_response_format(response_format) if response_format else None
     engine = dict(backend=backend, tp=tp, session_len=session_len,
                   cache_max_entry_count=cache_max_entry_count,
                   kv_cache_memory=kv_cache_memory, max_kv_tokens=max_kv_tokens,
@@ -230,11 +236,14 @@ def throughput(
                              model_vocab_size(pipe), tokenizer)
         with _progress() as progress:
             if warmup:
-                profile_throughput(pipe, requests[:warmup])
+                profile_throughput(pipe, requests[:warmup], response_format=constraint)
             task = progress.add_task("requests", total=len(requests))
-            row = profile_throughput(pipe, requests, on_done=lambda: progress.advance(task))
+            row = profile_throughput(pipe, requests, on_done=lambda: progress.advance(task),
+                                     response_format=constraint)
         settings = _settings(config, dataset=dataset, num_prompts=num_prompts, seed=seed,
                              warmup=warmup)
+        if constraint is not None:
+            settings["response_format"] = constraint
         if dataset == DatasetName.synthetic.value:
             settings.update(input_len=input_len, output_len=output_len)
         report = throughput_report(pipe.engine.model_name, device_name(), settings, row)

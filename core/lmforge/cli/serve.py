@@ -165,6 +165,17 @@ def api_server(
             rich_help_panel=options.ENGINE_PANEL,
         ),
     ] = False,
+    tool_call_parser: Annotated[
+        str | None,
+        typer.Option(
+            "--tool-call-parser",
+            metavar="FORMAT",
+            help="How the model writes tool calls, for a chat template that does not say: "
+            "hermes (Qwen2.5/3 and other ChatML models; also qwen), llama3 (Llama 3.1+), "
+            "mistral or internlm2.",
+            rich_help_panel=SERVER_PANEL,
+        ),
+    ] = None,
     model_name: options.ModelName = None,
     backend: options.Backend = "pytorch",
     chat_template: options.ChatTemplate = None,
@@ -189,15 +200,20 @@ def api_server(
 ) -> None:
     """Serve a model with an OpenAI-compatible REST API (FastAPI + uvicorn).
 
-    The server also serves a chat page at / and the API's documentation at /docs.
+    The server also serves a chat page at / and the API's documentation at /docs. Structured
+    output (response_format) and tool calling (tools, tool_choice) are enforced with
+    grammar-constrained decoding.
     """
     from ..serve.port import check_port_free
     from ..serve.server import run_api_server
+    from ..tools import get_format
     from .loading import model_source
 
     backend_config = options.engine_config_from(backend, locals())
     template_config = options.load_chat_template_config(chat_template)
     check_port_free(server_name, server_port)  # before a download or a load of minutes
+    if tool_call_parser:
+        get_format(tool_call_parser)
     source = model_source(model_path, model_name, backend_config, trust_remote_code)
     err_console.print(f"Loading {source.display_name}...", style="dim", markup=False,
                       highlight=False)
@@ -208,6 +224,7 @@ def api_server(
         chat_template_config=template_config,
         model_name=source.name,
         engine_process=engine_process,
+        tool_call_parser=tool_call_parser,
         server_name=server_name,
         server_port=server_port,
         api_keys=_split(api_keys),

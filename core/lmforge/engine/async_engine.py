@@ -2,9 +2,10 @@
 
 ``AsyncEngine.generate`` is an async generator for the server; ``start`` is its thread-safe,
 callback-based core that the synchronous ``pipeline()`` uses too. Both turn a prompt (text,
-OpenAI messages or token ids) into a :class:`Request`, hand it to the :class:`EngineLoop`, and
-keep interactive sessions: a session's token history, whose K/V the prefix cache keeps, so a
-continued turn does not prefill its past again.
+OpenAI messages or token ids) into a :class:`Request`, compile its ``response_format`` into a
+grammar (in a worker thread for ``generate``: never on the engine loop), hand it to the
+:class:`EngineLoop`, and keep interactive sessions: a session's token history, whose K/V the
+prefix cache keeps, so a continued turn does not prefill its past again.
 
 Prompts are checked before they cost anything: token ids must lie in the vocabulary, and a text
 too long for the session by a cheap bound (characters against the longest token) is refused
@@ -28,6 +29,7 @@ from ..chat_template.base import content_text
 from ..chat_template.guard import ContentGuard
 from ..errors import ConfigError, PromptTooLongError
 from ..messages import GenerationConfig
+from ..structured import grammar_from_response_format
 from .outputs import GenOut
 from .request import Request
 
@@ -43,7 +45,7 @@ NORMALIZATION_SLACK = 4
 class AsyncEngine:
     def __init__(self, loop, tokenizer, chat_template, model_name: str, session_len: int,
                  engine_config, match_prefixes: bool = False,
-                 special_tokens_in_messages: bool = False):
+                 special_tokens_in_messages: bool = False, grammar_compiler=None):
         self.loop = loop
         self.tokenizer = tokenizer
         self.chat_template = chat_template
@@ -55,6 +57,8 @@ class AsyncEngine:
         self.match_prefixes = match_prefixes
         #: Let message contents spell control tokens (unsafe with untrusted users).
         self.special_tokens_in_messages = special_tokens_in_messages
+        # structured.compiler.GrammarCompiler; None for an engine without structured output.
+        self.grammar_compiler = grammar_compiler
         self._sessions: dict[int, list[int]] = {}
         self._busy: dict[int, int] = {}  # session id -> id of the request running in it
         self._lock = threading.Lock()
@@ -72,8 +76,9 @@ class AsyncEngine:
     # ------------------------------------------------------------------ prompts
 
     def encode_prompt(self, prompt: Prompt, do_preprocess: bool = True,
-                      sequence_start: bool = True) -> list[int]:
-        """Token ids of a prompt: ids pass through; text and messages go through the template.
+                      sequence_start: bool = True, tools: list | None = None) -> list[int]:
+        """Token ids of a prompt: ids pass through; text and messages go through the template
+        (with ``tools``, OpenAI's tool list, offered to the model).
 
         Raises :class:`ConfigError` for an id outside the vocabulary and
         :class:`PromptTooLongError` for a text that cannot fit the session.
@@ -85,7 +90,7 @@ class AsyncEngine:
                                         if isinstance(m, dict)))
             swaps = self._swaps()
             text = self.chat_template.messages2prompt(swaps.messages(prompt),
-                                                      sequence_start=sequence_start)
+                                                      sequence_start=sequence_start, tools=tools)
             ids = self.tokenizer.encode_pieces(swaps.pieces(text), add_bos=sequence_start)
         elif isinstance(prompt, str):
             self._check_text_length(len(prompt))
@@ -122,29 +127,50 @@ class AsyncEngine:
                     f"vocabulary; ids run from 0 to {vocab - 1}."
                 )
 
+    # ------------------------------------------------------------------ grammars
+
+    def compile_grammar(self, gen_config: GenerationConfig) -> Any:
+        """The compiled grammar of ``gen_config.response_format`` (None without one).
+
+        Raises :class:`ConfigError` naming the part of the format the grammar library rejects.
+        """
+        grammar = grammar_from_response_format(gen_config.response_format)
+        if grammar is None:
+            return None
+        if self.grammar_compiler is None:
+            raise ConfigError(
+                "Invalid value for response_format: this engine does not support structured "
+                "output; leave response_format out."
+            )
+        return self.grammar_compiler.compile(grammar)
+
     # ------------------------------------------------------------------ requests
 
     def start(self, prompt: Prompt, gen_config: GenerationConfig | None, sink: Callable[[GenOut], None],
               *, session_id: int | None = None, sequence_start: bool = True,
               sequence_end: bool = True, do_preprocess: bool = True,
-              adapter_name: str | None = None) -> tuple[Request, Future]:
+              adapter_name: str | None = None, tools: list | None = None) -> tuple[Request, Future]:
         """Build and submit a request; ``sink`` receives its outputs on the engine thread.
 
-        Returns the request and a future that resolves when the engine admitted it, or holds the
-        reason it refused (a prompt that is too long, say).
+        Its ``response_format`` is compiled here, in the caller's thread. Returns the request
+        and a future that resolves when the engine admitted it, or holds the reason it refused
+        (a prompt that is too long, say).
         """
         gen_config = gen_config or GenerationConfig()
         gen_config.validate()
-        ids = self.encode_prompt(prompt, do_preprocess, sequence_start)
+        grammar = self.compile_grammar(gen_config)
+        ids = self.encode_prompt(prompt, do_preprocess, sequence_start, tools)
         return self.submit(ids, gen_config, sink, session_id=session_id,
                            sequence_start=sequence_start, sequence_end=sequence_end,
-                           adapter_name=adapter_name)
+                           adapter_name=adapter_name, grammar=grammar)
 
     def submit(self, ids: list[int], gen_config: GenerationConfig, sink: Callable[[GenOut], None],
                *, session_id: int | None = None, sequence_start: bool = True,
-               sequence_end: bool = True, adapter_name: str | None = None) -> tuple[Request, Future]:
-        """Submit an encoded prompt (see :meth:`start`); a continued session turn is prefixed
-        with the session's history. One request runs in a session at a time: a second one is a
+               sequence_end: bool = True, adapter_name: str | None = None,
+               grammar: Any = None) -> tuple[Request, Future]:
+        """Submit an encoded prompt (see :meth:`start`) and its compiled grammar (see
+        :meth:`compile_grammar`); a continued session turn is prefixed with the session's
+        history. One request runs in a session at a time: a second one is a
         :class:`ConfigError` until the first has finished."""
         continuing = session_id is not None and not sequence_start
         with self._lock:
@@ -156,7 +182,8 @@ class AsyncEngine:
             if continuing:
                 ids = self._sessions.get(session_id, []) + ids
             request = Request(ids, gen_config, sink, adapter=adapter_name,
-                              allow_prefix_match=self.match_prefixes or continuing)
+                              allow_prefix_match=self.match_prefixes or continuing,
+                              grammar=grammar)
             if session_id is not None:
                 self._busy[session_id] = request.request_id
         if session_id is not None:
@@ -205,9 +232,11 @@ class AsyncEngine:
     async def generate(self, prompt: Prompt, gen_config: GenerationConfig | None = None, *,
                        session_id: int | None = None, sequence_start: bool = True,
                        sequence_end: bool = True, do_preprocess: bool = True,
-                       adapter_name: str | None = None) -> AsyncIterator[GenOut]:
+                       adapter_name: str | None = None,
+                       tools: list | None = None) -> AsyncIterator[GenOut]:
         """Stream a request's outputs. Closing the generator (or cancelling its consumer) aborts
-        the request and frees its K/V blocks. The prompt is encoded in a worker thread."""
+        the request and frees its K/V blocks. The prompt (with ``tools`` offered, for messages)
+        is encoded, and its grammar compiled, in a worker thread."""
         aio_loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenOut] = asyncio.Queue()
 
@@ -217,10 +246,14 @@ class AsyncEngine:
         gen_config = gen_config or GenerationConfig()
         gen_config.validate()
         ids = await aio_loop.run_in_executor(
-            self._encoder, self.encode_prompt, prompt, do_preprocess, sequence_start)
+            self._encoder, self.encode_prompt, prompt, do_preprocess, sequence_start, tools)
+        grammar = None
+        if gen_config.response_format is not None:
+            grammar = await aio_loop.run_in_executor(self._encoder, self.compile_grammar,
+                                                     gen_config)
         request, admitted = self.submit(
             ids, gen_config, sink, session_id=session_id, sequence_start=sequence_start,
-            sequence_end=sequence_end, adapter_name=adapter_name,
+            sequence_end=sequence_end, adapter_name=adapter_name, grammar=grammar,
         )
         remaining = request.gen_config.n
         try:

@@ -14,6 +14,7 @@ from ..demo import DEMO_NAME, demo_model_path
 from ..errors import ConfigError
 from ..model.hub import is_hub_id, resolve_model_path
 from ..model.loader import load_model_info
+from ..structured.compiler import GrammarCompiler
 from ..tokenizer import Tokenizer
 from .async_engine import AsyncEngine
 from .cache_sizing import describe_pool, plan_pool
@@ -191,5 +192,7 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
                                         backend_config=plan.config, model_name=plan.name))
     else:
         loop = EngineLoop(_engine(plan, tokenizer))
+    grammars = GrammarCompiler(tokenizer, plan.info.config.vocab_size, tokenizer.eos_token_ids)
     return AsyncEngine(loop, tokenizer, template, plan.name, plan.session_len, plan.config,
-                       match_prefixes=plan.settings.enable_prefix_caching)
+                       match_prefixes=plan.settings.enable_prefix_caching,
+                       grammar_compiler=grammars)

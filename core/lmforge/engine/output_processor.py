@@ -1,9 +1,10 @@
 """The one place where a step's results change requests.
 
 For each token a step sampled, :meth:`OutputProcessor.process` puts it in its sequence, runs the
-detokenizer, decides every stop (EOS or a stop token, a stop word, ``max_new_tokens`` or the
-session length) at the step the token arrives, finishes the sequence (the scheduler frees its
-blocks) and hands the output to the request's sink. Sequences the scheduler ended, and aborted
+detokenizer, advances a constrained sequence's grammar, decides every stop (EOS or a stop token,
+a stop word, a completed grammar, ``max_new_tokens`` or the session length) at the step the
+token arrives, finishes the sequence (the scheduler frees its blocks) and hands the output to
+the request's sink. Sequences the scheduler ended, and aborted
 or failed requests, are finished here too, so a sequence's state and a request's outputs change
 in one component.
 """
@@ -58,6 +59,8 @@ class OutputProcessor:
                 cfg, random_seed=cfg.random_seed + index)
             seq = Sequence(list(request.prompt_ids), choice_cfg, adapter=request.adapter,
                            allow_prefix_match=request.allow_prefix_match)
+            if request.grammar is not None:
+                seq.grammar = request.grammar.new_state()
             request.seqs.append(seq)
             request.detoks.append(IncrementalDetokenizer(
                 self.tokenizer, request.prompt_ids, skip_special_tokens=cfg.skip_special_tokens,
@@ -105,9 +108,14 @@ class OutputProcessor:
         cfg = seq.gen_config
         stop_token = (token in self.eos_token_ids and not cfg.ignore_eos) or bool(
             cfg.stop_token_ids and token in cfg.stop_token_ids)
+        grammar_error = None
+        if seq.grammar is not None and not stop_token and not seq.grammar.accept(token):
+            grammar_error = f"the grammar rejected token {token}: {seq.grammar.error}"
         detok = request.detoks[index]
         step = detok.step([] if stop_token else [token])
-        if stop_token or step.stopped:
+        if grammar_error is not None:
+            reason = "error"
+        elif stop_token or step.stopped or (seq.grammar is not None and seq.grammar.done):
             reason = "stop"
         elif self.at_limit(seq, seq.num_prompt_tokens + pos + 1):
             reason = "length"
@@ -124,6 +132,7 @@ class OutputProcessor:
             request.sink(out)
             return
         seq.truncate_output(pos + 1)
+        out.error = grammar_error
         self._finish(seq, reason, out)
 
     def finished_by_scheduler(self, seqs: list[Sequence]) -> None:

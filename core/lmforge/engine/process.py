@@ -4,8 +4,9 @@ interpreter, so neither waits for the other's global lock.
 
 The two exchange plain data over a pair of pipes, one msgpack message at a time: the front end
 sends commands (add a request as token ids and sampling parameters, abort one, score tokens,
-close), and the engine sends, once per step, every output the step produced with the engine's
-statistics. :class:`EngineProcessClient` offers the front end the same interface as the
+close; a request's grammar travels as its source, checked by the front end and compiled again
+here from a cache), and the engine sends, once per step, every output the step produced with
+the engine's statistics. :class:`EngineProcessClient` offers the front end the same interface as the
 in-process :class:`~lmforge.engine.loop.EngineLoop`.
 
 If the engine process dies, every waiting request ends with an error naming the exit code, the
@@ -27,6 +28,8 @@ import msgpack
 
 from ..errors import EngineError, LmforgeError
 from ..messages import GenerationConfig
+from ..structured import grammar_from_response_format
+from ..structured.compiler import GrammarCompiler
 from .outputs import GenOut
 from .request import Request
 
@@ -72,9 +75,12 @@ def engine_main(commands, outputs, build_args: dict) -> None:
         outputs.send_bytes(_pack(FAILED, type(exc).__name__, str(exc)))
         return
     outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
+    grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
+    # The token table is ready by the first constrained request, which then compiles in ~1 ms.
+    threading.Thread(target=grammars.warm, name="lmforge-grammar-warm", daemon=True).start()
     outbox: list = []
     try:
-        _serve(engine, commands, outputs, outbox)
+        _serve(engine, commands, outputs, outbox, grammars)
     except (EOFError, OSError, BrokenPipeError):  # the front end is gone
         pass
     finally:
@@ -82,11 +88,11 @@ def engine_main(commands, outputs, build_args: dict) -> None:
         engine.runner.close()
 
 
-def _serve(engine, commands, outputs, outbox: list) -> None:
+def _serve(engine, commands, outputs, outbox: list, grammars: GrammarCompiler) -> None:
     while True:
         # Block for commands only when there is nothing to step.
         while commands.poll(0 if engine.has_work else None):
-            if not _apply(engine, _unpack(commands.recv_bytes()), outputs, outbox):
+            if not _apply(engine, _unpack(commands.recv_bytes()), outputs, outbox, grammars):
                 return
         if engine.has_work:
             try:
@@ -99,15 +105,18 @@ def _serve(engine, commands, outputs, outbox: list) -> None:
             outbox.clear()
 
 
-def _apply(engine, command: list, outputs, outbox: list) -> bool:
+def _apply(engine, command: list, outputs, outbox: list, grammars: GrammarCompiler) -> bool:
     kind = command[0]
     if kind == ADD:
         _, request_id, ids, config, adapter, allow_prefix_match = command
-        request = Request(ids, GenerationConfig(**config),
-                          lambda out, rid=request_id: outbox.append([rid, _out_fields(out)]),
-                          request_id=request_id, adapter=adapter,
-                          allow_prefix_match=allow_prefix_match)
         try:
+            gen_config = GenerationConfig(**config)
+            grammar = grammar_from_response_format(gen_config.response_format)
+            request = Request(ids, gen_config,
+                              lambda out, rid=request_id: outbox.append([rid, _out_fields(out)]),
+                              request_id=request_id, adapter=adapter,
+                              allow_prefix_match=allow_prefix_match,
+                              grammar=grammars.compile(grammar) if grammar else None)
             engine.add_request(request)
             outputs.send_bytes(_pack(ADMITTED, request_id, None, None))
         except Exception as exc:

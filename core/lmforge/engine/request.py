@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..messages import GenerationConfig
 from .detokenizer import IncrementalDetokenizer
@@ -20,6 +21,8 @@ class Request:
 
     ``sink`` is called from the engine thread with each :class:`GenOut`; it must not block
     (the async front end hands the item to its event loop, the sync one puts it in a queue).
+    ``grammar`` is the compiled grammar (``structured.compiler.CompiledGrammar``) every choice
+    must follow, compiled by the front end before the request reaches the engine.
     """
 
     prompt_ids: list[int]
@@ -28,6 +31,7 @@ class Request:
     request_id: int = field(default_factory=lambda: next(_request_ids))
     adapter: str | None = None
     allow_prefix_match: bool = False
+    grammar: Any = None
     seqs: list[Sequence] = field(default_factory=list)
     detoks: list[IncrementalDetokenizer] = field(default_factory=list)
     num_unfinished: int = 0

@@ -1,8 +1,9 @@
 """Batched token sampling on the logits' device.
 
-One ``sample`` call handles a whole step: penalties, masks, then argmax for greedy rows and, for
-the others, temperature, top-k, top-p and min-p followed by an exponential race (Gumbel-max in
-probability space). Nothing is read back to the host except the logprobs a request asked for.
+One ``sample`` call handles a whole step: penalties, masks (banned tokens, then the grammar
+bitmasks of constrained rows, filled on the host as the call starts), then argmax for greedy
+rows and, for the others, temperature, top-k, top-p and min-p followed by an exponential race
+(Gumbel-max in probability space). Nothing is read back to the host except the logprobs a request asked for.
 
 Random numbers come from a counter-based hash of (row key, token id) rather than from
 ``torch.Generator`` objects: the key of a seeded request depends only on its seed and its output
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..structured.masks import apply_bitmask
 from .sampling_batch import Penalties, SamplingBatch
 from .transfer import to_device
 
@@ -99,7 +101,7 @@ class Sampler:
         temperature, top-k, top-p and min-p: the model's own distribution over the tokens the
         request allows, independent of how it is sampled.
         """
-        if batch.penalties is not None or batch.masked is not None:
+        if batch.penalties is not None or batch.masked is not None or batch.grammar is not None:
             if not (inplace and logits.is_contiguous()):
                 logits = logits.clone(memory_format=torch.contiguous_format)
             if batch.penalties is not None:
@@ -107,6 +109,8 @@ class Sampler:
             if batch.masked is not None:
                 # index_fill_ with a Python scalar needs no host-to-device copy, hence no sync.
                 logits.view(-1).index_fill_(0, batch.masked, float("-inf"))
+            if batch.grammar is not None:
+                apply_bitmask(logits, *batch.grammar.device_masks(logits.device, batch.size))
         if batch.all_greedy:
             token_ids = logits.argmax(dim=-1)
         else:
@@ -159,8 +163,10 @@ class Sampler:
             self._column_hash[cache_key] = columns
         columns = columns.unsqueeze(0) if token_ids is None else columns[token_ids]
         bits = hash32(columns ^ keys.unsqueeze(1))
-        # 24 bits fill a float32 mantissa exactly; the half step keeps u inside (0, 1).
-        uniform = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+        # 23 bits plus the half step fill a float32 significand exactly, so u stays inside
+        # (0, 1): with 24 bits the largest value rounds to 1.0, its noise is 0, and a token of
+        # probability 0 (masked) would win the race as 0 / 0 = NaN.
+        uniform = ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
         return -torch.log(uniform)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import torch
 
 from ..messages import GenerationConfig
+from ..structured.masks import GrammarRows
 from .transfer import to_device
 
 
@@ -24,6 +25,7 @@ class SamplingSequence(Protocol):
     gen_config: GenerationConfig
     prompt_ids: list[int]
     output_ids: list[int]
+    grammar: Any  # structured.compiler.GrammarState, or None
 
 
 @dataclass
@@ -67,6 +69,9 @@ class SamplingBatch:
     masked: torch.Tensor | None  # row * vocab_size + token of each masked token (bad, EOS, stop)
     logprobs_rows: list[int]  # rows that asked for logprobs, and how many top entries each
     logprobs_k: list[int]
+    # Constrained rows; their masks are filled when the sampler runs (after the forward is
+    # queued, so the host fills them while the device computes the logits).
+    grammar: GrammarRows | None = None
 
     @property
     def all_greedy(self) -> bool:
@@ -119,6 +124,9 @@ class SamplingBatch:
 
         masked = _masked_tokens(seqs, vocab_size, eos, tokenizer)
         logprobs_rows = [i for i, cfg in enumerate(configs) if cfg.logprobs is not None]
+        constrained = [i for i, s in enumerate(seqs) if getattr(s, "grammar", None) is not None]
+        grammar = GrammarRows(constrained, [seqs[i].grammar for i in constrained]) if (
+            constrained) else None
         return cls(
             size=len(seqs),
             vocab_size=vocab_size,
@@ -134,6 +142,7 @@ class SamplingBatch:
             masked=on_device(masked, torch.long) if masked else None,
             logprobs_rows=logprobs_rows,
             logprobs_k=[configs[i].logprobs for i in logprobs_rows],
+            grammar=grammar,
         )
 
 
@@ -171,9 +180,13 @@ def _masked_tokens(
         banned = list(cfg.bad_token_ids or ())
         if tokenizer is not None and cfg.bad_words:
             banned += tokenizer.bad_word_ids(cfg.bad_words)
-        if cfg.ignore_eos or len(seq.output_ids) < (cfg.min_new_tokens or 0):
+        # A grammar decides where its reply may end (an end of sequence once complete, and
+        # nothing else then): ignore_eos and min_new_tokens yield to it.
+        free = getattr(seq, "grammar", None) is None
+        short = free and len(seq.output_ids) < (cfg.min_new_tokens or 0)
+        if short or (free and cfg.ignore_eos):
             banned += eos
-        if len(seq.output_ids) < (cfg.min_new_tokens or 0):
+        if short:
             banned += cfg.stop_token_ids or ()
             if tokenizer is not None and cfg.stop_words:
                 banned += tokenizer.stop_word_ids(cfg.stop_words)
@@ -215,8 +228,10 @@ def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
 
 
 def reads_output_tokens(seq: SamplingSequence) -> bool:
-    """Whether sampling this sequence reads its earlier token values (penalties do), so they
-    must all be known when its step is queued."""
+    """Whether sampling this sequence reads its earlier token values (penalties do, and a
+    grammar's mask depends on every token before), so they must all be known when its step is
+    queued."""
     cfg = seq.gen_config
-    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
+    return (cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
+            or getattr(seq, "grammar", None) is not None)
 

@@ -6,6 +6,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ..messages import GenerationConfig
 
@@ -51,6 +52,9 @@ class Sequence:
     block_hashes: list[bytes] = field(default_factory=list, repr=False)
     # How many of the last ``output_ids`` are PLACEHOLDERs (tokens of steps still running).
     num_pending_tokens: int = 0
+    # The grammar state of a constrained sequence (``structured.compiler.GrammarState``): it
+    # has accepted every output token that the output processor has seen.
+    grammar: Any = field(default=None, repr=False)
 
     @property
     def token_ids(self) -> list[int]:

@@ -288,6 +288,7 @@ def serve(
     api_keys: list[str] | str | None = None,
     ssl: bool = False,
     timeout: float = 600.0,
+    tool_call_parser: str | None = None,
 ) -> APIClient:
     """Start ``lmforge serve api_server`` in a subprocess and return a client once it is ready.
 
@@ -300,6 +301,7 @@ def serve(
     args += ["--log-level", log_level]
     args += ["--model-name", model_name] if model_name else []
     args += ["--ssl"] if ssl else []
+    args += ["--tool-call-parser", tool_call_parser] if tool_call_parser else []
     if api_keys:
         args += ["--api-keys", *([api_keys] if isinstance(api_keys, str) else api_keys)]
     if backend_config is not None:

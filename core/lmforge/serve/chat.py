@@ -1,4 +1,5 @@
-"""``POST /v1/chat/completions``: one engine request, ``n`` choices, streamed or whole."""
+"""``POST /v1/chat/completions``: one engine request, ``n`` choices, streamed or whole; with
+``tools``, each choice's reply is read for tool calls (see ``tool_calls``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .protocol import (
 from .sampling import chat_generation_config
 from .state import RequestTimer, ServerState, text_messages
 from .streams import cancel_on_disconnect, close_quietly
+from .tool_calls import ToolUse, tool_call_deltas, tool_call_messages
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -39,18 +41,24 @@ async def create_chat_completion(
     state.check_model(req.model)
     engine = state.engine
     gen_config = chat_generation_config(req, engine.session_len, engine.vocab_size)
+    tools = ToolUse.of(req, engine.chat_template)
+    extra = {}
+    if tools is not None:
+        await tools.configure(gen_config, engine)
+        if tools.rendered_tools:
+            extra["tools"] = tools.rendered_tools
     timer = RequestTimer(state.metrics)
     # req.session_id is not passed on: a chat completion has no history to keep, and an id
     # given here must not touch an interactive session of the same number.
-    outputs = await state.generate(text_messages(req.messages), gen_config)
+    outputs = await state.generate(text_messages(req.messages), gen_config, **extra)
     top_n = (req.top_logprobs or 0) if req.logprobs else None
     if req.stream:
         return StreamingResponse(
-            _stream(state, req, outputs, top_n, timer),
+            _stream(state, req, outputs, top_n, timer, tools),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    response = await cancel_on_disconnect(raw, _collect(state, req, outputs, top_n, timer))
+    response = await cancel_on_disconnect(raw, _collect(state, req, outputs, top_n, timer, tools))
     return JSONResponse(response.model_dump())
 
 
@@ -66,6 +74,7 @@ async def _collect(
     outputs: AsyncIterator[GenOut],
     top_n: int | None,
     timer: RequestTimer,
+    tools: ToolUse | None,
 ) -> ChatCompletionResponse:
     texts = [""] * req.n
     logprobs = [ChatLogprobs(content=[]) if top_n is not None else None for _ in range(req.n)]
@@ -89,15 +98,17 @@ async def _collect(
         timer.finish()
     usage = UsageInfo()
     usage.add(prompt_tokens, sum(generated))
-    choices = [
-        ChatChoice(
-            index=i,
-            message=ChatMessage(content=texts[i]),
-            logprobs=logprobs[i],
-            finish_reason=finish[i],
-        )
-        for i in range(req.n)
-    ]
+    choices = []
+    for i in range(req.n):
+        message = ChatMessage(content=texts[i])
+        parser = tools.parser() if tools is not None else None
+        if parser is not None:
+            parser.feed(texts[i])
+            message.content, calls = tool_call_messages(parser)
+            message.tool_calls = calls or None
+            finish[i] = tools.finish_reason(finish[i], bool(calls))
+        choices.append(ChatChoice(index=i, message=message, logprobs=logprobs[i],
+                                  finish_reason=finish[i]))
     return ChatCompletionResponse(model=req.model, choices=choices, usage=usage)
 
 
@@ -107,6 +118,7 @@ async def _stream(
     outputs: AsyncIterator[GenOut],
     top_n: int | None,
     timer: RequestTimer,
+    tools: ToolUse | None,
 ) -> AsyncIterator[str]:
     chunk_id, created = random_id("chatcmpl"), now()
 
@@ -118,6 +130,7 @@ async def _stream(
 
     generated = [0] * req.n
     prompt_tokens = 0
+    parsers = [tools.parser() if tools is not None else None for _ in range(req.n)]
     try:
         # OpenAI opens every choice with the role and empty content.
         yield chunk(
@@ -132,11 +145,23 @@ async def _stream(
             prompt_tokens = out.input_token_len
             if not out.text and out.finish_reason is None and out.logprobs is None:
                 continue
+            content, calls, finish = out.text, None, out.finish_reason
+            parser = parsers[out.index]
+            if parser is not None:
+                content, deltas = parser.feed(out.text)
+                if finish is not None:
+                    more, last = parser.finish()
+                    content, deltas = content + more, deltas + last
+                    finish = tools.finish_reason(finish, bool(parser.calls))
+                calls = tool_call_deltas(deltas)
+                if not (content or calls or finish or out.logprobs):
+                    continue  # held back: text that may open a call
             choice = ChatChunkChoice(
                 index=out.index,
-                delta=DeltaMessage(content=out.text),
+                delta=DeltaMessage(content=content if content or not calls else None,
+                                   tool_calls=calls),
                 logprobs=_logprobs(state, out, top_n),
-                finish_reason=out.finish_reason,
+                finish_reason=finish,
             )
             yield chunk([choice])
         if req.include_usage:

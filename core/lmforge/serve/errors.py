@@ -86,11 +86,13 @@ def _field(loc: tuple) -> str:
 
 
 def config_error_to_api(exc: LmforgeError) -> APIError:
-    """Map an engine-side user error to an HTTP error."""
+    """Map an engine-side user error to an HTTP error; ``param`` is the field that an
+    "Invalid value for FIELD: ..." message names."""
     if isinstance(exc, PromptTooLongError):
         return APIError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, ConfigError):
-        return APIError(400, str(exc))
+        named = re.match(r"Invalid value for ([^:\s]+):", str(exc))
+        return APIError(400, str(exc), param=named.group(1) if named else None)
     return APIError(500, str(exc), type="server_error")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool
 
@@ -58,12 +58,13 @@ class TextPart(RequestBody):
 
 
 class MessageParam(RequestBody):
-    """A message of a conversation. Fields beyond ``role`` and ``content`` (``name``...) are
-    kept and handed to the chat template."""
+    """A message of a conversation. Fields beyond ``role`` and ``content`` (``name``,
+    an assistant's ``tool_calls``, a tool result's ``tool_call_id``...) are kept and handed to
+    the chat template."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
 
 
@@ -96,7 +97,16 @@ class SamplingFields(RequestBody):
     ignore_eos: Bool = False
     skip_special_tokens: Bool = True
     min_tokens: Int | None = Field(default=None, ge=0, description="At most max_tokens.")
-
+    # Structured output: OpenAI's field (with LMDeploy's regex_schema type), or one of vLLM's
+    # guided_* fields. Their contents are checked by lmforge.structured, which names the part.
+    response_format: dict[str, Any] | None = Field(
+        default=None, description='{"type": "json_object"}, {"type": "json_schema", '
+        '"json_schema": {"name", "schema", "strict"}} or {"type": "regex_schema", '
+        '"regex_schema": ...}.')
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(default=None, min_length=1)
+    guided_grammar: str | None = Field(default=None, description="Lark or GBNF.")
 
     @property
     def include_usage(self) -> bool:
@@ -115,6 +125,12 @@ class ChatCompletionRequest(SamplingFields):
         description="Accepted for LMDeploy's clients and ignored: a chat completion keeps no "
         "history; /v1/chat/interactive does.",
     )
+    # Checked by lmforge.tools, which names the bad entry.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None, description='"none", "auto", "required" or {"type": "function", '
+        '"function": {"name": ...}}.')
+    parallel_tool_calls: Bool = True
 
 
 class CompletionRequest(SamplingFields):
@@ -159,16 +175,31 @@ class ChatLogprobs(BaseModel):
     content: list[ChatTokenLogprob] | None = None
 
 
+FinishReason = Literal["stop", "length", "tool_calls", "abort", "error"]
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCallMessage(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCallMessage] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length", "abort", "error"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -180,16 +211,32 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed tool call: ``id``, ``type`` and the name come in its first piece,
+    the arguments' text in pieces after."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class DeltaMessage(BaseModel):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: Literal["stop", "length", "abort", "error"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):

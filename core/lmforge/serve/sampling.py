@@ -12,9 +12,15 @@ the limit is a 400; a ``top_k`` at or above the vocabulary size is no limit, as 
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from ..messages import GenerationConfig
+from ..structured import Grammar
 from .errors import APIError
 from .protocol import ChatCompletionRequest, CompletionRequest, InteractiveRequest, SamplingFields
+
+GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
 
 
 def _stop_words(stop: str | list[str] | None) -> list[str] | None:
@@ -69,7 +75,34 @@ def _from_sampling_fields(
         logprobs=logprobs,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
+        response_format=response_format(req),
     )
+
+
+def response_format(req: SamplingFields) -> dict[str, Any] | Grammar | None:
+    """The request's structured-output constraint: ``response_format`` or one ``guided_*``
+    field, turned into a grammar that names the field it came from."""
+    given = [name for name in ("response_format", *GUIDED_FIELDS)
+             if getattr(req, name) is not None]
+    if len(given) > 1:
+        raise APIError(400, f"Give one of {' and '.join(given)}, not both.", param=given[1])
+    if req.guided_json is not None:
+        schema = req.guided_json
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError as exc:
+                raise APIError(400, f"Invalid value for guided_json: not valid JSON ({exc}).",
+                               param="guided_json") from exc
+        return Grammar.json_schema(schema, "guided_json")
+    if req.guided_regex is not None:
+        return Grammar("regex", req.guided_regex, "guided_regex")
+    if req.guided_choice is not None:
+        lark = "start: " + " | ".join(json.dumps(choice) for choice in req.guided_choice)
+        return Grammar("grammar", lark, "guided_choice")
+    if req.guided_grammar is not None:
+        return Grammar("grammar", req.guided_grammar, "guided_grammar")
+    return req.response_format
 
 
 def chat_generation_config(

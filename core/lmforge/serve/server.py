@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
+from ..tools import get_format
 from .app import create_app
 from .banner import startup_banner
 from .port import check_port_free
@@ -99,13 +100,16 @@ def run_api_server(
     chat_template_config: Any = None,
     model_name: str | None = None,
     engine_process: bool = False,
+    tool_call_parser: str | None = None,
     **server_kwargs: Any,
 ) -> None:
     """Load a model (the bundled demo model when ``model_path`` is None) and serve it, its engine
     in a process of its own with ``engine_process`` (else in a thread).
 
-    ``server_kwargs`` are :func:`serve_engine`'s: ``server_name``, ``server_port``,
-    ``api_keys``, ``ssl``, ``log_level``, the CORS and the security settings.
+    ``tool_call_parser`` names the tool call format (``hermes``, ``llama3``, ``mistral``,
+    ``internlm2``) instead of the chat template's own. ``server_kwargs`` are
+    :func:`serve_engine`'s: ``server_name``, ``server_port``, ``api_keys``, ``ssl``,
+    ``log_level``, the CORS and the security settings.
     """
     from ..engine.builder import build_async_engine
 
@@ -114,6 +118,7 @@ def run_api_server(
     _check_body_limit(server_kwargs.get("max_body_mb", DEFAULT_MAX_BODY_MB))
     check_port_free(server_kwargs.get("server_name", "0.0.0.0"),
                     server_kwargs.get("server_port", 23333))
+    tool_format = get_format(tool_call_parser) if tool_call_parser else None
     engine = build_async_engine(
         model_path,
         backend=backend,
@@ -122,4 +127,6 @@ def run_api_server(
         model_name=model_name,
         engine_process=engine_process,
     )
+    if tool_format is not None:
+        engine.chat_template = engine.chat_template.replace(tool_parser=tool_format.name)
     serve_engine(engine, **server_kwargs)

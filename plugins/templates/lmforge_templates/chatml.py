@@ -1,5 +1,6 @@
 """ChatML formats (``<|im_start|>role\\n...<|im_end|>``): Qwen, Yi, InternLM2, InternVL, DBRX,
-LLaVA and InternLM-XComposer."""
+LLaVA and InternLM-XComposer. Qwen writes tool calls in the Hermes format, InternLM2 in its
+own plugin format."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def templates() -> list[ChatTemplate]:
     return [
         chatml(
             "qwen", meta_instruction="You are a helpful assistant.",
-            stop_words=("<|im_end|>", "<|endoftext|>"), priority=10,
+            stop_words=("<|im_end|>", "<|endoftext|>"), priority=10, tool_parser="hermes",
             matcher=lambda f: (family(f, "qwen", "qwen", "qwen2", "qwen2_moe") and is_chat(f)),
         ),
         chatml(
@@ -83,6 +84,9 @@ def templates() -> list[ChatTemplate]:
         chatml(
             "internlm2", bos="<s>", meta_instruction=INTERNLM_SYSTEM,
             stop_words=("<|im_end|>", "<|action_end|>"), priority=10, matcher=_is_internlm2,
+            # Tool results come back on the plugin channel of an "environment" turn.
+            tool_parser="internlm2", tool="<|im_start|>environment name=<|plugin|>\n",
+            eotool="<|im_end|>\n",
         ),
         chatml(
             "internvl-internlm2",

@@ -1,4 +1,7 @@
-"""Llama-family formats: Llama, Llama 2, Code Llama, Llama 3 / 3.1, Mistral and Mixtral."""
+"""Llama-family formats: Llama, Llama 2, Code Llama, Llama 3 / 3.1, Mistral and Mixtral.
+
+Llama 3.1 calls tools with JSON replies and gets results in ``ipython`` turns; Mistral and
+Mixtral call them after ``[TOOL_CALLS]``."""
 
 from __future__ import annotations
 
@@ -102,7 +105,8 @@ def templates() -> list[ChatTemplate]:
         ChatTemplate(
             name="llama3_1", meta_instruction="",
             stop_words=("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"), priority=20,
-            matcher=_is_llama3_1,
+            matcher=_is_llama3_1, tool_parser="llama3",
+            tool="<|start_header_id|>ipython<|end_header_id|>\n\n", eotool="<|eot_id|>",
             **{
                 **_LLAMA3_FIELDS,
                 "system": _LLAMA3_FIELDS["system"]
@@ -112,7 +116,7 @@ def templates() -> list[ChatTemplate]:
         *(
             SystemInUserTemplate(
                 name=name, bos="<s>", user="[INST] ", eoh=" [/INST]", eoa="</s>", eosys="\n\n",
-                stop_words=("</s>",), priority=10,
+                stop_words=("</s>",), priority=10, tool_parser="mistral",
                 matcher=lambda f, name=name: _is_instruct(f, name),
             )
             for name in ("mistral", "mixtral")
