@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .engine.async_engine import AsyncEngine
 from .engine.builder import build_async_engine
@@ -243,3 +246,16 @@ def pipeline(model_path: str | None = None, backend_config=None, chat_template_c
     engine = build_async_engine(model_path, backend=backend, backend_config=backend_config,
                                 chat_template_config=chat_template_config, model_name=model_name)
     return Pipeline(engine)
+
+
+class _CallableModule(types.ModuleType):
+    """``lmforge.pipeline(...)`` is the function :func:`pipeline`, and ``lmforge.pipeline`` is
+    also this module: once the module is imported, Python binds the name ``pipeline`` on
+    ``lmforge`` to it, so the module itself forwards calls to the function (as
+    ``lmforge.serve`` does)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Pipeline:
+        return pipeline(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

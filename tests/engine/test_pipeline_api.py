@@ -33,3 +33,13 @@ def test_response_prints_its_index(pipe):
     responses = pipe(["one", "two"], gen_config=GenerationConfig(max_new_tokens=1))
     assert [r.index for r in responses] == [0, 1]
     assert repr(responses[1]).endswith("index=1)")
+
+
+def test_lmforge_pipeline_is_callable_after_its_module_is_imported():
+    import lmforge
+    import lmforge.pipeline as module
+
+    assert callable(lmforge.pipeline) and callable(module)
+    from lmforge import pipeline
+
+    assert callable(pipeline)
