@@ -223,15 +223,20 @@ class EngineProcessClient:
         return dict(self._stats)
 
     def close(self) -> None:
+        """Ask the engine process to finish, and make sure it has: it is terminated, then
+        killed, if it does not exit in time."""
         if self.process.is_alive():
             try:
                 self._send(CLOSE)
             except (OSError, EngineError):
                 pass
-            self.process.join(30)
+            self.process.join(60)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
         self._commands.close()
 
     def _send(self, *message: Any) -> None:
@@ -285,7 +290,10 @@ class EngineProcessClient:
                 if not open_choices:
                     self._requests.pop(request_id, None)
                     self._open.pop(request_id, None)
-            request.sink(out)
+            try:
+                request.sink(out)
+            except Exception:  # one consumer's failure must not stop everyone's outputs
+                logger.exception("delivering an output of request %d failed", request_id)
 
     def _engine_stopped(self) -> None:
         self.process.join(5)
