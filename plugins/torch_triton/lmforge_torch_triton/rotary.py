@@ -16,7 +16,10 @@ class RotaryEmbedding:
     recomputed per sequence on the host. With LongRoPE, the tokens of a sequence longer than the
     original context use the long factors, the others the short ones (transformers picks by the
     sequence's length too); both tables are made and one is picked per token on the device, so
-    a decode step stays capturable in a CUDA graph. Other scalings fold into one ``inv_freq``."""
+    a decode step stays capturable in a CUDA graph. Keys cached before a sequence crossed the
+    original context keep their short-factor rotation (transformers' ``generate`` re-encodes the
+    whole sequence there; an engine would pay a new prefill), and so does the first chunk of a
+    prompt prefilled in chunks that straddle it. Other scalings fold into one ``inv_freq``."""
 
     def __init__(self, rope: RopeConfig, head_dim: int, device: torch.device, ops: Ops) -> None:
         self.rope = rope
