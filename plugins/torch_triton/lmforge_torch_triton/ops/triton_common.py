@@ -203,3 +203,16 @@ def hadamard_halves(x1, x2, scale, BLOCK_HALF: tl.constexpr):
     y1 = tl.dot(x1 + x2, h, input_precision="ieee")
     y2 = tl.dot(x1 - x2, h, input_precision="ieee")
     return y1, y2
+
+
+# log2(e): the attention kernels scale scores by it so that their softmax uses exp2.
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def softcap_scores(qk, cap_log2):
+    """``cap * tanh(s / cap)`` of scores held as ``s * log2(e)`` (the kernels' exp2 units),
+    with ``cap_log2 = cap * log2(e)``: tanh(x) = 1 - 2 / (exp(2x) + 1), through exp2 (2 log2(e)
+    is the literal), which saturates to +-1 cleanly."""
+    e = tl.exp2((2.8853900817779268 / cap_log2) * qk)
+    return cap_log2 * (1.0 - 2.0 / (e + 1.0))
