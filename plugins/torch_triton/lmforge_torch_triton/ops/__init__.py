@@ -83,15 +83,22 @@ def _triton_overrides() -> dict[str, Callable]:
     return found
 
 
+def build_ops(kernels: bool) -> Ops:
+    """The reference ops, with every Triton kernel that imports in their place when
+    ``kernels`` (what a CUDA device runs; under ``TRITON_INTERPRET=1`` the kernels run on the
+    CPU, which is how the tests drive the whole decoder through them)."""
+    table = {name: getattr(reference, name, None) or getattr(reference_moe, name)
+             for name in OP_NAMES}
+    if kernels:
+        table.update(_triton_overrides())
+    return Ops(**table)
+
+
 def get_ops(device: torch.device | str) -> Ops:
     """The op table for ``device`` (cached per device type)."""
     kind = torch.device(device).type
     if os.environ.get(OPS_ENV) == "reference":
         kind = "cpu"
     if kind not in _cache:
-        table = {name: getattr(reference, name, None) or getattr(reference_moe, name)
-                 for name in OP_NAMES}
-        if kind == "cuda":
-            table.update(_triton_overrides())
-        _cache[kind] = Ops(**table)
+        _cache[kind] = build_ops(kernels=kind == "cuda")
     return _cache[kind]
