@@ -199,9 +199,10 @@ class PagedDriver:
         return self.runner.execute(batch)
 
 
-def make_runner(model_path: Path, **info_kwargs) -> TorchModelRunner:
+def make_runner(model_path: Path, device: str = "cpu", **info_kwargs) -> TorchModelRunner:
     info = load_model_info(model_path, **info_kwargs)
-    return TorchModelRunner(info, PytorchEngineConfig(device="cpu", dtype="float32"))
+    return TorchModelRunner(info, PytorchEngineConfig(device=device, dtype="float32",
+                                                      max_batch_size=8))
 
 
 def hf_logits(model, tokens: list[int]) -> torch.Tensor:
