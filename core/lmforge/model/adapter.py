@@ -28,7 +28,9 @@ import torch
 from ..errors import ModelLoadError
 from .config import FULL, SLIDING, ModelConfig
 from .linear import OUT, tensor_slice
+from .quant import QuantConfig
 from .rope import rope_from_hf
+from .weights import canonical_shapes
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^(\d+)\.(.+)\.(\w+)$")
@@ -159,6 +161,12 @@ class ModelAdapter:
 
     def has_qkv_bias(self, hf: dict[str, Any]) -> bool:
         return bool(hf.get("attention_bias", False))
+
+    def canonical_shapes(self, config: ModelConfig, quant: QuantConfig | None = None):
+        """Every canonical weight the architecture has, with its shape and dtype
+        (:func:`lmforge.model.weights.canonical_shapes`): what dummy weights are made of. An
+        architecture whose layers hold other tensors (a model plugin's) overrides it."""
+        return canonical_shapes(config, quant)
 
     def activation(self, hf: dict[str, Any]) -> str:
         """The gated MLP's activation, in canonical terms."""

@@ -199,15 +199,16 @@ def canonical_shapes(config: ModelConfig, quant: QuantConfig | None = None):
 
 def iter_dummy(
     config: ModelConfig, seed: int = 0, std: float = 0.02, device: str | torch.device = "cpu",
-    quant: QuantConfig | None = None,
+    quant: QuantConfig | None = None, shapes: Iterable | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Random weights of the right shapes (benchmarks of big architectures without their files):
     norms near 1, everything else normal with a small ``std``, reproducible from ``seed``.
     Quantized linears get random codes with scales that give the same spread. Generating them
     on the target ``device`` keeps an 8B model's load to seconds. Norms that scale by
-    ``1 + w`` (``norm_offset``) are near 0 instead."""
+    ``1 + w`` (``norm_offset``) are near 0 instead. ``shapes`` (name, shape, dtype triples)
+    replaces :func:`canonical_shapes` for an architecture whose layers hold other tensors."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    for name, shape, dtype in canonical_shapes(config, quant):
+    for name, shape, dtype in shapes if shapes is not None else canonical_shapes(config, quant):
         if dtype is torch.int32:  # AWQ codes: 8 random nibbles per int32
             tensor = torch.randint(-2**31, 2**31 - 1, shape, generator=generator, device=device,
                                    dtype=torch.int32)
