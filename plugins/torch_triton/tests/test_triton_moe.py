@@ -26,6 +26,7 @@ from lmforge_torch_triton.ops.triton_moe import (  # noqa: E402
     fused_moe,
     fused_moe_with_config,
     moe_align,
+    moe_route,
 )
 
 
@@ -37,7 +38,7 @@ def make_moe(tokens, hidden, inter, experts, top_k, dtype, seed=0, renormalize=T
     gate_up = (randn((experts, 2 * inter, hidden), torch.float32, gen) / hidden**0.5).to(dtype)
     down = (randn((experts, hidden, inter), torch.float32, gen) / inter**0.5).to(dtype)
     router = randn((tokens, experts), torch.float32, gen)
-    weights, ids = reference_moe.moe_route(router, top_k, renormalize)
+    weights, ids = moe_route(router, top_k, renormalize)
     return x, gate_up, down, weights, ids
 
 
@@ -55,14 +56,47 @@ def check_moe(tokens, hidden, inter, experts, top_k, dtype, activation="silu", c
 @pytest.mark.triton_interpret
 @needs_kernels
 def test_align_sorts_pairs_into_expert_blocks():
-    ids = torch.tensor([[2, 0], [2, 3], [0, 2]], device=DEVICE)
-    sorted_pairs, block_experts, num_padded = moe_align(ids, 5, 4)
-    pad = ids.numel()
-    # Expert 0: pairs 1 and 4; expert 2: pairs 0, 2 and 5; expert 3: pair 3; each padded to 4.
-    assert int(num_padded) == 12
-    assert sorted_pairs[:12].tolist() == [1, 4, pad, pad, 0, 2, 5, pad, 3, pad, pad, pad]
+    ids = torch.tensor([[2, 0], [2, 3], [0, 2]], dtype=torch.int32, device=DEVICE)
+    sorted_pairs, block_experts, block_rows = moe_align(ids, 5, 4)
+    # Expert 0: pairs 1 and 4; expert 2: pairs 0, 2 and 5; expert 3: pair 3; each run padded
+    # to 4 rows. Six pairs over at most five experts can take 6 blocks; the last three are empty.
+    assert block_rows.tolist() == [2, 3, 1, 0, 0, 0]
     assert block_experts[:3].tolist() == [0, 2, 3]
-    assert (sorted_pairs[12:] == pad).all() and (block_experts[3:] == 5).all()
+    assert sorted_pairs[0:2].tolist() == [1, 4]
+    assert sorted_pairs[4:7].tolist() == [0, 2, 5]
+    assert sorted_pairs[8:9].tolist() == [3]
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_align_many_pairs_over_chunks_and_blocks():
+    """More pairs than one chunk of the kernel, more experts than pairs per expert: every pair
+    lands once, in its expert's run, in pair order."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 40, (300, 3), generator=gen, dtype=torch.int32).to(DEVICE)
+    sorted_pairs, block_experts, block_rows = moe_align(ids, 40, 16)
+    flat = ids.flatten().cpu()
+    placed = []
+    for block, (expert, rows) in enumerate(zip(block_experts.tolist(), block_rows.tolist(),
+                                               strict=True)):
+        pairs = sorted_pairs[block * 16: block * 16 + rows].cpu()
+        assert (flat[pairs.long()] == expert).all()
+        placed += pairs.tolist()
+    assert sorted(placed) == list(range(flat.numel()))
+    assert placed == sorted(placed, key=lambda pair: int(flat[pair]))  # stable within an expert
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("renormalize", [True, False])
+@pytest.mark.parametrize("experts,top_k", [(8, 2), (60, 8)])
+def test_route_matches_reference(experts, top_k, renormalize):
+    # float32 logits: 16-bit ones tie often, and a tie may be broken either way.
+    logits = randn((9, experts), torch.float32, make_generator(experts)) * 3
+    weights, ids = moe_route(logits, top_k, renormalize)
+    ref_weights, ref_ids = reference_moe.moe_route(logits, top_k, renormalize)
+    assert torch.equal(ids.long(), ref_ids)
+    torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.triton_interpret

@@ -60,6 +60,7 @@ class Decoder:
             config.local_rope, config.head_dim, device, ops)
         self.rotaries = [local_rope if config.layer_window(i) is not None else global_rope
                          for i in range(config.num_layers)]
+        self.distinct_rotaries = list({id(r): r for r in self.rotaries}.values())
         # HF multiplies by the scale rounded to the weights' dtype.
         self.embed_scale = float(torch.tensor(config.embed_scale, dtype=weights.embed.dtype))
 
@@ -85,7 +86,7 @@ class Decoder:
         hidden = comm.embed(inputs.input_ids, w.embed)
         if self.embed_scale != 1.0:
             hidden = hidden * self.embed_scale
-        tables = {id(r): r.cos_sin(inputs) for r in self.rotaries}
+        tables = {id(r): r.cos_sin(inputs) for r in self.distinct_rotaries}
         step = StepState(inputs, kv_caches, [tables[id(r)] for r in self.rotaries])
         residual = None
         for index, layer in enumerate(w.layers):
