@@ -77,7 +77,8 @@ def test_model_files_pick_the_family(tmp_path, config, tokenizer_config, expecte
 
 
 @pytest.mark.parametrize("config", [
-    {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "_name_or_path": "Qwen/Qwen3-8B"},
+    {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+     "_name_or_path": "Qwen/Qwen3-8B"},
     {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
      "_name_or_path": "Qwen/Qwen3-30B-A3B"},
 ])

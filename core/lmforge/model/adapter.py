@@ -4,9 +4,10 @@ An adapter turns the HF ``config.json`` into a :class:`ModelConfig` and HF weigh
 canonical ones every engine loads:
 
 ``embed``, ``norm``, ``lm_head``, ``layers.{i}.input_norm``, ``layers.{i}.post_attn_norm`` (the
-norm before the MLP), ``layers.{i}.attn.{q,k,v,o}.PARAM`` and ``layers.{i}.mlp.{gate,up,down}.PARAM``,
-where PARAM is ``weight`` and ``bias`` for plain linears, ``qweight``, ``qzeros`` and ``scales``
-for AWQ, ``weight`` and ``weight_scale`` for W8A8 (:mod:`lmforge.model.linear`).
+norm before the MLP), ``layers.{i}.attn.{q,k,v,o}.PARAM`` and
+``layers.{i}.mlp.{gate,up,down}.PARAM``, where PARAM is ``weight`` and ``bias`` for plain
+linears, ``qweight``, ``qzeros`` and ``scales`` for AWQ, ``weight`` and ``weight_scale`` for W8A8
+(:mod:`lmforge.model.linear`).
 
 Families add, as their configs say: ``layers.{i}.attn.{q,k}_norm`` (per-head query and key
 norms), ``layers.{i}.attn_output_norm`` and ``layers.{i}.mlp_output_norm`` (norms on the

@@ -59,7 +59,8 @@ def _longrope(hf: dict[str, Any], params: dict[str, Any]) -> tuple[float, dict[s
     config gives none, and cos/sin scaled by ``sqrt(1 + ln(factor) / ln(original))``."""
     for key in ("short_factor", "long_factor"):
         if key not in params:
-            raise ModelLoadError(f"Rope scaling 'longrope' needs {key!r} in the model's config.json.")
+            raise ModelLoadError(
+                f"Rope scaling 'longrope' needs {key!r} in the model's config.json.")
     length = int(hf.get("max_position_embeddings", 4096))
     original = int(hf.get("original_max_position_embeddings")
                    or params.get("original_max_position_embeddings") or length)
