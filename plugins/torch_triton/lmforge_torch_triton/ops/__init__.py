@@ -3,8 +3,8 @@
 :func:`get_ops` returns an :class:`Ops` table for a device. On CPU every op is the pure-PyTorch
 one from :mod:`.reference` (mixtures of experts: :mod:`.reference_moe`). On CUDA, an op
 defined under the same name by any ``ops/triton_*.py`` module replaces the reference one (a
-module that cannot be imported, for example without Triton, is skipped with a warning). ``LMFORGE_OPS=reference`` forces the reference ops everywhere, to
-compare the two paths.
+module that cannot be imported, for example without Triton, is skipped with a warning).
+``LMFORGE_OPS=reference`` forces the reference ops everywhere, to compare the two paths.
 """
 
 from __future__ import annotations
