@@ -69,7 +69,7 @@ def _fuse(name: str, parts: list[LinearWeight]) -> LinearWeight:
     return type(parts[0]).fuse(parts)
 
 
-def required_norms(config: ModelConfig) -> tuple[str, ...]:
+def _required_norms(config: ModelConfig) -> tuple[str, ...]:
     """The norms the built-in layer reads for ``config``."""
     names = ("input_norm", "post_attn_norm")
     if config.qk_norm:
@@ -99,7 +99,7 @@ def _linears(i: int, tensors: dict[str, torch.Tensor], modules: tuple[str, ...],
 def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_size: int | None,
            device: torch.device, dtype: torch.dtype, plan: ShardPlan,
            pieces: DecoderPieces | None) -> LayerWeights:
-    required = pieces.layer_weights if pieces is not None else required_norms(config)
+    required = pieces.layer_weights if pieces is not None else _required_norms(config)
     missing = [name for name in required if name not in tensors]
     if missing:
         raise ModelLoadError(f"The checkpoint lacks layers.{i}.{missing[0]}.")
