@@ -5,7 +5,8 @@
 # request constrained to a small JSON schema, and the grammar library's host cost per step, when
 # GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
 # short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
-# GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh).
+# GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh);
+# GPU_CHECK_FAMILIES=1 the model families' (scripts/gpu_check_families.sh).
 #
 #   scripts/gpu_check.sh OUTDIR
 #
@@ -86,6 +87,10 @@ stage install "${GPU_CHECK_INSTALL_S:-90}" bash -c install_lmforge
 stage nvidia-smi 20 nvidia-smi
 if [ "${GPU_CHECK_TP:-0}" = 1 ]; then  # tensor parallelism's stages instead (two GPUs)
   source "$ROOT/scripts/gpu_check_tp.sh"
+  exit 0
+fi
+if [ "${GPU_CHECK_FAMILIES:-0}" = 1 ]; then  # the model families' stages instead
+  source "$ROOT/scripts/gpu_check_families.sh"
   exit 0
 fi
 read -r -a BACKENDS <<< "${GPU_CHECK_BACKENDS:-pytorch}"

@@ -3,8 +3,8 @@
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
         [--backend pytorch|turbomind]
 
-Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json is enough: random bf16
-weights), fills every row of the batch with a ``--context``-token sequence, times the replay
+Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json
+is enough: random bf16 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
 with CUDA events, then lists its kernels (torch.profiler) by total time. The gap between the
 replay's time and the sum of its kernels is what the launches between kernels cost. With
 ``--engine``, it then runs each batch size through ``pipeline()`` (128 → 128 tokens) and reports
@@ -37,19 +37,32 @@ def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
 
 
 def streamed_weight_bytes(runner) -> int:
-    """Bytes a decode step reads: every layer, the final norm and the LM head (the embedding
-    table is only indexed). The pytorch engine keeps its layers as dataclasses of tensors and
-    linear weights of some kind, turbomind as dicts of tensors."""
+    """Bytes a decode step of one token reads: every layer (of a mixture of experts, the router
+    and top-k of the experts), the final norm and the LM head (the embedding table is only
+    indexed). The pytorch engine keeps its layers as dataclasses of tensors and linear weights
+    of some kind, turbomind as dicts of tensors."""
     weights = runner.model.weights if hasattr(runner, "model") else runner.weights
     norm = weights.top["norm"] if isinstance(weights.layers[0], dict) else weights.norm
     total = 0
     for layer in [{"norm": norm, "lm_head": weights.lm_head}, *weights.layers]:
-        for part in layer.values() if isinstance(layer, dict) else vars(layer).values():
-            if isinstance(part, LinearWeight):
-                total += part.nbytes
-            elif isinstance(part, torch.Tensor):
-                total += part.numel() * part.element_size()
+        parts = layer.values() if isinstance(layer, dict) else vars(layer).values()
+        for part in parts:
+            total += _part_bytes(part)
     return total
+
+
+def _part_bytes(part) -> int:
+    if isinstance(part, LinearWeight):
+        return part.nbytes
+    if isinstance(part, torch.Tensor):
+        return part.numel() * part.element_size()
+    if isinstance(part, dict):  # a model plugin's own tensors
+        return sum(_part_bytes(p) for p in part.values())
+    if part is not None and hasattr(part, "top_k"):  # experts: only the chosen ones are read
+        experts = part.gate_up.numel() * part.gate_up.element_size() + \
+            part.down.numel() * part.down.element_size()
+        return part.router.nbytes + experts * part.top_k // part.gate_up.shape[0]
+    return 0
 
 
 def engine_config(backend: str, **values):

@@ -8,8 +8,8 @@ sentence that says which names exist.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PluginError
@@ -85,7 +85,10 @@ class ModelSpec:
 
     ``adapter`` is a lazy reference to a :class:`lmforge.model.adapter.ModelAdapter` subclass.
     ``engines`` names engines that run it although they do not list it among their own
-    architectures (a model plugin that brings an engine the pieces it needs).
+    architectures (a model plugin that brings an engine the pieces it needs). ``decoders`` maps
+    an engine's name to what that engine needs beyond the canonical config to run the
+    architecture, as a lazy ``"module:NAME"`` reference; each engine documents what it takes
+    (the ``pytorch`` engine: a ``lmforge_torch_triton.models.pieces.DecoderPieces``).
     """
 
     architecture: str
@@ -93,6 +96,7 @@ class ModelSpec:
     engines: tuple[str, ...] = ()
     description: str = ""
     plugin: str = ""
+    decoders: Mapping[str, str | Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -150,5 +150,11 @@ def test_unsupported_architecture_lists_supported_ones(tmp_path):
         "MistralForCausalLM",
         "Qwen2ForCausalLM",
         "InternLM2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Qwen3MoeForCausalLM",
+        "MixtralForCausalLM",
+        "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM",
+        "Phi3ForCausalLM",
     ):
         assert name in message

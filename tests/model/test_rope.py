@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lmforge.errors import ModelLoadError
-from lmforge.model.rope import rope_from_hf, rope_inv_freq
+from lmforge.model.rope import rope_attention_factor, rope_from_hf, rope_inv_freq
 from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -55,5 +55,28 @@ def test_old_style_rope_scaling_and_lmdeploy_factor():
 
 
 def test_unsupported_scaling_is_named():
-    with pytest.raises(ModelLoadError, match="'longrope'"):
-        rope_from_hf({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}})
+    with pytest.raises(ModelLoadError, match="'yarn'"):
+        rope_from_hf({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
+    with pytest.raises(ModelLoadError, match="'short_factor'"):
+        rope_from_hf({"rope_scaling": {"rope_type": "longrope", "long_factor": [1.0]}})
+
+
+@pytest.mark.parametrize("seq_len", [None, 4096, 4097])
+@pytest.mark.parametrize("given_factor", [False, True])
+def test_longrope_matches_transformers(seq_len, given_factor):
+    """Phi-3-mini-128k's layout: the pretraining length at the config's top level, the factor
+    from the two lengths unless given; 'su' is LongRoPE's older name."""
+    from transformers import Phi3Config
+
+    params = {"rope_type": "su", "short_factor": [1.0 + 0.01 * i for i in range(16)],
+              "long_factor": [1.0 + 0.5 * i for i in range(16)]}
+    if given_factor:
+        params["factor"] = 4.0
+    hf = {"hidden_size": 128, "num_attention_heads": 4, "max_position_embeddings": 131072,
+          "original_max_position_embeddings": 4096, "rope_theta": 10000.0, "rope_scaling": params}
+    config = Phi3Config(**{**hf, "rope_scaling": {**params, "rope_type": "longrope"}})
+    expected, scale = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=seq_len)
+    rope = rope_from_hf(hf)
+    assert rope.scaling_type == "longrope"
+    torch.testing.assert_close(rope_inv_freq(rope, 32, seq_len), expected, rtol=1e-6, atol=0)
+    assert rope_attention_factor(rope) == pytest.approx(scale)

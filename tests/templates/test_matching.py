@@ -60,6 +60,10 @@ LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
          {"chat_template": [{"name": "default", "template": CHATML_JINJA}]}, "internlm2"),
         ({"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2"},
          {"chat_template": "<start_of_turn>"}, "gemma"),
+        ({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text"},
+         {"chat_template": "<start_of_turn>"}, "gemma"),
+        ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3"},
+         {"chat_template": "<|user|>"}, "phi-3"),
         ({"architectures": ["MistralForCausalLM"], "model_type": "mistral"},
          {"chat_template": "[INST]"}, "mistral"),
         ({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
@@ -70,6 +74,28 @@ LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
 def test_model_files_pick_the_family(tmp_path, config, tokenizer_config, expected):
     folder = write_model(tmp_path / "model", config, tokenizer_config)
     assert build_chat_template(folder).name == expected
+
+
+@pytest.mark.parametrize("config", [
+    {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+     "_name_or_path": "Qwen/Qwen3-8B"},
+    {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+     "_name_or_path": "Qwen/Qwen3-30B-A3B"},
+])
+def test_qwen3_uses_its_own_template(tmp_path, config):
+    """Qwen3 is not Qwen2's ChatML with a default system prompt: its own template is used."""
+    folder = write_model(tmp_path / "m", config, {"chat_template": CHATML_JINJA})
+    template = build_chat_template(folder)
+    assert isinstance(template, JinjaChatTemplate)
+    assert template.messages2prompt([{"role": "user", "content": "Hi"}]) == (
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_mixtral_instruct_writes_inst_turns(tmp_path):
+    config = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+              "_name_or_path": "mistralai/Mixtral-8x7B-Instruct-v0.1"}
+    template = build_chat_template(write_model(tmp_path / "m", config, {"chat_template": "[INST]"}))
+    assert template.messages2prompt([{"role": "user", "content": "Hi"}]) == "<s>[INST] Hi [/INST]"
 
 
 def test_chat_template_jinja_file_is_read(tmp_path):

@@ -81,7 +81,9 @@ class ModelInfo:
 
     def _iter_whole(self, device: str | torch.device) -> Iterator[tuple[str, torch.Tensor]]:
         if self.format == "dummy":
-            yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant)
+            shapes = self.adapter.canonical_shapes(self.config, self.quant)
+            yield from iter_dummy(self.config, seed=self.seed, device=device, quant=self.quant,
+                                  shapes=shapes)
             return
         if self.format == "gguf":
             yield from iter_gguf(self.gguf or GGUFFile(self.shards[0]), self.hf_config)

@@ -10,7 +10,9 @@ import torch
 from ..errors import ModelLoadError
 from .config import RopeConfig
 
-SUPPORTED_SCALING = ("linear", "dynamic", "llama3")
+SUPPORTED_SCALING = ("linear", "dynamic", "llama3", "longrope")
+# Older names of the same scalings.
+_ALIASES = {"su": "longrope"}
 
 
 def rope_from_hf(hf: dict[str, Any], rope_scaling_factor: float = 0.0) -> RopeConfig:
@@ -24,6 +26,7 @@ def rope_from_hf(hf: dict[str, Any], rope_scaling_factor: float = 0.0) -> RopeCo
     params.update(hf.get("rope_scaling") or {})
     theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
     scaling = params.get("rope_type", params.get("type"))
+    scaling = _ALIASES.get(scaling, scaling)
     if scaling == "default":
         scaling = None
     factor = float(params.get("factor", 1.0))
@@ -45,7 +48,30 @@ def rope_from_hf(hf: dict[str, Any], rope_scaling_factor: float = 0.0) -> RopeCo
     elif scaling == "dynamic":
         # Dynamic NTK stretches relative to the context length the model was trained on.
         extra["original_max_position_embeddings"] = int(hf.get("max_position_embeddings", 2048))
+    elif scaling == "longrope":
+        factor, extra = _longrope(hf, params)
     return RopeConfig(theta=theta, scaling_type=scaling, factor=factor, extra=extra)
+
+
+def _longrope(hf: dict[str, Any], params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """LongRoPE's factor and fields, as transformers derives them: the pretraining length from
+    the config's top level first (Phi-3 keeps it there), the factor from the two lengths when the
+    config gives none, and cos/sin scaled by ``sqrt(1 + ln(factor) / ln(original))``."""
+    for key in ("short_factor", "long_factor"):
+        if key not in params:
+            raise ModelLoadError(
+                f"Rope scaling 'longrope' needs {key!r} in the model's config.json.")
+    length = int(hf.get("max_position_embeddings", 4096))
+    original = int(hf.get("original_max_position_embeddings")
+                   or params.get("original_max_position_embeddings") or length)
+    factor = float(params.get("factor") or length / original)
+    attention = params.get("attention_factor")
+    if attention is None:
+        attention = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+    extra = {"short_factor": [float(f) for f in params["short_factor"]],
+             "long_factor": [float(f) for f in params["long_factor"]],
+             "original_max_position_embeddings": original, "attention_factor": float(attention)}
+    return factor, extra
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int, seq_len: int | None = None) -> torch.Tensor:
@@ -53,7 +79,8 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int, seq_len: int | None = None) -
 
     ``seq_len`` matters only for dynamic NTK, whose base grows once a sequence is longer than the
     original context (transformers' semantics: ``seq_len`` is the current length, and lengths up
-    to the original context use the plain frequencies).
+    to the original context use the plain frequencies). For longrope, ``seq_len`` past the
+    original context picks the long factors, anything else the short ones.
     """
     base = rope.theta
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
@@ -64,11 +91,25 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int, seq_len: int | None = None) -
             head_dim / (head_dim - 2)
         )
     inv_freq = 1.0 / (base**exponents)
-    if rope.scaling_type == "linear":
+    if rope.scaling_type == "longrope":
+        long = seq_len is not None and seq_len > rope.extra["original_max_position_embeddings"]
+        factors = rope.extra["long_factor" if long else "short_factor"]
+        if len(factors) != head_dim // 2:
+            raise ModelLoadError(
+                f"Rope scaling 'longrope' has {len(factors)} factors for a head dim of {head_dim}; "
+                f"it needs {head_dim // 2}."
+            )
+        inv_freq = 1.0 / (torch.tensor(factors, dtype=torch.float32) * base**exponents)
+    elif rope.scaling_type == "linear":
         inv_freq = inv_freq / rope.factor
     elif rope.scaling_type == "llama3":
         inv_freq = _llama3_scale(inv_freq, rope)
     return inv_freq
+
+
+def rope_attention_factor(rope: RopeConfig) -> float:
+    """What the cos and sin tables are multiplied by (longrope's attention factor; else 1)."""
+    return float(rope.extra.get("attention_factor", 1.0))
 
 
 def _llama3_scale(inv_freq: torch.Tensor, rope: RopeConfig) -> torch.Tensor:

@@ -159,6 +159,12 @@ def _linear_shapes(name: str, out: int, inp: int, bias: bool, quant: QuantConfig
         yield f"{name}.bias", (out,), None
 
 
+def _mlp_shapes(prefix: str, h: int, inter: int, bias: bool, quant: QuantConfig | None):
+    yield from _linear_shapes(f"{prefix}.gate", inter, h, bias, quant)
+    yield from _linear_shapes(f"{prefix}.up", inter, h, bias, quant)
+    yield from _linear_shapes(f"{prefix}.down", h, inter, bias, quant)
+
+
 def canonical_shapes(config: ModelConfig, quant: QuantConfig | None = None):
     """Every canonical weight of a model, its shape and, for quantized tensors, its dtype
     (None: a floating-point weight), in load order."""
@@ -169,11 +175,23 @@ def canonical_shapes(config: ModelConfig, quant: QuantConfig | None = None):
         yield f"{p}.input_norm", (h,), None
         for name, rows in (("q", q), ("k", kv), ("v", kv)):
             yield from _linear_shapes(f"{p}.attn.{name}", rows, h, config.qkv_bias, quant)
+        if config.qk_norm:
+            yield f"{p}.attn.q_norm", (config.head_dim,), None
+            yield f"{p}.attn.k_norm", (config.head_dim,), None
         yield from _linear_shapes(f"{p}.attn.o", h, q, config.o_bias, quant)
+        if config.sandwich_norms:
+            yield f"{p}.attn_output_norm", (h,), None
         yield f"{p}.post_attn_norm", (h,), None
-        yield from _linear_shapes(f"{p}.mlp.gate", inter, h, config.mlp_bias, quant)
-        yield from _linear_shapes(f"{p}.mlp.up", inter, h, config.mlp_bias, quant)
-        yield from _linear_shapes(f"{p}.mlp.down", h, inter, config.mlp_bias, quant)
+        if config.is_moe_layer(i):
+            moe = config.moe
+            yield f"{p}.mlp.router.weight", (moe.num_experts, h), None
+            for e in range(moe.num_experts):
+                yield from _mlp_shapes(f"{p}.mlp.experts.{e}", h, moe.intermediate_size,
+                                       config.mlp_bias, quant)
+        else:
+            yield from _mlp_shapes(f"{p}.mlp", h, inter, config.mlp_bias, quant)
+        if config.sandwich_norms:
+            yield f"{p}.mlp_output_norm", (h,), None
     yield "norm", (h,), None
     if not config.tie_word_embeddings:
         yield "lm_head", (config.vocab_size, h), None
@@ -181,14 +199,16 @@ def canonical_shapes(config: ModelConfig, quant: QuantConfig | None = None):
 
 def iter_dummy(
     config: ModelConfig, seed: int = 0, std: float = 0.02, device: str | torch.device = "cpu",
-    quant: QuantConfig | None = None,
+    quant: QuantConfig | None = None, shapes: Iterable | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Random weights of the right shapes (benchmarks of big architectures without their files):
     norms near 1, everything else normal with a small ``std``, reproducible from ``seed``.
     Quantized linears get random codes with scales that give the same spread. Generating them
-    on the target ``device`` keeps an 8B model's load to seconds."""
+    on the target ``device`` keeps an 8B model's load to seconds. Norms that scale by
+    ``1 + w`` (``norm_offset``) are near 0 instead. ``shapes`` (name, shape, dtype triples)
+    replaces :func:`canonical_shapes` for an architecture whose layers hold other tensors."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    for name, shape, dtype in canonical_shapes(config, quant):
+    for name, shape, dtype in shapes if shapes is not None else canonical_shapes(config, quant):
         if dtype is torch.int32:  # AWQ codes: 8 random nibbles per int32
             tensor = torch.randint(-2**31, 2**31 - 1, shape, generator=generator, device=device,
                                    dtype=torch.int32)
@@ -201,6 +221,6 @@ def iter_dummy(
             tensor = torch.full(shape, std / 6.5, device=device)
         else:
             tensor = torch.randn(shape, generator=generator, device=device) * std
-            if name.endswith("norm"):
+            if name.endswith("norm") and not config.norm_offset:
                 tensor += 1.0
         yield name, tensor

@@ -65,6 +65,13 @@ def _internvl(f: ModelFiles, version: str) -> bool:
     return f.name_matches(rf"internvl[-_]?chat.*v{version}")
 
 
+def _is_qwen(f: ModelFiles) -> bool:
+    """Qwen 1 to 2.5 chat models. Qwen3 writes its turns differently (no default system prompt,
+    thinking blocks) and carries its own Jinja template, which is used as it is."""
+    return (family(f, "qwen", "qwen", "qwen2", "qwen2_moe") and is_chat(f)
+            and not family(f, "qwen3", "qwen3", "qwen3_moe"))
+
+
 def _is_internlm2(f: ModelFiles) -> bool:
     return family(f, r"internlm2", "internlm2") and is_chat(f)
 
@@ -74,7 +81,7 @@ def templates() -> list[ChatTemplate]:
         chatml(
             "qwen", meta_instruction="You are a helpful assistant.",
             stop_words=("<|im_end|>", "<|endoftext|>"), priority=10, tool_parser="hermes",
-            matcher=lambda f: (family(f, "qwen", "qwen", "qwen2", "qwen2_moe") and is_chat(f)),
+            matcher=_is_qwen,
         ),
         chatml(
             "yi", stop_words=("<|im_end|>", "<|endoftext|>"), priority=10,

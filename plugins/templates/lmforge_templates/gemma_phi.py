@@ -12,13 +12,14 @@ _PHI3_STOPS = ("<|end|>", "<|endoftext|>")
 
 def templates() -> list[ChatTemplate]:
     return [
-        # Gemma has no system turn; a system prompt opens the first user turn.
+        # Gemma has no system turn; a system prompt opens the first user turn (Gemma 3's own
+        # template writes it the same way).
         SystemInUserTemplate(
             name="gemma", bos="<bos>", eosys="\n\n",
             user="<start_of_turn>user\n", eoh="<end_of_turn>\n",
             assistant="<start_of_turn>model\n", eoa="<end_of_turn>", separator="\n",
             stop_words=("<end_of_turn>",), priority=10,
-            matcher=lambda f: (family(f, "gemma", "gemma", "gemma2")
+            matcher=lambda f: (family(f, "gemma", "gemma", "gemma2", "gemma3", "gemma3_text")
                                and (is_chat(f) or f.template_has("<start_of_turn>"))),
         ),
         ChatTemplate(

@@ -5,10 +5,15 @@ from __future__ import annotations
 from lmforge import hookimpl
 from lmforge.registry import EngineCapabilities
 
+# The gated MLP activations the decoder implements (ModelConfig.hidden_act).
+ACTIVATIONS = ("silu", "gelu_tanh")
+
 CAPABILITIES = EngineCapabilities(
-    # Every architecture that maps onto the canonical Llama-family decoder.
+    # Every built-in architecture: all map onto the canonical decoder config.
     architectures=(
         "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "InternLM2ForCausalLM",
+        "Qwen3ForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM", "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM", "Phi3ForCausalLM",
     ),
     devices=("cuda", "cpu"),
     # Tensor parallelism: one process per GPU (or per CPU process); 3 and 6 suit models whose
@@ -22,12 +27,24 @@ CAPABILITIES = EngineCapabilities(
 
 
 def is_supported(model_info, engine_config) -> tuple[bool, str]:
-    """What the capabilities cannot say: the decoder's activation, and whether ``tp`` divides
-    the model's heads and fits the visible GPUs."""
-    act = model_info.config.hidden_act
-    if act != "silu":
-        return False, f"the pytorch engine does not implement the {act} activation"
+    """What the capabilities cannot say: the decoder's activation, quantized experts, a model
+    plugin's layers under tensor parallelism, and whether ``tp`` divides the model's heads and
+    fits the visible GPUs."""
+    config = model_info.config
+    if config.hidden_act not in ACTIVATIONS:
+        return False, (f"the pytorch engine does not implement the {config.hidden_act} "
+                       f"activation (it has {', '.join(ACTIVATIONS)})")
+    if config.moe is not None and model_info.quant is not None:
+        return False, (f"its experts would be {model_info.quant.describe()}; the pytorch engine "
+                       "runs mixture-of-experts models in 16- or 32-bit floating point only")
     tp = getattr(engine_config, "tp", 1)
+    if tp > 1 and config.architecture not in CAPABILITIES.architectures:
+        from .models.pieces import pieces_for
+
+        pieces = pieces_for(config.architecture)
+        if pieces is not None and not pieces.tensor_parallel:
+            return False, (f"the {config.architecture} layers its model plugin brings do not "
+                           "support tensor parallelism; use tp=1")
     if tp > 1:
         from .parallel.plan import unsupported_reason
 

@@ -15,7 +15,8 @@ from lmforge.model.loader import ModelInfo
 from . import kv_cache
 from .cuda_graph import DecodeGraphs
 from .inputs import build_step_inputs
-from .models.decoder import LlamaDecoder
+from .models.decoder import Decoder
+from .models.pieces import pieces_for
 from .models.weights import awq_group_size, load_decoder_weights
 from .ops import get_ops
 from .parallel.comm import SingleDevice, build_comm
@@ -71,7 +72,7 @@ def available_host_memory() -> int:
 
 
 class TorchModelRunner:
-    """Runs the Llama-family decoder with paged attention on a CUDA GPU or the CPU.
+    """Runs the decoder (:mod:`.models.decoder`) with paged attention on a CUDA GPU or the CPU.
 
     Implements :class:`lmforge.engine.runner.ModelRunner`. Device-specific kernels come from
     :func:`lmforge_torch_triton.ops.get_ops`; the runner itself has no device branches beyond
@@ -106,10 +107,11 @@ class TorchModelRunner:
             self.device = rank.device(device.type) if rank is not None else device
             plan = ShardPlan(model_info.config, rank.rank if rank else 0, rank.size if rank else 1,
                              awq_group_size(model_info))
-            weights = load_decoder_weights(model_info, self.dtype, self.device, plan)
+            pieces = pieces_for(model_info.architecture)
+            weights = load_decoder_weights(model_info, self.dtype, self.device, plan, pieces)
             comm = self._join_shards(plan, rank)
             self.config = plan.local_config()
-            self.model = LlamaDecoder(self.config, weights, self.ops, self.device, comm)
+            self.model = Decoder(self.config, weights, self.ops, self.device, comm, pieces)
         except BaseException:
             if self.workers is not None:
                 self.workers.close(kill=True)
@@ -130,14 +132,17 @@ class TorchModelRunner:
     @classmethod
     def memory_estimate(cls, model_info: ModelInfo, engine_config: object) -> MemoryEstimate:
         """One rank's weights, K/V bytes per token and free memory, known before anything
-        loads. The reserve covers one step's widest activations (the gated MLP's) on top of
-        :data:`RESERVE_BYTES`."""
+        loads. The reserve covers one step's widest activations (the gated MLP's, or the
+        experts' for each token's top-k of them) on top of :data:`RESERVE_BYTES`."""
         device, dtype = cls._device_and_dtype(model_info, engine_config)
         tp = getattr(engine_config, "tp", 1)
         c = ShardPlan(model_info.config, 0, tp, awq_group_size(model_info)).local_config()
         policy = getattr(engine_config, "quant_policy", 0)
         step_tokens = getattr(engine_config, "max_prefill_token_num", 4096)
-        activations = step_tokens * (3 * c.intermediate_size + 4 * c.hidden_size) * dtype.itemsize
+        mlp = 3 * c.intermediate_size
+        if c.moe is not None:
+            mlp = max(mlp, c.moe.top_k * (3 * c.moe.intermediate_size + c.hidden_size))
+        activations = step_tokens * (mlp + 4 * c.hidden_size) * dtype.itemsize
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             name = f"{device} ({torch.cuda.get_device_name(device)})"

@@ -49,10 +49,11 @@ def add_tiny_tokenizer(out: Path, vocab_size: int = 128) -> None:
                             unk_token="t0").save_pretrained(out)
 
 
-def save_awq_model(out: Path, group_size: int = 32, seed: int = 0):
-    """A tiny Llama in AutoAWQ's GEMM layout (asymmetric int4, fp16 scales); returns its
-    transformers reference, whose linears hold the dequantized weights."""
-    model = save_hf_model("llama", out, seed=seed)
+def save_awq_model(out: Path, group_size: int = 32, seed: int = 0, kind: str = "llama"):
+    """A tiny Llama (or another family of the same linears, ``kind``) in AutoAWQ's GEMM layout
+    (asymmetric int4, fp16 scales); returns its transformers reference, whose linears hold the
+    dequantized weights."""
+    model = save_hf_model(kind, out, seed=seed)
     tensors = {}
     for name, module in _linears(model):
         w = module.weight.detach().t()  # [K, N]

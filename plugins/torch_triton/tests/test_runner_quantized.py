@@ -35,6 +35,17 @@ def test_awq_checkpoint_loads_as_awq_and_matches_transformers(tmp_path):
     torch.testing.assert_close(_prefill_logits(tmp_path), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["qwen3", "gemma2"])
+def test_awq_checkpoints_of_other_families(tmp_path, kind):
+    """AWQ checkpoints of Qwen3 (q/k norms beside int4 projections) and Gemma 2 (GeGLU over an
+    int4 gate-up, norms after attention and the MLP)."""
+    reference = save_awq_model(tmp_path, kind=kind)
+    runner = make_runner(tmp_path)
+    assert isinstance(runner.model.weights.layers[1].gate_up, AWQLinear)
+    expected = torch.cat([hf_logits(reference, p) for p in PROMPTS])
+    torch.testing.assert_close(_prefill_logits(tmp_path), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_awq_greedy_tokens_through_the_engine(tmp_path):
     reference = save_awq_model(tmp_path)
     add_tiny_tokenizer(tmp_path)

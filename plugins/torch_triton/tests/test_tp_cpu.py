@@ -26,8 +26,8 @@ def tp_runner(path, tp: int) -> TorchModelRunner:
 
 
 # (checkpoint, tp): safetensors read as slices across files, .bin, InternLM2's fused qkv (read
-# whole, then cut), tied embeddings with a vocabulary that does not divide, and more ranks than
-# K/V heads (each K/V head on two ranks).
+# whole, then cut), tied embeddings with a vocabulary that does not divide, more ranks than
+# K/V heads (each K/V head on two ranks), and two families beyond Llama.
 CASES = {
     "llama-sharded-tp2": (lambda d: save_hf_model("llama", d, fmt="sharded"), 2),
     "qwen2-bin-tp2": (lambda d: save_hf_model("qwen2", d, fmt="bin"), 2),
@@ -35,6 +35,10 @@ CASES = {
     "llama-tied-vocab125-tp2": (
         lambda d: save_hf_model("llama", d, tie_word_embeddings=True, vocab_size=125), 2),
     "llama-tp4": (lambda d: save_hf_model("llama", d), 4),
+    # Every expert split by its features, the router whole; per-head q/k norms on each rank.
+    "qwen3_moe-tp2": (lambda d: save_hf_model("qwen3_moe", d), 2),
+    # Norms after attention and the MLP, applied to the summed outputs; soft-capping.
+    "gemma2-tp2": (lambda d: save_hf_model("gemma2", d), 2),
 }
 
 

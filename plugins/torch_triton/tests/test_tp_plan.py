@@ -114,3 +114,33 @@ def test_the_core_refuses_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="does not support tp=5"):
         build_async_engine(str(tmp_path), backend_config=PytorchEngineConfig(
             tp=5, device="cpu", load_format="dummy"))
+
+
+def test_experts_split_by_their_features_and_the_router_is_whole():
+    from dataclasses import replace
+
+    from lmforge.model.config import MoEConfig
+
+    moe = replace(CONFIG, moe=MoEConfig(num_experts=4, top_k=2, intermediate_size=40))
+    plan = ShardPlan(moe, 1, 2)
+    assert plan.local_config().moe.intermediate_size == 20
+    assert plan.select("layers.0.mlp.experts.3.gate.weight", (40, 64)) == (0, 20, 40)
+    assert plan.select("layers.0.mlp.experts.0.down.weight", (64, 40)) == (1, 20, 40)
+    assert plan.select("layers.0.mlp.router.weight", (4, 64)) is None
+    assert plan.select("layers.0.attn.q_norm", (8,)) is None
+    odd = replace(CONFIG, moe=MoEConfig(num_experts=4, top_k=2, intermediate_size=44))
+    assert "experts' 44 features" in unsupported_reason(odd, 8)
+
+
+def test_engine_refuses_quantized_experts():
+    from dataclasses import replace
+
+    from lmforge.model.config import MoEConfig
+    from lmforge.model.quant import QuantConfig
+
+    class Info:
+        config = replace(CONFIG, moe=MoEConfig(num_experts=4, top_k=2, intermediate_size=40))
+        quant = QuantConfig(method="awq", dtype="int4", bits=4, group_size=128)
+
+    ok, reason = is_supported(Info(), PytorchEngineConfig(device="cpu"))
+    assert not ok and "AWQ int4 (group size 128)" in reason and "mixture-of-experts" in reason

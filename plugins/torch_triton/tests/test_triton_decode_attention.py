@@ -31,20 +31,21 @@ from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
 
 
 def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window,
-                 policy=0):
+                 policy=0, softcap=None, q_spread=1.0):
     gen = make_generator(len(kv_lens) * 1000 + num_kv_heads * 10 + block_size)
     kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
                        quant_policy=policy)
-    q = randn((len(kv_lens), num_heads, head_dim), dtype, gen)
+    q = randn((len(kv_lens), num_heads, head_dim), dtype, gen) * q_spread
     scale = head_dim**-0.5
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, scale, window)
+    extra = {**kv.quant, **({"softcap": softcap} if softcap else {})}
     if num_splits is None:
-        out = paged_decode_attention(*args, **kv.quant)
+        out = paged_decode_attention(*args, **extra)
     else:
-        out = paged_decode_attention_splitk(*args, num_splits, **kv.quant)
+        out = paged_decode_attention_splitk(*args, num_splits, **extra)
     assert out.shape == q.shape and out.dtype == dtype
     spread = QUANT_SPREAD if policy else 1.0
-    assert_close(out, reference.paged_decode_attention(*args, **kv.quant), spread)
+    assert_close(out, reference.paged_decode_attention(*args, **extra), spread)
 
 
 # (num_kv_heads for 8 query heads: GQA ratio 1/4/8, block size, splits, sliding window).
@@ -69,6 +70,16 @@ SMALL_CASES = [
 def test_decode_matches_reference(dtype, num_kv_heads, block_size, num_splits, window):
     # Lengths: a lone token, mid-block ends, an exact block multiple, several blocks.
     check_decode([1, 37, 64, 150], 8, num_kv_heads, 32, block_size, dtype, num_splits, window)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("num_splits,window,policy", [(1, None, 0), (3, 40, 0), (2, None, 8)])
+def test_softcapped_decode_matches_reference(dtype, num_splits, window, policy):
+    """Gemma 2's cap * tanh(score / cap), with scores spread well past the cap."""
+    check_decode([1, 37, 150], 8, 2, 32, 16, dtype, num_splits, window, policy, softcap=2.0,
+                 q_spread=4.0)
 
 
 @pytest.mark.triton_interpret
@@ -181,3 +192,15 @@ def test_decode_replays_in_a_cuda_graph():
 @pytest.mark.parametrize("num_splits", [1, 4])
 def test_decode_head_dim_256(num_splits):
     check_decode([700, 77, 2000], 8, 4, 256, 64, torch.bfloat16, num_splits, None)
+
+
+# Gemma-2-9B: 16 query heads, 8 K/V heads of 256, scores capped at 50, local layers' 4096 window.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("window", [None, 4096])
+@pytest.mark.parametrize("batch,max_len", [(1, 6000), (64, 2048)])
+def test_softcapped_decode_gemma2_shapes(window, batch, max_len):
+    rng = random.Random(batch)
+    kv_lens = [max_len] + [rng.randint(1, max_len) for _ in range(batch - 1)]
+    check_decode(kv_lens, 16, 8, 256, 64, torch.bfloat16, None, window, softcap=50.0,
+                 q_spread=8.0)

@@ -29,20 +29,21 @@ from lmforge_torch_triton.ops.triton_prefill_attention import paged_prefill_atte
 
 
 def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, window,
-                  policy=0):
+                  policy=0, softcap=None, q_spread=1.0):
     gen = make_generator(sum(kv_lens) + num_kv_heads * 10 + block_size)
     kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
                        quant_policy=policy)
-    q = randn((sum(q_lens), num_heads, head_dim), dtype, gen)
+    q = randn((sum(q_lens), num_heads, head_dim), dtype, gen) * q_spread
     cu_q_lens = (
         torch.tensor([0, *q_lens], dtype=torch.int32).cumsum(0, dtype=torch.int32).to(DEVICE)
     )
     scale = head_dim**-0.5
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, scale, window)
-    out = paged_prefill_attention(*args, **kv.quant)
+    extra = {**kv.quant, **({"softcap": softcap} if softcap else {})}
+    out = paged_prefill_attention(*args, **extra)
     assert out.shape == q.shape and out.dtype == dtype
     spread = QUANT_SPREAD if policy else 1.0
-    assert_close(out, reference.paged_prefill_attention(*args, **kv.quant), spread)
+    assert_close(out, reference.paged_prefill_attention(*args, **extra), spread)
 
 
 # (num_kv_heads for 8 query heads, block size, q_lens, kv_lens, sliding window).
@@ -65,6 +66,18 @@ SMALL_CASES = [
 @pytest.mark.parametrize("num_kv_heads,block_size,q_lens,kv_lens,window", SMALL_CASES)
 def test_prefill_matches_reference(dtype, num_kv_heads, block_size, q_lens, kv_lens, window):
     check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case,policy", [(1, 0), (3, 0), (1, 8)])
+def test_softcapped_prefill_matches_reference(dtype, case, policy):
+    """Gemma 2's cap * tanh(score / cap), with scores spread well past the cap; over a cached
+    prefix, and within a sliding window."""
+    num_kv_heads, block_size, q_lens, kv_lens, window = SMALL_CASES[case]
+    check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window, policy,
+                  softcap=2.0, q_spread=4.0)
 
 
 @pytest.mark.triton_interpret
@@ -144,6 +157,16 @@ def test_prefill_matches_reference_llama3_shapes(
 def test_quantized_prefill_llama3_shapes(policy, batch, max_prompt, max_prefix, window):
     q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
     check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy)
+
+
+# Gemma-2-9B: 16 query heads, 8 K/V heads of 256, scores capped at 50, local layers' 4096 window.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("window", [None, 4096])
+def test_softcapped_prefill_gemma2_shapes(window):
+    q_lens, kv_lens = llama3_batch(4, 2048, 4096, seed=9)
+    check_prefill(q_lens, kv_lens, 16, 8, 256, 64, torch.bfloat16, window, softcap=50.0,
+                  q_spread=8.0)
 
 
 @pytest.mark.gpu

@@ -14,15 +14,15 @@ from lmforge_torch_triton.ops import reference  # noqa: E402
 from lmforge_torch_triton.ops.triton_rms_norm import rms_norm  # noqa: E402
 
 
-def check_rms_norm(tokens, hidden, dtype, with_residual):
+def check_rms_norm(tokens, hidden, dtype, with_residual, offset=0.0):
     gen = make_generator(hidden)
     x = randn((tokens, hidden), dtype, gen)
-    weight = 1.0 + 0.1 * randn((hidden,), dtype, gen)
+    weight = 1.0 - offset + 0.1 * randn((hidden,), dtype, gen)
     residual = randn((tokens, hidden), dtype, gen) if with_residual else None
     x_before = x.clone()
 
-    out, new_residual = rms_norm(x, weight, 1e-5, residual)
-    ref_out, ref_residual = reference.rms_norm(x, weight, 1e-5, residual)
+    out, new_residual = rms_norm(x, weight, 1e-5, residual, offset)
+    ref_out, ref_residual = reference.rms_norm(x, weight, 1e-5, residual, offset)
     assert out.dtype == dtype
     assert torch.equal(x, x_before), "x must not be modified in place"
     assert_close(out, ref_out)
@@ -44,6 +44,14 @@ def test_rms_norm_matches_reference(dtype, hidden, with_residual):
 
 @pytest.mark.triton_interpret
 @needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rms_norm_with_offset_matches_reference(dtype):
+    """Gemma's norm: the scale is 1 + weight, applied in float32 before the cast."""
+    check_rms_norm(5, 48, dtype, True, offset=1.0)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
 def test_rms_norm_rejects_wrong_weight():
     x = torch.zeros(2, 8)
     with pytest.raises(ValueError, match="weight"):
@@ -58,3 +66,11 @@ def test_rms_norm_rejects_wrong_weight():
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 def test_rms_norm_llama3_shapes(dtype, tokens, with_residual):
     check_rms_norm(tokens, 4096, dtype, with_residual)
+
+
+# Gemma-2-9B's hidden size, its norms scaling by 1 + weight.
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("tokens", [1, 4096])
+def test_rms_norm_gemma2_shapes(tokens):
+    check_rms_norm(tokens, 3584, torch.bfloat16, True, offset=1.0)

@@ -198,3 +198,64 @@ def test_quantized_store_rejects_a_float_cache():
 @pytest.mark.parametrize("tokens", [64, 4096])
 def test_rope_and_store_quantized_llama3_shapes(policy, tokens):
     check_quantized_store(tokens, 32, 8, 128, 64, torch.bfloat16, policy)
+
+
+def check_head_norm(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype, offset,
+                    policy=0):
+    """Per-head q and k norms before the rotation (Qwen3: weight; Gemma 3: 1 + weight), with q,
+    k and v strided views of one fused projection, as the decoder passes them."""
+    _, _, _, cos, sin, k_cache, v_cache, slots = make_inputs(
+        tokens, num_heads, num_kv_heads, head_dim, block_size, dtype)
+    gen = make_generator(7)
+    qkv = randn((tokens, (num_heads + 2 * num_kv_heads) * head_dim), dtype, gen) * 3
+    q, k, v = qkv.split([num_heads * head_dim, num_kv_heads * head_dim,
+                         num_kv_heads * head_dim], dim=-1)
+    q = q.view(tokens, num_heads, head_dim)
+    k, v = (t.view(tokens, num_kv_heads, head_dim) for t in (k, v))
+    norms = dict(q_norm=1.0 - offset + 0.2 * randn((head_dim,), dtype, gen),
+                 k_norm=1.0 - offset + 0.2 * randn((head_dim,), dtype, gen),
+                 norm_eps=1e-6, norm_offset=offset)
+    quant, ref_quant = {}, {}
+    if policy:
+        shape = (*k_cache.shape[:3], 2)
+        k_cache, v_cache = (torch.zeros(*k_cache.shape[:3], code_dim(head_dim, policy),
+                                        dtype=torch.uint8, device=DEVICE) for _ in range(2))
+        quant = dict(k_scales_zeros=torch.zeros(shape, device=DEVICE),
+                     v_scales_zeros=torch.zeros(shape, device=DEVICE), quant_policy=policy)
+        ref_quant = {**quant, "k_scales_zeros": quant["k_scales_zeros"].clone(),
+                     "v_scales_zeros": quant["v_scales_zeros"].clone()}
+    ref_k_cache, ref_v_cache = k_cache.clone(), v_cache.clone()
+    q_ref = reference.rope_and_store_kv(q, k, v, cos, sin, ref_k_cache, ref_v_cache, slots,
+                                        **ref_quant, **norms)
+    q_rot = rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots, **quant, **norms)
+    assert_close(q_rot, q_ref)
+    if not policy:
+        assert_close(k_cache, ref_k_cache)
+        assert torch.equal(v_cache, ref_v_cache)
+    else:
+        written = k_cache.flatten(0, 1)[slots] == ref_k_cache.flatten(0, 1)[slots]
+        assert written.float().mean() > 0.99
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("offset", [0.0, 1.0], ids=["qwen3", "gemma3"])
+def test_rope_with_head_norms_matches_reference(dtype, offset):
+    check_head_norm(13, 4, 2, 32, 16, dtype, offset)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_rope_with_head_norms_into_a_quantized_cache():
+    check_head_norm(13, 4, 2, 32, 16, torch.float32, 0.0, policy=8)
+
+
+# Qwen3-8B (32 x 8 heads of 128) and Gemma-3-12B's text layers (16 x 8 heads of 256).
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("heads,kv_heads,head_dim,offset", [(32, 8, 128, 0.0),
+                                                           (16, 8, 256, 1.0)])
+@pytest.mark.parametrize("tokens", [1, 64, 4096])
+def test_rope_with_head_norms_family_shapes(heads, kv_heads, head_dim, offset, tokens):
+    check_head_norm(tokens, heads, kv_heads, head_dim, 64, torch.bfloat16, offset)

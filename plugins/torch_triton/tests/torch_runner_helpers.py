@@ -15,12 +15,24 @@ from lmforge.model.loader import load_model_info
 from lmforge_torch_triton.runner import TorchModelRunner
 from safetensors.torch import save_file
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 TINY = dict(
@@ -41,7 +53,36 @@ _CLASSES = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
+    "mixtral": (MixtralConfig, MixtralForCausalLM),
+    "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM),
 }
+# Each family's own fields at tiny sizes; the norms of families that scale by 1 + w start at
+# zero in transformers, so they get random values like every other weight (see _randomize).
+FAMILY = {
+    "gemma2": dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=6,
+                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
+    "gemma3": dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=6,
+                   sliding_window_pattern=2, rope_local_base_freq=100.0, rope_theta=10000.0,
+                   final_logit_softcapping=3.0),
+    "phi3": dict(pad_token_id=0),
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "qwen3_moe": dict(num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
+                      norm_topk_prob=False, mlp_only_layers=[1]),
+}
+
+
+def _randomize_norms(model, seed: int) -> None:
+    """Norm weights drawn at random (transformers starts them at 0 or 1), so that a norm the
+    engine applied wrongly, or not at all, changes the logits."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.add_(torch.randn(param.shape, generator=generator) * 0.3)
 
 
 def _reference(model):
@@ -56,7 +97,8 @@ def save_hf_model(kind: str, out: Path, fmt: str = "safetensors", seed: int = 0,
     (several safetensors files and an index) or ``bin``; returns the in-memory model."""
     config_cls, model_cls = _CLASSES[kind]
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**{**TINY, **overrides}))
+    model = model_cls(config_cls(**{**TINY, **FAMILY.get(kind, {}), **overrides}))
+    _randomize_norms(model, seed)
     if fmt == "bin":
         model.config.architectures = [model_cls.__name__]
         model.config.save_pretrained(out)
@@ -157,9 +199,10 @@ class PagedDriver:
         return self.runner.execute(batch)
 
 
-def make_runner(model_path: Path, **info_kwargs) -> TorchModelRunner:
+def make_runner(model_path: Path, device: str = "cpu", **info_kwargs) -> TorchModelRunner:
     info = load_model_info(model_path, **info_kwargs)
-    return TorchModelRunner(info, PytorchEngineConfig(device="cpu", dtype="float32"))
+    return TorchModelRunner(info, PytorchEngineConfig(device=device, dtype="float32",
+                                                      max_batch_size=8))
 
 
 def hf_logits(model, tokens: list[int]) -> torch.Tensor:

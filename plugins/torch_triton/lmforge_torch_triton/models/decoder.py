@@ -1,9 +1,18 @@
-"""One decoder for the Llama family (Llama, Mistral, Qwen2, InternLM2, ...) over the paged cache."""
+"""One decoder for every built-in family over the paged cache.
+
+The Llama layout is the base; what other families change is data in the canonical config
+(:class:`lmforge.model.config.ModelConfig`): per-head query and key norms (Qwen3, Gemma 3),
+norms after attention and the MLP, ``1 + w`` norms, scaled embeddings and soft-capped logits
+(Gemma 2/3), sliding-window layers with their own rope (Gemma, Mistral, Phi-3), GeGLU, and
+mixture-of-experts MLPs (Mixtral, Qwen3-MoE). A model plugin may run its own layer instead
+(:mod:`.pieces`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from lmforge.errors import ModelLoadError
 from lmforge.model.config import ModelConfig
 
 from ..inputs import StepInputs
@@ -11,11 +20,24 @@ from ..kv_cache import LayerKVCache
 from ..ops import Ops
 from ..parallel.comm import SingleDevice
 from ..rotary import RotaryEmbedding
+from .attention import Attention
+from .pieces import DecoderPieces
 from .weights import DecoderWeights, LayerWeights
 
 
-class LlamaDecoder:
-    """Pre-norm decoder: RMSNorm, GQA attention with rotary embeddings, SwiGLU MLP.
+@dataclass
+class StepState:
+    """What every layer of one step reads: the inputs, each layer's K/V cache and each layer's
+    rotary cos/sin tables."""
+
+    inputs: StepInputs
+    kv_caches: list[LayerKVCache]
+    rope: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Decoder:
+    """Pre-norm decoder: RMSNorm, GQA attention with rotary embeddings, gated MLP or mixture of
+    experts, with each family's variations taken from ``config``.
 
     A plain object over weight tensors rather than an ``nn.Module``: the forward is a function
     of the step's input tensors and the K/V pool only, which is what CUDA graph capture needs.
@@ -25,76 +47,74 @@ class LlamaDecoder:
 
     def __init__(
         self, config: ModelConfig, weights: DecoderWeights, ops: Ops, device: torch.device,
-        comm=None,
+        comm=None, pieces: DecoderPieces | None = None,
     ) -> None:
-        if config.hidden_act != "silu":
-            raise ModelLoadError(
-                f"Activation {config.hidden_act!r} is not supported by the pytorch engine (silu only)."
-            )
         self.config = config
         self.weights = weights
         self.ops = ops
         self.comm = comm or SingleDevice()
-        self.rotary = RotaryEmbedding(config.rope, config.head_dim, device, ops)
-        self.scale = config.head_dim**-0.5
+        self.attention = Attention(config, ops)
+        self.forward_layer = pieces.forward_layer if pieces is not None else standard_layer
+        global_rope = RotaryEmbedding(config.rope, config.head_dim, device, ops)
+        local_rope = global_rope if config.local_rope is None else RotaryEmbedding(
+            config.local_rope, config.head_dim, device, ops)
+        self.rotaries = [local_rope if config.layer_window(i) is not None else global_rope
+                         for i in range(config.num_layers)]
+        self.distinct_rotaries = list({id(r): r for r in self.rotaries}.values())
+        # HF multiplies by the scale rounded to the weights' dtype.
+        self.embed_scale = float(torch.tensor(config.embed_scale, dtype=weights.embed.dtype))
+
+    def norm(self, x: torch.Tensor, weight: torch.Tensor,
+             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """RMSNorm of ``x`` (of ``x + residual``, returned as the new residual, when given)."""
+        return self.ops.rms_norm(x, weight, self.config.norm_eps, residual,
+                                 self.config.norm_offset)
+
+    def mlp(self, x: torch.Tensor, layer: LayerWeights) -> torch.Tensor:
+        """The layer's gated MLP or mixture of experts on normed ``x``: this rank's part of the
+        output (the caller sums it over tensor-parallel ranks)."""
+        ops, act = self.ops, self.config.hidden_act
+        if layer.moe is None:
+            return ops.act_mul_linear(ops.linear(x, layer.gate_up), layer.down, act)
+        moe = layer.moe
+        weights, ids = ops.moe_route(ops.linear(x, moe.router), moe.top_k, moe.renormalize)
+        return ops.fused_moe(x, moe.gate_up, moe.down, weights, ids, act)
 
     def forward(self, inputs: StepInputs, kv_caches: list[LayerKVCache]) -> torch.Tensor:
         """Float32 logits ``[len(inputs.logit_rows), vocab]``; writes the step's K/V to the pool."""
-        ops, w, comm = self.ops, self.weights, self.comm
+        w, comm, c = self.weights, self.comm, self.config
         hidden = comm.embed(inputs.input_ids, w.embed)
-        cos, sin = self.rotary.cos_sin(inputs)
-        eps = self.config.norm_eps
+        if self.embed_scale != 1.0:
+            hidden = hidden * self.embed_scale
+        tables = {id(r): r.cos_sin(inputs) for r in self.distinct_rotaries}
+        step = StepState(inputs, kv_caches, [tables[id(r)] for r in self.rotaries])
         residual = None
-        # Linears dispatch on their weight's kind (dense, AWQ, W8A8); the SiLU-and-mul runs
-        # inside the down projection where that measured faster (ops/triton_gemv.py).
-        for layer, cache in zip(w.layers, kv_caches, strict=True):
-            normed, residual = ops.rms_norm(hidden, layer.input_norm, eps, residual)
-            if residual is None:  # first layer: the embedding is the residual stream
-                residual = hidden
-            hidden = comm.all_reduce(
-                self._attention(ops.linear(normed, layer.qkv), layer, cache, inputs, cos, sin))
-            normed, residual = ops.rms_norm(hidden, layer.post_attn_norm, eps, residual)
-            hidden = comm.all_reduce(
-                ops.silu_mul_linear(ops.linear(normed, layer.gate_up), layer.down))
+        for index, layer in enumerate(w.layers):
+            hidden, residual = self.forward_layer(self, index, layer, hidden, residual, step)
         hidden = hidden[inputs.logit_rows]
         residual = residual[inputs.logit_rows]
-        normed, _ = ops.rms_norm(hidden, w.norm, eps, residual)
-        return comm.gather_vocab(ops.linear(normed, w.lm_head)).float()
+        normed, _ = self.norm(hidden, w.norm, residual)
+        logits = comm.gather_vocab(self.ops.linear(normed, w.lm_head)).float()
+        if c.final_logit_softcap is not None:
+            cap = c.final_logit_softcap
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
-    def _attention(
-        self,
-        qkv: torch.Tensor,
-        layer: LayerWeights,
-        cache: LayerKVCache,
-        inputs: StepInputs,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-    ) -> torch.Tensor:
-        c, ops = self.config, self.ops
-        tokens = qkv.shape[0]
-        q, k, v = qkv.split([c.q_size, c.kv_size, c.kv_size], dim=-1)
-        q = q.view(tokens, c.num_heads, c.head_dim)
-        k = k.view(tokens, c.num_kv_heads, c.head_dim)
-        v = v.view(tokens, c.num_kv_heads, c.head_dim)
-        k_cache, v_cache, quant = cache.k, cache.v, cache.quant_args
-        q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping,
-                                  **quant)
-        if inputs.is_decode:
-            out = ops.paged_decode_attention(
-                q, k_cache, v_cache, inputs.block_tables, inputs.kv_lens, self.scale,
-                c.sliding_window, **quant,
-            )
-        else:
-            out = torch.empty_like(q)
-            d = inputs.num_decode_seqs
-            if d:
-                out[:d] = ops.paged_decode_attention(
-                    q[:d], k_cache, v_cache, inputs.block_tables[:d], inputs.kv_lens[:d],
-                    self.scale, c.sliding_window, **quant,
-                )
-            ops.paged_prefill_attention(
-                q[d:], k_cache, v_cache, inputs.block_tables[d:],
-                inputs.prefill_cu_q_lens if d else inputs.cu_q_lens, inputs.kv_lens[d:],
-                self.scale, c.sliding_window, max_q_len=inputs.max_q_len, out=out[d:], **quant,
-            )
-        return ops.linear(out.reshape(tokens, c.q_size), layer.o)
+
+def standard_layer(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Tensor,
+                   residual: torch.Tensor | None,
+                   step: StepState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The built-in layer: each residual sum is fused into the norm that follows it. Linears
+    dispatch on their weight's kind (dense, AWQ, W8A8); the SiLU-and-mul runs inside the down
+    projection where that measured faster (ops/triton_gemv.py)."""
+    normed, residual = d.norm(hidden, layer.input_norm, residual)
+    if residual is None:  # first layer: the embedding is the residual stream
+        residual = hidden
+    hidden = d.comm.all_reduce(d.attention.forward(normed, index, layer, step))
+    if layer.attn_output_norm is not None:
+        hidden, _ = d.norm(hidden, layer.attn_output_norm)
+    normed, residual = d.norm(hidden, layer.post_attn_norm, residual)
+    hidden = d.comm.all_reduce(d.mlp(normed, layer))
+    if layer.mlp_output_norm is not None:
+        hidden, _ = d.norm(hidden, layer.mlp_output_norm)
+    return hidden, residual

@@ -5,12 +5,13 @@ Each linear module's checkpoint tensors become a weight of its kind (dense, AWQ 
 ``gate_up``, per kind, so a layer runs two matmuls where the checkpoint has five. Floating-point
 tensors are cast to the activation dtype as they arrive, so the model is held once plus one
 layer's fused copy. With tensor parallelism each rank reads only its slices (a
-:class:`~lmforge_torch_triton.parallel.plan.ShardPlan`) and fuses those.
+:class:`~lmforge_torch_triton.parallel.plan.ShardPlan`) and fuses those. A mixture-of-experts
+layer stacks its experts instead (:mod:`.experts`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from lmforge.errors import ModelLoadError
@@ -19,19 +20,35 @@ from lmforge.model.linear import DenseLinear, LinearWeight, linear_from_parts
 from lmforge.model.loader import ModelInfo
 
 from ..parallel.plan import ShardPlan
+from .experts import MoEWeights, stack_experts
+from .pieces import DecoderPieces
 
-_NORMS = ("input_norm", "post_attn_norm")
-_LINEARS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+# Per-layer tensors that are not linears, by canonical name -> LayerWeights field.
+_NORMS = {"input_norm": "input_norm", "post_attn_norm": "post_attn_norm",
+          "attn.q_norm": "q_norm", "attn.k_norm": "k_norm",
+          "attn_output_norm": "attn_output_norm", "mlp_output_norm": "mlp_output_norm"}
+_ATTENTION = ("attn.q", "attn.k", "attn.v", "attn.o")
+_MLP = ("mlp.gate", "mlp.up", "mlp.down")
 
 
 @dataclass
 class LayerWeights:
-    input_norm: torch.Tensor  # [H]
-    post_attn_norm: torch.Tensor  # [H]
+    """One layer in the engine's layout. The MLP is dense (``gate_up``, ``down``) or a mixture
+    of experts (``moe``); norms a family lacks are None; ``extra`` holds a model plugin's own
+    tensors (:class:`~lmforge_torch_triton.models.pieces.DecoderPieces`)."""
+
     qkv: LinearWeight  # out: q_size + 2 * kv_size
     o: LinearWeight  # out: H
-    gate_up: LinearWeight  # out: 2 * I
-    down: LinearWeight  # out: H
+    input_norm: torch.Tensor | None = None  # [H]
+    post_attn_norm: torch.Tensor | None = None  # [H], before the MLP
+    gate_up: LinearWeight | None = None  # out: 2 * I
+    down: LinearWeight | None = None  # out: H
+    moe: MoEWeights | None = None
+    q_norm: torch.Tensor | None = None  # [head_dim]
+    k_norm: torch.Tensor | None = None  # [head_dim]
+    attn_output_norm: torch.Tensor | None = None  # [H]
+    mlp_output_norm: torch.Tensor | None = None  # [H]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,36 +69,59 @@ def _fuse(name: str, parts: list[LinearWeight]) -> LinearWeight:
     return type(parts[0]).fuse(parts)
 
 
-def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_size: int | None,
-           device: torch.device, dtype: torch.dtype, plan: ShardPlan) -> LayerWeights:
-    for norm in _NORMS:
-        if norm not in tensors:
-            raise ModelLoadError(f"The checkpoint lacks layers.{i}.{norm}.")
+def _required_norms(config: ModelConfig) -> tuple[str, ...]:
+    """The norms the built-in layer reads for ``config``."""
+    names = ("input_norm", "post_attn_norm")
+    if config.qk_norm:
+        names += ("attn.q_norm", "attn.k_norm")
+    if config.sandwich_norms:
+        names += ("attn_output_norm", "mlp_output_norm")
+    return names
+
+
+def _linears(i: int, tensors: dict[str, torch.Tensor], modules: tuple[str, ...],
+             config: ModelConfig, group_size: int | None,
+             plan: ShardPlan) -> dict[str, LinearWeight]:
     biased = {"attn.q": config.qkv_bias, "attn.k": config.qkv_bias, "attn.v": config.qkv_bias,
               "attn.o": config.o_bias, "mlp.gate": config.mlp_bias, "mlp.up": config.mlp_bias,
               "mlp.down": config.mlp_bias}
     linears = {}
-    for module in _LINEARS:
+    for module in modules:
         prefix = f"{module}."
         parts = {k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
         if biased[module] and "bias" not in parts:
             raise ModelLoadError(f"The checkpoint lacks layers.{i}.{module}.bias.")
         linear = linear_from_parts(f"layers.{i}.{module}", parts, group_size)
         linears[module] = linear if plan.keeps_bias(module) else replace(linear, bias=None)
-    unknown = sorted(set(tensors) - set(_NORMS))
-    if unknown:
-        raise ModelLoadError(f"Weight 'layers.{i}.{unknown[0]}' does not fit the model's "
-                             "configuration.")
+    return linears
+
+
+def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_size: int | None,
+           device: torch.device, dtype: torch.dtype, plan: ShardPlan,
+           pieces: DecoderPieces | None) -> LayerWeights:
+    required = pieces.layer_weights if pieces is not None else _required_norms(config)
+    missing = [name for name in required if name not in tensors]
+    if missing:
+        raise ModelLoadError(f"The checkpoint lacks layers.{i}.{missing[0]}.")
+    extra = {name: tensors.pop(name) for name in pieces.layer_weights} if pieces else {}
+    norms = {field_name: tensors.pop(name) for name, field_name in _NORMS.items()
+             if name in tensors}
+    linears = _linears(i, tensors, _ATTENTION, config, group_size, plan)
+    moe = None
+    if config.is_moe_layer(i):
+        moe = stack_experts(f"layers.{i}", tensors, config.moe, device, dtype)
+    else:
+        linears.update(_linears(i, tensors, _MLP, config, group_size, plan))
+    if tensors:
+        raise ModelLoadError(f"Weight 'layers.{i}.{sorted(tensors)[0]}' does not fit the "
+                             "model's configuration.")
     qkv = _fuse(f"layers.{i}.attn.qkv", [linears[m] for m in ("attn.q", "attn.k", "attn.v")])
-    gate_up = _fuse(f"layers.{i}.mlp.gate_up", [linears["mlp.gate"], linears["mlp.up"]])
-    return LayerWeights(
-        input_norm=tensors["input_norm"],
-        post_attn_norm=tensors["post_attn_norm"],
-        qkv=qkv.to(device, dtype),
-        o=linears["attn.o"].to(device, dtype),
-        gate_up=gate_up.to(device, dtype),
-        down=linears["mlp.down"].to(device, dtype),
-    )
+    mlp = {}
+    if moe is None:
+        gate_up = _fuse(f"layers.{i}.mlp.gate_up", [linears["mlp.gate"], linears["mlp.up"]])
+        mlp = dict(gate_up=gate_up.to(device, dtype), down=linears["mlp.down"].to(device, dtype))
+    return LayerWeights(qkv=qkv.to(device, dtype), o=linears["attn.o"].to(device, dtype),
+                        moe=moe, extra=extra, **mlp, **norms)
 
 
 def _keeps_dtype(name: str, tensor: torch.Tensor) -> bool:
@@ -104,10 +144,11 @@ def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 def load_decoder_weights(
     model_info: ModelInfo, dtype: torch.dtype, device: torch.device,
-    plan: ShardPlan | None = None,
+    plan: ShardPlan | None = None, pieces: DecoderPieces | None = None,
 ) -> DecoderWeights:
     """Stream ``model_info``'s canonical weights onto ``device`` in ``dtype`` and fuse them;
-    with ``plan``, only the slices of one tensor-parallel rank."""
+    with ``plan``, only the slices of one tensor-parallel rank; with a model plugin's
+    ``pieces``, the layer tensors those name too."""
     config = model_info.config
     group_size = awq_group_size(model_info)
     plan = plan or ShardPlan(config, awq_group_size=group_size)
@@ -134,7 +175,7 @@ def load_decoder_weights(
         )
     layers = []
     for i in range(config.num_layers):
-        layers.append(_layer(i, per_layer[i], config, group_size, device, dtype, plan))
+        layers.append(_layer(i, per_layer[i], config, group_size, device, dtype, plan, pieces))
         per_layer[i] = {}
     if plan.size > 1:
         for name in ("embed", "lm_head"):

@@ -1,10 +1,10 @@
 """The one place that picks which implementation of each op the decoder runs.
 
 :func:`get_ops` returns an :class:`Ops` table for a device. On CPU every op is the pure-PyTorch
-one from :mod:`.reference`. On CUDA, an op defined under the same name by any ``ops/triton_*.py``
-module replaces the reference one (a module that cannot be imported, for example without Triton,
-is skipped with a warning). ``LMFORGE_OPS=reference`` forces the reference ops everywhere, to
-compare the two paths.
+one from :mod:`.reference` (mixtures of experts: :mod:`.reference_moe`). On CUDA, an op
+defined under the same name by any ``ops/triton_*.py`` module replaces the reference one (a
+module that cannot be imported, for example without Triton, is skipped with a warning).
+``LMFORGE_OPS=reference`` forces the reference ops everywhere, to compare the two paths.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from . import reference
+from . import reference, reference_moe
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,12 @@ class Ops:
 
     Linear layers dispatch on their weight's kind (:mod:`lmforge.model.linear`): ``linear(x, w)``
     runs ``linear_<kind>``, and ``silu_mul_linear`` (the gated MLP's down projection) runs
-    ``silu_mul_linear_<kind>``.
+    ``silu_mul_linear_<kind>``; ``act_mul_linear`` picks the gated MLP's activation.
     """
 
     rms_norm: Callable
     silu_and_mul: Callable
+    gelu_tanh_and_mul: Callable
     linear_dense: Callable
     linear_awq: Callable
     linear_w8a8: Callable
@@ -46,12 +47,20 @@ class Ops:
     rope_and_store_kv: Callable
     paged_decode_attention: Callable
     paged_prefill_attention: Callable
+    moe_route: Callable
+    fused_moe: Callable
 
     def linear(self, x: torch.Tensor, w) -> torch.Tensor:
         return getattr(self, f"linear_{w.kind}")(x, w)
 
     def silu_mul_linear(self, gate_up: torch.Tensor, w) -> torch.Tensor:
         return getattr(self, f"silu_mul_linear_{w.kind}")(gate_up, w)
+
+    def act_mul_linear(self, gate_up: torch.Tensor, w, activation: str) -> torch.Tensor:
+        """The gated MLP's down projection after ``activation`` ("silu" or "gelu_tanh")."""
+        if activation == "silu":
+            return self.silu_mul_linear(gate_up, w)
+        return self.linear(self.gelu_tanh_and_mul(gate_up), w)
 
 
 OP_NAMES = tuple(f.name for f in fields(Ops))
@@ -74,14 +83,22 @@ def _triton_overrides() -> dict[str, Callable]:
     return found
 
 
+def build_ops(kernels: bool) -> Ops:
+    """The reference ops, with every Triton kernel that imports in their place when
+    ``kernels`` (what a CUDA device runs; under ``TRITON_INTERPRET=1`` the kernels run on the
+    CPU, which is how the tests drive the whole decoder through them)."""
+    table = {name: getattr(reference, name, None) or getattr(reference_moe, name)
+             for name in OP_NAMES}
+    if kernels:
+        table.update(_triton_overrides())
+    return Ops(**table)
+
+
 def get_ops(device: torch.device | str) -> Ops:
     """The op table for ``device`` (cached per device type)."""
     kind = torch.device(device).type
     if os.environ.get(OPS_ENV) == "reference":
         kind = "cpu"
     if kind not in _cache:
-        table = {name: getattr(reference, name) for name in OP_NAMES}
-        if kind == "cuda":
-            table.update(_triton_overrides())
-        _cache[kind] = Ops(**table)
+        _cache[kind] = build_ops(kernels=kind == "cuda")
     return _cache[kind]

@@ -12,6 +12,10 @@ plus ``k_scales_zeros, v_scales_zeros: [NB, BS, nkv, 2]`` float32, laid out as
 values in float32. At quant_policy 4 the cache may hold keys in a Hadamard basis
 (``kv_cache.rotates_keys``): :func:`rope_and_store_kv` then returns the queries in that basis
 too, which is what attention over that cache takes.
+
+Family differences are arguments with defaults that keep the Llama path as it was: RMSNorm's
+``offset`` (Gemma's ``1 + w``), per-head query and key norms in :func:`rope_and_store_kv`
+(Qwen3, Gemma 3), soft-capped attention scores (Gemma 2), and the GeGLU activation.
 """
 
 from __future__ import annotations
@@ -24,24 +28,38 @@ from .. import kv_cache
 
 
 def rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
+    offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """RMSNorm of ``x: [T, H]``; with ``residual``, normalizes ``x + residual`` and returns that sum
-    as the new residual."""
+    as the new residual. With ``offset`` the scale is ``offset + weight``, applied in float32
+    before the cast (Gemma's order)."""
     if residual is not None:
         x = x + residual
         residual = x
+    return _normalize(x, weight, eps, offset), residual
+
+
+def _normalize(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float) -> torch.Tensor:
+    """RMSNorm over the last dimension of ``x``, in ``x``'s dtype."""
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if offset:
+        return (xf * (offset + weight.float())).to(x.dtype)
     # HF order: cast back to the activation dtype before scaling by the weight.
-    out = weight * xf.to(x.dtype)
-    return out.to(x.dtype), residual
+    return (weight * xf.to(x.dtype)).to(x.dtype)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """``silu(x[:, :I]) * x[:, I:]`` for ``x: [T, 2*I]``."""
     gate, up = x.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """``gelu(x[:, :I]) * x[:, I:]`` with GELU's tanh approximation (GeGLU), for ``x: [T, 2*I]``."""
+    gate, up = x.chunk(2, dim=-1)
+    return F.gelu(gate, approximate="tanh") * up
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,9 +140,17 @@ def rope_and_store_kv(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    q_norm: torch.Tensor | None = None,
+    k_norm: torch.Tensor | None = None,
+    norm_eps: float = 1e-6,
+    norm_offset: float = 0.0,
 ) -> torch.Tensor:
     """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q
-    (in the cache's key basis)."""
+    (in the cache's key basis). With ``q_norm`` and ``k_norm`` (``[d]``), each query and key
+    head is first RMS-normalized (as :func:`rms_norm`, in the activation dtype)."""
+    if q_norm is not None:
+        q = _normalize(q, q_norm, norm_eps, norm_offset)
+        k = _normalize(k, k_norm, norm_eps, norm_offset)
     q, k = apply_rope(q, k, cos, sin)
     store_kv(k, v, k_cache, v_cache, slot_mapping, k_scales_zeros, v_scales_zeros, quant_policy)
     if kv_cache.rotates_keys(quant_policy, q.shape[-1]):
@@ -177,16 +203,32 @@ def _gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, num_blocks: int,
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """SDPA in float32 over ``q: [B, Lq, nh, d]``, ``k, v: [B, Lk, nkv, d]`` and a boolean
-    ``mask: [B, Lq, Lk]`` (True = attend; None = every key). Returns ``[B, Lq, nh, d]``."""
+    ``mask: [B, Lq, Lk]`` (True = attend; None = every key). Returns ``[B, Lq, nh, d]``. With
+    ``softcap`` the scaled scores become ``softcap * tanh(score / softcap)`` first."""
     qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))
     attn_mask = None if mask is None else mask[:, None]
+    if softcap is not None:
+        return _attend_softcapped(qf, kf, vf, attn_mask, scale, softcap).transpose(1, 2)
     # enable_gqa lets SDPA share each K/V head across its query heads without copying them.
     out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=attn_mask, scale=scale,
                                          enable_gqa=True)
     return out.transpose(1, 2)
+
+
+def _attend_softcapped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       mask: torch.Tensor | None, scale: float, softcap: float) -> torch.Tensor:
+    """Attention over ``[B, heads, L, d]`` float32 tensors whose scores are soft-capped (SDPA
+    has no such step); each K/V head serves its group of query heads."""
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = softcap * torch.tanh((q @ k.transpose(-1, -2)) * scale / softcap)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, -1) @ v
 
 
 def _window_mask(
@@ -214,25 +256,28 @@ def paged_decode_attention(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions,
-    its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype."""
+    its own K/V included. Returns ``[B, nh, d]`` in ``q``'s dtype. ``softcap`` soft-caps the
+    scaled scores (see :func:`_attend`)."""
     bs = k_cache.shape[1]
     quant = (k_scales_zeros, v_scales_zeros, quant_policy)
     if q.shape[0] == 1 and sliding_window is None:
-        return _decode_one(q, k_cache, v_cache, block_tables[0], int(kv_lens[0]), scale, *quant)
+        return _decode_one(q, k_cache, v_cache, block_tables[0], int(kv_lens[0]), scale, *quant,
+                           softcap)
     num_blocks = (int(kv_lens.max()) + bs - 1) // bs
     k = _gather_kv(k_cache, block_tables, num_blocks, k_scales_zeros, quant_policy)
     v = _gather_kv(v_cache, block_tables, num_blocks, v_scales_zeros, quant_policy)
     kv_lens = kv_lens.long()
     mask = _window_mask((kv_lens - 1)[:, None], kv_lens, k.shape[1], sliding_window)
-    return _attend(q[:, None], k, v, mask, scale)[:, 0].to(q.dtype)
+    return _attend(q[:, None], k, v, mask, scale, softcap)[:, 0].to(q.dtype)
 
 
 def _decode_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                 table: torch.Tensor, kv_len: int, scale: float,
                 k_scales_zeros: torch.Tensor | None, v_scales_zeros: torch.Tensor | None,
-                quant_policy: int) -> torch.Tensor:
+                quant_policy: int, softcap: float | None) -> torch.Tensor:
     """A single sequence needs no mask; when its blocks are consecutive (the usual case for one
     stream) its K/V are a view of the pool rather than a gathered copy."""
     bs = k_cache.shape[1]
@@ -250,7 +295,7 @@ def _decode_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         return blocks.reshape(1, num_blocks * bs, blocks.shape[-2], blocks.shape[-1])[:, :kv_len]
 
     k, v = rows(k_cache, k_scales_zeros), rows(v_cache, v_scales_zeros)
-    return _attend(q[:, None], k, v, None, scale)[:, 0].to(q.dtype)
+    return _attend(q[:, None], k, v, None, scale, softcap)[:, 0].to(q.dtype)
 
 
 def paged_prefill_attention(
@@ -267,12 +312,13 @@ def paged_prefill_attention(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``.
     ``max_q_len`` (the longest query length) only spares kernels a read-back; unused here.
-    ``out``, when given, receives the result."""
+    ``out``, when given, receives the result. ``softcap`` soft-caps the scaled scores."""
     bs = k_cache.shape[1]
     cu = cu_q_lens.long().tolist()
     q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]
@@ -295,7 +341,7 @@ def paged_prefill_attention(
     # Padding rows attend to key 0 only so SDPA never sees an all-masked row; they are dropped.
     mask[~valid] = False
     mask[..., 0] |= ~valid
-    result = _attend(q_pad, k, v, mask, scale)[valid].to(q.dtype)
+    result = _attend(q_pad, k, v, mask, scale, softcap)[valid].to(q.dtype)
     if out is None:
         return result
     return out.copy_(result)

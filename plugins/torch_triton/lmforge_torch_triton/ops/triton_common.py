@@ -109,3 +109,17 @@ def paged_token_offsets(
             block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
         )
     return result
+
+
+# log2(e): the attention kernels scale scores by it so that their softmax uses exp2.
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def softcap_scores(qk, cap_log2):
+    """``cap * tanh(s / cap)`` of scores held as ``s * log2(e)`` (the kernels' exp2 units),
+    with ``cap_log2 = cap * log2(e)``: tanh(x) = 1 - 2 / (exp(2x) + 1), through exp2 (2 log2(e)
+    is the literal), its argument clamped where tanh is +-1 in fp32 already."""
+    x = tl.minimum(tl.maximum(qk / cap_log2, -20.0), 20.0)
+    e = tl.exp2(2.8853900817779268 * x)
+    return cap_log2 * (1.0 - 2.0 / (e + 1.0))

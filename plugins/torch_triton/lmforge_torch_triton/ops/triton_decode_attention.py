@@ -11,7 +11,8 @@ widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * 
 zero * sum(q)``, and the values' scales fold into the probabilities and their zeros into one
 row sum, so the MMAs take the integer codes (exact in float16, see
 ``triton_common.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
-compiles this in, leaving the unquantized kernel as it was.
+compiles this in, leaving the unquantized kernel as it was. Soft-capped scores (Gemma 2:
+``cap * tanh(score / cap)``) are another constexpr flag.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import triton.language as tl
 
 from ..kv_cache import code_dim
 from .triton_common import (
+    LOG2E,
     dot_precision,
     expect,
     expect_dtype,
     expect_paged_cache,
     num_sms,
     paged_token_offsets,
+    softcap_scores,
 )
 from .triton_kv_quant import (
     code_words,
@@ -72,6 +75,7 @@ def _decode_split_kernel(
     out_ptr,
     lse_ptr,
     qk_scale,
+    softcap,
     window,
     num_splits,
     stride_qb,
@@ -101,6 +105,7 @@ def _decode_split_kernel(
     SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     QUANT: tl.constexpr,
+    SOFTCAP: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -161,6 +166,8 @@ def _decode_split_kernel(
                 q, q_sum, k_cache_ptr + rows_k + kv_head * stride_kh, valid, k_scale * qk_scale,
                 k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
             )
+        if SOFTCAP:
+            qk = softcap_scores(qk, softcap)
         qk = tl.where(valid[None, :], qk, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -295,6 +302,7 @@ def paged_decode_attention_splitk(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
     (1 = no split-K: a single kernel writes the output) and launch config of the main kernel."""
@@ -319,6 +327,7 @@ def paged_decode_attention_splitk(
     expect(kv_lens.shape == (batch,), f"kv_lens must be [B={batch}], got {tuple(kv_lens.shape)}.")
     expect(num_splits >= 1, f"num_splits must be at least 1, got {num_splits}.")
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
+    expect(softcap is None or softcap > 0, "softcap must be positive.")
     q = q if q.stride(-1) == 1 else q.contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
     kv_lens = kv_lens.to(torch.int32).contiguous()
@@ -343,6 +352,7 @@ def paged_decode_attention_splitk(
         SPLIT=num_splits > 1,
         DOT_PRECISION=dot_precision(q.dtype),
         QUANT=quant_policy,
+        SOFTCAP=softcap is not None,
         # 3 stages overlap the next tiles' K/V loads with this tile's math. Without splits (large
         # batches, many programs per SM) 2 warps per program measured 2-4 % faster than 4 on an
         # H200; with splits 4.
@@ -352,7 +362,8 @@ def paged_decode_attention_splitk(
     out = torch.empty_like(q)
     grid = (batch, num_kv_heads, num_splits)
     # log2(e) folds the softmax base change into the scale, so the kernels use exp2.
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
+    cap = (softcap or 1.0) * LOG2E
     window = sliding_window or 0
     k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
     k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
@@ -368,6 +379,7 @@ def paged_decode_attention_splitk(
             out,
             out,
             qk_scale,
+            cap,
             window,
             num_splits,
             q.stride(0),
@@ -404,6 +416,7 @@ def paged_decode_attention_splitk(
         partial,
         lse,
         qk_scale,
+        cap,
         window,
         num_splits,
         q.stride(0),
@@ -458,11 +471,12 @@ def paged_decode_attention(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions
     in the paged cache, its own K/V included (quantized at ``quant_policy`` 8 or 4). Returns
-    ``[B, nh, d]`` in ``q``'s dtype. Picks the split-K factor from shapes alone (see
-    :func:`choose_num_splits`)."""
+    ``[B, nh, d]`` in ``q``'s dtype. ``softcap`` soft-caps the scaled scores. Picks the split-K
+    factor from shapes alone (see :func:`choose_num_splits`)."""
     span = block_tables.shape[1] * k_cache.shape[1]
     if sliding_window is not None:
         span = min(span, sliding_window + _BLOCK_N)
@@ -470,4 +484,5 @@ def paged_decode_attention(
     return paged_decode_attention_splitk(
         q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
         k_scales_zeros=k_scales_zeros, v_scales_zeros=v_scales_zeros, quant_policy=quant_policy,
+        softcap=softcap,
     )

@@ -10,7 +10,8 @@ neighbouring programs, so their shared K/V tiles are mostly served from L2.
 
 A quantized cache (``quant_policy`` 8 or 4) is read as the decode kernel reads it (see
 ``triton_decode_attention.py``): integer codes into float16 MMAs, scales and zeros applied to
-the ``[queries, keys]`` scores and folded into the probabilities.
+the ``[queries, keys]`` scores and folded into the probabilities. Soft-capped scores (Gemma 2)
+are a constexpr flag, so the other paths compile as they were.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import triton.language as tl
 
 from ..kv_cache import code_dim
 from .triton_common import (
+    LOG2E,
     dot_precision,
     expect,
     expect_dtype,
     expect_paged_cache,
     paged_token_offsets,
+    softcap_scores,
 )
 from .triton_kv_quant import (
     code_words,
@@ -49,6 +52,7 @@ def _attend_tile(
     kv_len,
     window,
     qk_scale,
+    softcap,
     k_base,
     v_base,
     k_sz_base,
@@ -72,6 +76,7 @@ def _attend_tile(
     HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     QUANT: tl.constexpr,
+    SOFTCAP: tl.constexpr,
 ):
     """One step of the online softmax over the key tile at ``start``. With ``MASKED`` off the
     caller guarantees every key of the tile is visible to every query row (no causal, length or
@@ -103,6 +108,8 @@ def _attend_tile(
             q, q_sum, k_base + rows_k, valid, k_scale * qk_scale, k_zero * qk_scale, HEAD_DIM,
             BLOCK_D, QUANT, DOT_PRECISION,
         )
+    if SOFTCAP:
+        qk = softcap_scores(qk, softcap)
     if MASKED:
         allowed = (k_pos < kv_len)[None, :] & (k_pos[None, :] <= q_pos[:, None])
         if HAS_WINDOW:
@@ -143,6 +150,7 @@ def _prefill_kernel(
     kv_lens_ptr,
     out_ptr,
     qk_scale,
+    softcap,
     window,
     stride_qt,
     stride_qh,
@@ -167,6 +175,7 @@ def _prefill_kernel(
     HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     QUANT: tl.constexpr,
+    SOFTCAP: tl.constexpr,
 ):
     m_tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -219,17 +228,17 @@ def _prefill_kernel(
     v_sz_base = v_sz_ptr + kv_head * stride_szh
     for start in range(lo, full_hi, BLOCK_N):
         acc, acc_rows, m_i, l_i = _attend_tile(
-            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
+            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, softcap, k_base, v_base,
             k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
             stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT,
+            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT, SOFTCAP,
         )  # fmt: skip
     for start in range(full_hi, last_pos, BLOCK_N):
         acc, acc_rows, m_i, l_i = _attend_tile(
-            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, k_base, v_base,
+            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, softcap, k_base, v_base,
             k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
             stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT,
+            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT, SOFTCAP,
         )  # fmt: skip
 
     if QUANT != 0:
@@ -268,6 +277,7 @@ def paged_prefill_attention(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
@@ -275,7 +285,8 @@ def paged_prefill_attention(
     ``q``'s dtype. ``max_q_len``, the longest query length, sizes the grid; without it the
     lengths are read back from the device, which waits for all work queued before. ``out``, when
     given, receives the result (a ``[T, nh, d]`` view, rows contiguous in ``d``). The cache may
-    be quantized (``quant_policy`` 8 or 4, with its scales and zeros)."""
+    be quantized (``quant_policy`` 8 or 4, with its scales and zeros). ``softcap`` soft-caps
+    the scaled scores."""
     expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
@@ -300,6 +311,7 @@ def paged_prefill_attention(
         f"block_tables must be [B={batch}, max_blocks], got {tuple(block_tables.shape)}.",
     )
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
+    expect(softcap is None or softcap > 0, "softcap must be positive.")
     q = q if q.stride(-1) == 1 else q.contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
     cu_q_lens = cu_q_lens.to(torch.int32).contiguous()
@@ -325,7 +337,8 @@ def paged_prefill_attention(
         kv_lens,
         out,
         # log2(e) folds the softmax base change into the scale, so the kernel uses exp2.
-        scale * 1.4426950408889634,
+        scale * LOG2E,
+        (softcap or 1.0) * LOG2E,
         sliding_window or 0,
         q.stride(0),
         q.stride(1),
@@ -346,6 +359,7 @@ def paged_prefill_attention(
         HAS_WINDOW=sliding_window is not None,
         DOT_PRECISION=dot_precision(q.dtype),
         QUANT=quant_policy,
+        SOFTCAP=softcap is not None,
         **config,
     )
     return out

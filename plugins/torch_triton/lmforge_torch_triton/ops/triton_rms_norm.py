@@ -3,7 +3,8 @@
 One program per token row holds the whole hidden vector in registers (hidden sizes up to 16K),
 so the row is read once, summed, normalized and written once: the fused form replaces an add,
 a copy of the residual and a norm (five passes over the activations) with one read of ``x`` and
-``residual`` and one write of each result.
+``residual`` and one write of each result. Gemma's form (scale by ``offset + weight`` in fp32,
+then cast) is a constexpr branch, so the Llama form compiles as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def _rms_norm_kernel(
     out_ptr,
     residual_out_ptr,
     eps,
+    offset,
     stride_x,
     stride_r,
     stride_o,
@@ -30,6 +32,7 @@ def _rms_norm_kernel(
     HIDDEN: tl.constexpr,
     BLOCK: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
@@ -43,19 +46,22 @@ def _rms_norm_kernel(
         tl.store(residual_out_ptr + row * stride_ro + offs, x, mask=mask)
     xf = x.to(tl.float32)
     inv_rms = tl.rsqrt(tl.sum(xf * xf, 0) / HIDDEN + eps)
-    # HF order: cast the normalized row back to the activation dtype, then scale by the weight.
-    normed = (xf * inv_rms).to(x.dtype).to(tl.float32)
     weight = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(
-        out_ptr + row * stride_o + offs, (normed * weight).to(out_ptr.dtype.element_ty), mask=mask
-    )
+    if HAS_OFFSET:
+        out = (xf * inv_rms) * (offset + weight)
+    else:
+        # HF order: cast the normalized row back to the activation dtype, then scale by the weight.
+        out = (xf * inv_rms).to(x.dtype).to(tl.float32) * weight
+    tl.store(out_ptr + row * stride_o + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None,
+    offset: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """RMSNorm of ``x: [T, H]``; with ``residual``, normalizes ``x + residual`` and returns that sum
-    as the new residual. Computes in float32, returns ``x``'s dtype."""
+    as the new residual; with ``offset``, scales by ``offset + weight``. Computes in float32,
+    returns ``x``'s dtype."""
     expect(x.dim() == 2, f"x must be [T, H], got {tuple(x.shape)}.")
     expect_dtype("x", x)
     tokens, hidden = x.shape
@@ -80,6 +86,7 @@ def rms_norm(
         out,
         residual_out if residual_out is not None else out,
         eps,
+        offset,
         x.stride(0),
         residual.stride(0) if residual is not None else 0,
         out.stride(0),
@@ -87,6 +94,7 @@ def rms_norm(
         HIDDEN=hidden,
         BLOCK=block,
         HAS_RESIDUAL=residual is not None,
+        HAS_OFFSET=offset != 0.0,
         # One warp per 1K elements (8 per thread for 16-bit 128-bit loads), at most 16 warps:
         # 4 warps for hidden 4096, 8 for 8192, without register spills.
         num_warps=min(max(block // 1024, 1), 16),

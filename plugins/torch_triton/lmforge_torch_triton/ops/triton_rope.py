@@ -11,6 +11,10 @@ model dtype first, as the unquantized cache would hold it, so the reference quan
 values. At int4 with a power-of-two head dim, keys are stored and queries returned in the
 Hadamard basis (``kv_cache.rotates_keys``), computed in registers on the halves the rotary
 embedding leaves.
+
+With per-head query and key norms (Qwen3, Gemma 3; a constexpr flag) the kernel RMS-normalizes
+each head in registers before rotating it, rounded to the activation dtype as the unfused norm
+would leave it, so those models spend no extra pass over q and k.
 """
 
 from __future__ import annotations
@@ -33,11 +37,34 @@ from .triton_kv_quant import (
 
 
 @triton.jit
-def _rotate_half(x_ptr, offs_h, offs_j, mask, stride_h, HALF: tl.constexpr, cos, sin):
-    """Load the two halves of heads ``offs_h`` at ``x_ptr`` and return them rotated, in fp32."""
+def _head_norm(x1, x2, w_ptr, offs_j, j_mask, eps, offset, HALF: tl.constexpr,
+               HAS_OFFSET: tl.constexpr, DTYPE: tl.constexpr):
+    """RMSNorm of each head row (its two halves ``x1``, ``x2`` in fp32) with weight ``[d]``,
+    rounded to ``DTYPE``; the order of the reference's ``rms_norm`` for the same ``offset``."""
+    inv = tl.rsqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)[:, None]
+    w1 = tl.load(w_ptr + offs_j, mask=j_mask, other=0.0).to(tl.float32)[None, :]
+    w2 = tl.load(w_ptr + HALF + offs_j, mask=j_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_OFFSET:
+        y1, y2 = (x1 * inv) * (offset + w1), (x2 * inv) * (offset + w2)
+    else:
+        y1 = (x1 * inv).to(DTYPE).to(tl.float32) * w1
+        y2 = (x2 * inv).to(DTYPE).to(tl.float32) * w2
+    return y1.to(DTYPE).to(tl.float32), y2.to(DTYPE).to(tl.float32)
+
+
+@triton.jit
+def _rotate_half(x_ptr, offs_h, offs_j, mask, stride_h, HALF: tl.constexpr, cos, sin,
+                 w_ptr, eps, offset, HEAD_NORM: tl.constexpr, HAS_OFFSET: tl.constexpr):
+    """Load the two halves of heads ``offs_h`` at ``x_ptr`` and return them rotated, in fp32;
+    with ``HEAD_NORM``, each head RMS-normalized by the weight at ``w_ptr`` first."""
     base = x_ptr + offs_h[:, None] * stride_h + offs_j[None, :]
-    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
+    x1 = tl.load(base, mask=mask, other=0.0)
+    dtype = x1.dtype
+    x1 = x1.to(tl.float32)
     x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    if HEAD_NORM:
+        x1, x2 = _head_norm(x1, x2, w_ptr, offs_j, offs_j < HALF, eps, offset, HALF,
+                            HAS_OFFSET, dtype)
     return x1 * cos[None, :] - x2 * sin[None, :], x2 * cos[None, :] + x1 * sin[None, :]
 
 
@@ -54,6 +81,10 @@ def _rope_store_kernel(
     k_sz_ptr,
     v_sz_ptr,
     slot_mapping_ptr,
+    q_norm_ptr,
+    k_norm_ptr,
+    norm_eps,
+    norm_offset,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -83,6 +114,8 @@ def _rope_store_kernel(
     BLOCK_SIZE: tl.constexpr,
     QUANT: tl.constexpr,
     ROTATE_KEYS: tl.constexpr,
+    HEAD_NORM: tl.constexpr,
+    HAS_OFFSET: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     offs_j = tl.arange(0, BLOCK_HALF)
@@ -93,7 +126,8 @@ def _rope_store_kernel(
     offs_h = tl.arange(0, BLOCK_H)
     q_mask = (offs_h < NUM_HEADS)[:, None] & j_mask[None, :]
     q1, q2 = _rotate_half(
-        q_ptr + token * stride_qt, offs_h, offs_j, q_mask, stride_qh, HALF, cos, sin
+        q_ptr + token * stride_qt, offs_h, offs_j, q_mask, stride_qh, HALF, cos, sin,
+        q_norm_ptr, norm_eps, norm_offset, HEAD_NORM, HAS_OFFSET,
     )
     if ROTATE_KEYS:
         dt = q_out_ptr.dtype.element_ty
@@ -110,7 +144,8 @@ def _rope_store_kernel(
         block = slot // BLOCK_SIZE
         row = slot % BLOCK_SIZE
         k1, k2 = _rotate_half(
-            k_ptr + token * stride_kt, offs_kv, offs_j, kv_mask, stride_kh, HALF, cos, sin
+            k_ptr + token * stride_kt, offs_kv, offs_j, kv_mask, stride_kh, HALF, cos, sin,
+            k_norm_ptr, norm_eps, norm_offset, HEAD_NORM, HAS_OFFSET,
         )
         v_src = v_ptr + token * stride_vt + offs_kv[:, None] * stride_vh + offs_j[None, :]
         v1 = tl.load(v_src, mask=kv_mask, other=0.0)
@@ -316,10 +351,16 @@ def rope_and_store_kv(
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
+    q_norm: torch.Tensor | None = None,
+    k_norm: torch.Tensor | None = None,
+    norm_eps: float = 1e-6,
+    norm_offset: float = 0.0,
 ) -> torch.Tensor:
     """Rotate ``q: [T, nh, d]`` and ``k: [T, nkv, d]`` by the ``[T, d/2]`` float32 tables of
     ``reference.rope_cos_sin``, write the rotated ``k`` and ``v`` into the paged cache at
-    ``slot_mapping`` (as :func:`store_kv`), and return the rotated ``q`` (a new tensor)."""
+    ``slot_mapping`` (as :func:`store_kv`), and return the rotated ``q`` (a new tensor). With
+    ``q_norm`` and ``k_norm`` (``[d]``), each head is RMS-normalized first (``norm_offset``:
+    scale by ``offset + weight``, as ``rms_norm``)."""
     quant = (k_scales_zeros, v_scales_zeros, quant_policy)
     kv_dim = _check_kv(k, v, k_cache, v_cache, slot_mapping, *quant)
     expect(
@@ -334,6 +375,12 @@ def rope_and_store_kv(
     expect(
         cos.shape == (tokens, half) and sin.shape == (tokens, half),
         f"cos and sin must be [T={tokens}, d/2={half}], got {tuple(cos.shape)} and {tuple(sin.shape)}.",
+    )
+    head_norm = q_norm is not None
+    expect(
+        (k_norm is not None) == head_norm
+        and (not head_norm or (q_norm.shape == (head_dim,) and k_norm.shape == (head_dim,))),
+        f"q_norm and k_norm must both be [d={head_dim}] or both be None.",
     )
     q = q if q.stride(-1) == 1 else q.contiguous()
     cos = cos.to(torch.float32).contiguous()
@@ -355,6 +402,10 @@ def rope_and_store_kv(
         k_sz,
         v_sz,
         slot_mapping.to(torch.int64),
+        q_norm.contiguous() if head_norm else cos,
+        k_norm.contiguous() if head_norm else cos,
+        norm_eps,
+        norm_offset,
         q.stride(0),
         q.stride(1),
         k.stride(0),
@@ -382,6 +433,8 @@ def rope_and_store_kv(
         BLOCK_SIZE=block_size,
         QUANT=quant_policy,
         ROTATE_KEYS=rotate,
+        HEAD_NORM=head_norm,
+        HAS_OFFSET=norm_offset != 0.0,
         # 32 heads x 64 pairs is 2048 rotations per token: 4 warps give each thread 16, enough
         # independent loads in flight to keep this memory-bound kernel at bandwidth.
         num_warps=4,

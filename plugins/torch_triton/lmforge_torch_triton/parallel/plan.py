@@ -5,6 +5,9 @@
   ``size / num_kv_heads`` ranks, the ones whose query heads read it).
 - o and down are row-parallel: a rank multiplies its block of their inputs (its heads' outputs,
   its slice of the MLP) and the ranks' partial outputs are summed (an all-reduce).
+- A mixture of experts splits every expert the same way (gate and up by columns, down by rows),
+  so each rank holds a slice of every expert and one all-reduce sums the layer as for a dense
+  MLP; the router is replicated.
 - The embedding and the LM head are split by vocabulary rows, padded so every rank holds the
   same number; the embedding lookup is masked and summed, the LM head's logits gathered.
 - Norms are replicated.
@@ -14,6 +17,7 @@ The engine's ``is_supported`` check asks :func:`unsupported_reason` before any w
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from lmforge.model.config import ModelConfig
@@ -24,6 +28,12 @@ COLUMN_PARALLEL = ("attn.q", "attn.k", "attn.v", "mlp.gate", "mlp.up")
 ROW_PARALLEL = ("attn.o", "mlp.down")
 VOCAB_PARALLEL = ("embed", "lm_head")
 AWQ_PACK = 8  # AWQ packs 8 output columns per int32
+_EXPERT = re.compile(r"^mlp\.experts\.\d+\.")
+
+
+def _role(module: str) -> str:
+    """An expert's linear under its role for every expert: ``mlp.experts.gate``, ..."""
+    return _EXPERT.sub("mlp.experts.", module)
 
 
 def unsupported_reason(config: ModelConfig, size: int, awq_group_size: int | None = None) -> str:
@@ -38,6 +48,9 @@ def unsupported_reason(config: ModelConfig, size: int, awq_group_size: int | Non
                 "multiple of them")
     if config.intermediate_size % size:
         return f"tp={size} does not divide the MLP's {config.intermediate_size} features"
+    if config.moe is not None and config.moe.intermediate_size % size:
+        return (f"tp={size} does not divide the experts' {config.moe.intermediate_size} "
+                "features")
     if awq_group_size:
         for what, features in (("attention output", config.q_size),
                                ("MLP", config.intermediate_size)):
@@ -81,13 +94,19 @@ class ShardPlan:
         c = self.config
         if self.size == 1:
             return c
+        moe = c.moe and replace(c.moe, intermediate_size=c.moe.intermediate_size // self.size)
         return replace(c, num_heads=c.num_heads // self.size,
                        num_kv_heads=c.num_kv_heads // self.kv_parts,
-                       intermediate_size=c.intermediate_size // self.size)
+                       intermediate_size=c.intermediate_size // self.size, moe=moe)
 
     def linear_split(self, module: str) -> tuple[str, int, int, int] | None:
         """How linear ``module`` splits: ``(dim, index, count, features along dim)``."""
         c = self.config
+        module = _role(module)
+        if module in ("mlp.experts.gate", "mlp.experts.up"):
+            return OUT, self.rank, self.size, c.moe.intermediate_size
+        if module == "mlp.experts.down":
+            return IN, self.rank, self.size, c.moe.intermediate_size
         if module == "attn.q":
             return OUT, self.rank, self.size, c.q_size
         if module in ("attn.k", "attn.v"):
@@ -119,4 +138,4 @@ class ShardPlan:
 
     def keeps_bias(self, module: str) -> bool:
         """Row-parallel outputs are summed over the ranks, so only rank 0 adds their bias."""
-        return module not in ROW_PARALLEL or self.rank == 0
+        return _role(module) not in (*ROW_PARALLEL, "mlp.experts.down") or self.rank == 0

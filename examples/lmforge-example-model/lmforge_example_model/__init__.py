@@ -1,0 +1,1 @@
+"""An example lmforge model plugin: the OLMo 2 architecture for the pytorch engine."""
