@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 from lmforge.cli.app import create_app
 from lmforge.cli.command import expand_lists
 from lmforge.cli.options import load_chat_template_config
