@@ -117,6 +117,15 @@ def test_values_out_of_bounds_are_400_naming_the_field(http, field, value):
     assert err["param"] == field and field in err["message"]
 
 
+def test_each_token_limit_is_checked_when_both_are_given(http):
+    # max_completion_tokens wins, but an out-of-bounds max_tokens beside it is still refused
+    r = http.post("/v1/chat/completions",
+                  json=chat("hi", max_completion_tokens=2, max_tokens=10**6))
+    assert r.status_code == 400 and error_of(r)["param"] == "max_tokens"
+    r = http.post("/v1/chat/completions", json=chat("hi", max_completion_tokens=2, max_tokens=64))
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
+
+
 def test_min_tokens_above_max_tokens_is_400(http):
     r = http.post("/v1/chat/completions", json=chat("hi", min_tokens=10, max_tokens=5))
     assert r.status_code == 400 and error_of(r)["param"] == "min_tokens"

@@ -109,10 +109,10 @@ def chat_generation_config(
     req: ChatCompletionRequest, session_len: int, vocab_size: int | None = None
 ) -> GenerationConfig:
     """Sampling for a chat request; without a token limit it may run up to the session length."""
+    # Both limits are checked when both are given, though max_completion_tokens wins.
+    limit = _token_limit("max_tokens", req.max_tokens, session_len)
     if req.max_completion_tokens is not None:
         limit = _token_limit("max_completion_tokens", req.max_completion_tokens, session_len)
-    else:
-        limit = _token_limit("max_tokens", req.max_tokens, session_len)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     return _from_sampling_fields(req, limit, logprobs, vocab_size)
 
@@ -129,10 +129,9 @@ def interactive_generation_config(
     req: InteractiveRequest, session_len: int, vocab_size: int | None = None
 ) -> GenerationConfig:
     """Sampling for an interactive turn, with LMDeploy's defaults for that endpoint."""
+    limit = _token_limit("max_tokens", req.max_tokens, session_len)
     if req.request_output_len is not None:
         limit = _token_limit("request_output_len", req.request_output_len, session_len)
-    else:
-        limit = _token_limit("max_tokens", req.max_tokens, session_len)
     return GenerationConfig(
         max_new_tokens=limit,
         temperature=req.temperature,
