@@ -209,3 +209,12 @@ def test_unknown_tool_choice_is_a_400(client, model):
         sample(client, model, n=1, tools=TOOLS, tool_choice=named)
     assert "'get_stock_price' is not one of the declared tools (get_weather, get_time)" in (
         info.value.message)
+
+
+def test_a_constraint_the_vocabulary_cannot_write_is_a_400(client, model):
+    # U+51219 is F1 91 88 99 in UTF-8, and no token of SmolLM2's vocabulary has the byte F1
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=model, prompt="BE%", max_tokens=4,
+                                  extra_body={"guided_regex": "BE%\U00051219"})
+    assert "guided_regex: the model's vocabulary cannot write" in info.value.message
+    assert "U+51219" in info.value.message

@@ -111,6 +111,33 @@ def test_rejected_grammars_name_the_field_and_the_reason(compiler, grammar, mess
     assert "\n" not in str(info.value)
 
 
+RARE = "\U00051219"  # UTF-8 F1 91 88 99: SmolLM2's vocabulary has no token with the byte F1
+
+
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        Grammar("regex", f"BE%{RARE}", "guided_regex"),
+        Grammar("grammar", f'start: "a{RARE}"', "guided_grammar"),
+        Grammar.json_schema({"enum": ["x", f"y{RARE}"]}, "guided_json"),
+        Grammar.json_schema({"type": "object", "properties": {RARE: {"type": "integer"}}},
+                            "guided_json"),
+    ],
+)
+def test_characters_the_vocabulary_cannot_write_are_refused(compiler, grammar):
+    with pytest.raises(ConfigError, match=rf"^Invalid value for {grammar.field}: the model's "
+                       r"vocabulary cannot write .* \(U\+51219\)"):
+        compiler.compile(grammar)
+
+
+def test_rare_characters_the_vocabulary_can_write_pass(compiler, tokenizer):
+    text = "x\U0001F600\u4e2d\x9f\u00f1"
+    state = compiler.compile(Grammar("regex", text)).new_state()
+    for token in tokenizer.encode(text, add_bos=False):
+        assert state.accept(token)
+    assert state.done
+
+
 def test_short_error_drops_the_grammar_excerpt():
     text = 'at 1(8): unknown name: "foo"\n   1 | start: foo\n              ^\n'
     assert short_error(text) == 'at 1(8): unknown name: "foo"'

@@ -10,6 +10,7 @@ or GBNF grammars, and the lowest cost per step we measured on the demo model's v
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -96,6 +97,7 @@ class GrammarCompiler:
         self.cache_size = cache_size
         self._lock = threading.Lock()
         self._ll_tokenizer: Any = None
+        self._unwritable: frozenset[int] = frozenset()  # bytes that no token contains
         self._cache: OrderedDict[Grammar, CompiledGrammar] = OrderedDict()
 
     def warm(self) -> None:
@@ -109,7 +111,11 @@ class GrammarCompiler:
     def _tokenizer(self) -> Any:
         with self._lock:
             if self._ll_tokenizer is None:
-                self._ll_tokenizer = self._build_tokenizer()
+                ll_tokenizer = self._build_tokenizer()
+                ordinary = [t for t in range(ll_tokenizer.vocab_size)
+                            if not ll_tokenizer.is_special_token(t)]
+                self._unwritable = frozenset(range(256)) - set(ll_tokenizer.decode_bytes(ordinary))
+                self._ll_tokenizer = ll_tokenizer
             return self._ll_tokenizer
 
     def _build_tokenizer(self) -> Any:
@@ -142,6 +148,7 @@ class GrammarCompiler:
                 return compiled
         ll = _llguidance()
         tokenizer = self._tokenizer()
+        self._check_writable(grammar)
         matcher = ll.LLMatcher(tokenizer, llguidance_text(grammar), log_level=0)
         if matcher.is_error():
             raise ConfigError(
@@ -153,6 +160,45 @@ class GrammarCompiler:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return compiled
+
+
+    def _check_writable(self, grammar: Grammar) -> None:
+        """Refuse a grammar whose literal text has a character no token can write (a byte that
+        no token of the vocabulary contains, as some byte-level vocabularies drop bytes that
+        rare characters need): generation could never match it. An alternative that avoids
+        the character does not save it; the check reads the text, not the language."""
+        if not self._unwritable:
+            return
+        for char in dict.fromkeys(_literal_text(grammar)):
+            if not self._unwritable.isdisjoint(char.encode("utf-8", "surrogatepass")):
+                raise ConfigError(
+                    f"Invalid value for {grammar.field}: the model's vocabulary cannot write "
+                    f"{char!r} (U+{ord(char):04X}); leave it out of the constraint."
+                )
+
+
+def _literal_text(grammar: Grammar) -> str:
+    """The characters a grammar's text asks for: all of a regex's or a grammar's source; of a
+    JSON schema, its property names and its const, enum and pattern strings."""
+    if grammar.kind != "json_schema":
+        return grammar.source
+    parts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "properties" and isinstance(value, dict):
+                    parts.extend(value)
+                if key in ("const", "enum", "pattern"):
+                    parts.extend(v for v in (value if isinstance(value, list) else [value])
+                                 if isinstance(v, str))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(grammar.source))
+    return "".join(parts)
 
 
 def llguidance_text(grammar: Grammar) -> str:
