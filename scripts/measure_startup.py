@@ -27,7 +27,8 @@ import sys
 import time
 
 PROMPT = re.compile(rb"user>")
-KV_POOL = re.compile(rb"KV blocks of \d+ tokens \(([\d.]+) (MiB|GiB)\)")
+# the engine's start-up line: "K/V cache: 8,192 tokens in 128 blocks of 64, 0.35 GiB, ..."
+KV_POOL = re.compile(rb"K/V cache: [\d,]+ tokens in [\d,]+ blocks of \d+, ([\d.]+) (MiB|GiB)")
 TIMEOUT_S = 600.0
 
 

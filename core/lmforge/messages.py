@@ -128,7 +128,8 @@ class PytorchEngineConfig:
     model_name: str = ""
     tp: int = 1
     session_len: int | None = None
-    max_batch_size: int = 128
+    # None: chosen for the device when the engine starts (engine/settings.py)
+    max_batch_size: int | None = None
     cache_max_entry_count: float = 0.8
     # The K/V pool as an amount of memory ("16GiB") or a token count; either replaces
     # cache_max_entry_count.
@@ -159,7 +160,7 @@ class PytorchEngineConfig:
             "session_len",
             f"{self.session_len!r}; must be > 0",
         )
-        _check(self.max_batch_size >= 1, "max_batch_size", f"{self.max_batch_size!r}; must be >= 1")
+        _check(self.max_batch_size is None or self.max_batch_size >= 1, "max_batch_size", f"{self.max_batch_size!r}; must be >= 1")
         _check(
             0.0 < self.cache_max_entry_count <= 1.0 or self.cache_max_entry_count > 1,
             "cache_max_entry_count",
@@ -202,7 +203,8 @@ class TurbomindEngineConfig:
     model_format: str | None = None
     tp: int = 1
     session_len: int | None = None
-    max_batch_size: int = 128
+    # None: chosen for the device when the engine starts (engine/settings.py)
+    max_batch_size: int | None = None
     cache_max_entry_count: float = 0.8
     # The K/V pool as an amount of memory ("16GiB") or a token count; either replaces
     # cache_max_entry_count.

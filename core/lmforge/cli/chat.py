@@ -27,8 +27,7 @@ def chat(
     trust_remote_code: options.TrustRemoteCode = False,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
-    # One conversation: on the CPU the K/V pool then holds one session, not four.
-    max_batch_size: options.MaxBatchSize = 1,
+    max_batch_size: options.ChatMaxBatchSize = 1,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
     kv_cache_memory: options.KvCacheMemory = None,
     max_kv_tokens: options.MaxKvTokens = None,

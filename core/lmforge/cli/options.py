@@ -108,6 +108,15 @@ SessionLen = Annotated[
     ),
 ]
 MaxBatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--max-batch-size", "--max-num-seqs", min=1, metavar="N", show_default=False,
+        help="Most sequences run together in one step; by default 256 on a GPU with 40 GiB "
+        "or more, else 128.", rich_help_panel=ENGINE_PANEL,
+    ),
+]
+# lmforge chat runs one conversation: on the CPU its K/V pool then holds one session, not four.
+ChatMaxBatchSize = Annotated[
     int,
     typer.Option(
         "--max-batch-size", "--max-num-seqs", min=1, metavar="N",
@@ -222,7 +231,7 @@ LoadFormat = Annotated[
 
 # The engine options every model-loading command declares, with their command-line defaults.
 ENGINE_OPTION_DEFAULTS: dict[str, Any] = {
-    "tp": 1, "session_len": None, "max_batch_size": 128, "cache_max_entry_count": 0.8,
+    "tp": 1, "session_len": None, "max_batch_size": None, "cache_max_entry_count": 0.8,
     "kv_cache_memory": None, "max_kv_tokens": None, "cache_block_seq_len": 64,
     "enable_prefix_caching": False, "max_prefill_token_num": 8192, "quant_policy": 0,
     "model_format": None, "rope_scaling_factor": 0.0, "dtype": "auto", "device": "auto",

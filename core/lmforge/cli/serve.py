@@ -184,7 +184,7 @@ def api_server(
     trust_remote_code: options.TrustRemoteCode = False,
     tp: options.Tp = 1,
     session_len: options.SessionLen = None,
-    max_batch_size: options.MaxBatchSize = 128,
+    max_batch_size: options.MaxBatchSize = None,
     cache_max_entry_count: options.CacheMaxEntryCount = 0.8,
     kv_cache_memory: options.KvCacheMemory = None,
     max_kv_tokens: options.MaxKvTokens = None,

@@ -22,7 +22,7 @@ from .llm_engine import LLMEngine
 from .loop import EngineLoop
 from .memory import describe_memory
 from .scheduler import SchedulerConfig
-from .settings import EngineSettings, convert_config
+from .settings import EngineSettings, convert_config, with_max_batch_size
 from .support import check_model, check_settings
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
     """Load the weights, size and allocate the K/V cache, and build the engine. A pool given in
     tokens or memory was checked before the weights load when the engine can estimate its
     memory (see :func:`_plan`); otherwise it is checked now, from the engine's block size."""
+    plan.config, plan.settings = with_max_batch_size(plan.config, plan.settings)
     settings = plan.settings
     started = time.perf_counter()
     runner = registry.load_object(plan.spec.runner)(plan.info, plan.config)
@@ -153,9 +154,9 @@ def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
     except BaseException:
         runner.close()
         raise
-    logger.info("%s: %s; session_len %d", plan.spec.name,
+    logger.info("%s: %s; session_len %d, max_batch_size %d", plan.spec.name,
                 describe_pool(num_blocks, block_size, block_bytes, settings.quant_policy),
-                plan.session_len)
+                plan.session_len, settings.max_batch_size)
     logger.info("loaded %s in %.1f s; memory: %s", plan.name, time.perf_counter() - started,
                 describe_memory())
     return engine

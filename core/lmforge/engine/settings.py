@@ -23,7 +23,8 @@ class EngineSettings:
 
     model_name: str | None = None
     session_len: int | None = None
-    max_batch_size: int = 128
+    # None: default_max_batch_size() of the device, resolved where the engine runs
+    max_batch_size: int | None = None
     cache_max_entry_count: float = 0.8
     # The pool as an amount of memory ("16GiB") or a token count (see cache_sizing.py).
     kv_cache_memory: str | None = None
@@ -53,6 +54,40 @@ class EngineSettings:
                     values[f.name] = value
                     break
         return cls(**values)
+
+
+# Measured on an H200 (Llama-3-8B, bf16, 1,000 ShareGPT text prompts through api_server at
+# once): 30.2 req/s at a batch of 128, 38.6 at 256, 30.4 at 1,024; offline, W2 runs 48.2 req/s
+# at 256 and 51.8 at 384. A GPU with less memory holds fewer sequences' K/V anyway.
+LARGE_GPU_BATCH, SMALL_BATCH = 256, 128
+LARGE_GPU_BYTES = 40 * 2**30
+
+
+def default_max_batch_size(device: str = "auto") -> int:
+    """The batch an engine runs when the user does not choose one: 256 on a CUDA GPU with 40 GiB
+    or more, else 128. Reads the GPU's properties, so it runs where the engine runs (the engine
+    process), not in a front end that never touches CUDA."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind != "cuda":
+        return SMALL_BATCH
+    index = torch.device(device).index if ":" in device else torch.cuda.current_device()
+    memory = torch.cuda.get_device_properties(index).total_memory
+    return LARGE_GPU_BATCH if memory >= LARGE_GPU_BYTES else SMALL_BATCH
+
+
+def with_max_batch_size(config: Any, settings: EngineSettings) -> tuple[Any, EngineSettings]:
+    """``config`` and ``settings`` with ``max_batch_size`` chosen for the device when unset."""
+    if settings.max_batch_size is not None:
+        return config, settings
+    batch = default_max_batch_size(settings.device)
+    if dataclasses.is_dataclass(config) and any(
+            f.name == "max_batch_size" for f in dataclasses.fields(config)):
+        config = dataclasses.replace(config, max_batch_size=batch)
+    return config, dataclasses.replace(settings, max_batch_size=batch)
 
 
 def convert_config(config: Any, config_class: type) -> Any:
