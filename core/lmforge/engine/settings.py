@@ -79,6 +79,12 @@ def default_max_batch_size(device: str = "auto") -> int:
     return LARGE_GPU_BATCH if memory >= LARGE_GPU_BYTES else SMALL_BATCH
 
 
+def max_batch_size_of(config: Any, device: str = "auto") -> int:
+    """``config.max_batch_size``, or the device's default when it is unset (a runner built
+    without the builder, as tests do)."""
+    return getattr(config, "max_batch_size", None) or default_max_batch_size(device)
+
+
 def with_max_batch_size(config: Any, settings: EngineSettings) -> tuple[Any, EngineSettings]:
     """``config`` and ``settings`` with ``max_batch_size`` chosen for the device when unset."""
     if settings.max_batch_size is not None:

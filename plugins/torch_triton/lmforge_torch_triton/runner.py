@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from lmforge.engine.batch import ForwardBatch
 from lmforge.engine.cache_sizing import MemoryEstimate, gib
+from lmforge.engine.settings import max_batch_size_of
 from lmforge.errors import ConfigError
 from lmforge.model.loader import ModelInfo
 
@@ -208,7 +209,7 @@ class TorchModelRunner:
             return int(free * cache_max_entry_count) // block_bytes
         free = min(available_host_memory(), CPU_CACHE_CAP_BYTES / cache_max_entry_count)
         # No more whole sessions than the batch can run at once.
-        batch = getattr(self.engine_config, "max_batch_size", CPU_DEFAULT_SESSIONS)
+        batch = max_batch_size_of(self.engine_config, "cpu")
         sessions = min(CPU_DEFAULT_SESSIONS, batch) * -(-self._session_len() // block_size)
         return min(int(free * cache_max_entry_count) // block_bytes, sessions)
 
@@ -245,7 +246,7 @@ class TorchModelRunner:
         if self._use_graphs():
             self.graphs = DecodeGraphs(
                 self.model.forward, self.kv_caches,
-                max_batch_size=getattr(self.engine_config, "max_batch_size", 128),
+                max_batch_size=max_batch_size_of(self.engine_config, str(self.device)),
                 max_blocks=-(-self._session_len() // block_size), device=self.device,
             )
             self.graphs.capture_all()

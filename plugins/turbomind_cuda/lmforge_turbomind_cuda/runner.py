@@ -14,6 +14,7 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.settings import max_batch_size_of
 from lmforge.errors import ConfigError, EngineError
 from lmforge.model.loader import ModelInfo
 from lmforge.model.rope import rope_inv_freq
@@ -92,7 +93,7 @@ class TurbomindRunner:
         self.accepts_prev_tokens = True
         self.weights = load_weights(model_info, self.dtype, self.device)
         self.inv_freq = rope_inv_freq(c.rope, c.head_dim).to(self.device)
-        self.max_seqs = int(getattr(engine_config, "max_batch_size", 128))
+        self.max_seqs = max_batch_size_of(engine_config, str(self.device))
         self.max_tokens = max(int(getattr(engine_config, "max_prefill_token_num", 8192)),
                               self.max_seqs)
         self.num_sms = torch.cuda.get_device_properties(self.device).multi_processor_count
