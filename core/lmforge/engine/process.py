@@ -169,6 +169,11 @@ class EngineProcessClient:
         self._call_ids = itertools.count()
         self._stats: dict[str, Any] = {}
         self.error: str | None = None  # why the engine process stopped, once it has
+        self._closing = False
+        # One thread at a time waits for the process: two waitpid calls race, and the loser
+        # would take the process for alive after it was reaped.
+        self._join_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
         self._ready(timeout)
         self._reader = threading.Thread(target=self._read, name="lmforge-engine-reader",
                                         daemon=True)
@@ -181,13 +186,13 @@ class EngineProcessClient:
         try:
             message = _unpack(self._outputs.recv_bytes())
         except EOFError:
-            self.process.join(5)
+            self._join(5)
             raise EngineError(
                 f"The engine process exited with code {self.process.exitcode} while loading "
                 "the model; run with --log-level debug to see why."
             ) from None
         if message[0] == FAILED:
-            self.process.join(30)
+            self._join(30)
             raise _error(message[1], message[2])
         self.vocab_size: int = message[1]["vocab_size"]
 
@@ -225,19 +230,26 @@ class EngineProcessClient:
     def close(self) -> None:
         """Ask the engine process to finish, and make sure it has: it is terminated, then
         killed, if it does not exit in time."""
+        self._closing = True
         if self.process.is_alive():
             try:
                 self._send(CLOSE)
             except (OSError, EngineError):
                 pass
-            self.process.join(60)
+            self._join(60)
         if self.process.is_alive():
             self.process.terminate()
-            self.process.join(10)
+            self._join(10)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join()
+            self._join(None)
         self._commands.close()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(10)  # it ends at the pipe's end, after the last outputs
+
+    def _join(self, timeout: float | None) -> None:
+        with self._join_lock:
+            self.process.join(timeout)
 
     def _send(self, *message: Any) -> None:
         data = _pack(*message)
@@ -296,12 +308,15 @@ class EngineProcessClient:
                 logger.exception("delivering an output of request %d failed", request_id)
 
     def _engine_stopped(self) -> None:
-        self.process.join(5)
-        code = self.process.exitcode
-        self.error = ("The engine process stopped" if code == 0 else
-                      f"The engine process exited unexpectedly (exit code {code})") + (
-                          "; restart the server.")
-        logger.error("%s", self.error)
+        if self._closing:
+            self.error = "The engine was closed."
+        else:
+            self._join(5)
+            code = self.process.exitcode
+            self.error = ("The engine process stopped" if code == 0 else
+                          f"The engine process exited unexpectedly (exit code {code})") + (
+                              "; restart the server.")
+            logger.error("%s", self.error)
         for done in [*self._admissions.values(), *self._calls.values()]:
             if not done.done():
                 done.set_exception(EngineError(self.error))
