@@ -135,13 +135,13 @@ def engine_steps(model: str, sizes: list[int], backend: str) -> None:
                         max_batch_size=max(sizes), max_prefill_token_num=8192)
     with pipeline(model, backend_config=cfg) as pipe:
         engine = pipe.engine.loop.engine
-        step, launch = engine.step, engine._launch
+        step, forward = engine.step, engine._forward
         walls: list[tuple[float, bool]] = []
         kinds: list[bool] = []
 
-        def timed_launch(output, prev):
+        def timed_forward(output, prev):
             kinds.append(all(n == 1 for n in output.num_new_tokens))
-            return launch(output, prev)
+            return forward(output, prev)
 
         def timed_step():
             kinds.clear()
@@ -150,7 +150,7 @@ def engine_steps(model: str, sizes: list[int], backend: str) -> None:
             if kinds:
                 walls.append((time.perf_counter() - start, kinds[0]))
 
-        engine.step, engine._launch = timed_step, timed_launch
+        engine.step, engine._forward = timed_step, timed_forward
         rng = random.Random(0)
         gen = GenerationConfig(max_new_tokens=128, ignore_eos=True, top_k=1)
         for size in sizes:

@@ -87,21 +87,31 @@ def test_other_formats(pipe, prompts):
     assert choice.text in ("yes", "no") and choice.finish_reason == "stop"
 
 
-def test_queued_ahead_steps_wait_for_constrained_tokens(tiny_llama_dir, prompts, monkeypatch):
+def test_constrained_steps_queue_their_forward_ahead_and_sample_after(tiny_llama_dir, prompts,
+                                                                      monkeypatch):
+    """A constrained step's forward is queued before the running step's tokens are read (it
+    takes them on the device), and its sampling waits for them: the masks need every token."""
     with make_pipe(tiny_llama_dir) as sync:
         want = sync(prompts, gen_config=constrained(top_k=1))
     with make_pipe(tiny_llama_dir) as ahead:
         engine = ahead.engine.loop.engine
         engine.queue_ahead = True
-        launch, pending = engine._launch, []
-        monkeypatch.setattr(engine, "_launch", lambda output, prev: (pending.extend(
+        forward, sample = engine._forward, engine._sample
+        at_forward, at_sample = [], []
+        monkeypatch.setattr(engine, "_forward", lambda output, prev: (at_forward.extend(
             s.num_pending_tokens for s in output.seqs if s.grammar is not None),
-            launch(output, prev))[1])
+            forward(output, prev))[1])
+        monkeypatch.setattr(engine, "_sample", lambda queued: (at_sample.extend(
+            s.num_pending_tokens for s in queued.seqs
+            if s.grammar is not None and not s.is_finished), sample(queued))[1])
         got = ahead(prompts, gen_config=constrained(top_k=1))
+        mixed = ahead(prompts[:4], gen_config=[constrained(top_k=1), GREEDY] * 2)
         free = ahead(prompts[:2], gen_config=GREEDY)
         assert [r.text for r in got] == [r.text for r in want]
-        assert pending and not any(pending)
-        assert all(r.generate_token_len == NEW for r in free)
+        assert [r.text for r in mixed[::2]] == [r.text for r in want[:4:2]]
+        assert any(at_forward), "no constrained forward was queued ahead"
+        assert at_sample and not any(at_sample)
+        assert all(r.generate_token_len == NEW for r in free + mixed[1::2])
         assert_cache_empty(ahead)
 
 
@@ -133,8 +143,9 @@ def test_rejected_schema_fails_before_running(pipe, prompts):
     assert_cache_empty(pipe)
 
 
-def test_a_grammar_makes_sampling_read_earlier_tokens():
+def test_only_penalties_make_a_step_wait_before_its_forward():
+    # a grammar's mask is filled on the host at sampling time, after the forward is queued
     seq = Sequence([1, 2], GenerationConfig())
-    assert not reads_output_tokens(seq)
     seq.grammar = object()
-    assert reads_output_tokens(seq)
+    assert not reads_output_tokens(seq)
+    assert reads_output_tokens(Sequence([1, 2], GenerationConfig(repetition_penalty=1.1)))

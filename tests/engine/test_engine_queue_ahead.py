@@ -43,9 +43,9 @@ def outputs(results):
 def test_batch_equals_transformers(ahead_pipe, tiny_llama_dir, prompts, monkeypatch):
     engine = ahead_pipe.engine.loop.engine
     queued_ahead = []
-    launch = engine._launch
-    monkeypatch.setattr(engine, "_launch", lambda output, prev: (
-        queued_ahead.append(prev is not None), launch(output, prev))[1])
+    forward = engine._forward
+    monkeypatch.setattr(engine, "_forward", lambda output, prev: (
+        queued_ahead.append(prev is not None), forward(output, prev))[1])
     got = ahead_pipe(prompts, gen_config=GREEDY)
     assert [r.token_ids for r in got] == [hf_greedy(str(tiny_llama_dir), p, NEW) for p in prompts]
     # Every decode step went out before the previous step's tokens were read.

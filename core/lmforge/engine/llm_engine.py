@@ -46,6 +46,19 @@ class _InFlight:
         return {seq.seq_id: row for row, seq in enumerate(self.seqs)}
 
 
+@dataclass
+class _Queued:
+    """A step whose forward is queued and whose sampling is not yet."""
+
+    seqs: list[Sequence]
+    logits: torch.Tensor
+    sampling: SamplingBatch
+
+    @property
+    def constrained(self) -> bool:
+        return self.sampling.grammar is not None
+
+
 class LLMEngine:
     """Owns the scheduler, the model runner, the sampler and the output processor of one model."""
 
@@ -131,13 +144,20 @@ class LLMEngine:
             if prev is None:
                 self.outputs.finished_by_scheduler(output.finished)
             output = self._runnable(output)
-            if output.seqs:
-                self._inflight = self._launch(output, prev)
-                if self._inflight is None:  # a prefill chunk that samples nothing: done
-                    self.scheduler.cleared(output.seqs)
+            queued = self._forward(output, prev) if output.seqs else None
+            if queued is None and output.seqs:  # a prefill chunk that samples nothing: done
+                self.scheduler.cleared(output.seqs)
+            # A grammar's mask needs every token before, so a step with constrained rows
+            # samples once the running step's tokens are in; its forward is queued already.
+            deferred = queued is not None and prev is not None and queued.constrained
+            if queued is not None and not deferred:
+                self._inflight = self._sample(queued)
             if prev is not None:
-                self._collect(prev)
+                collected, prev = prev, None
+                self._collect(collected)
                 self.outputs.finished_by_scheduler(output.finished)
+            if deferred:
+                self._inflight = self._sample(queued)
         except Exception as exc:
             self._contain(exc, output, prev)
 
@@ -155,8 +175,8 @@ class LLMEngine:
             return output
         return replace(output, seqs=[s for s, _ in keep], num_new_tokens=[n for _, n in keep])
 
-    def _launch(self, output: SchedulerOutput, prev: _InFlight | None) -> _InFlight | None:
-        """Queue one step on the device: forward, then sampling; no wait for the result."""
+    def _forward(self, output: SchedulerOutput, prev: _InFlight | None) -> _Queued | None:
+        """Queue one step's forward on the device (no wait); None when no row samples."""
         batch = self.scheduler.build_batch(output)
         if prev is not None:
             rows = prev.rows()
@@ -176,10 +196,17 @@ class LLMEngine:
         self.counters.steps_total += 1
         if not sample_seqs:
             return None
-        sampled = self.sampler.sample(logits, sampling, inplace=True)
+        return _Queued(sample_seqs, logits, sampling)
+
+    def _sample(self, queued: _Queued) -> _InFlight:
+        """Queue the sampling of a forwarded step (grammar masks are filled now); no wait."""
+        sampled = self.sampler.sample(queued.logits, queued.sampling, inplace=True)
         sampled.start_copy()
-        positions = [seq.append_placeholder() for seq in sample_seqs]
-        return _InFlight(sample_seqs, positions, sampled)
+        # A sequence that stopped on the running step's token (a deferred sample) gets no
+        # placeholder: its token here is computed past its stop and dropped.
+        positions = [len(seq.output_ids) if seq.is_finished else seq.append_placeholder()
+                     for seq in queued.seqs]
+        return _InFlight(queued.seqs, positions, sampled)
 
     def _collect(self, inflight: _InFlight) -> None:
         """Wait for a launched step's tokens and hand them to the output processor."""

@@ -228,10 +228,9 @@ def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:
 
 
 def reads_output_tokens(seq: SamplingSequence) -> bool:
-    """Whether sampling this sequence reads its earlier token values (penalties do, and a
-    grammar's mask depends on every token before), so they must all be known when its step is
-    queued."""
+    """Whether sampling this sequence reads its earlier token values on the device (penalties
+    do), so they must all be known when its step is queued. A grammar's mask needs them too,
+    but only on the host when the step samples: such a step queues its forward first."""
     cfg = seq.gen_config
-    return (cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
-            or getattr(seq, "grammar", None) is not None)
+    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
 
