@@ -94,13 +94,16 @@ def _serve(engine, commands, outputs, outbox: list, grammars: GrammarCompiler) -
         while commands.poll(0 if engine.has_work else None):
             if not _apply(engine, _unpack(commands.recv_bytes()), outputs, outbox, grammars):
                 return
-        if engine.has_work:
+        stepped = engine.has_work
+        if stepped:
             try:
                 engine.step()
             except Exception as exc:  # a failure outside a step: end what is running
                 logger.exception("engine step failed")
                 engine.abort_all("error", f"{type(exc).__name__}: {exc}")
-        if outbox:
+        # Going idle sends the final statistics even with no output: a step that only freed
+        # aborted sequences' blocks would otherwise leave the front end's figures stale.
+        if outbox or (stepped and not engine.has_work):
             outputs.send_bytes(_pack(OUTPUTS, outbox, engine.stats()))
             outbox.clear()
 
