@@ -119,9 +119,12 @@ async def with_page(endpoint: str, url: str, test) -> None:
 
 
 async def say(page: Page, text: str) -> None:
+    """Send a message and wait until its request has left (the page is busy from just before
+    then; a quick error may already have ended it, so busy itself is not awaited)."""
+    sent = await page.js("window.sent.length")
     await page.js(f"document.getElementById('input').value = {json.dumps(text)}; true")
     await page.js("document.getElementById('send').click(); true")
-    await page.wait_for("document.body.dataset.busy === 'true'")
+    await page.wait_for(f"window.sent.length > {sent}")
 
 
 BUBBLES = (

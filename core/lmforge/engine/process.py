@@ -77,7 +77,8 @@ def engine_main(commands, outputs, build_args: dict) -> None:
     outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
     grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
     # The token table is ready by the first constrained request, which then compiles in ~1 ms.
-    threading.Thread(target=grammars.warm, name="lmforge-grammar-warm", daemon=True).start()
+    warm = threading.Thread(target=grammars.warm, name="lmforge-grammar-warm", daemon=True)
+    warm.start()
     outbox: list = []
     try:
         _serve(engine, commands, outputs, outbox, grammars)
@@ -86,6 +87,9 @@ def engine_main(commands, outputs, build_args: dict) -> None:
     finally:
         engine.abort_all()
         engine.runner.close()
+        # A thread still inside llguidance's native code while the interpreter shuts down
+        # crashes the process (SIGSEGV on a close right after start-up): let it finish.
+        warm.join(60)
 
 
 def _serve(engine, commands, outputs, outbox: list, grammars: GrammarCompiler) -> None:
