@@ -63,17 +63,24 @@ LARGE_GPU_BATCH, SMALL_BATCH = 256, 128
 LARGE_GPU_BYTES = 40 * 2**30
 
 
+def device_kind(device: str = "auto") -> str:
+    """The kind of device a ``device`` setting names (``cuda:1`` is cuda); ``auto`` is CUDA when
+    a GPU is visible, else the CPU."""
+    if device != "auto":
+        return device.split(":")[0]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def default_max_batch_size(device: str = "auto") -> int:
     """The batch an engine runs when the user does not choose one: 256 on a CUDA GPU with 40 GiB
     or more, else 128. Reads the GPU's properties, so it runs where the engine runs (the engine
     process), not in a front end that never touches CUDA."""
+    if device_kind(device) != "cuda":
+        return SMALL_BATCH
     import torch
 
-    kind = device.split(":")[0]
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind != "cuda":
-        return SMALL_BATCH
     index = torch.device(device).index if ":" in device else torch.cuda.current_device()
     memory = torch.cuda.get_device_properties(index).total_memory
     return LARGE_GPU_BATCH if memory >= LARGE_GPU_BYTES else SMALL_BATCH

@@ -15,7 +15,7 @@ from typing import Any
 from .. import registry
 from ..errors import ConfigError
 from ..registry import EngineCapabilities, EngineSpec
-from .settings import EngineSettings
+from .settings import EngineSettings, device_kind
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,10 @@ def _setting_needs(cfg: Any, settings: EngineSettings) -> list[_Need]:
 
 
 def _device_need(settings: EngineSettings) -> _Need:
+    kind = device_kind(settings.device)
     if settings.device != "auto":
-        kind = settings.device.split(":")[0]
         return _Need(f"device={settings.device}", lambda c: kind in c.devices,
                      lambda c: f"device {_values(c.devices)}")
-    import torch
-
-    kind = "cuda" if torch.cuda.is_available() else "cpu"
     return _Need("a CPU (no CUDA GPU is visible)" if kind == "cpu" else "a CUDA GPU",
                  lambda c: kind in c.devices, lambda c: f"device {_values(c.devices)}")
 

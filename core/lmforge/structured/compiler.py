@@ -161,7 +161,6 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return compiled
 
-
     def _check_writable(self, grammar: Grammar) -> None:
         """Refuse a grammar whose literal text has a character no token can write (a byte that
         no token of the vocabulary contains, as some byte-level vocabularies drop bytes that
