@@ -9,7 +9,10 @@ import os
 import re
 import sys
 
-import pexpect
+import pytest
+
+pexpect = pytest.importorskip("pexpect")  # a dev tool, absent where only the GPU tests run
+
 
 # Keys as a terminal sends them.
 UP, LEFT, CTRL_C, ENTER = "\x1b[A", "\x1b[D", "\x03", "\r"
@@ -17,10 +20,15 @@ UP, LEFT, CTRL_C, ENTER = "\x1b[A", "\x1b[D", "\x03", "\r"
 
 def spawn_lmforge(*args: str, timeout: float = 120.0, env: dict | None = None) -> pexpect.spawn:
     """Start ``lmforge ARGS`` on an 80-column pseudo-terminal; its output is kept for asserts."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "TERM": "xterm", "COLUMNS": "80",
-           **(env or {})}
-    child = pexpect.spawn(sys.executable, ["-m", "lmforge.cli.main", *args], env=env,
-                          encoding="utf-8", timeout=timeout, dimensions=(40, 80))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "TERM": "xterm", "COLUMNS": "80", **(env or {})}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "lmforge.cli.main", *args],
+        env=env,
+        encoding="utf-8",
+        timeout=timeout,
+        dimensions=(40, 80),
+    )
     child.transcript = []  # everything it printed, for failure messages and final checks
     child.logfile_read = _Recorder(child.transcript)
     return child
