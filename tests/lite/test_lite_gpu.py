@@ -1,10 +1,12 @@
-"""`lmforge lite` with --device cuda: the layers run on the GPU and the folders match the CPU's."""
+"""`lmforge lite` with --device cuda: the layers run on the GPU and the folders match the CPU's
+(AWQ's up to the searches' discrete choices)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from lmforge.lite.options import CalibOptions
+from lmforge.model.linear import AWQLinear, unpack_awq
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.gpu
@@ -23,7 +25,20 @@ def test_auto_awq_on_cuda_matches_the_cpu(outlier_model, calib_file, tmp_path):
     folder, _ = outlier_model
     outs = {d: auto_awq(folder, tmp_path / d, _options(calib_file, d), AwqOptions(w_group_size=32))
             for d in ("cpu", "cuda")}
-    _assert_same_folder(outs["cpu"], outs["cuda"])
+    cpu, cuda = (load_file(outs[d] / "model.safetensors") for d in ("cpu", "cuda"))
+    assert cpu.keys() == cuda.keys()
+    # The scale and clipping searches are discrete choices over float sums, whose order differs
+    # between devices: a group may pick a neighbouring candidate. The dequantized weights agree.
+    for name in (n.removesuffix(".qweight") for n in cpu if n.endswith(".qweight")):
+        a, b = (AWQLinear(t[f"{name}.qweight"], t[f"{name}.qzeros"], t[f"{name}.scales"], 32)
+                .dequantize() for t in (cpu, cuda))
+        assert (a - b).norm() / a.norm() < 0.1, name
+        assert (unpack_awq(cpu[f"{name}.qweight"]) == unpack_awq(cuda[f"{name}.qweight"])
+                ).float().mean() > 0.9, name
+    for name in cpu:
+        if not name.endswith((".qweight", ".qzeros", ".scales")):
+            torch.testing.assert_close(cpu[name].float(), cuda[name].float(), rtol=2e-2,
+                                       atol=2e-3)
 
 
 def _assert_same_folder(a, b):
