@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from lmforge.lite.options import CalibOptions
-from lmforge.model.linear import AWQLinear, unpack_awq
+from lmforge.model.linear import AWQLinear
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.gpu
@@ -33,8 +33,6 @@ def test_auto_awq_on_cuda_matches_the_cpu(outlier_model, calib_file, tmp_path):
         a, b = (AWQLinear(t[f"{name}.qweight"], t[f"{name}.qzeros"], t[f"{name}.scales"], 32)
                 .dequantize() for t in (cpu, cuda))
         assert (a - b).norm() / a.norm() < 0.1, name
-        assert (unpack_awq(cpu[f"{name}.qweight"]) == unpack_awq(cuda[f"{name}.qweight"])
-                ).float().mean() > 0.9, name
     for name in cpu:
         if not name.endswith((".qweight", ".qzeros", ".scales")):
             torch.testing.assert_close(cpu[name].float(), cuda[name].float(), rtol=2e-2,

@@ -114,16 +114,18 @@ def test_engine_pipeline_with_turbomind_config(tmp_path, tokenizer_dir):
     hf = save_hf_model("llama", tmp_path, **KERNEL_TINY)
     for f in tokenizer_dir.iterdir():
         shutil.copy(f, tmp_path / f.name)
-    hf_gpu = copy.deepcopy(hf).to("cuda", torch.float16)
-    expected = [hf_greedy_cuda(hf_gpu, p, 12) for p in PROMPTS]
+    hf_gpu = copy.deepcopy(hf).to("cuda", torch.float32)
     cfg = TurbomindEngineConfig(dtype="float16", cache_max_entry_count=0.05, session_len=256)
     with pipeline(str(tmp_path), backend_config=cfg) as pipe:
         assert type(pipe.engine.loop.engine.runner).__name__ == "TurbomindRunner"
         got = pipe(PROMPTS, gen_config=GenerationConfig(max_new_tokens=12, ignore_eos=True,
                                                        top_k=1))
-    tokens = [r.token_ids for r in got]
-    assert [t[:4] for t in tokens] == [e[:4] for e in expected]
-    assert sum(t == e for t, e in zip(tokens, expected, strict=True)) >= len(PROMPTS) - 1
+    # Teacher-forced like the runner's greedy test: a tiny random model's top logits are close,
+    # so 16-bit arithmetic may flip a near-tie (seen on the first token of a prompt).
+    margins = [first_divergence_margin(hf_gpu, p, r.token_ids)
+               for p, r in zip(PROMPTS, got, strict=True)]
+    assert all(m is None or m <= HF_TOL["float16"]["atol"] for m in margins), margins
+    assert sum(m is None for m in margins) >= len(PROMPTS) // 2
 
 
 def test_demo_model_greedy_equals_transformers(smollm2_gguf):
