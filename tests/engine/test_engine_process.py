@@ -17,8 +17,9 @@ from test_engine_e2e import GREEDY, random_prompts
 CONFIG = dict(dtype="float32", block_size=16, max_prefill_token_num=256, cache_max_entry_count=512)
 
 
-def _pipe(model_dir, engine_process: bool) -> Pipeline:
-    engine = build_async_engine(str(model_dir), backend_config=PytorchEngineConfig(**CONFIG),
+def _pipe(model_dir, engine_process: bool, **config) -> Pipeline:
+    engine = build_async_engine(str(model_dir),
+                                backend_config=PytorchEngineConfig(**CONFIG | config),
                                 engine_process=engine_process)
     return Pipeline(engine)
 
@@ -39,6 +40,17 @@ def test_same_tokens_and_texts_as_in_process(process_pipe, tiny_llama_dir):
         (r.token_ids, r.text, r.finish_reason) for r in want]
     assert got[0].logprobs == want[0].logprobs
     assert process_pipe.get_ppl(prompts[0]) == pytest.approx(local_ppl(tiny_llama_dir, prompts[0]))
+
+
+def test_tensor_parallel_ranks_start_from_the_engine_process(tiny_llama_dir):
+    """The engine process is tensor parallelism's driver: its rank 0 starts the other ranks."""
+    prompts = random_prompts(3, seed=5)
+    cfg = GenerationConfig(max_new_tokens=8, ignore_eos=True, top_k=1)
+    with _pipe(tiny_llama_dir, engine_process=True, device="cpu", tp=2) as pipe:
+        got = pipe(prompts, gen_config=cfg)
+    with _pipe(tiny_llama_dir, engine_process=False, device="cpu") as local:
+        want = local(prompts, gen_config=cfg)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
 
 
 def local_ppl(model_dir, ids):

@@ -1,4 +1,4 @@
-"""``serve api_server --engine-process``: the engine runs in a child process; when it dies, the
+"""``serve api_server`` (by default ``--engine-process``): the engine runs in a child process; when it dies, the
 waiting clients and ``/health`` say so in one sentence, and the server leaves nothing behind."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_engine_process_serves_and_its_crash_is_reported(tiny_llama_dir, tmp_pat
     port = free_port()
     server = start_server(
         [sys.executable, "-m", "lmforge.cli.main", "serve", "api_server", str(tiny_llama_dir),
-         "--engine-process", "--server-name", "127.0.0.1", "--server-port", str(port),
+         "--server-name", "127.0.0.1", "--server-port", str(port),
          "--model-name", "tiny", "--session-len", "4096"],
         port, tmp_path / "server.log")
     try:

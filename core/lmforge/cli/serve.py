@@ -160,11 +160,12 @@ def api_server(
         bool,
         typer.Option(
             "--engine-process/--engine-thread",
-            help="Run the engine in a process of its own, so HTTP, templates and tokenization "
-            "never share its Python interpreter, or in a thread of the server's process.",
+            help="Run the engine in a process of its own (the default), so HTTP, templates and "
+            "tokenization never share its Python interpreter, or in a thread of the server's "
+            "process.",
             rich_help_panel=options.ENGINE_PANEL,
         ),
-    ] = False,
+    ] = True,
     tool_call_parser: Annotated[
         str | None,
         typer.Option(
