@@ -1,5 +1,6 @@
-"""``serve api_server`` (by default ``--engine-process``): the engine runs in a child process; when it dies, the
-waiting clients and ``/health`` say so in one sentence, and the server leaves nothing behind."""
+"""``serve api_server`` (``--engine-process`` by default): the engine runs in a child process;
+when it dies, the waiting clients and ``/health`` say so in one sentence, and the server leaves
+nothing behind."""
 
 from __future__ import annotations
 
