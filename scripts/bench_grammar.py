@@ -7,12 +7,17 @@ uniform over the allowed tokens), then replayed through every library, so each d
 work. Prints compile time and milliseconds per step for each schema and batch size. Usage:
 
     python scripts/bench_grammar.py [--tokenizer PATH] [--vocab-size 128256] [--batch 16 256]
+        [--threads 1 4 16]
+
+--threads runs llguidance's mask filling with each thread count in turn (default: what the
+engine uses, LMFORGE_GRAMMAR_THREADS or the usable CPUs up to 16).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -121,10 +126,13 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=None, help="the logits' width")
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 256])
     parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="llguidance's mask-filling threads, one run per count")
     args = parser.parse_args()
 
     from lmforge.demo import demo_model_path
     from lmforge.structured.grammar import Grammar
+    from lmforge.structured.masks import grammar_threads, reset_executor
     from lmforge.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(args.tokenizer or demo_model_path())
@@ -139,17 +147,23 @@ def main() -> None:
         print("xgrammar is not installed: skipped")
     reference, _, _ = llguidance_lib(tokenizer, vocab, eos)
     print(f"vocabulary {vocab}, threads {torch.get_num_threads()}")
+    runs = [(lib, None) for lib in libs if lib != "llguidance"]
+    runs = [("llguidance", n) for n in (args.threads or [None])] + runs
     for name, schema in SCHEMAS.items():
         replies = sample_replies(reference, Grammar.json_schema(schema), 8, args.steps, seed=0)
-        for lib, make in libs.items():
-            _, compile_schema, step = make(tokenizer, vocab, eos)
+        for lib, threads in runs:
+            if threads is not None:
+                os.environ["LMFORGE_GRAMMAR_THREADS"] = str(threads)
+                reset_executor()
+            _, compile_schema, step = libs[lib](tokenizer, vocab, eos)
             start = time.perf_counter()
             new_matcher = compile_schema(schema)
             compile_ms = (time.perf_counter() - start) * 1e3
             per_step = [replay(new_matcher, step, replies, b) for b in args.batch]
             steps = ", ".join(f"batch {b}: {ms:.2f} ms/step"
                               for b, ms in zip(args.batch, per_step, strict=True))
-            print(f"{name:12s} {lib:11s} compile {compile_ms:7.1f} ms; {steps}")
+            label = f"{lib} x{threads or grammar_threads()}" if lib == "llguidance" else lib
+            print(f"{name:12s} {label:14s} compile {compile_ms:7.1f} ms; {steps}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
     --response-format benchmarks/structured/w2-json-schema.json --json "$OUT/w2-json.json"
   # Host cost of filling the token masks, per step, at the benchmark's vocabulary.
   stage grammar-cost "${GPU_CHECK_GRAMMAR_S:-120}" python3 scripts/bench_grammar.py \
-    "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256
+    "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256 --threads 1 4 8 16
 fi
 
 if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then

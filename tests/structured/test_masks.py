@@ -7,7 +7,8 @@ import random
 
 import pytest
 import torch
-from lmforge.structured import Grammar
+from lmforge.errors import ConfigError
+from lmforge.structured import Grammar, masks
 from lmforge.structured.compiler import GrammarCompiler
 from lmforge.structured.masks import GrammarRows, apply_bitmask, bitmask_width, fill_bitmask
 from lmforge.tokenizer import Tokenizer
@@ -64,6 +65,20 @@ def test_parallel_fill_equals_one_by_one(compiler):
                 continue
             bits = ((together[row].unsqueeze(1) >> torch.arange(32)) & 1).flatten()
             assert state.accept(rng.choice(bits.nonzero().flatten().tolist()))
+
+
+def test_fill_threads_from_the_environment(compiler, monkeypatch):
+    monkeypatch.setenv("LMFORGE_GRAMMAR_THREADS", "3")
+    assert masks.grammar_threads() == 3
+    masks.reset_executor()
+    states = [compiler.compile(Grammar("regex", "[0-9]+")).new_state() for _ in range(4)]
+    assert torch.equal(fill_bitmask(states), torch.cat([fill_bitmask([s]) for s in states]))
+    masks.reset_executor()
+    monkeypatch.setenv("LMFORGE_GRAMMAR_THREADS", "many")
+    with pytest.raises(ConfigError, match="LMFORGE_GRAMMAR_THREADS is 'many'"):
+        masks.grammar_threads()
+    monkeypatch.delenv("LMFORGE_GRAMMAR_THREADS")
+    assert 1 <= masks.grammar_threads() <= 16
 
 
 def test_grammar_rows_skip_rows_without_grammar(compiler):

@@ -15,10 +15,24 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
 from .compiler import GrammarState
 
 _executor: Any = None
 _executor_lock = threading.Lock()
+
+
+def grammar_threads() -> int:
+    """Threads that fill masks: ``LMFORGE_GRAMMAR_THREADS``, else the CPUs this process may use
+    (at most 16)."""
+    given = os.environ.get("LMFORGE_GRAMMAR_THREADS", "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise ConfigError(
+                f"LMFORGE_GRAMMAR_THREADS is {given!r}; set it to a whole number of 1 or more.")
+        return int(given)
+    return min(16, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
 
 
 def _parallel_executor() -> Any:
@@ -28,8 +42,15 @@ def _parallel_executor() -> Any:
         if _executor is None:
             import llguidance
 
-            _executor = llguidance.LLExecutor(num_threads=min(16, os.cpu_count() or 1))
+            _executor = llguidance.LLExecutor(num_threads=grammar_threads())
         return _executor
+
+
+def reset_executor() -> None:
+    """Drop the thread pool, so the next fill makes one with :func:`grammar_threads` threads."""
+    global _executor
+    with _executor_lock:
+        _executor = None
 
 
 def bitmask_width(vocab_size: int) -> int:
