@@ -95,7 +95,7 @@ if [ "${GPU_CHECK_FAMILIES:-0}" = 1 ]; then  # the model families' stages instea
 fi
 read -r -a BACKENDS <<< "${GPU_CHECK_BACKENDS:-pytorch}"
 read -r -a TEST_PATHS <<< "${GPU_CHECK_TEST_PATHS:-}"
-stage gpu-tests "${GPU_CHECK_TESTS_S:-150}" python3 -m pytest -q -m gpu -p no:cacheprovider \
+stage gpu-tests "${GPU_CHECK_TESTS_S:-360}" python3 -m pytest -q -m gpu -p no:cacheprovider \
   --junitxml="$OUT/gpu-tests.xml" "${TEST_PATHS[@]}"
 suffix() { [ "$1" = pytorch ] || printf -- '-%s' "$1"; }
 for backend in "${BACKENDS[@]}"; do
@@ -165,27 +165,47 @@ if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
 fi
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
-  python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
-    --server-name 127.0.0.1 --server-port "$PORT" --max-batch-size 256 \
-    >"$OUT/w3-server.log" 2>&1 &
-  server=$!
+  # W3: api_server at its defaults, then at each of GPU_CHECK_W3_BATCHES ("512 1024"), one server
+  # at a time. At the defaults, the first request after start-up alone (no warm-up request),
+  # then 1000 at once and 200 at 4 requests/s. GPU_CHECK_W3_PEER names another server's URL
+  # (LMDeploy's, vLLM's) to load with the same requests after lmforge's.
   wait_ready() {
     until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
       kill -0 "$server" 2>/dev/null || return 1
-      sleep 2
+      sleep 1
     done
   }
   export -f wait_ready
-  export server PORT
-  stage w3-server-start "${GPU_CHECK_SERVER_START_S:-120}" bash -c wait_ready
-  stage w3 "${GPU_CHECK_W3_S:-150}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
-    --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" --json "$OUT/w3.json"
-  # Latency under a steady load: Poisson arrivals at 4 requests/s.
-  stage w3-rate "${GPU_CHECK_W3_RATE_S:-90}" "${BENCH[@]}" serve "http://127.0.0.1:$PORT" \
-    --dataset sharegpt --num-prompts 200 --request-rate 4 --seed 0 "${TOKENIZER_ARGS[@]}" \
-    --json "$OUT/w3-rate.json"
-  kill -INT "$server" 2>/dev/null
-  wait "$server" 2>/dev/null
+  export PORT
+  SERVE=("${BENCH[@]}" serve --dataset sharegpt --seed 0 "${TOKENIZER_ARGS[@]}")
+  for batch in default ${GPU_CHECK_W3_BATCHES:-512 1024}; do
+    s=$([ "$batch" = default ] || printf -- '-b%s' "$batch")
+    flags=()
+    [ "$batch" = default ] || flags=(--max-batch-size "$batch")
+    python3 -m lmforge.cli.main serve api_server "$MODEL" --dtype bfloat16 --load-format dummy \
+      --server-name 127.0.0.1 --server-port "$PORT" "${flags[@]}" >"$OUT/w3$s-server.log" 2>&1 &
+    server=$!
+    export server
+    stage "w3$s-server-start" "${GPU_CHECK_SERVER_START_S:-120}" bash -c wait_ready
+    if [ "$batch" = default ]; then
+      stage w3-first "${GPU_CHECK_W3_FIRST_S:-60}" "${SERVE[@]}" "http://127.0.0.1:$PORT" \
+        --num-prompts 1 --warmup 0 --json "$OUT/w3-first.json"
+    fi
+    stage "w3$s" "${GPU_CHECK_W3_S:-150}" "${SERVE[@]}" "http://127.0.0.1:$PORT" \
+      --num-prompts 1000 --json "$OUT/w3$s.json"
+    if [ "$batch" = default ]; then
+      stage w3-rate "${GPU_CHECK_W3_RATE_S:-90}" "${SERVE[@]}" "http://127.0.0.1:$PORT" \
+        --num-prompts 200 --request-rate 4 --json "$OUT/w3-rate.json"
+    fi
+    kill -INT "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+  done
+  if [ -n "${GPU_CHECK_W3_PEER:-}" ]; then
+    stage w3-peer "${GPU_CHECK_W3_S:-150}" "${SERVE[@]}" "$GPU_CHECK_W3_PEER" \
+      --num-prompts 1000 --json "$OUT/w3-peer.json"
+    stage w3-peer-rate "${GPU_CHECK_W3_RATE_S:-90}" "${SERVE[@]}" "$GPU_CHECK_W3_PEER" \
+      --num-prompts 200 --request-rate 4 --json "$OUT/w3-peer-rate.json"
+  fi
 fi
 
 echo
@@ -254,7 +274,7 @@ if any(fixed.values()):
     if w1 and w1q:
         a, b = w1["rows"][0]["output_tok_s"], w1q["rows"][0]["output_tok_s"]
         print(f"  W1, policy 8: {b:.1f} tok/s = {b / a:.3f}x policy 0 (target >= 0.97x)")
-for name in ("w3", "w3-rate"):
+for name in ("w3-first", "w3", "w3-b512", "w3-b1024", "w3-rate", "w3-peer", "w3-peer-rate"):
     report = load(name)
     if not report:
         continue
