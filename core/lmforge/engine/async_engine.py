@@ -296,6 +296,11 @@ class AsyncEngine:
     def stats(self) -> dict[str, Any]:
         return self.loop.stats()
 
+    def reset_counters(self) -> None:
+        """Zero the engine's request and token counters, so that the server's start-up
+        warm-up does not show in its metrics."""
+        self.loop.reset_counters().result()
+
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
         self.loop.close()

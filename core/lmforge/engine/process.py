@@ -36,7 +36,7 @@ from .request import Request
 logger = logging.getLogger(__name__)
 
 # Command and message kinds.
-ADD, ABORT, SCORE, CLOSE = "add", "abort", "score", "close"
+ADD, ABORT, SCORE, RESET, CLOSE = "add", "abort", "score", "reset", "close"
 READY, FAILED, ADMITTED, OUTPUTS, RESULT = "ready", "failed", "admitted", "outputs", "result"
 
 
@@ -136,6 +136,9 @@ def _apply(engine, command: list, outputs, outbox: list, grammars: GrammarCompil
             outputs.send_bytes(_pack(RESULT, call_id, engine.score(ids), None, None))
         except Exception as exc:
             outputs.send_bytes(_pack(RESULT, call_id, None, type(exc).__name__, str(exc)))
+    elif kind == RESET:  # answered with the fresh statistics, which the front end keeps
+        engine.counters.reset()
+        outputs.send_bytes(_pack(RESULT, command[1], engine.stats(), None, None))
     elif kind == CLOSE:
         return False
     return True
@@ -224,15 +227,31 @@ class EngineProcessClient:
             self._send(ABORT, request_id)
 
     def score(self, token_ids: list[int]) -> Future:
-        done: Future = Future()
-        call_id = next(self._call_ids)
-        self._calls[call_id] = done
-        self._send(SCORE, call_id, list(token_ids))
-        return done
+        return self._call(SCORE, list(token_ids))
 
     def stats(self) -> dict[str, Any]:
         """The engine's statistics as of its last step."""
         return dict(self._stats)
+
+    def reset_counters(self) -> Future:
+        """Zero the engine's request and token counters (after the server's warm-up)."""
+
+        def keep(done: Future) -> None:
+            # On the reader thread, before any later message: no older figures follow.
+            if done.exception() is None:
+                self._stats = done.result()
+
+        done: Future = Future()
+        done.add_done_callback(keep)
+        return self._call(RESET, done=done)
+
+    def _call(self, kind: str, *args: Any, done: Future | None = None) -> Future:
+        """Send a command the engine answers with a result; the future holds it."""
+        done = done or Future()
+        call_id = next(self._call_ids)
+        self._calls[call_id] = done
+        self._send(kind, call_id, *args)
+        return done
 
     def close(self) -> None:
         """Ask the engine process to finish, and make sure it has: it is terminated, then
