@@ -17,6 +17,7 @@ running: the process also exits when the front end's pipe closes.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -74,6 +75,10 @@ def engine_main(commands, outputs, build_args: dict) -> None:
     except BaseException as exc:  # the front end raises it with the same one sentence
         outputs.send_bytes(_pack(FAILED, type(exc).__name__, str(exc)))
         return
+    # The engine lives as long as the process: the garbage collector need not scan it (a full
+    # collection of the model's objects would stall steps; see lmforge.serve.warmup).
+    gc.collect()
+    gc.freeze()
     outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
     grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
     # The token table is ready by the first constrained request, which then compiles in ~1 ms.

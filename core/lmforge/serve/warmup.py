@@ -7,11 +7,17 @@ kind (measured on a CPU with a tiny model: 190 ms more than the second request w
 a thread, 590 ms with the engine in its own process). The warm-up sends a few short requests
 through the app itself, middleware, routes and engine included, then zeroes the server's and the
 engine's metrics, so that the counters start at the first real request.
+
+Last, everything alive then (the app, the tokenizer's tables, the model's Python objects) is moved
+out of the cyclic garbage collector's sight with ``gc.freeze()``: it lives as long as the server,
+and a full collection that scans it holds the interpreter for about 180 ms per 300,000 objects,
+which under load cost a quarter of the server's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -62,4 +68,6 @@ def warm_up(app: Any) -> float:
     reset = getattr(state.engine, "reset_counters", None)
     if reset is not None:
         reset()
+    gc.collect()
+    gc.freeze()
     return time.perf_counter() - started
