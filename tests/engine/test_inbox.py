@@ -43,3 +43,23 @@ def test_a_put_after_the_loop_closed_is_dropped():
     loop.close()
     inbox.put(asyncio.Queue(), 1)  # no error for the engine's thread
     inbox.put(asyncio.Queue(), 2)
+
+
+def test_puts_racing_deliveries_from_two_threads_all_arrive_in_order():
+    async def main() -> list:
+        inbox = Inbox(asyncio.get_running_loop())
+        queues = [asyncio.Queue(), asyncio.Queue()]
+
+        def produce(k: int) -> None:
+            for i in range(20000):
+                inbox.put(queues[k], i)
+
+        workers = [threading.Thread(target=produce, args=(k,)) for k in (0, 1)]
+        for worker in workers:
+            worker.start()
+        got = [[await q.get() for _ in range(20000)] for q in queues]  # delivers while put
+        for worker in workers:
+            worker.join()
+        return got
+
+    assert asyncio.run(main()) == [list(range(20000))] * 2

@@ -9,37 +9,39 @@ callback, so an engine step that produces outputs for every running request wake
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections import deque
 from typing import Any
 
 
 class Inbox:
     """Delivers ``(queue, item)`` pairs put from any thread into asyncio queues of one loop,
-    in the order they were put."""
+    in the order they were put.
+
+    No lock: ``deque.append`` and ``popleft`` are atomic, and the flag is cleared before the
+    deque is drained, so an item put during a drain is either drained now or finds the flag
+    clear and schedules the next delivery (at worst one wake-up too many, never one too few).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._pending: list[tuple[asyncio.Queue, Any]] = []
-        self._lock = threading.Lock()
+        self._pending: deque[tuple[asyncio.Queue, Any]] = deque()
         self._scheduled = False
 
     def put(self, queue: asyncio.Queue, item: Any) -> None:
         """Queue ``item`` for ``queue``; wakes the loop unless a wake-up is already pending."""
-        with self._lock:
-            self._pending.append((queue, item))
-            if self._scheduled:
-                return
-            self._scheduled = True
+        self._pending.append((queue, item))
+        if self._scheduled:
+            return
+        self._scheduled = True
         try:
             self.loop.call_soon_threadsafe(self._deliver)
         except RuntimeError:  # the loop is closed: nobody is left to read the queues
-            with self._lock:
-                self._pending.clear()
-                self._scheduled = False
+            self._pending.clear()
+            self._scheduled = False
 
     def _deliver(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._scheduled = False
-        for queue, item in pending:
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            queue, item = pending.popleft()
             queue.put_nowait(item)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)  # one per streamed token: slots make it smaller and quicker to build
 class GenOut:
     """One streamed increment of one choice of a request.
 
@@ -26,4 +26,3 @@ class GenOut:
     logprobs: list[dict[int, float]] | None = None
     error: str | None = None
     cached_token_len: int = 0
-    extra: dict = field(default_factory=dict)
