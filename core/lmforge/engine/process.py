@@ -17,7 +17,6 @@ running: the process also exits when the front end's pipe closes.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import itertools
 import logging
 import multiprocessing
@@ -31,6 +30,7 @@ from ..errors import EngineError, LmforgeError
 from ..messages import GenerationConfig
 from ..structured import grammar_from_response_format
 from ..structured.compiler import GrammarCompiler
+from .gc_tuning import settle_after_start_up
 from .outputs import GenOut
 from .request import Request
 
@@ -75,10 +75,7 @@ def engine_main(commands, outputs, build_args: dict) -> None:
     except BaseException as exc:  # the front end raises it with the same one sentence
         outputs.send_bytes(_pack(FAILED, type(exc).__name__, str(exc)))
         return
-    # The engine lives as long as the process: the garbage collector need not scan it (a full
-    # collection of the model's objects would stall steps; see lmforge.serve.warmup).
-    gc.collect()
-    gc.freeze()
+    settle_after_start_up()  # a full collection of the model's objects would stall steps
     outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
     grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
     # The token table is ready by the first constrained request, which then compiles in ~1 ms.

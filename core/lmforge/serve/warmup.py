@@ -8,22 +8,19 @@ a thread, 590 ms with the engine in its own process). The warm-up sends a few sh
 through the app itself, middleware, routes and engine included, then zeroes the server's and the
 engine's metrics, so that the counters start at the first real request.
 
-Last, everything alive then (the app, the tokenizer's tables, the model's Python objects) is moved
-out of the cyclic garbage collector's sight with ``gc.freeze()``: it lives as long as the server,
-and a full collection that scans it holds the interpreter for about 180 ms per 300,000 objects,
-which under load cost a quarter of the server's time.
+Last, the garbage collector is settled for serving (see :mod:`lmforge.engine.gc_tuning`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from typing import Any
 
 import httpx
 
+from ..engine.gc_tuning import settle_after_start_up
 from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -68,6 +65,5 @@ def warm_up(app: Any) -> float:
     reset = getattr(state.engine, "reset_counters", None)
     if reset is not None:
         reset()
-    gc.collect()
-    gc.freeze()
+    settle_after_start_up()
     return time.perf_counter() - started
