@@ -4,10 +4,10 @@ interpreter, so neither waits for the other's global lock.
 
 The two exchange plain data over a pair of pipes, one msgpack message at a time: the front end
 sends commands (add a request as token ids and sampling parameters, abort one, score tokens,
-close; a request's grammar travels as its source, checked by the front end and compiled again
-here from a cache), and the engine sends, once per step, every output the step produced with
-the engine's statistics. :class:`EngineProcessClient` offers the front end the same interface as the
-in-process :class:`~lmforge.engine.loop.EngineLoop`.
+zero the counters, close; a request's grammar travels as its source, checked by the front end
+and compiled again here from a cache), and the engine sends, once per step, every output the
+step produced with the engine's statistics. :class:`EngineProcessClient` offers the front end
+the same interface as the in-process :class:`~lmforge.engine.loop.EngineLoop`.
 
 If the engine process dies, every waiting request ends with an error naming the exit code, the
 client reports the engine as failed (the server's ``/health`` then says so), and nothing is left
