@@ -3,14 +3,18 @@ warm-up leaves no trace in the metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import statistics
 import sys
 import time
 
 import httpx
 import pytest
+from fake_engine import FakeEngine
 from lmforge import PytorchEngineConfig
 from lmforge.engine.builder import build_async_engine
+from lmforge.serve import warmup
 from lmforge.serve.app import create_app
 from lmforge.serve.warmup import warm_up
 from server_process import free_port, start_server, stop_server
@@ -70,3 +74,15 @@ def test_first_request_after_start_is_as_fast_as_the_next(tiny_llama_dir, tmp_pa
     finally:
         stop_server(server)
     assert first < 2 * later + 100, (first, later)
+
+
+def test_a_warm_up_request_without_answer_is_abandoned(monkeypatch, caplog):
+    class Stuck(FakeEngine):
+        async def generate(self, *args, **kwargs):
+            await asyncio.Event().wait()
+            yield
+
+    monkeypatch.setattr(warmup, "TIMEOUT_S", 0.2)
+    with caplog.at_level(logging.WARNING, logger="lmforge.serve.warmup"):
+        warm_up(create_app(Stuck()))  # returns: the server starts anyway
+    assert caplog.text.count("no answer within") == len(warmup.REQUESTS)

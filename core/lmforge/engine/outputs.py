@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)  # one per streamed token: slots make it smaller and quicker to build
@@ -26,3 +26,4 @@ class GenOut:
     logprobs: list[dict[int, float]] | None = None
     error: str | None = None
     cached_token_len: int = 0
+    extra: dict = field(default_factory=dict)

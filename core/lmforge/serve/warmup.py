@@ -35,6 +35,8 @@ REQUESTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("/v1/completions", {"prompt": PROMPT, "temperature": 0}),
 )
 MAX_TOKENS = 4
+# A warm-up request that takes longer is abandoned (and aborted): the server starts anyway.
+TIMEOUT_S = 120.0
 
 
 async def _send(app: Any, model: str, headers: dict[str, str]) -> list[str]:
@@ -44,7 +46,12 @@ async def _send(app: Any, model: str, headers: dict[str, str]) -> list[str]:
     async with httpx.AsyncClient(transport=transport, base_url="http://warm-up") as client:
         for path, body in REQUESTS:
             body = {**body, "model": model, "max_tokens": MAX_TOKENS, "ignore_eos": True}
-            response = await client.post(path, json=body, headers=headers, timeout=None)
+            try:
+                response = await asyncio.wait_for(
+                    client.post(path, json=body, headers=headers, timeout=None), TIMEOUT_S)
+            except asyncio.TimeoutError:
+                failed.append(f"POST {path} (no answer within {TIMEOUT_S:.0f} s)")
+                continue
             if response.status_code != 200:
                 failed.append(f"POST {path} ({response.status_code}: {response.text[:200]})")
     return failed
