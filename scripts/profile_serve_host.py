@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -251,6 +252,8 @@ def main() -> None:
         return asyncio.run(_client(int(port), int(streams), seconds))
     if max(args.streams) > MAX_STREAMS:
         parser.error(f"--streams: at most {MAX_STREAMS}")
+    if args.py_spy is not None and shutil.which("py-spy") is None:
+        parser.error("--py-spy needs the py-spy command: pip install py-spy")
     server = _start_server(_free_port(), args.engine_process)
     engine = "engine process" if args.engine_process else "engine thread"
     try:
