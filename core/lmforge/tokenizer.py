@@ -49,13 +49,16 @@ class ByteTable:
         backend = tokenizer._backend
         if backend is None:
             return None
-        import json
+        from tokenizers.decoders import ByteLevel
 
-        spec = json.loads(backend.to_str())
-        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        if not isinstance(backend.decoder, ByteLevel):
             return None
-        added = {t["id"]: t for t in spec.get("added_tokens", [])}
-        alphabet = _byte_decoder()
+        added = backend.get_added_tokens_decoder()
+        # Each alphabet character becomes the Latin-1 character of its byte, so a token's bytes
+        # are one C-level translate and encode; a character outside the alphabet becomes one
+        # Latin-1 cannot encode.
+        table = dict.fromkeys(range(256), "\uffff")
+        table.update((ord(c), chr(byte)) for c, byte in _byte_decoder().items())
         pieces: list[bytes] = [b""] * backend.get_vocab_size(with_added_tokens=True)
         for token, token_id in backend.get_vocab(with_added_tokens=True).items():
             if token_id >= len(pieces):
@@ -64,11 +67,12 @@ class ByteTable:
                 if not token.isascii():
                     return None
                 pieces[token_id] = token.encode()
-            elif all(c in alphabet for c in token):
-                pieces[token_id] = bytes(alphabet[c] for c in token)
-            else:
+                continue
+            try:
+                pieces[token_id] = token.translate(table).encode("latin-1")
+            except UnicodeEncodeError:
                 return None
-        return cls(pieces, {i for i, t in added.items() if t.get("special")})
+        return cls(pieces, {i for i, t in added.items() if t.special})
 
 
 class Tokenizer:

@@ -177,5 +177,8 @@ class FakeEngine:
             **self.totals,
         }
 
+    def reset_counters(self) -> None:
+        self.totals = dict.fromkeys(self.totals, 0)
+
     def close(self) -> None:
         pass

@@ -30,6 +30,7 @@ from ..chat_template.guard import ContentGuard
 from ..errors import ConfigError, PromptTooLongError
 from ..messages import GenerationConfig
 from ..structured import grammar_from_response_format
+from .inbox import Inbox
 from .outputs import GenOut
 from .request import Request
 
@@ -63,6 +64,7 @@ class AsyncEngine:
         self._busy: dict[int, int] = {}  # session id -> id of the request running in it
         self._lock = threading.Lock()
         self._encoder = ThreadPoolExecutor(2, thread_name_prefix="lmforge-tokenize")
+        self._inbox: Inbox | None = None  # of the event loop generate last ran on
 
     @property
     def vocab_size(self) -> int:
@@ -239,9 +241,12 @@ class AsyncEngine:
         is encoded, and its grammar compiled, in a worker thread."""
         aio_loop = asyncio.get_running_loop()
         queue: asyncio.Queue[GenOut] = asyncio.Queue()
+        inbox = self._inbox
+        if inbox is None or inbox.loop is not aio_loop:
+            inbox = self._inbox = Inbox(aio_loop)
 
         def sink(out: GenOut) -> None:
-            aio_loop.call_soon_threadsafe(queue.put_nowait, out)
+            inbox.put(queue, out)
 
         gen_config = gen_config or GenerationConfig()
         gen_config.validate()
@@ -295,6 +300,11 @@ class AsyncEngine:
 
     def stats(self) -> dict[str, Any]:
         return self.loop.stats()
+
+    def reset_counters(self) -> None:
+        """Zero the engine's request and token counters, so that the server's start-up
+        warm-up does not show in its metrics."""
+        self.loop.reset_counters().result()
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)

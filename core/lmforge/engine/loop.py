@@ -53,6 +53,10 @@ class EngineLoop:
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
 
+    def reset_counters(self) -> Future:
+        """Zero the engine's request and token counters (after the server's warm-up)."""
+        return self.call(lambda engine: engine.counters.reset())
+
     @property
     def error(self) -> str | None:
         """Why the engine stopped taking requests (its runner died), or None."""

@@ -30,6 +30,11 @@ class EngineCounters:
     preemptions_total: int = 0
     failed_steps_total: int = 0
 
+    def reset(self) -> None:
+        """Back to zero, in place: the engine's parts share this one object."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, 0)
+
 
 class OutputProcessor:
     """Turns sampled tokens into request outputs, and finishes sequences."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)  # one per streamed token: slots make it smaller and quicker to build
 class GenOut:
     """One streamed increment of one choice of a request.
 

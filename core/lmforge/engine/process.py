@@ -4,10 +4,10 @@ interpreter, so neither waits for the other's global lock.
 
 The two exchange plain data over a pair of pipes, one msgpack message at a time: the front end
 sends commands (add a request as token ids and sampling parameters, abort one, score tokens,
-close; a request's grammar travels as its source, checked by the front end and compiled again
-here from a cache), and the engine sends, once per step, every output the step produced with
-the engine's statistics. :class:`EngineProcessClient` offers the front end the same interface as the
-in-process :class:`~lmforge.engine.loop.EngineLoop`.
+zero the counters, close; a request's grammar travels as its source, checked by the front end
+and compiled again here from a cache), and the engine sends, once per step, every output the
+step produced with the engine's statistics. :class:`EngineProcessClient` offers the front end
+the same interface as the in-process :class:`~lmforge.engine.loop.EngineLoop`.
 
 If the engine process dies, every waiting request ends with an error naming the exit code, the
 client reports the engine as failed (the server's ``/health`` then says so), and nothing is left
@@ -30,13 +30,14 @@ from ..errors import EngineError, LmforgeError
 from ..messages import GenerationConfig
 from ..structured import grammar_from_response_format
 from ..structured.compiler import GrammarCompiler
+from .gc_tuning import settle_after_start_up
 from .outputs import GenOut
 from .request import Request
 
 logger = logging.getLogger(__name__)
 
 # Command and message kinds.
-ADD, ABORT, SCORE, CLOSE = "add", "abort", "score", "close"
+ADD, ABORT, SCORE, RESET, CLOSE = "add", "abort", "score", "reset", "close"
 READY, FAILED, ADMITTED, OUTPUTS, RESULT = "ready", "failed", "admitted", "outputs", "result"
 
 
@@ -74,6 +75,7 @@ def engine_main(commands, outputs, build_args: dict) -> None:
     except BaseException as exc:  # the front end raises it with the same one sentence
         outputs.send_bytes(_pack(FAILED, type(exc).__name__, str(exc)))
         return
+    settle_after_start_up()  # a full collection of the model's objects would stall steps
     outputs.send_bytes(_pack(READY, {"vocab_size": engine.vocab_size}))
     grammars = GrammarCompiler(engine.tokenizer, engine.vocab_size, engine.eos_token_ids)
     # The token table is ready by the first constrained request, which then compiles in ~1 ms.
@@ -136,6 +138,9 @@ def _apply(engine, command: list, outputs, outbox: list, grammars: GrammarCompil
             outputs.send_bytes(_pack(RESULT, call_id, engine.score(ids), None, None))
         except Exception as exc:
             outputs.send_bytes(_pack(RESULT, call_id, None, type(exc).__name__, str(exc)))
+    elif kind == RESET:  # answered with the fresh statistics, which the front end keeps
+        engine.counters.reset()
+        outputs.send_bytes(_pack(RESULT, command[1], engine.stats(), None, None))
     elif kind == CLOSE:
         return False
     return True
@@ -224,15 +229,31 @@ class EngineProcessClient:
             self._send(ABORT, request_id)
 
     def score(self, token_ids: list[int]) -> Future:
-        done: Future = Future()
-        call_id = next(self._call_ids)
-        self._calls[call_id] = done
-        self._send(SCORE, call_id, list(token_ids))
-        return done
+        return self._call(SCORE, list(token_ids))
 
     def stats(self) -> dict[str, Any]:
         """The engine's statistics as of its last step."""
         return dict(self._stats)
+
+    def reset_counters(self) -> Future:
+        """Zero the engine's request and token counters (after the server's warm-up)."""
+
+        def keep(done: Future) -> None:
+            # On the reader thread, before any later message: no older figures follow.
+            if done.exception() is None:
+                self._stats = done.result()
+
+        done: Future = Future()
+        done.add_done_callback(keep)
+        return self._call(RESET, done=done)
+
+    def _call(self, kind: str, *args: Any, done: Future | None = None) -> Future:
+        """Send a command the engine answers with a result; the future holds it."""
+        done = done or Future()
+        call_id = next(self._call_ids)
+        self._calls[call_id] = done
+        self._send(kind, call_id, *args)
+        return done
 
     def close(self) -> None:
         """Ask the engine process to finish, and make sure it has: it is terminated, then

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine.outputs import GenOut
+from .chunks import ChatChunks
 from .logprobs import chat_logprobs
 from .protocol import (
     ChatChoice,
@@ -121,6 +122,7 @@ async def _stream(
     tools: ToolUse | None,
 ) -> AsyncIterator[str]:
     chunk_id, created = random_id("chatcmpl"), now()
+    chunks = ChatChunks(chunk_id, created, req.model)
 
     def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
         body = ChatCompletionChunk(
@@ -156,11 +158,15 @@ async def _stream(
                 calls = tool_call_deltas(deltas)
                 if not (content or calls or finish or out.logprobs):
                     continue  # held back: text that may open a call
+            logprobs = _logprobs(state, out, top_n)
+            if logprobs is None and calls is None:
+                yield sse(chunks.content(out.index, content, finish))
+                continue
             choice = ChatChunkChoice(
                 index=out.index,
                 delta=DeltaMessage(content=content if content or not calls else None,
                                    tool_calls=calls),
-                logprobs=_logprobs(state, out, top_n),
+                logprobs=logprobs,
                 finish_reason=finish,
             )
             yield chunk([choice])

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..engine.outputs import GenOut
 from .chat import SSE_HEADERS, sse
+from .chunks import CompletionChunks
 from .errors import APIError
 from .logprobs import completion_logprobs, merge_completion_logprobs
 from .protocol import (
@@ -176,6 +177,7 @@ async def _stream(
     timer: RequestTimer,
 ) -> AsyncIterator[str]:
     chunk_id, created = random_id("cmpl"), now()
+    chunks = CompletionChunks(chunk_id, created, req.model)
     tally = _Tally(len(streams), req.n)
     try:
         async for prompt_index, out in merge(streams):
@@ -183,13 +185,14 @@ async def _stream(
             i = tally.add(prompt_index, out)
             if not out.text and out.finish_reason is None and out.logprobs is None:
                 continue
-            choice = CompletionChoice(
-                index=i,
-                text=out.text,
-                logprobs=_logprobs(state, req, out, tally.offsets[i]),
-                finish_reason=out.finish_reason,
-            )
+            logprobs = _logprobs(state, req, out, tally.offsets[i])
             tally.offsets[i] += len(out.text)
+            if logprobs is None:
+                yield sse(chunks.text(i, out.text, out.finish_reason))
+                continue
+            choice = CompletionChoice(
+                index=i, text=out.text, logprobs=logprobs, finish_reason=out.finish_reason
+            )
             body = CompletionResponse(
                 id=chunk_id, created=created, model=req.model, choices=[choice]
             )

@@ -12,6 +12,9 @@ from .app import create_app
 from .banner import startup_banner
 from .port import check_port_free
 from .security import DEFAULT_MAX_BODY_MB, exposure_warning
+from .warmup import warm_up
+
+logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -58,7 +61,8 @@ def serve_engine(
     public_docs: bool = False,
     special_tokens_in_messages: bool = False,
 ) -> None:
-    """Serve an already built engine until interrupted, then close it.
+    """Serve an already built engine until interrupted, then close it. Before it says it is
+    ready, a few short requests go through the whole server (see :mod:`.warmup`).
 
     The security settings are :func:`create_app`'s; ``special_tokens_in_messages`` lets message
     contents spell the model's control tokens (see :class:`AsyncEngine`).
@@ -83,11 +87,12 @@ def serve_engine(
         public_docs=public_docs,
     )
     scheme = "https" if ssl_files else "http"
-    print(startup_banner(engine.model_name, scheme, server_name, server_port), flush=True)
-    warning = exposure_warning(server_name, api_keys)
-    if warning:
-        print(warning, flush=True)
     try:
+        logger.info("warmed up in %.0f ms", warm_up(app) * 1e3)
+        print(startup_banner(engine.model_name, scheme, server_name, server_port), flush=True)
+        warning = exposure_warning(server_name, api_keys)
+        if warning:
+            print(warning, flush=True)
         uvicorn.run(app, host=server_name, port=server_port, log_level=level, **ssl_files)
     finally:
         engine.close()
