@@ -162,8 +162,6 @@ class Scheduler:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
 
-    # ------------------------------------------------------------------ the step
-
     # ------------------------------------------------------------------ failed steps
 
     @property
