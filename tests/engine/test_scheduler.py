@@ -21,16 +21,35 @@ VOCAB = 1000
 
 
 class FakeRunner:
-    """Stores token ids as 'K/V' in paged blocks; the next token is a hash of the context."""
+    """Stores token ids as 'K/V' in paged blocks; the next token is a hash of the context.
+
+    Like a runner with device-resident tables, it keeps a block table per batch slot, updated
+    only by each step's new blocks, and reads the blocks from there: a wrong update changes the
+    tokens (and is caught at once against the batch's own tables)."""
 
     def __init__(self, num_blocks: int, block_size: int):
         self.cache = [[None] * block_size for _ in range(num_blocks)]
+        self.slot_tables: dict[int, dict[int, int]] = {}
+
+    def _tables(self, batch: ForwardBatch) -> list[list[int]]:
+        if not batch.slots:
+            return batch.block_tables
+        for slot, col, block in zip(batch.new_block_slots, batch.new_block_cols,
+                                    batch.new_block_ids, strict=True):
+            self.slot_tables.setdefault(slot, {})[col] = block
+        tables = []
+        for slot, kv in zip(batch.slots, batch.kv_lens, strict=True):
+            row = self.slot_tables[slot]
+            tables.append([row[j] for j in range(-(-kv // batch.block_size))])
+        assert tables == batch.block_tables
+        return tables
 
     def execute(self, batch: ForwardBatch) -> list[int]:
         bs = batch.block_size
         next_tokens = []
+        tables = self._tables(batch)
         for i in range(batch.num_seqs):
-            q, kv, table = batch.q_lens[i], batch.kv_lens[i], batch.block_tables[i]
+            q, kv, table = batch.q_lens[i], batch.kv_lens[i], tables[i]
             new = batch.input_ids[batch.q_start[i] : batch.q_start[i] + q]
             for pos, tok in zip(range(kv - q, kv), new, strict=True):
                 self.cache[table[pos // bs]][pos % bs] = tok
@@ -68,6 +87,11 @@ def check_invariants(sched: Scheduler, out: SchedulerOutput | None = None) -> No
     assert sched.running == sorted(sched.running, key=lambda s: s.priority)
     assert sched.waiting == sorted(sched.waiting, key=lambda s: s.priority)
     assert len(sched.running) <= cfg.max_batch_size
+    # Every running sequence holds its own batch slot, below the batch size; no one else does.
+    slots = [s.slot for s in sched.running]
+    assert len(set(slots)) == len(slots) == sched.slots.num_taken
+    assert all(0 <= slot < cfg.max_batch_size for slot in slots)
+    assert all(s.slot == -1 and s.num_slot_blocks == 0 for s in sched.waiting)
     if out is not None:
         assert out.num_tokens <= cfg.max_step_tokens
         assert len(out.seqs) <= cfg.max_batch_size and len(set(out.seqs)) == len(out.seqs)

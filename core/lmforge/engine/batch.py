@@ -22,6 +22,19 @@ class ForwardBatch:
     runner writes the new tokens' K/V into the same table. ``need_logits[i]`` says whether the
     runner returns the logits of that sequence's last new token (false for a prefill chunk that
     does not reach the end of the prompt).
+
+    ``block_tables[i]`` may be the sequence's own list: read it during the step, do not keep it.
+
+    Batch slots, for runners that keep block tables on the device between steps (a runner may
+    ignore them): every running sequence holds a slot, a row of that table, from its admission
+    until it leaves the running queue (finished, aborted, preempted or isolated after a failed
+    step; one that comes back gets a slot anew). ``slots[i]`` is row ``i``'s slot; the
+    ``new_block_*`` lists are the blocks the slots do not hold yet: block ``new_block_ids[k]``
+    goes to column ``new_block_cols[k]`` of slot ``new_block_slots[k]``. Once they are written,
+    the first ``len(block_tables[i])`` columns of slot ``slots[i]`` are ``block_tables[i]``. A
+    batch whose sequences hold no slots (warm-up, scoring) leaves ``slots`` empty. A batch with
+    slots sent to a runner that keeps the tables (a tensor-parallel worker) may leave
+    ``block_tables`` empty.
     """
 
     input_ids: list[int]
@@ -39,6 +52,10 @@ class ForwardBatch:
     # ``prev_tokens`` (that step's sampled ids, a device tensor) to read it from; -1 elsewhere.
     prev_tokens: Any = None
     prev_rows: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    new_block_slots: list[int] = field(default_factory=list)
+    new_block_cols: list[int] = field(default_factory=list)
+    new_block_ids: list[int] = field(default_factory=list)
 
     @property
     def num_seqs(self) -> int:
@@ -50,7 +67,8 @@ class ForwardBatch:
 
     @property
     def is_decode(self) -> bool:
-        return all(n == 1 for n in self.q_lens)
+        # Every row has at least one new token, so one token per row means exactly one each.
+        return self.num_tokens == self.num_seqs
 
     @property
     def q_start(self) -> list[int]:

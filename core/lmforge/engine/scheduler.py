@@ -25,6 +25,7 @@ from ..errors import ConfigError, LmforgeError, PromptTooLongError
 from .batch import ForwardBatch
 from .block_manager import BlockManager
 from .sequence import Sequence, SequenceStatus
+from .slots import BatchSlots, add_new_blocks
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Scheduler:
     def __init__(self, config: SchedulerConfig):
         self.config = config
         self.block_manager = BlockManager(config.num_blocks, config.block_size)
+        self.slots = BatchSlots()
         # Both queues stay sorted by Sequence.priority (arrival order).
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
@@ -156,11 +158,9 @@ class Scheduler:
         self._isolated.discard(seq.seq_id)
         queue = self.running if seq.status is SequenceStatus.RUNNING else self.waiting
         queue.remove(seq)
-        self.block_manager.free(seq)
+        self._free(seq)
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
-
-    # ------------------------------------------------------------------ the step
 
     # ------------------------------------------------------------------ failed steps
 
@@ -174,7 +174,7 @@ class Scheduler:
         preemption does) to run alone until one of its steps completes."""
         if seq.status is SequenceStatus.RUNNING:
             self.running.remove(seq)
-            self.block_manager.free(seq)
+            self._free(seq)
             seq.status = SequenceStatus.WAITING
             bisect.insort(self.waiting, seq, key=_priority)
         self._isolated.add(seq.seq_id)
@@ -198,8 +198,7 @@ class Scheduler:
             if self.block_manager.can_allocate(seq, n):
                 self.block_manager.allocate(seq, n)
                 self.waiting.remove(seq)
-                seq.status = SequenceStatus.RUNNING
-                bisect.insort(self.running, seq, key=_priority)
+                self._start(seq)
                 step.add(seq, n)
         return step.output()
 
@@ -293,14 +292,24 @@ class Scheduler:
                 break  # first come, first served: nobody overtakes the head of the queue
             bm.allocate(seq, n)
             self.waiting.pop(0)
-            seq.status = SequenceStatus.RUNNING
-            bisect.insort(self.running, seq, key=_priority)
+            self._start(seq)
             step.add(seq, n)
+
+    def _start(self, seq: Sequence) -> None:
+        """A waiting sequence whose blocks are allocated joins the running queue."""
+        seq.status = SequenceStatus.RUNNING
+        bisect.insort(self.running, seq, key=_priority)
+        self.slots.take(seq)
+
+    def _free(self, seq: Sequence) -> None:
+        """Return a sequence's blocks and batch slot."""
+        self.block_manager.free(seq)
+        self.slots.release(seq)
 
     def _preempt(self, seq: Sequence, step: _Step) -> None:
         step.remove(seq)
         self.running.remove(seq)
-        self.block_manager.free(seq)
+        self._free(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
@@ -313,30 +322,32 @@ class Scheduler:
         step.finished.append(seq)
 
     def build_batch(self, output: SchedulerOutput) -> ForwardBatch:
-        """The runner's input for a scheduled step."""
-        input_ids: list[int] = []
-        kv_lens, need_logits = [], []
+        """The runner's input for a scheduled step. The block tables are the sequences' own
+        lists, not copies; only the blocks a slot does not hold yet are listed again."""
+        batch = ForwardBatch(input_ids=[], q_lens=list(output.num_new_tokens), kv_lens=[],
+                             block_tables=[], need_logits=[], block_size=self.config.block_size)
+        input_ids, kv_lens, need_logits = batch.input_ids, batch.kv_lens, batch.need_logits
+        tables, slots = batch.block_tables, batch.slots
         for seq, n in zip(output.seqs, output.num_new_tokens, strict=True):
             end = seq.num_computed + n
             input_ids.extend(seq.token_slice(seq.num_computed, end))
             kv_lens.append(end)
             need_logits.append(end == seq.num_tokens)
-        return ForwardBatch(
-            input_ids=input_ids,
-            q_lens=list(output.num_new_tokens),
-            kv_lens=kv_lens,
-            block_tables=[list(seq.block_ids) for seq in output.seqs],
-            need_logits=need_logits,
-            block_size=self.config.block_size,
-            adapters=[seq.adapter for seq in output.seqs],
-        )
+            tables.append(seq.block_ids)
+            slots.append(seq.slot)
+            if seq.num_slot_blocks < len(seq.block_ids):
+                add_new_blocks(batch, seq)
+        batch.adapters = [seq.adapter for seq in output.seqs]
+        return batch
 
     def update(self, output: SchedulerOutput) -> None:
-        """After the runner ran the step: advance ``num_computed`` and register the newly full
-        blocks in the prefix cache. Sequences finished meanwhile are skipped."""
+        """After the runner ran the step: advance ``num_computed``, note that the slots hold
+        the sequences' blocks, and register the newly full blocks in the prefix cache.
+        Sequences finished meanwhile are skipped."""
         for seq, n in zip(output.seqs, output.num_new_tokens, strict=True):
             if seq.status is SequenceStatus.RUNNING:
                 seq.num_computed += n
+                seq.num_slot_blocks = len(seq.block_ids)
                 self.block_manager.commit(seq)
 
     # ------------------------------------------------------------------ scoring

@@ -52,6 +52,10 @@ class Sequence:
     block_hashes: list[bytes] = field(default_factory=list, repr=False)
     # How many of the last ``output_ids`` are PLACEHOLDERs (tokens of steps still running).
     num_pending_tokens: int = 0
+    # The batch slot held while running (-1: none), and how many of ``block_ids`` the runner's
+    # table holds in that slot as of the last step that ran (see ``slots.BatchSlots``).
+    slot: int = -1
+    num_slot_blocks: int = 0
     # The grammar state of a constrained sequence (``structured.compiler.GrammarState``): it
     # has accepted every output token that the output processor has seen.
     grammar: Any = field(default=None, repr=False)

@@ -7,9 +7,12 @@ per-step input goes through page-locked memory instead, which the copy engine re
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .batch import ForwardBatch
+
+_NUMPY_INTS = {torch.int64: np.int64, torch.int32: np.int32}
 
 
 def to_device(values, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -19,9 +22,18 @@ def to_device(values, dtype: torch.dtype, device: torch.device | str) -> torch.T
     after the copy has run.
     """
     device = torch.device(device)
+    numpy_dtype = _NUMPY_INTS.get(dtype)
+    if numpy_dtype is None:
+        host = torch.tensor(values, dtype=dtype, pin_memory=device.type == "cuda")
+    else:
+        # numpy reads a list of Python ints several times faster than torch.tensor does.
+        array = np.asarray(values, dtype=numpy_dtype)
+        if device.type != "cuda":
+            return torch.from_numpy(array)
+        host = torch.empty(array.shape, dtype=dtype, pin_memory=True)
+        host.numpy()[...] = array
     if device.type != "cuda":
-        return torch.tensor(values, dtype=dtype, device=device)
-    host = torch.tensor(values, dtype=dtype, pin_memory=True)
+        return host.to(device)
     return host.to(device, non_blocking=True)
 
 

@@ -5,7 +5,9 @@ than the largest bucket, or a prefill, runs eagerly.
 
 A decode step of a large model launches hundreds of small kernels; launched from Python, their
 overhead exceeds the GPU time at small batches. A captured graph replays them with one launch.
-Inputs are copied into static buffers sized for the largest bucket; padded rows get slot -1 (the
+The step's per-row numbers reach the device in one copy, and the static buffers (sized for the
+largest bucket) are filled from them on the device: block-table rows gathered from the runner's
+resident tables by slot, positions and cache slots computed. Padded rows get cache slot -1 (the
 K/V write skips them) and a one-token context, and their logits are dropped.
 """
 
@@ -15,9 +17,9 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
-from lmforge.engine.transfer import to_device
 
-from .inputs import StepInputs, fill_prev_tokens, padded_block_tables
+from .block_table import DeviceBlockTables
+from .inputs import StepInputs, cache_slots, fill_pending, table_of, upload_rows
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class DecodeGraphs:
     def can_run(self, batch: ForwardBatch) -> bool:
         return (batch.is_decode and not batch.return_all_logits
                 and batch.num_seqs <= self.buckets[-1]
-                and max(len(t) for t in batch.block_tables) <= self.max_blocks)
+                and -(-max(batch.kv_lens) // batch.block_size) <= self.max_blocks)
 
     def _inputs(self, size: int) -> StepInputs:
         return StepInputs(
@@ -94,23 +96,26 @@ class DecodeGraphs:
         logger.debug("captured a decode graph for batch %d", size)
         return graph, logits
 
-    def run(self, batch: ForwardBatch) -> torch.Tensor:
-        """Replay the graph of the smallest bucket that holds ``batch``; its logits rows."""
+    def run(self, batch: ForwardBatch, tables: DeviceBlockTables | None = None) -> torch.Tensor:
+        """Replay the graph of the smallest bucket that holds ``batch``; its logits rows.
+        ``tables`` are the runner's resident block tables, used when the batch names slots."""
         n = batch.num_seqs
         size = next(b for b in self.buckets if b >= n)
-        bs = batch.block_size
-        positions = [kv - 1 for kv in batch.kv_lens]
-        slots = [t[p // bs] * bs + p % bs for t, p in zip(batch.block_tables, positions, strict=True)]
-        tables = padded_block_tables(batch.block_tables)
-        width = len(tables[0])
-        device = self.device
-        ids = to_device([batch.input_ids, positions, slots], torch.int64, device)
-        self.input_ids[:n].copy_(ids[0])
-        self.positions[:n].copy_(ids[1])
-        self.slot_mapping[:n].copy_(ids[2])
-        fill_prev_tokens(self.input_ids, batch, list(range(n)))
-        self.block_tables[:n, :width].copy_(to_device(tables, torch.int32, device))
-        self.kv_lens[:n].copy_(to_device(batch.kv_lens, torch.int32, device))
+        rows = upload_rows(batch, self.device)
+        table = table_of(batch, tables, self.device)
+        if rows.slots is not None:
+            torch.index_select(table[:, : self.max_blocks], 0, rows.slots,
+                               out=self.block_tables[:n])
+        else:
+            self.block_tables[:n, : table.shape[1]].copy_(table)
+        self.input_ids[:n].copy_(rows.input_ids)
+        # logit_rows is 0..n-1: row i's one token is token i.
+        fill_pending(self.input_ids, self.logit_rows[:n], rows, batch.prev_tokens)
+        self.kv_lens[:n].copy_(rows.kv_lens)
+        positions = self.positions[:n]
+        torch.sub(rows.kv_lens, 1, out=positions)
+        self.slot_mapping[:n].copy_(cache_slots(self.block_tables, self.logit_rows[:n],
+                                                positions, batch.block_size))
         if size > n:  # rows of an earlier, larger batch: make them harmless padding again
             self.slot_mapping[n:size].fill_(-1)
             self.kv_lens[n:size].fill_(1)

@@ -14,6 +14,7 @@ from lmforge.errors import ConfigError
 from lmforge.model.loader import ModelInfo
 
 from . import kv_cache
+from .block_table import DeviceBlockTables
 from .cuda_graph import DecodeGraphs
 from .inputs import build_step_inputs
 from .models.decoder import Decoder
@@ -120,6 +121,7 @@ class TorchModelRunner:
         self.kv_caches: list[kv_cache.LayerKVCache] = []
         self.block_size = 0
         self.graphs: DecodeGraphs | None = None
+        self.block_tables: DeviceBlockTables | None = None
 
     @staticmethod
     def _device_and_dtype(model_info: ModelInfo,
@@ -243,12 +245,12 @@ class TorchModelRunner:
                 "tokens or less memory, or set quant_policy 8 or 4."
             ) from None
         self.block_size = block_size
+        max_batch_size = max_batch_size_of(self.engine_config, str(self.device))
+        max_blocks = -(-self._session_len() // block_size)
+        self.block_tables = DeviceBlockTables(max_batch_size, max_blocks, self.device)
         if self._use_graphs():
-            self.graphs = DecodeGraphs(
-                self.model.forward, self.kv_caches,
-                max_batch_size=max_batch_size_of(self.engine_config, str(self.device)),
-                max_blocks=-(-self._session_len() // block_size), device=self.device,
-            )
+            self.graphs = DecodeGraphs(self.model.forward, self.kv_caches, max_batch_size,
+                                       max_blocks, self.device)
             self.graphs.capture_all()
         if self.device.type == "cuda":  # every rank runs the same warm-up steps, in step
             warm_up(self.forward, block_size, num_blocks, -(-self._session_len() // block_size),
@@ -272,8 +274,8 @@ class TorchModelRunner:
     def forward(self, batch: ForwardBatch) -> torch.Tensor:
         """The step itself, on this rank (every rank runs it for the same batch)."""
         if self.graphs is not None and self.graphs.can_run(batch):
-            return self.graphs.run(batch)
-        inputs = build_step_inputs(batch, self.device)
+            return self.graphs.run(batch, self.block_tables)
+        inputs = build_step_inputs(batch, self.device, self.block_tables)
         return self.model.forward(inputs, self.kv_caches)
 
     def _session_len(self) -> int:
@@ -288,6 +290,7 @@ class TorchModelRunner:
 
     def close(self) -> None:
         self.graphs = None
+        self.block_tables = None
         self.kv_caches = []
         self.model = None
         if self.workers is not None:

@@ -44,3 +44,20 @@ def test_perplexity_steps_and_large_batches():
     args = encode_step(batch)
     assert len(args) > CHUNK  # crosses in two broadcasts
     assert _fields(decode_step(args)[0]) == _fields(batch)
+
+
+def test_a_step_with_slots_sends_new_blocks_not_tables():
+    batch = ForwardBatch(input_ids=[5, 6, 7], q_lens=[1, 2], kv_lens=[65, 2],
+                         block_tables=[[3, 1], [7]], need_logits=[True, True], block_size=64,
+                         slots=[4, 0], new_block_slots=[4, 0], new_block_cols=[1, 0],
+                         new_block_ids=[1, 7], prev_tokens=torch.tensor([9]), prev_rows=[0, -1])
+    decoded, prev = decode_step(encode_step(batch))
+    assert prev == 1 and decoded.block_tables == []
+    for name in ("input_ids", "q_lens", "kv_lens", "need_logits", "slots", "new_block_slots",
+                 "new_block_cols", "new_block_ids", "prev_rows"):
+        assert getattr(decoded, name) == getattr(batch, name), name
+    # A decode step whose slots hold every block already sends no block at all.
+    steady = ForwardBatch(input_ids=[1], q_lens=[1], kv_lens=[66], block_tables=[[3, 1]],
+                          need_logits=[True], block_size=64, slots=[4])
+    assert len(encode_step(steady)) == 7 + 4 + 1
+    assert decode_step(encode_step(steady))[0].slots == [4]

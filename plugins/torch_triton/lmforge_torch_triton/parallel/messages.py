@@ -1,10 +1,13 @@
 """The driver's commands to the workers, each one flat int64 array, and the channel they cross.
 
 A step's :class:`~lmforge.engine.batch.ForwardBatch` becomes a header and its lists end to end
-(no pickled objects): ``[STEP, seqs, tokens, block_size, return_all_logits, prev_count]``, then
-input ids, q lens, kv lens, need-logits flags, block-table lengths, the tables, and, when the
-step reads tokens the previous step is still sampling, ``prev_rows``. Those tokens themselves
-never reach the host: rank 0 broadcasts them on the device (see :meth:`Channel.prev_tokens`).
+(no pickled objects): ``[STEP, seqs, tokens, block_size, return_all_logits, prev_count,
+new_blocks]``, then input ids, q lens, kv lens and need-logits flags. A batch with slots
+(``new_blocks >= 0``) then carries its slots and its new blocks' slots, columns and ids: every
+rank keeps the same device-resident block tables, so the full tables never cross. A batch
+without slots carries its block-table lengths and the tables. Last, when the step reads tokens
+the previous step is still sampling, ``prev_rows``. Those tokens themselves never reach the
+host: rank 0 broadcasts them on the device (see :meth:`Channel.prev_tokens`).
 
 The channel is a broadcast over a gloo (CPU) group: a fixed first chunk that holds most steps
 whole, and the rest of a larger one in a second broadcast.
@@ -22,7 +25,7 @@ from lmforge.engine.batch import ForwardBatch
 
 STEP, NUM_BLOCKS, ALLOCATE, CLOSE = 1, 2, 3, 4
 CHUNK = 2048  # int64s in the first broadcast of a command: a decode step of ~300 sequences
-_STEP_HEADER = 6
+_STEP_HEADER = 7
 
 
 @dataclass
@@ -34,42 +37,44 @@ class Command:
 def encode_step(batch: ForwardBatch) -> np.ndarray:
     """``batch`` as one int64 array (``prev_tokens`` aside)."""
     seqs = batch.num_seqs
-    table_lens = [len(t) for t in batch.block_tables]
     prev = batch.prev_tokens is not None and any(r >= 0 for r in batch.prev_rows)
     header = [STEP, seqs, batch.num_tokens, batch.block_size, int(batch.return_all_logits),
-              len(batch.prev_tokens) if prev else -1]
-    parts = [header, batch.input_ids, batch.q_lens, batch.kv_lens, batch.need_logits, table_lens]
-    tables = np.fromiter(itertools.chain.from_iterable(batch.block_tables), dtype=np.int64,
-                         count=sum(table_lens))
-    fixed = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64,
-                        count=_STEP_HEADER + batch.num_tokens + 4 * seqs)
-    pieces = [fixed, tables]
+              len(batch.prev_tokens) if prev else -1,
+              len(batch.new_block_ids) if batch.slots else -1]
+    parts = [header, batch.input_ids, batch.q_lens, batch.kv_lens, batch.need_logits]
+    if batch.slots:
+        parts += [batch.slots, batch.new_block_slots, batch.new_block_cols, batch.new_block_ids]
+    else:
+        parts += [[len(t) for t in batch.block_tables], *batch.block_tables]
     if prev:
-        pieces.append(np.asarray(batch.prev_rows, dtype=np.int64))
-    return np.concatenate(pieces)
+        parts.append(batch.prev_rows)
+    return np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64)
 
 
 def decode_step(args: np.ndarray) -> tuple[ForwardBatch, int]:
-    """The batch of an encoded step, and how many previous tokens it reads (-1: none)."""
-    _, seqs, tokens, block_size, all_logits, prev_count = args[:_STEP_HEADER].tolist()
+    """The batch of an encoded step, and how many previous tokens it reads (-1: none). A batch
+    with slots comes without ``block_tables`` (the receiving runner keeps them)."""
+    _, seqs, tokens, block_size, all_logits, prev_count, new_blocks = (
+        args[:_STEP_HEADER].tolist())
     at = _STEP_HEADER
 
-    def take(n: int) -> np.ndarray:
+    def take(n: int) -> list[int]:
         nonlocal at
         at += n
-        return args[at - n : at]
+        return args[at - n : at].tolist()
 
-    input_ids = take(tokens).tolist()
-    q_lens, kv_lens, need, table_lens = (take(seqs).tolist() for _ in range(4))
-    flat = take(sum(table_lens)).tolist()
-    bounds = list(itertools.accumulate(table_lens, initial=0))
-    batch = ForwardBatch(
-        input_ids=input_ids, q_lens=q_lens, kv_lens=kv_lens,
-        block_tables=[flat[a:b] for a, b in itertools.pairwise(bounds)],
-        need_logits=[bool(x) for x in need], block_size=block_size,
-        return_all_logits=bool(all_logits),
-        prev_rows=take(seqs).tolist() if prev_count >= 0 else [],
-    )
+    batch = ForwardBatch(input_ids=take(tokens), q_lens=take(seqs), kv_lens=take(seqs),
+                         block_tables=[], need_logits=[bool(x) for x in take(seqs)],
+                         block_size=block_size, return_all_logits=bool(all_logits))
+    if new_blocks >= 0:
+        batch.slots = take(seqs)
+        batch.new_block_slots, batch.new_block_cols, batch.new_block_ids = (
+            take(new_blocks) for _ in range(3))
+    else:
+        table_lens = take(seqs)
+        batch.block_tables = [take(n) for n in table_lens]
+    if prev_count >= 0:
+        batch.prev_rows = take(seqs)
     return batch, prev_count
 
 
