@@ -156,7 +156,7 @@ def apply_bitmask_reference(logits: torch.Tensor, rows: torch.Tensor | None,
     """:func:`apply_bitmask` in plain PyTorch, on any device: the bits are shifted out a byte at
     a time, so the widest intermediate holds a byte per token."""
     device = logits.device
-    byte_shifts = torch.tensor([0, 8, 16, 24], dtype=torch.int32, device=device)
+    byte_shifts = torch.arange(0, 32, 8, dtype=torch.int32, device=device)
     bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
     octets = ((bitmask.unsqueeze(-1) >> byte_shifts) & 0xFF).to(torch.uint8)
     allowed = ((octets.unsqueeze(-1) >> bit_shifts) & 1).flatten(1)[:, : logits.shape[1]].bool()
