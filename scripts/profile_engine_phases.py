@@ -58,7 +58,7 @@ class PhaseRecorder:
     """
 
     def __init__(self, trace: str | None = None, trace_start: int = 200, trace_steps: int = 20):
-        self.cuda = torch.cuda.is_available()
+        self.cuda = False  # whether the engine runs on a CUDA device: set as it is built
         self.records: list[StepRecord] = []
         self.recording = False
         self.result: dict | None = None
@@ -94,6 +94,7 @@ class PhaseRecorder:
 
         def init(engine, *args, **kwargs):
             engine_init(engine, *args, **kwargs)
+            self.cuda = torch.device(engine.runner.device).type == "cuda"
             self.wrap(engine.runner, "execute", "execute", before=lambda: self._event(0),
                       after=lambda _: self._event(1))
 

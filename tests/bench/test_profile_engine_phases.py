@@ -62,3 +62,18 @@ def test_unconstrained_run_fills_no_mask(profiler, tiny_model, capsys):
     assert figures["execute_ms"] > 0
     table = capsys.readouterr().out
     assert "wait%" in table and "idle%" in table
+
+
+@pytest.mark.gpu
+def test_device_time_comes_from_cuda_events(profiler, tiny_model):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    report = profiler.main(workload(tiny_model, "--response-format", '{"type": "json_object"}'))
+    figures = report["buckets"]["all"]
+    assert report["device"] != "cpu" and figures["device_ms"] > 0
+    # Steps are queued ahead, so a step's device time may exceed its own wall time; the device
+    # cannot be busy for longer than the run.
+    assert figures["device_ms"] * figures["steps"] <= report["throughput"]["elapsed_s"] * 1e3
+    assert 0 <= figures["device_idle"] < 1
