@@ -2,8 +2,8 @@
 # One run on the GPU test machine: install lmforge, run the gpu-marked tests, then the W1, W4 and
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
 # steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1; W2 with every
-# request constrained to a small JSON schema, and the grammar library's host cost per step, when
-# GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# request constrained to a small JSON schema, where a step's time goes with and without it, and
+# the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
 # short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
 # GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh);
 # GPU_CHECK_FAMILIES=1 the model families' (scripts/gpu_check_families.sh).
@@ -135,6 +135,16 @@ if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
   stage w2-json "${GPU_CHECK_W2_JSON_S:-180}" "${BENCH[@]}" throughput "$MODEL" --dtype bfloat16 \
     --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
     --response-format benchmarks/structured/w2-json-schema.json --json "$OUT/w2-json.json"
+  # Where a step's time goes, host phase by phase and device (CUDA events), per batch-size
+  # bucket, without and with the constraint; the constrained run also writes a torch.profiler
+  # trace of 20 steps (phases-json-trace.json).
+  stage phases-free "${GPU_CHECK_PHASES_S:-150}" python3 scripts/profile_engine_phases.py \
+    --json "$OUT/phases-free.json" -- "$MODEL" --dtype bfloat16 --load-format dummy \
+    --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}"
+  stage phases-json "${GPU_CHECK_PHASES_S:-150}" python3 scripts/profile_engine_phases.py \
+    --json "$OUT/phases-json.json" --trace "$OUT/phases-json-trace.json" -- "$MODEL" \
+    --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --response-format benchmarks/structured/w2-json-schema.json
   # Host cost of filling the token masks, per step, at the benchmark's vocabulary.
   stage grammar-cost "${GPU_CHECK_GRAMMAR_S:-120}" python3 scripts/bench_grammar.py \
     "${TOKENIZER_ARGS[@]}" --vocab-size 128256 --batch 16 64 256 --threads 1 4 8 16

@@ -10,7 +10,14 @@ import torch
 from lmforge.errors import ConfigError
 from lmforge.structured import Grammar, masks
 from lmforge.structured.compiler import GrammarCompiler
-from lmforge.structured.masks import GrammarRows, apply_bitmask, bitmask_width, fill_bitmask
+from lmforge.structured.masks import (
+    GrammarRows,
+    MaskStaging,
+    apply_bitmask,
+    apply_bitmask_reference,
+    bitmask_width,
+    fill_bitmask,
+)
 from lmforge.tokenizer import Tokenizer
 
 
@@ -31,8 +38,10 @@ def random_bitmask(rows: int, vocab: int, rng: random.Random) -> torch.Tensor:
                         dtype=torch.int32)
 
 
-@pytest.mark.parametrize("vocab, rows", [(70, [0, 1, 2]), (70, [2, 0]), (96, [1]), (100, [])])
-def test_apply_matches_reference(vocab, rows):
+@pytest.mark.parametrize("apply", [apply_bitmask, apply_bitmask_reference])
+@pytest.mark.parametrize("vocab, rows", [(70, [0, 1, 2]), (70, [2, 0]), (96, [1]), (100, []),
+                                         (100, [0, 2])])
+def test_apply_matches_reference(apply, vocab, rows):
     rng = random.Random(vocab + len(rows))
     logits = torch.randn(3, vocab)
     # A bitmask narrower than the logits (vocab 100 vs 96 bits) excludes the rest.
@@ -40,7 +49,7 @@ def test_apply_matches_reference(vocab, rows):
     want = reference_apply(logits, rows, bitmask)
     got = logits.clone()
     every_row = rows == list(range(3))
-    apply_bitmask(got, None if every_row else torch.tensor(rows, dtype=torch.long), bitmask)
+    apply(got, None if every_row else torch.tensor(rows, dtype=torch.long), bitmask)
     assert torch.equal(got, want)
 
 
@@ -91,3 +100,22 @@ def test_grammar_rows_skip_rows_without_grammar(compiler):
     seven = compiler.tokenizer.encode("7", add_bos=False)[0]
     assert torch.isfinite(logits[1]).nonzero().flatten().tolist() == [seven]
     assert bool(torch.isfinite(logits[0]).all())
+
+
+def test_staging_reuses_its_buffer_and_fills_like_a_fresh_mask(compiler):
+    compiled = compiler.compile(Grammar.json_schema({"type": "array", "items": {"type": "integer"}}))
+    states = [compiled.new_state() for _ in range(3)]
+    staging = MaskStaging()
+    first = staging.fill(states, torch.device("cpu"))
+    assert torch.equal(first, fill_bitmask(states))
+    for state, text in zip(states, ["[1", "[", "[2, 3]"], strict=True):
+        for token in compiler.tokenizer.encode(text, add_bos=False):
+            assert state.accept(token)
+    # The buffer is reused, and rows written before (a live row, then an ended one) are
+    # rewritten in full.
+    second = staging.fill(states[:2], torch.device("cpu"))
+    assert second.data_ptr() == first.data_ptr()
+    assert torch.equal(second, fill_bitmask(states[:2]))
+    third = staging.fill(states, torch.device("cpu"))
+    assert states[2].done and bool((third[2] == -1).all())
+    assert torch.equal(third, fill_bitmask(states))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..structured.masks import apply_bitmask
+from ..structured.masks import MaskStaging, apply_bitmask
 from .sampling_batch import Penalties, SamplingBatch
 from .transfer import to_device
 
@@ -87,10 +87,12 @@ class SamplerOutput:
 
 
 class Sampler:
-    """Turns a step's logits into next tokens. Stateless apart from cached column hashes."""
+    """Turns a step's logits into next tokens. Stateless apart from cached column hashes and
+    the host buffers grammar masks are filled in."""
 
     def __init__(self) -> None:
         self._column_hash: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._masks = MaskStaging()
 
     def sample(self, logits: torch.Tensor, batch: SamplingBatch,
                inplace: bool = False) -> SamplerOutput:
@@ -110,7 +112,8 @@ class Sampler:
                 # index_fill_ with a Python scalar needs no host-to-device copy, hence no sync.
                 logits.view(-1).index_fill_(0, batch.masked, float("-inf"))
             if batch.grammar is not None:
-                apply_bitmask(logits, *batch.grammar.device_masks(logits.device, batch.size))
+                apply_bitmask(logits, *batch.grammar.device_masks(logits.device, batch.size,
+                                                                  self._masks))
         if batch.all_greedy:
             token_ids = logits.argmax(dim=-1)
         else:

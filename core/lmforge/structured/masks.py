@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..engine.transfer import to_device
 from ..errors import ConfigError
 from .compiler import GrammarState
 
@@ -57,16 +58,25 @@ def bitmask_width(vocab_size: int) -> int:
     return (vocab_size + 31) // 32
 
 
-def fill_bitmask(states: Sequence[GrammarState], pin_memory: bool = False) -> torch.Tensor:
-    """The host bitmask ([len(states), words] int32) of the tokens each state allows next.
+def fill_bitmask(states: Sequence[GrammarState], out: torch.Tensor | None = None) -> torch.Tensor:
+    """The host bitmask ([len(states), words] int32) of the tokens each state allows next,
+    written into ``out`` when given (a host tensor of that shape, say a pinned buffer's rows).
 
     A state that is done or failed allows every token: its sequence is ending anyway.
     """
     vocab_size = max(s.vocab_size for s in states)
-    mask = torch.full((len(states), bitmask_width(vocab_size)), -1, dtype=torch.int32,
-                      pin_memory=pin_memory)
-    live = [(s.matcher, row) for row, s in enumerate(states)
-            if not (s.matcher.is_stopped() or s.matcher.is_error())]
+    shape = (len(states), bitmask_width(vocab_size))
+    mask = torch.empty(shape, dtype=torch.int32) if out is None else out
+    if tuple(mask.shape) != shape or not mask.is_contiguous():
+        raise ValueError(f"out must be a contiguous {shape} tensor, not {tuple(mask.shape)}")
+    live, ended = [], []
+    for row, state in enumerate(states):
+        matcher = state.matcher
+        (ended if matcher.is_stopped() or matcher.is_error() else live).append((matcher, row))
+    # Only ended rows are set here (the matchers write every live row): a tensor-wide fill
+    # would wake torch's intra-op threads just as the grammar threads start.
+    for _, row in ended:
+        mask[row] = -1
     row_bytes = mask.shape[1] * 4
     if len(live) == 1:
         matcher, row = live[0]
@@ -76,32 +86,106 @@ def fill_bitmask(states: Sequence[GrammarState], pin_memory: bool = False) -> to
     return mask
 
 
-_SHIFTS: dict[torch.device, torch.Tensor] = {}
+class MaskStaging:
+    """Host buffers the bitmasks are filled in, reused from step to step.
+
+    On a GPU there are two page-locked buffers used in turn; each is written again only once the
+    copy queued from it has run (an event recorded behind the copy), so a fill never overwrites
+    a mask the device has yet to read, and no step allocates page-locked memory. On a CPU the
+    bitmask is read where it is filled, within the step, so one ordinary buffer serves.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._copied: list[Any] = [None, None]  # CUDA events behind each buffer's last copy
+        self._turn = 0
+
+    def fill(self, states: Sequence[GrammarState], device: torch.device) -> torch.Tensor:
+        """The bitmask of ``states`` on ``device``; on a GPU its copy is queued (no wait)."""
+        on_gpu = device.type == "cuda"
+        slot = self._turn if on_gpu else 0
+        self._turn ^= 1
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # long done in the engine's order: no wait
+        words = bitmask_width(max(s.vocab_size for s in states))
+        buffer = self._buffers[slot]
+        if buffer is None or buffer.shape[0] < len(states) or buffer.shape[1] != words:
+            # Room for twice the rows, so a growing batch reallocates a few times only.
+            buffer = torch.empty((2 * len(states), words), dtype=torch.int32, pin_memory=on_gpu)
+            self._buffers[slot] = buffer
+        host = fill_bitmask(states, out=buffer[: len(states)])
+        if not on_gpu:
+            return host
+        bitmask = host.to(device, non_blocking=True)
+        self._copied[slot] = torch.cuda.Event()
+        self._copied[slot].record()
+        return bitmask
 
 
 def apply_bitmask(logits: torch.Tensor, rows: torch.Tensor | None,
                   bitmask: torch.Tensor) -> None:
     """Set to -inf, in place, the logits that ``bitmask`` excludes.
 
-    :param logits: [B, V] float.
+    :param logits: [B, V] float, rows contiguous.
     :param rows: [R] long, the logits rows the bitmask rows belong to; None when R == B in order.
     :param bitmask: [R, W] int32 on the logits' device; tokens past ``32 * W`` are excluded.
+
+    On a GPU this is one Triton kernel; on a CPU NumPy unpacks the bits (several times faster
+    than shifting them in torch); elsewhere :func:`apply_bitmask_reference`.
     """
-    shifts = _SHIFTS.get(logits.device)
-    if shifts is None:
-        shifts = _SHIFTS[logits.device] = torch.arange(32, dtype=torch.int32,
-                                                       device=logits.device)
-    vocab = logits.shape[1]
-    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).flatten(1).bool()
-    if allowed.shape[1] >= vocab:
-        allowed = allowed[:, :vocab]
-    else:
-        allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]))
-    if rows is None:
-        logits.masked_fill_(~allowed, float("-inf"))
+    if bitmask.shape[0] == 0:
         return
-    selected = logits.index_select(0, rows).masked_fill_(~allowed, float("-inf"))
-    logits.index_copy_(0, rows, selected)
+    if logits.is_cuda and logits.stride(1) == 1 and _triton_apply() is not None:
+        _triton_apply()(logits, rows, bitmask.contiguous())
+        return
+    if logits.device.type != "cpu":
+        apply_bitmask_reference(logits, rows, bitmask)
+        return
+    import numpy as np
+
+    # As little-endian bytes (no copy on such hosts), bit t of the row is token t's.
+    octets = bitmask.contiguous().numpy().astype("<i4", copy=False).view(np.uint8)
+    count = min(logits.shape[1], octets.shape[1] * 8)
+    bits = np.unpackbits(octets, axis=1, count=count, bitorder="little")
+    allowed = torch.from_numpy(bits.view(np.bool_))
+    _fill_excluded(logits, rows, allowed)
+
+
+def apply_bitmask_reference(logits: torch.Tensor, rows: torch.Tensor | None,
+                            bitmask: torch.Tensor) -> None:
+    """:func:`apply_bitmask` in plain PyTorch, on any device: the bits are shifted out a byte at
+    a time, so the widest intermediate holds a byte per token."""
+    device = logits.device
+    byte_shifts = torch.arange(0, 32, 8, dtype=torch.int32, device=device)
+    bit_shifts = torch.arange(8, dtype=torch.uint8, device=device)
+    octets = ((bitmask.unsqueeze(-1) >> byte_shifts) & 0xFF).to(torch.uint8)
+    allowed = ((octets.unsqueeze(-1) >> bit_shifts) & 1).flatten(1)[:, : logits.shape[1]].bool()
+    _fill_excluded(logits, rows, allowed)
+
+
+def _fill_excluded(logits: torch.Tensor, rows: torch.Tensor | None,
+                   allowed: torch.Tensor) -> None:
+    """-inf where ``allowed`` ([R, <= V] bool) is False and past its width."""
+    target = logits if rows is None else logits.index_select(0, rows)
+    width = allowed.shape[1]
+    target[:, :width].masked_fill_(~allowed, float("-inf"))
+    target[:, width:] = float("-inf")
+    if rows is not None:
+        logits.index_copy_(0, rows, target)
+
+
+_TRITON: list[Callable | None] = []
+
+
+def _triton_apply() -> Callable | None:
+    """The Triton kernel's entry point, or None where Triton is not installed."""
+    if not _TRITON:
+        try:
+            from .triton_bitmask import apply_bitmask_triton
+        except ImportError:
+            apply_bitmask_triton = None
+        _TRITON.append(apply_bitmask_triton)
+    return _TRITON[0]
 
 
 @dataclass
@@ -111,14 +195,12 @@ class GrammarRows:
     rows: list[int]
     states: list[GrammarState]
 
-    def device_masks(self, device: torch.device,
-                     batch_size: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def device_masks(self, device: torch.device, batch_size: int,
+                     staging: MaskStaging | None = None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Fill the masks now (states must hold every accepted token) and queue them to
-        ``device``; returns the rows (None when every row is constrained) and the bitmask."""
-        on_gpu = device.type == "cuda"
-        host = fill_bitmask(self.states, pin_memory=on_gpu)
-        bitmask = host.to(device, non_blocking=True) if on_gpu else host
+        ``device``; returns the rows (None when every row is constrained) and the bitmask.
+        ``staging`` holds the host buffers from step to step (a fresh one by default)."""
+        bitmask = (staging or MaskStaging()).fill(self.states, torch.device(device))
         if len(self.rows) == batch_size:
             return None, bitmask
-        rows = torch.tensor(self.rows, dtype=torch.long, pin_memory=on_gpu)
-        return (rows.to(device, non_blocking=True) if on_gpu else rows), bitmask
+        return to_device(self.rows, torch.long, device), bitmask
