@@ -23,7 +23,7 @@ def test_cpu_default_is_128():
     assert default_max_batch_size("cpu") == 128
 
 
-@pytest.mark.parametrize(("gib", "batch"), [(141, 256), (80, 256), (40, 256), (24, 128), (16, 128)])
+@pytest.mark.parametrize(("gib", "batch"), [(141, 1024), (79, 1024), (70, 1024), (69, 256), (40, 256), (24, 128), (16, 128)])
 def test_gpu_default_follows_its_memory(monkeypatch, gib, batch):
     _fake_gpu(monkeypatch, gib)
     assert default_max_batch_size("auto") == batch
@@ -37,7 +37,7 @@ def test_unset_is_resolved_and_a_given_value_kept(monkeypatch):
         config = cls()
         assert config.max_batch_size is None
         resolved, settings = with_max_batch_size(config, EngineSettings.from_config(config))
-        assert (resolved.max_batch_size, settings.max_batch_size) == (256, 256)
+        assert (resolved.max_batch_size, settings.max_batch_size) == (1024, 1024)
         given = cls(max_batch_size=64)
         resolved, settings = with_max_batch_size(given, EngineSettings.from_config(given))
         assert (resolved.max_batch_size, settings.max_batch_size) == (64, 64)
