@@ -15,6 +15,7 @@ from lmforge.model.loader import ModelInfo
 
 from . import kv_cache
 from .block_table import DeviceBlockTables
+from .compile_watch import watch_compiles
 from .cuda_graph import DecodeGraphs
 from .inputs import build_step_inputs
 from .models.decoder import Decoder
@@ -256,6 +257,7 @@ class TorchModelRunner:
             warm_up(self.forward, block_size, num_blocks, -(-self._session_len() // block_size),
                     getattr(self.engine_config, "max_prefill_token_num", 8192),
                     self.config.vocab_size)
+            watch_compiles()
 
     @torch.inference_mode()
     def execute(self, batch: ForwardBatch) -> torch.Tensor:

@@ -19,11 +19,16 @@ from lmforge.engine.batch import ForwardBatch
 logger = logging.getLogger(__name__)
 
 # (query tokens, context tokens) of each sequence of a warm-up step: lengths of 1, 16 and 17
-# tokens and contexts whose block tables are 1, 2, 16 and 17 blocks wide (at 64-token blocks).
+# tokens and contexts whose block tables are 1, 2, 16 and 17 blocks wide (at 64-token blocks);
+# Triton specializes integer arguments equal to 1 or divisible by 16, so counts of sequences and
+# tokens take each of those classes. Kernels still compiled later are logged (compile_watch).
 WARMUP_STEPS = (
     ((17, 17),),
     ((16, 16),),
     ((1, 100), (1, 5), (33, 33)),  # decodes beside a prompt
+    ((1, 70), (20, 20)),  # one decode beside a prompt: the common step of light traffic
+    tuple([(1, 40)] * 16) + ((48, 48),),  # sixteen decodes beside a prompt
+    ((5, 5), (9, 9), (100, 100)),  # several prompts at once
     ((16, 1024), (32, 1088)),  # chunks continuing long prompts
     ((128, 128), (1, 1), (257, 257)),
 )
