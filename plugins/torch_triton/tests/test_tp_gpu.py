@@ -61,7 +61,10 @@ def test_tp2_bfloat16_logits_close_to_tp1(model):
         a, b = torch.tensor(got[key]), torch.tensor(want[key])
         # bf16 sums in another order across two GPUs: a few units of bf16 rounding apart.
         assert float((a - b).norm() / b.norm()) < 2e-2, key
-        assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9, key
+        # A different top token only where tp=1's own logits nearly tie, within that rounding.
+        picked = b.gather(-1, a.argmax(-1, keepdim=True)).squeeze(-1)
+        gap = b.max(-1).values - picked
+        assert (gap <= 2e-2 * b.abs().max(-1).values).all(), (key, gap)
 
 
 def test_nccl_only_matches_too(model, tp1_tokens, monkeypatch):
