@@ -124,11 +124,11 @@ def _plan(model_path, backend, backend_config, model_name) -> _Plan:
     return plan
 
 
-def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
+def _engine(plan: _Plan, tokenizer: Tokenizer, serving: bool = False) -> LLMEngine:
     """Load the weights, size and allocate the K/V cache, and build the engine. A pool given in
     tokens or memory was checked before the weights load when the engine can estimate its
     memory (see :func:`_plan`); otherwise it is checked now, from the engine's block size."""
-    plan.config, plan.settings = with_max_batch_size(plan.config, plan.settings)
+    plan.config, plan.settings = with_max_batch_size(plan.config, plan.settings, serving)
     settings = plan.settings
     started = time.perf_counter()
     runner = registry.load_object(plan.spec.runner)(plan.info, plan.config)
@@ -163,23 +163,25 @@ def _engine(plan: _Plan, tokenizer: Tokenizer) -> LLMEngine:
 
 
 def build_llm_engine(model_path: str | Path | None = None, backend: str | None = None,
-                     backend_config=None, model_name: str | None = None) -> LLMEngine:
+                     backend_config=None, model_name: str | None = None,
+                     serving: bool = False) -> LLMEngine:
     """Load a model into an :class:`LLMEngine` (no loop, no front end): what the engine
-    process runs."""
+    process runs. ``serving`` picks a server's defaults (see ``default_max_batch_size``)."""
     plan = _plan(model_path, backend, backend_config, model_name)
-    return _engine(plan, _load_tokenizer(plan.info))
+    return _engine(plan, _load_tokenizer(plan.info), serving)
 
 
 def build_async_engine(model_path: str | Path | None = None, backend: str | None = None,
                        backend_config=None, chat_template_config=None,
                        model_name: str | None = None,
-                       engine_process: bool = False) -> AsyncEngine:
+                       engine_process: bool = False, serving: bool = False) -> AsyncEngine:
     """Load a model and start its engine.
 
     ``model_path`` is an HF model folder, a GGUF file, a Hugging Face Hub id, or None for the
     bundled demo model. The chosen engine is asked whether it supports the configuration and
     the model before any weight is loaded. With ``engine_process``, the engine runs in a process
-    of its own (:mod:`lmforge.engine.process`); otherwise in a thread of this one.
+    of its own (:mod:`lmforge.engine.process`); otherwise in a thread of this one. ``serving``
+    picks a server's defaults where the user set none (a larger batch on a large GPU).
     """
     plan = _plan(model_path, backend, backend_config, model_name)
     tokenizer = _load_tokenizer(plan.info)
@@ -190,9 +192,10 @@ def build_async_engine(model_path: str | Path | None = None, backend: str | None
         from .process import EngineProcessClient
 
         loop = EngineProcessClient(dict(model_path=plan.model_path, backend=plan.spec.name,
-                                        backend_config=plan.config, model_name=plan.name))
+                                        backend_config=plan.config, model_name=plan.name,
+                                        serving=serving))
     else:
-        loop = EngineLoop(_engine(plan, tokenizer))
+        loop = EngineLoop(_engine(plan, tokenizer, serving))
     grammars = GrammarCompiler(tokenizer, plan.info.config.vocab_size, tokenizer.eos_token_ids)
     return AsyncEngine(loop, tokenizer, template, plan.name, plan.session_len, plan.config,
                        match_prefixes=plan.settings.enable_prefix_caching,

@@ -56,10 +56,11 @@ class EngineSettings:
         return cls(**values)
 
 
-# Measured on an H200 (Llama-3-8B, bf16, 1,000 ShareGPT text prompts through api_server at
-# once, engine process, one lease): 38.6 req/s at a batch of 256, 41.9 at 512, 46.5 at 1,024;
-# LMDeploy's own default on such a GPU is 1,024. A GPU with less memory holds fewer sequences'
-# K/V anyway, so its batch stays smaller.
+# Measured on an H200 (Llama-3-8B, bf16, 1,000 ShareGPT prompts): through api_server, text
+# prompts at once, 38.6 req/s at a batch of 256, 41.9 at 512, 46.5 at 1,024 (one lease; LMDeploy's
+# own default on such a GPU is 1,024); offline, all submitted at once, 48.8 req/s at 256 and 44.0
+# at 1,024 (another lease). So a server takes the larger batch and offline work the smaller. A
+# GPU with less memory holds fewer sequences' K/V anyway, so its batch stays smaller.
 HUGE_GPU_BATCH, LARGE_GPU_BATCH, SMALL_BATCH = 1024, 256, 128
 # An "80 GB" card reports about 79 GiB, a 48 GB one about 45.
 HUGE_GPU_BYTES, LARGE_GPU_BYTES = 70 * 2**30, 40 * 2**30
@@ -75,9 +76,10 @@ def device_kind(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_max_batch_size(device: str = "auto") -> int:
-    """The batch an engine runs when the user does not choose one: 1,024 on a CUDA GPU with
-    70 GiB or more (80 GB cards and larger), 256 with 40 GiB or more, else 128. Reads the GPU's
+def default_max_batch_size(device: str = "auto", serving: bool = False) -> int:
+    """The batch an engine runs when the user does not choose one: on a CUDA GPU with 40 GiB or
+    more 256, and 1,024 for a server on one with 70 GiB or more (80 GB cards and larger); else
+    128. Reads the GPU's
     properties, so it runs where the engine runs (the engine process), not in a front end that
     never touches CUDA."""
     if device_kind(device) != "cuda":
@@ -86,7 +88,7 @@ def default_max_batch_size(device: str = "auto") -> int:
 
     index = torch.device(device).index if ":" in device else torch.cuda.current_device()
     memory = torch.cuda.get_device_properties(index).total_memory
-    if memory >= HUGE_GPU_BYTES:
+    if serving and memory >= HUGE_GPU_BYTES:
         return HUGE_GPU_BATCH
     return LARGE_GPU_BATCH if memory >= LARGE_GPU_BYTES else SMALL_BATCH
 
@@ -97,11 +99,13 @@ def max_batch_size_of(config: Any, device: str = "auto") -> int:
     return getattr(config, "max_batch_size", None) or default_max_batch_size(device)
 
 
-def with_max_batch_size(config: Any, settings: EngineSettings) -> tuple[Any, EngineSettings]:
-    """``config`` and ``settings`` with ``max_batch_size`` chosen for the device when unset."""
+def with_max_batch_size(config: Any, settings: EngineSettings,
+                        serving: bool = False) -> tuple[Any, EngineSettings]:
+    """``config`` and ``settings`` with ``max_batch_size`` chosen for the device (and for a
+    server when ``serving``) when unset."""
     if settings.max_batch_size is not None:
         return config, settings
-    batch = default_max_batch_size(settings.device)
+    batch = default_max_batch_size(settings.device, serving)
     if dataclasses.is_dataclass(config) and any(
             f.name == "max_batch_size" for f in dataclasses.fields(config)):
         config = dataclasses.replace(config, max_batch_size=batch)

@@ -131,6 +131,7 @@ def run_api_server(
         chat_template_config=chat_template_config,
         model_name=model_name,
         engine_process=engine_process,
+        serving=True,
     )
     if tool_format is not None:
         engine.chat_template = engine.chat_template.replace(tool_parser=tool_format.name)
