@@ -112,3 +112,25 @@ def test_close_leaves_no_process(tiny_llama_dir):
     assert process.is_alive()
     pipe.close()
     assert not process.is_alive() and process.exitcode == 0
+
+
+def test_engine_process_logs_at_the_front_ends_level(tiny_llama_dir):
+    """--log-level INFO reaches the engine process: its load (and, on a GPU, warm-up and
+    late-compile) records are printed like the front end's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from lmforge import PytorchEngineConfig
+        from lmforge.cli.console import configure_logging
+        from lmforge.engine.builder import build_async_engine
+        configure_logging("INFO")
+        engine = build_async_engine({str(tiny_llama_dir)!r}, engine_process=True,
+                                    backend_config=PytorchEngineConfig(**{CONFIG!r}))
+        engine.close()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INFO lmforge.engine.builder: loaded" in done.stderr

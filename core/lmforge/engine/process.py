@@ -65,11 +65,16 @@ def _gen_out(fields: list) -> GenOut:
 # ---------------------------------------------------------------------------------- engine side
 
 
-def engine_main(commands, outputs, build_args: dict) -> None:
+def engine_main(commands, outputs, build_args: dict, log_level: int | None = None) -> None:
     """The engine process: build the engine, say it is ready, then serve commands and steps
-    until told to close or the front end goes away."""
+    until told to close or the front end goes away. ``log_level`` is the front end's level for
+    lmforge's records (a spawned process starts without its logging set up)."""
     from .builder import build_llm_engine
 
+    if log_level is not None:
+        from ..cli.console import configure_logging
+
+        configure_logging(logging.getLevelName(log_level))
     try:
         engine = build_llm_engine(**build_args)
     except BaseException as exc:  # the front end raises it with the same one sentence
@@ -168,8 +173,9 @@ class EngineProcessClient:
         engine_outputs_recv, engine_outputs_send = ctx.Pipe(duplex=False)
         self._outputs = engine_outputs_recv
         # Not a daemon: the engine may start worker processes of its own (tensor parallelism).
+        level = logging.getLogger("lmforge").level or None  # set by the CLI, or by the user
         self.process = ctx.Process(target=engine_main, name="lmforge-engine",
-                                   args=(engine_commands, engine_outputs_send, build_args))
+                                   args=(engine_commands, engine_outputs_send, build_args, level))
         self.process.start()
         engine_commands.close()
         engine_outputs_send.close()
