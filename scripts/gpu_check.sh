@@ -177,8 +177,9 @@ fi
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   # W3: api_server at its defaults (batch 1,024 on an 80 GB GPU), then at each of
   # GPU_CHECK_W3_BATCHES ("256 512"), one server at a time. At the defaults, the first request
-  # after start-up alone (no warm-up request), then 1000 at once and 200 at 4 requests/s. GPU_CHECK_W3_PEER names another server's URL
-  # (LMDeploy's, vLLM's) to load with the same requests after lmforge's.
+  # after start-up alone (no warm-up request), then 1000 at once and 200 at 4 requests/s.
+  # GPU_CHECK_W3_PEER names another server's URL (LMDeploy's, vLLM's) to load with the same
+  # requests after lmforge's.
   wait_ready() {
     until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
       kill -0 "$server" 2>/dev/null || return 1

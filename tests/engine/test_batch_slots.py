@@ -6,7 +6,7 @@ from __future__ import annotations
 from lmforge.engine.scheduler import Scheduler, SchedulerOutput
 from lmforge.engine.sequence import Sequence
 from lmforge.engine.slots import BatchSlots
-from test_scheduler import FakeRunner, check_invariants, make, seq
+from test_scheduler import FakeRunner, accept_tokens, check_invariants, make, seq
 
 
 def writes(batch) -> list[tuple[int, int, int]]:
@@ -18,14 +18,10 @@ def run_step(sched: Scheduler, runner: FakeRunner, update: bool = True):
     ``update=False`` is a step that failed in the runner."""
     out = sched.schedule()
     batch = sched.build_batch(out)
-    tokens = iter(runner.execute(batch))
+    tokens = runner.execute(batch)
     if update:
         sched.update(out)
-        for s, need in zip(out.seqs, batch.need_logits, strict=True):
-            if need:
-                s.append_token(next(tokens))
-                if len(s.output_ids) >= s.gen_config.max_new_tokens:
-                    sched.finish(s, "length")
+        accept_tokens(sched, out, batch, tokens)
     check_invariants(sched)
     return out, batch
 

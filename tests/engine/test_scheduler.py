@@ -111,14 +111,20 @@ def step(sched: Scheduler, runner: FakeRunner) -> SchedulerOutput:
     if out.is_empty:
         return out
     batch = sched.build_batch(out)
-    tokens = iter(runner.execute(batch))
+    tokens = runner.execute(batch)
     sched.update(out)
+    accept_tokens(sched, out, batch, tokens)
+    return out
+
+
+def accept_tokens(sched: Scheduler, out: SchedulerOutput, batch, tokens) -> None:
+    """Append each sampling row's token to its sequence; finish those at max_new_tokens."""
+    tokens = iter(tokens)
     for s, need in zip(out.seqs, batch.need_logits, strict=True):
         if need:
             s.append_token(next(tokens))
             if len(s.output_ids) >= s.gen_config.max_new_tokens:
                 sched.finish(s, "length")
-    return out
 
 
 def run_all(sched: Scheduler, runner: FakeRunner | None = None,
