@@ -112,7 +112,8 @@ MaxBatchSize = Annotated[
     typer.Option(
         "--max-batch-size", "--max-num-seqs", min=1, metavar="N", show_default=False,
         help="Most sequences run together in one step; by default 256 on a GPU with 40 GiB or "
-        "more (1,024 for api_server on an 80 GB GPU or larger), else 128.", rich_help_panel=ENGINE_PANEL,
+        "more (1,024 for api_server on an 80 GB GPU or larger), else 128.",
+        rich_help_panel=ENGINE_PANEL,
     ),
 ]
 # lmforge chat runs one conversation: on the CPU its K/V pool then holds one session, not four.

@@ -79,9 +79,8 @@ def device_kind(device: str = "auto") -> str:
 def default_max_batch_size(device: str = "auto", serving: bool = False) -> int:
     """The batch an engine runs when the user does not choose one: on a CUDA GPU with 40 GiB or
     more 256, and 1,024 for a server on one with 70 GiB or more (80 GB cards and larger); else
-    128. Reads the GPU's
-    properties, so it runs where the engine runs (the engine process), not in a front end that
-    never touches CUDA."""
+    128. Reads the GPU's properties, so it runs where the engine runs (the engine process), not
+    in a front end that never touches CUDA."""
     if device_kind(device) != "cuda":
         return SMALL_BATCH
     import torch

@@ -135,8 +135,9 @@ def apply_bitmask(logits: torch.Tensor, rows: torch.Tensor | None,
     """
     if bitmask.shape[0] == 0:
         return
-    if logits.is_cuda and logits.stride(1) == 1 and _triton_apply() is not None:
-        _triton_apply()(logits, rows, bitmask.contiguous())
+    kernel = _triton_apply() if logits.is_cuda and logits.stride(1) == 1 else None
+    if kernel is not None:
+        kernel(logits, rows, bitmask.contiguous())
         return
     if logits.device.type != "cpu":
         apply_bitmask_reference(logits, rows, bitmask)

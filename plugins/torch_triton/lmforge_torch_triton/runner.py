@@ -254,7 +254,7 @@ class TorchModelRunner:
                                        max_blocks, self.device)
             self.graphs.capture_all()
         if self.device.type == "cuda":  # every rank runs the same warm-up steps, in step
-            warm_up(self.forward, block_size, num_blocks, -(-self._session_len() // block_size),
+            warm_up(self.forward, block_size, num_blocks, max_blocks,
                     getattr(self.engine_config, "max_prefill_token_num", 8192),
                     self.config.vocab_size)
             watch_compiles()
