@@ -12,13 +12,11 @@ TINY_CONFIG = ROOT / "benchmarks" / "models" / "tiny-llama" / "config.json"
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
+def tiny_model(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
     """The tiny config beside a saved copy of the demo tokenizer, which loads in a fraction of
-    the time the GGUF one takes."""
-    from lmforge.demo import demo_model_path
-    from lmforge.tokenizer import Tokenizer
-
+    the time the GGUF one takes (``LMFORGE_TEST_TOKENIZER`` where the demo model is absent)."""
     folder = tmp_path_factory.mktemp("tiny-llama")
     shutil.copy(TINY_CONFIG, folder / "config.json")
-    Tokenizer.from_pretrained(demo_model_path()).hf.save_pretrained(folder)
+    for file in smollm2_tokenizer_dir.iterdir():
+        shutil.copy(file, folder / file.name)
     return folder
