@@ -60,40 +60,43 @@ DEQUANT_MIN_ROWS = 1024
 # the weight tile (whichever is the smaller tensor).
 SCALE_AFTER_MAX_ROWS = 32
 
-_ONE_ROW = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=3)
+_ONE_ROW = dict(block_m=1, block_n=256, block_k=32, num_warps=4, num_stages=2)
 # Keys: the row bucket (triton_quant_common.ROW_BUCKETS, LARGE past them) and the shape class.
-# Not yet measured: split counts give every shape a few hundred programs at decode sizes (132
-# SMs on an H200), and no entry spills registers in the sm_90 build.
+# Rows 1, 16, 64 and 256: the fastest of `scripts/bench_quant_linear.py --sweep` on an H200
+# (Llama-3-8B's shapes, group 128): at one row the elementwise loop, QKV 16.1 us, o 14.0,
+# gate/up 58.9, down 32.1 (0.6-1.0 TB/s of 4-bit weights: the unpacking, not the memory, bounds
+# it). Rows 32 and 128, LM heads: not swept, chosen so that no entry spills registers.
 CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "narrow"): MatmulConfig(**_ONE_ROW, split_k=8),
-    (1, "wide"): MatmulConfig(**_ONE_ROW, split_k=2),
+    (1, "narrow"): MatmulConfig(**_ONE_ROW, split_k=16),
+    (1, "wide"): MatmulConfig(**_ONE_ROW, split_k=5),
     (1, "deep"): MatmulConfig(**_ONE_ROW, split_k=16),
-    (1, "vocab"): MatmulConfig(**_ONE_ROW, split_k=1),
-    (16, "narrow"): MatmulConfig(16, 128, 128, 8, 4, 3),
-    (16, "wide"): MatmulConfig(16, 128, 128, 2, 4, 3),
-    (16, "deep"): MatmulConfig(16, 128, 128, 16, 4, 3),
+    (1, "vocab"): MatmulConfig(16, 128, 128, 1, 4, 3),
+    (16, "narrow"): MatmulConfig(16, 64, 128, 4, 4, 4),
+    (16, "wide"): MatmulConfig(16, 128, 128, 1, 4, 4),
+    (16, "deep"): MatmulConfig(16, 128, 128, 8, 4, 4),
     (16, "vocab"): MatmulConfig(16, 128, 128, 1, 4, 3),
     (32, "narrow"): MatmulConfig(32, 128, 128, 8, 4, 3),
     (32, "wide"): MatmulConfig(32, 128, 128, 2, 4, 3),
     (32, "deep"): MatmulConfig(32, 128, 128, 16, 4, 3),
     (32, "vocab"): MatmulConfig(32, 128, 128, 1, 4, 3),
-    (64, "narrow"): MatmulConfig(64, 128, 64, 4, 4, 4),
-    (64, "wide"): MatmulConfig(64, 128, 64, 1, 4, 4),
-    (64, "deep"): MatmulConfig(64, 128, 64, 8, 4, 4),
+    (64, "narrow"): MatmulConfig(64, 64, 64, 4, 4, 4),
+    (64, "wide"): MatmulConfig(64, 128, 128, 1, 4, 3),
+    (64, "deep"): MatmulConfig(64, 64, 128, 4, 4, 4),
     (128, "narrow"): MatmulConfig(64, 128, 64, 2, 4, 4),
     (128, "wide"): MatmulConfig(64, 256, 64, 1, 8, 3),
     (128, "deep"): MatmulConfig(64, 128, 64, 4, 4, 4),
-    (256, "narrow"): MatmulConfig(128, 128, 64, 1, 8, 3),
-    (256, "wide"): MatmulConfig(128, 256, 64, 1, 8, 3),
-    (256, "deep"): MatmulConfig(128, 128, 64, 2, 8, 3),
+    (256, "narrow"): MatmulConfig(64, 128, 128, 2, 4, 3),
+    (256, "wide"): MatmulConfig(128, 128, 128, 1, 8, 3),
+    (256, "deep"): MatmulConfig(128, 128, 128, 4, 8, 3),
 }
 _DEFAULT_LARGE = MatmulConfig(128, 256, 64, 1, 8, 3)
 
 # Where the decode MLP's silu(gate) * up runs inside the down projection rather than in its own
-# kernel first. Keys as in CONFIGS.
-FUSED_CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "deep"): MatmulConfig(**_ONE_ROW, split_k=16),
-}
+# kernel first. Keys as in CONFIGS. Empty: every program repeats the activation, which measured
+# slower than its own kernel at 1 and 16 rows on an H200 (66.8 us fused against 55.6 split at
+# one row, 75.9 against 62.3 at 16).
+FUSED_CONFIGS: dict[tuple[int, str], MatmulConfig] = {}
+
 
 def pick_config(m: int, n: int, k: int) -> MatmulConfig | None:
     """Launch parameters for ``m`` rows of a ``[k, n]`` weight; None where dequantizing once

@@ -57,39 +57,42 @@ SCALED_MM_MIN_ROWS = 64
 INT_MM_MIN_ROWS: int | None = None
 
 # Decode sizes: tl.dot on 16-row tiles (padding rows load nothing) feeds the 8-bit codes to the
-# tensor cores as they are; the elementwise loop would convert every weight to 32 bits first.
+# tensor cores as they are; at one row the elementwise loop (block_m 1) over long K steps won on
+# QKV, o_proj and down_proj.
 _DECODE = dict(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)
 # Keys: the row bucket (triton_quant_common.ROW_BUCKETS, LARGE past them) and the shape class.
-# Not yet measured: chosen so that no entry spills registers in the sm_90 build.
+# Rows 1, 16, 64 and 256: the fastest of `scripts/bench_quant_linear.py --sweep` on an H200
+# (Llama-3-8B's shapes, int8; fp8's best were the same configs within 5 %), e.g. at one row
+# QKV 10.2 us, o 7.2, gate/up 29.8, down 18.0 (2.3-3.9 TB/s). Rows 32 and 128, LM heads:
+# not swept, chosen so that no entry spills registers in the sm_90 build.
 CONFIGS: dict[tuple[int, str], MatmulConfig] = {
-    (1, "narrow"): MatmulConfig(**_DECODE, split_k=4),
-    (1, "wide"): MatmulConfig(**_DECODE, split_k=1),
-    (1, "deep"): MatmulConfig(**_DECODE, split_k=8),
+    (1, "narrow"): MatmulConfig(1, 4, 2048, 1, 4, 1),
+    (1, "wide"): MatmulConfig(16, 128, 128, 1, 4, 4),
+    (1, "deep"): MatmulConfig(1, 8, 1024, 1, 4, 1),
     (1, "vocab"): MatmulConfig(**_DECODE, split_k=1),
-    (16, "narrow"): MatmulConfig(**_DECODE, split_k=4),
-    (16, "wide"): MatmulConfig(**_DECODE, split_k=1),
-    (16, "deep"): MatmulConfig(**_DECODE, split_k=8),
+    (16, "narrow"): MatmulConfig(16, 64, 128, 4, 4, 4),
+    (16, "wide"): MatmulConfig(16, 128, 128, 1, 4, 4),
+    (16, "deep"): MatmulConfig(16, 64, 256, 4, 4, 3),
     (32, "narrow"): MatmulConfig(32, 64, 256, 4, 4, 4),
     (32, "wide"): MatmulConfig(32, 64, 256, 1, 4, 4),
     (32, "deep"): MatmulConfig(32, 64, 256, 8, 4, 4),
-    (64, "narrow"): MatmulConfig(64, 64, 128, 2, 4, 4),
-    (64, "wide"): MatmulConfig(64, 128, 128, 1, 4, 4),
-    (64, "deep"): MatmulConfig(64, 64, 128, 4, 4, 4),
+    (64, "narrow"): MatmulConfig(64, 64, 128, 4, 4, 4),
+    (64, "wide"): MatmulConfig(64, 64, 128, 1, 4, 3),
+    (64, "deep"): MatmulConfig(64, 64, 256, 4, 4, 3),
     (128, "narrow"): MatmulConfig(64, 128, 128, 2, 8, 4),
     (128, "wide"): MatmulConfig(128, 128, 128, 1, 8, 4),
     (128, "deep"): MatmulConfig(64, 128, 128, 2, 8, 4),
-    (256, "narrow"): MatmulConfig(128, 128, 128, 1, 8, 4),
-    (256, "wide"): MatmulConfig(128, 256, 128, 1, 8, 3),
-    (256, "deep"): MatmulConfig(64, 128, 128, 1, 4, 4),
+    (256, "narrow"): MatmulConfig(64, 128, 128, 2, 4, 3),
+    (256, "wide"): MatmulConfig(128, 128, 128, 1, 8, 3),
+    (256, "deep"): MatmulConfig(64, 128, 128, 2, 4, 3),
 }
 _DEFAULT_LARGE = MatmulConfig(128, 256, 128, 1, 8, 3)
 
 # Where the kernel quantizes its own input rather than a quantize kernel running first. Keys:
-# "quant" or "silu", then as in CONFIGS.
-FUSED_CONFIGS: dict[tuple[str, int, str], MatmulConfig] = {
-    ("quant", 1, "narrow"): MatmulConfig(**_DECODE, split_k=4),
-    ("silu", 1, "deep"): MatmulConfig(**_DECODE, split_k=8),
-}
+# "quant" or "silu", then as in CONFIGS. Empty: every program repeats the row's quantization,
+# which measured slower than its own kernel at 1 and 16 rows on an H200 (o_proj at one row
+# 36.5 us fused against 13.3 split, SiLU-and-mul + down 210 against 29.5).
+FUSED_CONFIGS: dict[tuple[str, int, str], MatmulConfig] = {}
 
 
 def pick_config(m: int, n: int, k: int) -> MatmulConfig:
