@@ -4,9 +4,10 @@ call, the bandwidth its expert reads reach, and the PyTorch reference's time bes
     python scripts/bench_moe.py [--tokens 1 8 64 256 2048] [--sweep] [--json OUT]
 
 A decode-sized call reads only the experts its tokens chose: the GB/s column is those experts'
-bytes over the time (an H200 streams about 4.26 TB/s). ``--sweep`` times every tile choice of
-:data:`SWEEP` as well and prints the fastest per shape, which is how ``pick_config`` in
-``ops/triton_moe.py`` is to be set.
+bytes over the time (an H200 streams about 4.26 TB/s). The path says whether the call skipped
+the alignment (``pairs``, decode sizes) or sorted its pairs by expert. ``--sweep`` times every
+tile choice of :data:`SWEEP` as well and prints the fastest per shape, which is how
+``pick_config`` in ``ops/triton_moe.py`` is to be set.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from pathlib import Path
 
 import torch
 from lmforge_torch_triton.ops import reference_moe
-from lmforge_torch_triton.ops.triton_moe import MoEConfig, fused_moe_with_config, pick_config
+from lmforge_torch_triton.ops.triton_moe import (
+    MoEConfig,
+    fused_moe_with_config,
+    pick_config,
+    use_pair_path,
+)
 
 # (hidden, expert intermediate, experts, top_k)
 SHAPES = {"mixtral-8x7b": (4096, 14336, 8, 2), "qwen3-30b-a3b": (2048, 768, 128, 8)}
@@ -63,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name, shape in SHAPES.items():
-        hidden, inter, experts, _ = shape
+        hidden, inter, experts, top_k = shape
         expert_bytes = 3 * hidden * inter * 2
         for tokens in args.tokens:
             moe = layer(shape, tokens)
@@ -71,7 +77,8 @@ def main() -> None:
             config = pick_config(moe[4].numel(), experts)
             kernel = time_call(lambda c=config, m=moe: fused_moe_with_config(*m, "silu", c))
             ref = time_call(lambda m=moe: reference_moe.fused_moe(*m), repeats=5)
-            row = {"shape": name, "tokens": tokens, "experts_read": chosen,
+            path = "pairs" if use_pair_path(tokens, top_k, experts) else "sorted"
+            row = {"shape": name, "tokens": tokens, "path": path, "experts_read": chosen,
                    "kernel_us": kernel * 1e6, "reference_us": ref * 1e6,
                    "weight_gb_s": chosen * expert_bytes / kernel / 1e9, "config": vars(config)}
             if args.sweep:
@@ -86,7 +93,7 @@ def main() -> None:
                 row["best_us"], row["best_config"] = best_time * 1e6, vars(best)
             rows.append(row)
             best = f", best {row['best_us']:.1f} us {row['best_config']}" if args.sweep else ""
-            print(f"{name} tokens {tokens:>5}: {row['kernel_us']:9.1f} us "
+            print(f"{name} tokens {tokens:>5} ({path:>6}): {row['kernel_us']:9.1f} us "
                   f"({row['weight_gb_s']:7.1f} GB/s over {chosen} experts), reference "
                   f"{row['reference_us']:9.1f} us{best}", flush=True)
             del moe

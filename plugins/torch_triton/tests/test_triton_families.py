@@ -1,6 +1,7 @@
 """The new families through the Triton op table (every kernel in Triton's interpreter) against
 transformers: per-head q/k norms in the rotary kernel, 1 + w norms, soft-capped attention, GeGLU
-and the fused MoE kernel, in one decoder. On the GPU the same table runs compiled."""
+and the fused MoE kernel (its sorted and its decode-sized pair paths), in one decoder. On the
+GPU the same table runs compiled."""
 
 import os
 
@@ -24,6 +25,9 @@ CASES = {
                            max_window_layers=1),
     "gemma2-window6": dict(kind="gemma2"),
     "qwen3_moe": dict(kind="qwen3_moe"),
+    # Enough experts that the two-token decode steps take the MoE kernel's pair path.
+    "qwen3_moe-16experts": dict(kind="qwen3_moe", num_experts=16),
+    "mixtral-8experts": dict(kind="mixtral", num_local_experts=8),
 }
 
 

@@ -1,6 +1,6 @@
 """The fused MoE Triton kernel against the PyTorch reference: expert alignment, SwiGLU and GeGLU
-experts, experts no token chose, tokens routed by the reference router; and on the GPU at
-Mixtral-8x7B's and Qwen3-30B-A3B's shapes, in a CUDA graph too."""
+experts, experts no token chose, tokens routed by the reference router, the decode-sized pair
+path; and on the GPU at Mixtral-8x7B's and Qwen3-30B-A3B's shapes, in a CUDA graph too."""
 
 import os
 
@@ -27,6 +27,7 @@ from lmforge_torch_triton.ops.triton_moe import (  # noqa: E402
     fused_moe_with_config,
     moe_align,
     moe_route,
+    use_pair_path,
 )
 
 
@@ -43,8 +44,8 @@ def make_moe(tokens, hidden, inter, experts, top_k, dtype, seed=0, renormalize=T
 
 
 def check_moe(tokens, hidden, inter, experts, top_k, dtype, activation="silu", config=None,
-              seed=0):
-    args = make_moe(tokens, hidden, inter, experts, top_k, dtype, seed)
+              seed=0, renormalize=True):
+    args = make_moe(tokens, hidden, inter, experts, top_k, dtype, seed, renormalize)
     if config is None:
         out = fused_moe(*args, activation)
     else:
@@ -119,6 +120,40 @@ def test_fused_moe_tiles_and_many_small_experts(config):
 
 @pytest.mark.triton_interpret
 @needs_kernels
+@pytest.mark.parametrize("renormalize", [True, False], ids=["renormalized", "softmax"])
+@pytest.mark.parametrize("experts,top_k", [(16, 2), (48, 8)], ids=["top2", "top8"])
+@pytest.mark.parametrize("tokens", [1, 2, 3])
+def test_pair_path_matches_reference(tokens, experts, top_k, renormalize):
+    """Decode-sized calls skip the alignment: Mixtral's (renormalized top-2) and Qwen3-MoE's
+    kinds of routing, and softmax weights left as they are."""
+    assert use_pair_path(tokens, top_k, experts)
+    check_moe(tokens, 40, 24, experts, top_k, torch.bfloat16, seed=tokens,
+              renormalize=renormalize)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("dtype,ids_dtype", [(torch.float32, torch.int64),
+                                             (torch.bfloat16, torch.int32)], ids=str)
+def test_pair_path_shared_experts(dtype, ids_dtype):
+    """Tokens sharing experts (one program gathers all their pairs), a token choosing one
+    expert twice, GeGLU, a hidden size no tile divides, and the reference router's int64 ids."""
+    x, gate_up, down, _, _ = make_moe(4, 37, 20, 16, 2, dtype)
+    ids = torch.tensor([[0, 1], [1, 0], [0, 1], [5, 5]], dtype=ids_dtype, device=DEVICE)
+    weights = torch.tensor([[0.7, 0.3], [0.6, 0.4], [0.5, 0.5], [0.2, 0.8]], device=DEVICE)
+    assert use_pair_path(4, 2, 16)
+    out = fused_moe(x, gate_up, down, weights, ids, "gelu_tanh")
+    assert_close(out, reference_moe.fused_moe(x, gate_up, down, weights, ids, "gelu_tanh"))
+
+
+def test_pair_path_only_where_tokens_seldom_share_experts():
+    assert use_pair_path(1, 2, 8) and use_pair_path(1, 8, 128)
+    assert use_pair_path(8, 8, 128) and not use_pair_path(9, 8, 128)
+    assert use_pair_path(2, 2, 8) and not use_pair_path(3, 2, 8)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
 def test_fused_moe_rejects_mismatched_experts():
     x, gate_up, down, weights, ids = make_moe(3, 16, 8, 4, 2, torch.float32)
     with pytest.raises(ValueError, match="down must be"):
@@ -133,7 +168,7 @@ QWEN3_MOE = (2048, 768, 128, 8)
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("shape", [MIXTRAL, QWEN3_MOE], ids=["mixtral", "qwen3_moe"])
-@pytest.mark.parametrize("tokens", [1, 16, 256, 2048])
+@pytest.mark.parametrize("tokens", [1, 2, 8, 16, 256, 2048])
 def test_fused_moe_family_shapes(shape, tokens):
     hidden, inter, experts, top_k = shape
     check_moe(tokens, hidden, inter, experts, top_k, torch.bfloat16)
@@ -141,17 +176,20 @@ def test_fused_moe_family_shapes(shape, tokens):
 
 @pytest.mark.gpu
 @needs_gpu
-def test_fused_moe_replays_in_a_cuda_graph():
-    """A decode step's MoE captures: alignment and kernels need no host sync, and a replay with
-    other routing gives that routing's result."""
+@pytest.mark.parametrize("tokens", [1, 8, 64], ids=["pairs-1", "pairs-8", "sorted-64"])
+def test_fused_moe_replays_in_a_cuda_graph(tokens):
+    """A decode step's MoE captures, on the pair path and the sorted one: alignment and kernels
+    need no host sync, and a replay with other routing gives that routing's result."""
     hidden, inter, experts, top_k = QWEN3_MOE
-    x, gate_up, down, weights, ids = make_moe(8, hidden, inter, experts, top_k, torch.bfloat16)
+    assert use_pair_path(tokens, top_k, experts) == (tokens < 64)
+    x, gate_up, down, weights, ids = make_moe(tokens, hidden, inter, experts, top_k,
+                                              torch.bfloat16)
     fused_moe(x, gate_up, down, weights, ids)  # compile outside the capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = fused_moe(x, gate_up, down, weights, ids)
-    _, _, _, new_weights, new_ids = make_moe(8, hidden, inter, experts, top_k, torch.bfloat16,
-                                             seed=5)
+    _, _, _, new_weights, new_ids = make_moe(tokens, hidden, inter, experts, top_k,
+                                             torch.bfloat16, seed=5)
     weights.copy_(new_weights)
     ids.copy_(new_ids)
     graph.replay()

@@ -1,20 +1,25 @@
-"""Fused mixture of experts: each token's ``top_k`` (token, expert) pairs sorted by expert, then
+"""Fused mixture of experts: each token's ``top_k`` (token, expert) pairs grouped by expert, then
 two grouped GEMMs over the stacked expert weights.
 
 1. :func:`moe_route` picks each token's experts (softmax and top-k, one kernel), and
    :func:`moe_align` sorts the ``T * top_k`` pairs by expert and pads each expert's run to a
-   multiple of ``BLOCK_M`` rows, so that every row block belongs to one expert (one program:
-   a decode step is a handful of pairs). Shapes are static and nothing syncs with the host, so
-   a decode step stays capturable in a CUDA graph; row blocks past the last run exit at once.
+   multiple of ``BLOCK_M`` rows, so that every row block belongs to one expert. Shapes are static
+   and nothing syncs with the host, so a decode step stays capturable in a CUDA graph; row blocks
+   past the last run exit at once.
 2. The gate-up kernel multiplies each block's tokens by its expert's gate and up rows in one
    program (two accumulators over the same input tile) and writes ``act(gate) * up``.
 3. The down kernel multiplies those rows by the expert's down projection, scales each by its
    routing weight and writes it at its pair's row; the ``top_k`` rows of a token are summed.
 
+A decode step (at most :data:`PAIR_PATH_MAX_PAIRS` pairs, see :func:`use_pair_path`) skips the
+sort: the gate-up grid has one program row per pair, and the first pair of each expert gathers
+that expert's pairs itself from the few ids of the step (the others exit), so no alignment runs.
+Its down kernel gives each token's output tile one program that loops over the token's experts
+and sums their weighted outputs in registers: no per-pair output and no separate sum. A layer is
+then three launches (routing, two GEMMs) instead of five.
+
 Only the experts some token chose are read, and each of their weights once per row block: at
-decode (a few tokens) that is the whole cost of the layer, the bytes of the chosen experts. A
-layer is five launches (routing, alignment, two GEMMs, the sum over each token's experts), few
-enough for a batch-1 decode step of a 48-layer model.
+decode (a few tokens) that is the whole cost of the layer, the bytes of the chosen experts.
 Numerics follow :func:`.reference_moe.fused_moe`: fp32 accumulation, each projection rounded to
 the activation dtype, the weighted output rounded once more.
 """
@@ -29,6 +34,7 @@ import triton.language as tl
 
 from .triton_activation import gate_activation
 from .triton_common import dot_precision, expect, expect_dtype
+from .triton_gemv import _load
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,19 @@ class MoEConfig:
     block_k: int
     num_warps: int = 4
     num_stages: int = 3
+
+
+# The most (token, expert) pairs of a call that takes the pair path (decode steps).
+PAIR_PATH_MAX_PAIRS = 64
+
+
+def use_pair_path(tokens: int, top_k: int, num_experts: int) -> bool:
+    """Whether a call skips the alignment (see the module docstring). The pair path's down kernel
+    reads an expert's down weights once per token that chose it, so it pays only where tokens
+    seldom share an expert: one token, or few pairs among many experts (Qwen3-MoE's decode
+    batches, not Mixtral's 8 experts beyond two tokens)."""
+    pairs = tokens * top_k
+    return tokens == 1 or pairs <= min(PAIR_PATH_MAX_PAIRS, num_experts // 2)
 
 
 def pick_config(num_pairs: int, num_experts: int) -> MoEConfig:
@@ -178,19 +197,43 @@ def _block_rows(sorted_ptr, block_experts_ptr, block_rows_ptr, BLOCK_M: tl.const
 
 
 @triton.jit
+def _pair_rows(ids_ptr, num_pairs, BLOCK_M: tl.constexpr):
+    """The pair path's rows: this program's pair, when it is the first to choose its expert,
+    with every other pair that chose it, in pair order (``BLOCK_M`` covers all ``num_pairs``);
+    a pair's hidden row is its own index. Returns what :func:`_block_rows` does, the last value
+    true when an earlier pair owns the expert (then the program does nothing)."""
+    pair = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_M)
+    ids = tl.load(ids_ptr + offs, mask=offs < num_pairs, other=-1)
+    expert = tl.load(ids_ptr + pair)
+    hit = (ids == expert).to(tl.int32)
+    first = tl.min(tl.where(hit != 0, offs, BLOCK_M), 0)
+    rank = tl.cumsum(hit, 0) - hit
+    # Row m of the tile: the pair of rank m among the expert's pairs.
+    owned = (hit[None, :] != 0) & (rank[None, :] == offs[:, None])
+    pairs = tl.sum(tl.where(owned, offs[None, :], 0), 1)
+    valid = offs < tl.sum(hit, 0)
+    return pairs, valid, pairs, expert.to(tl.int64), first != pair
+
+
+@triton.jit
 def _gate_up_kernel(
-    x_ptr, w_ptr, out_ptr, sorted_ptr, block_experts_ptr, block_rows_ptr,
-    top_k, hidden, inter,
+    x_ptr, w_ptr, out_ptr, sorted_ptr, block_experts_ptr, block_rows_ptr, ids_ptr,
+    num_pairs, top_k, hidden, inter,
     stride_xt, stride_we, stride_wn, stride_om,
+    SORTED: tl.constexpr,
     GELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    rows, valid, pairs, expert, empty = _block_rows(sorted_ptr, block_experts_ptr,
-                                                    block_rows_ptr, BLOCK_M)
-    if empty:
+    if SORTED:
+        rows, valid, pairs, expert, skip = _block_rows(sorted_ptr, block_experts_ptr,
+                                                       block_rows_ptr, BLOCK_M)
+    else:
+        rows, valid, pairs, expert, skip = _pair_rows(ids_ptr, num_pairs, BLOCK_M)
+    if skip:
         return
     tokens = (pairs // top_k).to(tl.int64)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -257,6 +300,83 @@ def _down_kernel(
              mask=valid[:, None] & n_mask[None, :])
 
 
+@triton.jit
+def _down_sum_kernel(
+    a_ptr, w_ptr, weights_ptr, ids_ptr, out_ptr,
+    top_k, inter, hidden,
+    stride_am, stride_we, stride_wn, stride_ot,
+    EVEN: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """The pair path's down projection: one token's ``BLOCK_N`` outputs, its ``top_k`` experts'
+    weighted outputs summed in order. One program owning the tile, rather than one per pair
+    adding into a shared fp32 buffer with atomics, keeps the sum deterministic and needs neither
+    a zeroed buffer nor a cast kernel; a GEMV's thin, long tiles keep the grid wide at one token.
+    """
+    token = tl.program_id(0).to(tl.int64)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < hidden
+    offs_k = tl.arange(0, BLOCK_K)
+    dt = out_ptr.dtype.element_ty
+    out = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for j in range(top_k):
+        pair = token * top_k + j
+        expert = tl.load(ids_ptr + pair).to(tl.int64)
+        a_ptrs = a_ptr + pair * stride_am + offs_k
+        w_ptrs = w_ptr + expert * stride_we + offs_n.to(tl.int64)[:, None] * stride_wn \
+            + offs_k[None, :]
+        acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, inter, BLOCK_K):
+            k_mask = offs_k < inter - k0
+            a = _load(a_ptrs, k_mask, EVEN, "evict_last")
+            w = _load(w_ptrs, n_mask[:, None] & k_mask[None, :], EVEN, "evict_first")
+            acc += w.to(tl.float32) * a.to(tl.float32)[None, :]
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        # Rounded as the reference rounds: the projection, then the weighted output.
+        y = tl.sum(acc, 1).to(dt).to(tl.float32) * tl.load(weights_ptr + pair)
+        out += y.to(dt).to(tl.float32)
+    tl.store(out_ptr + token * stride_ot + offs_n, out.to(dt), mask=n_mask)
+
+
+# The pair path's down tiles: a one-row GEMV's (``triton_gemv``), 4 weight rows by up to 2048
+# inputs per step, the split that measured fastest there on every shape.
+DOWN_SUM_BLOCK_N = 4
+DOWN_SUM_MAX_BLOCK_K = 2048
+
+
+def _fused_moe_pairs(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
+                     topk_weights: torch.Tensor, topk_ids: torch.Tensor, gelu: bool,
+                     config: MoEConfig) -> torch.Tensor:
+    """The pair path (see the module docstring): two launches, no alignment, no sum kernel."""
+    tokens, hidden = x.shape
+    inter = down.shape[2]
+    top_k = topk_ids.shape[1]
+    pairs = tokens * top_k
+    ids = topk_ids.contiguous()
+    # One tile covers every pair, so an expert chosen by all of them still fits one program.
+    block_m = max(16, triton.next_power_of_2(pairs))
+    hidden_rows = torch.empty(pairs, inter, dtype=x.dtype, device=x.device)
+    _gate_up_kernel[(pairs, triton.cdiv(inter, config.block_n))](
+        x, gate_up, hidden_rows, ids, ids, ids, ids, pairs, top_k, hidden, inter,
+        x.stride(0), gate_up.stride(0), gate_up.stride(1), hidden_rows.stride(0),
+        SORTED=False, GELU=gelu, DOT_PRECISION=dot_precision(x.dtype), BLOCK_M=block_m,
+        BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    out = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)
+    block_k = min(DOWN_SUM_MAX_BLOCK_K, max(16, triton.next_power_of_2(inter)))
+    _down_sum_kernel[(tokens, triton.cdiv(hidden, DOWN_SUM_BLOCK_N))](
+        hidden_rows, down, topk_weights.to(torch.float32).contiguous(), ids, out,
+        top_k, inter, hidden,
+        hidden_rows.stride(0), down.stride(0), down.stride(1), out.stride(0),
+        EVEN=inter % block_k == 0 and hidden % DOWN_SUM_BLOCK_N == 0,
+        BLOCK_N=DOWN_SUM_BLOCK_N, BLOCK_K=block_k, num_warps=4,
+    )
+    return out
+
+
 def fused_moe_with_config(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
                           topk_weights: torch.Tensor, topk_ids: torch.Tensor, activation: str,
                           config: MoEConfig) -> torch.Tensor:
@@ -284,6 +404,9 @@ def fused_moe_with_config(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Te
     if num_pairs == 0:
         return torch.zeros(tokens, hidden, dtype=x.dtype, device=x.device)
     x = x if x.stride(-1) == 1 else x.contiguous()
+    gelu = activation == "gelu_tanh"
+    if use_pair_path(tokens, top_k, experts):
+        return _fused_moe_pairs(x, gate_up, down, topk_weights, topk_ids, gelu, config)
     sorted_pairs, block_experts, block_rows = moe_align(topk_ids, experts, config.block_m)
     blocks = block_experts.shape[0]
     launch = dict(DOT_PRECISION=dot_precision(x.dtype), BLOCK_M=config.block_m,
@@ -291,10 +414,10 @@ def fused_moe_with_config(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Te
                   num_warps=config.num_warps, num_stages=config.num_stages)
     hidden_rows = torch.empty(sorted_pairs.shape[0], inter, dtype=x.dtype, device=x.device)
     _gate_up_kernel[(blocks, triton.cdiv(inter, config.block_n))](
-        x, gate_up, hidden_rows, sorted_pairs, block_experts, block_rows,
+        x, gate_up, hidden_rows, sorted_pairs, block_experts, block_rows, topk_ids, num_pairs,
         top_k, hidden, inter,
         x.stride(0), gate_up.stride(0), gate_up.stride(1), hidden_rows.stride(0),
-        GELU=activation == "gelu_tanh", **launch,
+        SORTED=True, GELU=gelu, **launch,
     )
     pair_out = torch.empty(num_pairs, hidden, dtype=x.dtype, device=x.device)
     _down_kernel[(blocks, triton.cdiv(hidden, config.block_n))](
