@@ -41,14 +41,19 @@ def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
 @triton.jit
 def head_dim_columns(BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, QUANT: tl.constexpr):
     """The head dimension each of a tile's ``BLOCK_D`` columns holds, and whether it is a real
-    one: the column order of :func:`load_codes`' tiles, which queries and outputs follow. At
-    quant_policy 4 column ``8 w + 2 b + h`` is nibble ``h`` of byte ``b`` of word ``w``, and byte
-    ``j`` packs dimensions ``j`` and ``j + HEAD_DIM / 2``; otherwise column ``c`` is dimension
-    ``c``."""
+    one: the column order of :func:`load_codes`' tiles, which queries and outputs follow. The
+    order is the one in which a word's codes come out of its unpacking, so the tile's registers
+    are the unpacked words as they are. At quant_policy 8 the columns of word ``w`` are its bytes
+    0, 2, 1, 3 (dimensions ``4 w + b``). At quant_policy 4 they are the low nibbles of its bytes
+    0, 2, 1, 3, then the high ones, and byte ``j`` packs dimensions ``j`` (low) and
+    ``j + HEAD_DIM / 2`` (high). Unquantized, column ``c`` is dimension ``c``."""
     offs = tl.arange(0, BLOCK_D)
-    if QUANT == 4:
-        byte = (offs // 8) * 4 + (offs % 8) // 2
-        dims = byte + (offs % 2) * (HEAD_DIM // 2)
+    if QUANT == 8:
+        dims = (offs // 4) * 4 + (offs % 2) * 2 + (offs % 4) // 2
+        mask = offs < HEAD_DIM
+    elif QUANT == 4:
+        byte = (offs // 8) * 4 + (offs % 2) * 2 + (offs % 4) // 2
+        dims = byte + ((offs % 8) // 4) * (HEAD_DIM // 2)
         mask = byte < HEAD_DIM // 2
     else:
         dims = offs
@@ -80,8 +85,8 @@ def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         mask=valid[:, None] & (offs_w < HEAD_DIM // 4)[None, :], other=0)
         b0, b2 = _fp16_pair((words & 0x00FF00FF) | 0x64006400)
         b1, b3 = _fp16_pair(((words >> 8) & 0x00FF00FF) | 0x64006400)
-        # tl.join adds the minor dimension: this nesting lays the bytes out in order.
-        tile = tl.join(tl.join(b0, b2), tl.join(b1, b3))
+        # tl.join adds the minor dimension: columns b0, b2, b1, b3, each pair one register.
+        tile = tl.join(tl.join(b0, b1), tl.join(b2, b3))
     else:
         offs_w = tl.arange(0, BLOCK_D // 8)
         words = tl.load(row_ptrs[:, None] + offs_w[None, :],
@@ -90,9 +95,9 @@ def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         l1, l3 = _fp16_pair(((words >> 8) & 0x000F000F) | 0x64006400)
         h0, h2 = _fp16_pair(((words >> 4) & 0x000F000F) | 0x64006400)
         h1, h3 = _fp16_pair(((words >> 12) & 0x000F000F) | 0x64006400)
-        lows = tl.join(tl.join(l0, l2), tl.join(l1, l3))
-        highs = tl.join(tl.join(h0, h2), tl.join(h1, h3))
-        tile = tl.join(lows, highs)
+        # Columns l0, l2, l1, l3, h0, h2, h1, h3 (the innermost join varies fastest).
+        tile = tl.join(tl.join(tl.join(l0, h0), tl.join(l1, h1)),
+                       tl.join(tl.join(l2, h2), tl.join(l3, h3)))
     return tl.reshape(tile, (tile.shape[0], BLOCK_D))
 
 
