@@ -34,12 +34,12 @@ def compile_decode(policy: int, split: bool, arch: int):
     row = HEAD_DIM // {0: 1, 8: 4, 4: 8}[policy]  # elements (or code words) per head row
     splits = 16 if split else 1
     types = dict(q_ptr="*bf16", k_cache_ptr=f"*{cache}", v_cache_ptr=f"*{cache}",
-                 k_sz_ptr="*fp32", v_sz_ptr="*fp32", block_tables_ptr="*i32", kv_lens_ptr="*i32",
+                 k_sz_ptr="*i64", v_sz_ptr="*i64", block_tables_ptr="*i32", kv_lens_ptr="*i32",
                  out_ptr="*fp32" if split else "*bf16", lse_ptr="*fp32", qk_scale="fp32")
     values = dict(window=0, num_splits=splits, stride_qb=HEADS * HEAD_DIM, stride_qh=HEAD_DIM,
                   stride_kb=BLOCK * KV_HEADS * row, stride_kr=KV_HEADS * row, stride_kh=row,
                   stride_vb=BLOCK * KV_HEADS * row, stride_vr=KV_HEADS * row, stride_vh=row,
-                  stride_szb=BLOCK * KV_HEADS * 2, stride_szr=KV_HEADS * 2, stride_szh=2,
+                  stride_szb=BLOCK * KV_HEADS, stride_szr=KV_HEADS, stride_szh=1,
                   stride_bt=128, stride_ob=HEADS * splits * HEAD_DIM,
                   stride_oh=splits * HEAD_DIM, stride_os=HEAD_DIM, stride_lb=HEADS * splits,
                   stride_lh=splits)

@@ -37,8 +37,9 @@ from .triton_kv_quant import (
     dequantized_scores,
     dequantized_values,
     head_dim_columns,
+    load_scale_zero,
     mma_queries,
-    scales_zeros_args,
+    scale_zero_words,
 )
 
 # Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
@@ -160,8 +161,7 @@ def _decode_split_kernel(
             rows_sz = paged_token_offsets(
                 table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
             ) + kv_head * stride_szh
-            k_scale = tl.load(k_sz_ptr + rows_sz, mask=valid, other=0.0)
-            k_zero = tl.load(k_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            k_scale, k_zero = load_scale_zero(k_sz_ptr + rows_sz, valid)
             qk = dequantized_scores(
                 q, q_sum, k_cache_ptr + rows_k + kv_head * stride_kh, valid, k_scale * qk_scale,
                 k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
@@ -188,8 +188,7 @@ def _decode_split_kernel(
             )
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
-            v_scale = tl.load(v_sz_ptr + rows_sz, mask=valid, other=0.0)
-            v_zero = tl.load(v_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            v_scale, v_zero = load_scale_zero(v_sz_ptr + rows_sz, valid)
             pv, top, rows = dequantized_values(
                 p, v_cache_ptr + rows_v + kv_head * stride_vh, valid, v_scale, v_zero,
                 q.dtype == tl.float32, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
@@ -365,7 +364,7 @@ def paged_decode_attention_splitk(
     qk_scale = scale * LOG2E
     cap = (softcap or 1.0) * LOG2E
     window = sliding_window or 0
-    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    k_sz, v_sz, *sz_strides = scale_zero_words(k_cache, k_scales_zeros, v_scales_zeros)
     k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
     if num_splits == 1:
         _decode_split_kernel[grid](

@@ -27,6 +27,16 @@ def scales_zeros_args(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None
     return (k_scales_zeros, v_scales_zeros, *k_scales_zeros.stride()[:3])
 
 
+def scale_zero_words(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None,
+                     v_scales_zeros: torch.Tensor | None) -> tuple:
+    """:func:`scales_zeros_args` for kernels that read each token's ``(scale, zero)`` pair as one
+    int64 word with :func:`load_scale_zero` (strides in words)."""
+    if k_scales_zeros is None:
+        return (k_cache, k_cache, 0, 0, 0)
+    k_words, v_words = (t.view(torch.int64) for t in (k_scales_zeros, v_scales_zeros))
+    return (k_words, v_words, *k_words.stride()[:3])
+
+
 def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
     """What the attention kernels read: a quantized cache as int32 words of four code bytes
     (strides in words), which they unpack in registers; an unquantized one as it is."""
@@ -99,6 +109,18 @@ def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         tile = tl.join(tl.join(tl.join(l0, h0), tl.join(l1, h1)),
                        tl.join(tl.join(l2, h2), tl.join(l3, h3)))
     return tl.reshape(tile, (tile.shape[0], BLOCK_D))
+
+
+@triton.jit
+def load_scale_zero(ptrs, valid):
+    """The float32 ``(scale, zero)`` pairs at ``ptrs`` (int64 words, see
+    :func:`scale_zero_words`), one 8-byte load each rather than two 4-byte ones; rows not
+    ``valid`` read zeros."""
+    words = tl.load(ptrs, mask=valid, other=0)
+    # Little-endian: the scale is the low half.
+    scale = words.to(tl.int32).to(tl.float32, bitcast=True)
+    zero = (words >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    return scale, zero
 
 
 @triton.jit
