@@ -10,7 +10,7 @@ A quantized cache (``quant_policy`` 8 or 4, ``kv_cache.py``) is dequantized in r
 widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * (q . code) +
 zero * sum(q)``, and the values' scales fold into the probabilities and their zeros into one
 row sum, so the MMAs take the integer codes (exact in float16, see
-``triton_common.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
+``triton_kv_quant.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
 compiles this in, leaving the unquantized kernel as it was. Soft-capped scores (Gemma 2:
 ``cap * tanh(score / cap)``) are another constexpr flag.
 """
