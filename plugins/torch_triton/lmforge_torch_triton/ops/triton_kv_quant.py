@@ -71,6 +71,11 @@ def head_dim_columns(BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, QUANT: tl.co
     return dims, mask
 
 
+# A code's float16 bit pattern is itself: a subnormal worth ``code * 2**-24``, exact, which
+# tensor cores multiply without flushing. The kernels fold this factor back into the scales.
+CODE_UNIT = tl.constexpr(16777216.0)
+
+
 @triton.jit
 def _fp16_pair(word):
     """The two 16-bit halves of int32 ``word`` as float16 values."""
@@ -81,30 +86,31 @@ def _fp16_pair(word):
 @triton.jit
 def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                QUANT: tl.constexpr):
-    """A ``[rows, BLOCK_D]`` float16 tile of ``1024 + code`` for the cache rows at ``row_ptrs``
-    (int32 words, see :func:`code_words`), columns in :func:`head_dim_columns`' order; rows not
-    ``valid`` read code 0.
+    """A ``[rows, BLOCK_D]`` float16 tile of ``code / CODE_UNIT`` for the cache rows at
+    ``row_ptrs`` (int32 words, see :func:`code_words`), columns in :func:`head_dim_columns`'
+    order; rows not ``valid`` read code 0.
 
-    ``0x6400 | c`` is the float16 ``1024 + c`` for ``c < 1024``: two codes become two floats
-    with one AND-OR of a word (LOP3), where an integer-to-float conversion runs at a quarter of
-    the float rate or less. Callers fold the 1024 into the zero point. Loading words, not bytes,
-    keeps the unpacking in the load's registers instead of the dot operand's layout."""
+    Masking a word with ``0x00FF00FF`` (or ``0x000F000F``) leaves two codes as the bit patterns
+    of two float16 subnormals, ``code * 2**-24``: one AND per two codes (LOP3 with one
+    immediate), where an integer-to-float conversion runs at a quarter of the float rate or
+    less. Loading words, not bytes, keeps the unpacking in the load's registers instead of the
+    dot operand's layout."""
     if QUANT == 8:
         offs_w = tl.arange(0, BLOCK_D // 4)
         words = tl.load(row_ptrs[:, None] + offs_w[None, :],
                         mask=valid[:, None] & (offs_w < HEAD_DIM // 4)[None, :], other=0)
-        b0, b2 = _fp16_pair((words & 0x00FF00FF) | 0x64006400)
-        b1, b3 = _fp16_pair(((words >> 8) & 0x00FF00FF) | 0x64006400)
+        b0, b2 = _fp16_pair(words & 0x00FF00FF)
+        b1, b3 = _fp16_pair((words >> 8) & 0x00FF00FF)
         # tl.join adds the minor dimension: columns b0, b2, b1, b3, each pair one register.
         tile = tl.join(tl.join(b0, b1), tl.join(b2, b3))
     else:
         offs_w = tl.arange(0, BLOCK_D // 8)
         words = tl.load(row_ptrs[:, None] + offs_w[None, :],
                         mask=valid[:, None] & (offs_w < HEAD_DIM // 8)[None, :], other=0)
-        l0, l2 = _fp16_pair((words & 0x000F000F) | 0x64006400)
-        l1, l3 = _fp16_pair(((words >> 8) & 0x000F000F) | 0x64006400)
-        h0, h2 = _fp16_pair(((words >> 4) & 0x000F000F) | 0x64006400)
-        h1, h3 = _fp16_pair(((words >> 12) & 0x000F000F) | 0x64006400)
+        l0, l2 = _fp16_pair(words & 0x000F000F)
+        l1, l3 = _fp16_pair((words >> 8) & 0x000F000F)
+        h0, h2 = _fp16_pair((words >> 4) & 0x000F000F)
+        h1, h3 = _fp16_pair((words >> 12) & 0x000F000F)
         # Columns l0, l2, l1, l3, h0, h2, h1, h3 (the innermost join varies fastest).
         tile = tl.join(tl.join(tl.join(l0, h0), tl.join(l1, h1)),
                        tl.join(tl.join(l2, h2), tl.join(l3, h3)))
@@ -145,16 +151,13 @@ def dequantized_scores(q, q_sum, k_ptrs, valid, scale, zero, HEAD_DIM: tl.conste
                        BLOCK_D: tl.constexpr, QUANT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``q . k`` times the caller's factor for the quantized keys at ``k_ptrs`` (``k = code *
     scale + zero`` per key; ``scale`` and ``zero`` already hold the factor):
-    ``q . (1024 + code) * scale + sum(q) * (zero - 1024 * scale)``, the integer codes in the
-    MMA and two operations per score besides."""
+    ``q . code * scale + sum(q) * zero``, the integer codes in the MMA and one multiply and one
+    fused multiply-add per score besides."""
     k = load_codes(k_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
     if q.dtype == tl.float32:
-        k = k.to(tl.float32) - 1024.0
-        bias = 0.0
-    else:
-        bias = 1024.0
+        k = k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-    return qk * scale[None, :] + q_sum[:, None] * (zero - bias * scale)[None, :]
+    return qk * (scale * CODE_UNIT)[None, :] + q_sum[:, None] * zero[None, :]
 
 
 @triton.jit
@@ -163,19 +166,17 @@ def dequantized_values(p, v_ptrs, valid, scale, zero, WIDE: tl.constexpr, HEAD_D
     """``p @ v`` for float32 probabilities ``p`` and the quantized values at ``v_ptrs`` as
     ``top * pv + row[:, None]``; returns ``pv, top, row``, so the caller folds ``row`` into a
     per-row sum instead of adding it to every column. Each key's scale goes into its
-    probabilities relative to the tile's largest, ``top`` (so float16 keeps them), its zero into
-    ``row``. In float32 when ``WIDE`` (float32 queries), else float16."""
+    probabilities relative to the tile's largest (so float16 keeps them), its zero into ``row``.
+    In float32 when ``WIDE`` (float32 queries), else float16."""
     v = load_codes(v_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
     top = tl.maximum(tl.max(scale, 0), 1e-30)
     weights = p * (scale / top)[None, :]
     row = tl.sum(p * zero[None, :], 1)
     if WIDE:
-        pv = tl.dot(weights, v.to(tl.float32) - 1024.0, input_precision=DOT_PRECISION)
+        pv = tl.dot(weights, v.to(tl.float32), input_precision=DOT_PRECISION)
     else:
-        weights = weights.to(tl.float16)
-        pv = tl.dot(weights, v, input_precision=DOT_PRECISION)
-        row -= 1024.0 * top * tl.sum(weights.to(tl.float32), 1)
-    return pv, top, row
+        pv = tl.dot(weights.to(tl.float16), v, input_precision=DOT_PRECISION)
+    return pv, top * CODE_UNIT, row
 
 
 @triton.jit
