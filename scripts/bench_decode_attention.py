@@ -5,7 +5,11 @@ times the Triton kernel as a CUDA graph step would run it: the block tables are 
 ``--session-len`` session (the graph's static buffer), while sequences hold ``--context``
 tokens. Prints the time with the split count the op chooses and with each fixed count, and the
 bandwidth of the K/V bytes actually read. ``--quant-policy 8`` or ``4`` times the same calls over
-an int8 or int4 cache (codes plus a float32 scale and zero per token and head).
+an int8 or int4 cache (codes plus a float32 scale and zero per token and head). Unless
+``--no-config-sweep``, each row also times the chosen split count at every launch config, as
+``<tokens per tile>n<warps>w<stages>s microseconds``; the defaults live in
+``triton_decode_attention.py`` (``_BLOCK_N``, ``_QUANT_BLOCK_N``, and ``num_warps`` /
+``num_stages`` in ``paged_decode_attention_splitk``).
 
     python scripts/bench_decode_attention.py [--batch-size 1 4 16 64 256] [--context 256 640 2048]
         [--quant-policy 0 8 4]
@@ -21,7 +25,9 @@ from lmforge_torch_triton import kv_cache
 from lmforge_torch_triton.ops.triton_decode_attention import (
     choose_num_splits,
     paged_decode_attention_splitk,
+    tile_tokens,
 )
+from triton.runtime.errors import OutOfResources
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
 # One layer of Llama-3-8B's attention, for the cache's bytes per token.
@@ -80,24 +86,31 @@ def bench_case(batch: int, context: int, width: int, splits: list[int], policy: 
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     q = torch.randn(batch, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
 
-    def run(num_splits, warps=None, stages=3):
+    def run(num_splits, warps=None, stages=3, block_n=None):
         def call(i):
             cache = dict(caches[i % copies])
             k, v = cache.pop("k_cache"), cache.pop("v_cache")
             return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
-                                                 num_splits, warps, stages, **cache)
+                                                 num_splits, warps, stages, block_n=block_n,
+                                                 **cache)
         return call
 
-    chosen = choose_num_splits(batch, KV_HEADS, width * BLOCK, device)
+    chosen = choose_num_splits(batch, KV_HEADS, width * BLOCK, device, tile_tokens(policy))
     us = time_us(run(chosen))
     cells = " ".join(f"{time_us(run(n)):7.1f}" for n in splits)
     row = (f"{batch:5d} {context:7d} {us:6.1f} ({chosen:2d}, {kv_bytes / us / 1e6:4.1f} TB/s) "
            f"{cells}")
-    # The launch config of the chosen split count: warps x pipeline stages.
+    # The launch config of the chosen split count: tokens per tile x warps x pipeline stages.
     if not sweep_configs:
         return row
-    configs = [f"{warps}w{stages}s {time_us(run(chosen, warps, stages)):.1f}"
-               for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3))]
+    configs = []
+    for block_n in (64, 128):
+        for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3)):
+            try:
+                cell = f"{time_us(run(chosen, warps, stages, block_n)):.1f}"
+            except OutOfResources:  # tiles too large for the SM's shared memory
+                cell = "n/a"
+            configs.append(f"{block_n}n{warps}w{stages}s {cell}")
     return row + "\n      configs: " + ", ".join(configs)
 
 

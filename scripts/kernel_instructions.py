@@ -3,12 +3,14 @@ machine (no GPU needed): bf16, int8 and int4 caches at Llama-3-8B's shapes.
 
 Compiles ``_decode_split_kernel`` for ``--arch`` (default sm_90) with the specializations its
 launcher gets (16-byte-divisible pointers and strides), disassembles it with the ``cuobjdump``
-that ships with Triton, finds its loop over 64-token K/V tiles (the one backward branch) and
-prints the instructions per thread in that loop, with the most frequent opcodes. A memory-bound
+that ships with Triton, finds its loop over K/V tiles (the one backward branch) and
+prints the instructions per thread in that loop per 64 tokens, with the most frequent opcodes
+of one iteration. A memory-bound
 loop moves its tile's bytes in fewer issue slots than the memory takes; on an H200 that is about
 8 thread-instructions per byte of K/V.
 
-    python scripts/kernel_instructions.py [--split] [--arch 90]
+    python scripts/kernel_instructions.py [--split] [--arch 90] [--block-n 64]
+        [--num-warps 4] [--num-stages 3]
 """
 
 from __future__ import annotations
@@ -28,23 +30,24 @@ from triton.compiler import ASTSource
 HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
 
 
-def compile_decode(policy: int, split: bool, arch: int):
+def compile_decode(policy: int, split: bool, arch: int, block_n: int = 64, num_warps: int = 0,
+                   num_stages: int = 3):
     """The kernel as the launcher would build it for bf16 queries over a ``policy`` cache."""
     cache = "i32" if policy else "bf16"
     row = HEAD_DIM // {0: 1, 8: 4, 4: 8}[policy]  # elements (or code words) per head row
     splits = 16 if split else 1
     types = dict(q_ptr="*bf16", k_cache_ptr=f"*{cache}", v_cache_ptr=f"*{cache}",
-                 k_sz_ptr="*fp32", v_sz_ptr="*fp32", block_tables_ptr="*i32", kv_lens_ptr="*i32",
+                 k_sz_ptr="*i64", v_sz_ptr="*i64", block_tables_ptr="*i32", kv_lens_ptr="*i32",
                  out_ptr="*fp32" if split else "*bf16", lse_ptr="*fp32", qk_scale="fp32")
     values = dict(window=0, num_splits=splits, stride_qb=HEADS * HEAD_DIM, stride_qh=HEAD_DIM,
                   stride_kb=BLOCK * KV_HEADS * row, stride_kr=KV_HEADS * row, stride_kh=row,
                   stride_vb=BLOCK * KV_HEADS * row, stride_vr=KV_HEADS * row, stride_vh=row,
-                  stride_szb=BLOCK * KV_HEADS * 2, stride_szr=KV_HEADS * 2, stride_szh=2,
+                  stride_szb=BLOCK * KV_HEADS, stride_szr=KV_HEADS, stride_szh=1,
                   stride_bt=128, stride_ob=HEADS * splits * HEAD_DIM,
                   stride_oh=splits * HEAD_DIM, stride_os=HEAD_DIM, stride_lb=HEADS * splits,
                   stride_lh=splits)
     consts = dict(GROUP=HEADS // KV_HEADS, BLOCK_H=16, HEAD_DIM=HEAD_DIM, BLOCK_D=HEAD_DIM,
-                  BLOCK_SIZE=BLOCK, BLOCK_N=64, HAS_WINDOW=False, SPLIT=split,
+                  BLOCK_SIZE=BLOCK, BLOCK_N=block_n, HAS_WINDOW=False, SPLIT=split,
                   DOT_PRECISION="tf32", QUANT=policy)
     fn = decode._decode_split_kernel
     signature, constexprs, attrs = {}, {}, {}
@@ -57,7 +60,7 @@ def compile_decode(policy: int, split: bool, arch: int):
             signature[name] = types.get(name, "i32")
             if signature[name].startswith("*") or values.get(name, 1) % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    options = dict(num_warps=4 if split else 2, num_stages=3)
+    options = dict(num_warps=num_warps or (4 if split else 2), num_stages=num_stages)
     return triton.compile(ASTSource(fn, signature, constexprs, attrs),
                           target=GPUTarget("cuda", arch, 32), options=options)
 
@@ -83,14 +86,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", action="store_true", help="the split-K kernel (4 warps)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
+    parser.add_argument("--block-n", type=int, default=0,
+                        help="tokens per K/V tile (default: the op's, 64 bf16, 128 quantized)")
+    parser.add_argument("--num-warps", type=int, default=0,
+                        help="warps per program (default: the op's, 2 unsplit, 4 split)")
+    parser.add_argument("--num-stages", type=int, default=3, help="software pipeline stages")
     args = parser.parse_args()
-    for policy, tile_bytes in ((0, 2 * 64 * HEAD_DIM * 2), (8, 2 * 64 * HEAD_DIM),
-                               (4, 64 * HEAD_DIM)):
-        ops = loop_instructions(compile_decode(policy, args.split, args.arch).asm["cubin"])
-        threads = 32 * (4 if args.split else 2)
+    threads = 32 * (args.num_warps or (4 if args.split else 2))
+    for policy in (0, 8, 4):
+        block_n = args.block_n or decode.tile_tokens(policy)
+        kernel = compile_decode(policy, args.split, args.arch, block_n, args.num_warps,
+                                args.num_stages)
+        ops = loop_instructions(kernel.asm["cubin"])
+        per_64 = len(ops) * 64 / block_n
+        # K and V bytes per token: bf16 values, int8 codes or packed int4 codes.
+        tile_bytes = 64 * 2 * HEAD_DIM * {0: 2, 8: 1, 4: 0.5}[policy]
         top = ", ".join(f"{op} {n}" for op, n in collections.Counter(ops).most_common(8))
-        print(f"quant_policy {policy}: {len(ops)} instructions per thread per tile, "
-              f"{len(ops) * threads / tile_bytes:.1f} per byte of K/V; {top}")
+        print(f"quant_policy {policy} ({block_n}-token tiles): {per_64:.0f} instructions per "
+              f"thread per 64 tokens, {per_64 * threads / tile_bytes:.1f} per byte of K/V; {top}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
 
 
 def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window,
-                 policy=0, softcap=None, q_spread=1.0):
+                 policy=0, softcap=None, q_spread=1.0, block_n=None):
     gen = make_generator(len(kv_lens) * 1000 + num_kv_heads * 10 + block_size)
     kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
                        quant_policy=policy)
@@ -42,7 +42,7 @@ def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, 
     if num_splits is None:
         out = paged_decode_attention(*args, **extra)
     else:
-        out = paged_decode_attention_splitk(*args, num_splits, **extra)
+        out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, **extra)
     assert out.shape == q.shape and out.dtype == dtype
     spread = QUANT_SPREAD if policy else 1.0
     assert_close(out, reference.paged_decode_attention(*args, **extra), spread)
@@ -101,6 +101,43 @@ def test_quantized_decode_matches_reference(policy, dtype, num_kv_heads, block_s
                                             window):
     check_decode([1, 37, 64, 150], 8, num_kv_heads, 32, block_size, dtype, num_splits, window,
                  policy)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize("block_n", [16, 64, 128])
+@pytest.mark.parametrize("block_size,num_splits,window", [(16, 3, None), (64, 1, 40)])
+def test_decode_tile_sizes(policy, block_n, block_size, num_splits, window):
+    # Every tile size against both cache layouts: tiles inside one block and across several.
+    dtype = torch.bfloat16 if policy else torch.float32
+    check_decode([1, 37, 64, 150], 8, 2, 32, block_size, dtype, num_splits, window, policy,
+                 block_n=block_n)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("num_splits,block_n", [(1, 64), (2, 64), (1, 128)])
+def test_quantized_decode_never_reads_past_the_context(policy, num_splits, block_n):
+    # NaN codes, scales and zeros in every slot past each sequence's length (the tail of its
+    # last block, the padding block and the spare ones) must not reach the output.
+    gen = make_generator(policy + num_splits)
+    kv_lens = [5, 64, 100]
+    kv = make_paged_kv(kv_lens, 2, 32, 64, torch.bfloat16, gen, quant_policy=policy)
+    q = randn((3, 8, 32), torch.bfloat16, gen)
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, 32**-0.5, None)
+    expected = reference.paged_decode_attention(*args, **kv.quant)
+    live = torch.zeros(kv.k_cache.shape[:2], dtype=torch.bool, device=q.device)
+    for b, n in enumerate(kv_lens):
+        for pos in range(n):
+            live[kv.block_tables[b, pos // 64], pos % 64] = True
+    for t in (kv.k_cache, kv.v_cache):
+        t[~live] = 0xFF
+    for t in (kv.quant["k_scales_zeros"], kv.quant["v_scales_zeros"]):
+        t[~live] = float("nan")
+    out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, **kv.quant)
+    assert_close(out, expected, QUANT_SPREAD)
 
 
 @pytest.mark.triton_interpret

@@ -10,7 +10,7 @@ A quantized cache (``quant_policy`` 8 or 4, ``kv_cache.py``) is dequantized in r
 widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * (q . code) +
 zero * sum(q)``, and the values' scales fold into the probabilities and their zeros into one
 row sum, so the MMAs take the integer codes (exact in float16, see
-``triton_common.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
+``triton_kv_quant.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
 compiles this in, leaving the unquantized kernel as it was. Soft-capped scores (Gemma 2:
 ``cap * tanh(score / cap)``) are another constexpr flag.
 """
@@ -37,13 +37,19 @@ from .triton_kv_quant import (
     dequantized_scores,
     dequantized_values,
     head_dim_columns,
+    load_scale_zero,
     mma_queries,
-    scales_zeros_args,
+    scale_zero_words,
 )
 
 # Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
 # it fits an H100/H200 SM's shared memory beside 3-4 resident programs.
 _BLOCK_N = 64
+# A quantized tile's codes are a half or a quarter of those bytes, so twice the rows fit in the
+# same shared memory and halve the loop's fixed cost per token (block-table lookups, softmax
+# rescaling): compiled for sm_90, 128 rows take 13 % (int8) and 12 % (int4) fewer instructions
+# per token than 64 (scripts/kernel_instructions.py).
+_QUANT_BLOCK_N = 128
 # Measured on an H200 (scripts/bench_decode_attention.py): at batch 1-4, 16 splits beat 33 by
 # 5-20 % at 256-2048 tokens (the merge grows with the count), and fewer only win below ~300.
 _MAX_SPLITS = 16
@@ -160,8 +166,7 @@ def _decode_split_kernel(
             rows_sz = paged_token_offsets(
                 table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
             ) + kv_head * stride_szh
-            k_scale = tl.load(k_sz_ptr + rows_sz, mask=valid, other=0.0)
-            k_zero = tl.load(k_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            k_scale, k_zero = load_scale_zero(k_sz_ptr + rows_sz, valid)
             qk = dequantized_scores(
                 q, q_sum, k_cache_ptr + rows_k + kv_head * stride_kh, valid, k_scale * qk_scale,
                 k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
@@ -188,8 +193,7 @@ def _decode_split_kernel(
             )
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
-            v_scale = tl.load(v_sz_ptr + rows_sz, mask=valid, other=0.0)
-            v_zero = tl.load(v_sz_ptr + rows_sz + 1, mask=valid, other=0.0)
+            v_scale, v_zero = load_scale_zero(v_sz_ptr + rows_sz, valid)
             pv, top, rows = dequantized_values(
                 p, v_cache_ptr + rows_v + kv_head * stride_vh, valid, v_scale, v_zero,
                 q.dtype == tl.float32, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
@@ -275,17 +279,23 @@ def _decode_merge_kernel(
     )
 
 
-def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device) -> int:
+def tile_tokens(quant_policy: int) -> int:
+    """Tokens per K/V tile the decode kernel uses by default at ``quant_policy``."""
+    return _QUANT_BLOCK_N if quant_policy else _BLOCK_N
+
+
+def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
+                      block_n: int = _BLOCK_N) -> int:
     """Splits per (sequence, KV head) so the grid fills the GPU about four times over, at most
     :data:`_MAX_SPLITS`; none once the batch alone gives every SM two programs, and never more
-    than ``max_context`` has tiles. Each sequence divides its
+    than ``max_context`` has tiles of ``block_n`` tokens. Each sequence divides its
     own tiles among the splits, so the count holds for any context length, and it uses only
     shapes: it never syncs with the device and a decode step stays capturable in a CUDA graph."""
     programs = batch * num_kv_heads
     if programs >= 2 * num_sms(device):
         return 1
     wanted = triton.cdiv(4 * num_sms(device), programs)
-    return max(1, min(wanted, triton.cdiv(max_context, _BLOCK_N), _MAX_SPLITS))
+    return max(1, min(wanted, triton.cdiv(max_context, block_n), _MAX_SPLITS))
 
 
 def paged_decode_attention_splitk(
@@ -303,9 +313,12 @@ def paged_decode_attention_splitk(
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
     softcap: float | None = None,
+    block_n: int | None = None,
 ) -> torch.Tensor:
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
-    (1 = no split-K: a single kernel writes the output) and launch config of the main kernel."""
+    (1 = no split-K: a single kernel writes the output) and launch config of the main kernel:
+    ``num_warps``, ``num_stages`` and ``block_n``, the tokens per K/V tile (a power of two, at
+    least 16; by default 64, or 128 over a quantized cache)."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
@@ -328,6 +341,9 @@ def paged_decode_attention_splitk(
     expect(num_splits >= 1, f"num_splits must be at least 1, got {num_splits}.")
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
     expect(softcap is None or softcap > 0, "softcap must be positive.")
+    block_n = block_n or tile_tokens(quant_policy)
+    expect(block_n >= 16 and block_n & (block_n - 1) == 0,
+           f"block_n must be a power of two of at least 16, got {block_n}.")
     q = q if q.stride(-1) == 1 else q.contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
     kv_lens = kv_lens.to(torch.int32).contiguous()
@@ -335,8 +351,8 @@ def paged_decode_attention_splitk(
     # Bound the attended span by shapes only (no .item()): the whole table, or the window.
     span = block_tables.shape[1] * block_size
     if sliding_window is not None:
-        span = min(span, sliding_window + _BLOCK_N)
-    num_splits = min(num_splits, triton.cdiv(span, _BLOCK_N))
+        span = min(span, sliding_window + block_n)
+    num_splits = min(num_splits, triton.cdiv(span, block_n))
 
     group = num_heads // num_kv_heads
     block_d = triton.next_power_of_2(head_dim)
@@ -347,7 +363,7 @@ def paged_decode_attention_splitk(
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         BLOCK_SIZE=block_size,
-        BLOCK_N=_BLOCK_N,
+        BLOCK_N=block_n,
         HAS_WINDOW=sliding_window is not None,
         SPLIT=num_splits > 1,
         DOT_PRECISION=dot_precision(q.dtype),
@@ -365,7 +381,7 @@ def paged_decode_attention_splitk(
     qk_scale = scale * LOG2E
     cap = (softcap or 1.0) * LOG2E
     window = sliding_window or 0
-    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    k_sz, v_sz, *sz_strides = scale_zero_words(k_cache, k_scales_zeros, v_scales_zeros)
     k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
     if num_splits == 1:
         _decode_split_kernel[grid](
@@ -453,7 +469,7 @@ def paged_decode_attention_splitk(
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         BLOCK_S=triton.next_power_of_2(num_splits),
-        BLOCK_N=_BLOCK_N,
+        BLOCK_N=block_n,
         HAS_WINDOW=sliding_window is not None,
         num_warps=4 if num_splits <= 32 else 8,
     )
@@ -477,10 +493,11 @@ def paged_decode_attention(
     in the paged cache, its own K/V included (quantized at ``quant_policy`` 8 or 4). Returns
     ``[B, nh, d]`` in ``q``'s dtype. ``softcap`` soft-caps the scaled scores. Picks the split-K
     factor from shapes alone (see :func:`choose_num_splits`)."""
+    block_n = tile_tokens(quant_policy)
     span = block_tables.shape[1] * k_cache.shape[1]
     if sliding_window is not None:
-        span = min(span, sliding_window + _BLOCK_N)
-    num_splits = choose_num_splits(q.shape[0], k_cache.shape[2], span, q.device)
+        span = min(span, sliding_window + block_n)
+    num_splits = choose_num_splits(q.shape[0], k_cache.shape[2], span, q.device, block_n)
     return paged_decode_attention_splitk(
         q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
         k_scales_zeros=k_scales_zeros, v_scales_zeros=v_scales_zeros, quant_policy=quant_policy,

@@ -27,6 +27,16 @@ def scales_zeros_args(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None
     return (k_scales_zeros, v_scales_zeros, *k_scales_zeros.stride()[:3])
 
 
+def scale_zero_words(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None,
+                     v_scales_zeros: torch.Tensor | None) -> tuple:
+    """:func:`scales_zeros_args` for kernels that read each token's ``(scale, zero)`` pair as one
+    int64 word with :func:`load_scale_zero` (strides in words)."""
+    if k_scales_zeros is None:
+        return (k_cache, k_cache, 0, 0, 0)
+    k_words, v_words = (t.view(torch.int64) for t in (k_scales_zeros, v_scales_zeros))
+    return (k_words, v_words, *k_words.stride()[:3])
+
+
 def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
     """What the attention kernels read: a quantized cache as int32 words of four code bytes
     (strides in words), which they unpack in registers; an unquantized one as it is."""
@@ -41,19 +51,29 @@ def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
 @triton.jit
 def head_dim_columns(BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, QUANT: tl.constexpr):
     """The head dimension each of a tile's ``BLOCK_D`` columns holds, and whether it is a real
-    one: the column order of :func:`load_codes`' tiles, which queries and outputs follow. At
-    quant_policy 4 column ``8 w + 2 b + h`` is nibble ``h`` of byte ``b`` of word ``w``, and byte
-    ``j`` packs dimensions ``j`` and ``j + HEAD_DIM / 2``; otherwise column ``c`` is dimension
-    ``c``."""
+    one: the column order of :func:`load_codes`' tiles, which queries and outputs follow. The
+    order is the one in which a word's codes come out of its unpacking, so the tile's registers
+    are the unpacked words as they are. At quant_policy 8 the columns of word ``w`` are its bytes
+    0, 2, 1, 3 (dimensions ``4 w + b``). At quant_policy 4 they are the low nibbles of its bytes
+    0, 2, 1, 3, then the high ones, and byte ``j`` packs dimensions ``j`` (low) and
+    ``j + HEAD_DIM / 2`` (high). Unquantized, column ``c`` is dimension ``c``."""
     offs = tl.arange(0, BLOCK_D)
-    if QUANT == 4:
-        byte = (offs // 8) * 4 + (offs % 8) // 2
-        dims = byte + (offs % 2) * (HEAD_DIM // 2)
+    if QUANT == 8:
+        dims = (offs // 4) * 4 + (offs % 2) * 2 + (offs % 4) // 2
+        mask = offs < HEAD_DIM
+    elif QUANT == 4:
+        byte = (offs // 8) * 4 + (offs % 2) * 2 + (offs % 4) // 2
+        dims = byte + ((offs % 8) // 4) * (HEAD_DIM // 2)
         mask = byte < HEAD_DIM // 2
     else:
         dims = offs
         mask = offs < HEAD_DIM
     return dims, mask
+
+
+# A code's float16 bit pattern is itself: a subnormal worth ``code * 2**-24``, exact, which
+# tensor cores multiply without flushing. The kernels fold this factor back into the scales.
+CODE_UNIT = tl.constexpr(16777216.0)
 
 
 @triton.jit
@@ -66,34 +86,47 @@ def _fp16_pair(word):
 @triton.jit
 def load_codes(row_ptrs, valid, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                QUANT: tl.constexpr):
-    """A ``[rows, BLOCK_D]`` float16 tile of ``1024 + code`` for the cache rows at ``row_ptrs``
-    (int32 words, see :func:`code_words`), columns in :func:`head_dim_columns`' order; rows not
-    ``valid`` read code 0.
+    """A ``[rows, BLOCK_D]`` float16 tile of ``code / CODE_UNIT`` for the cache rows at
+    ``row_ptrs`` (int32 words, see :func:`code_words`), columns in :func:`head_dim_columns`'
+    order; rows not ``valid`` read code 0.
 
-    ``0x6400 | c`` is the float16 ``1024 + c`` for ``c < 1024``: two codes become two floats
-    with one AND-OR of a word (LOP3), where an integer-to-float conversion runs at a quarter of
-    the float rate or less. Callers fold the 1024 into the zero point. Loading words, not bytes,
-    keeps the unpacking in the load's registers instead of the dot operand's layout."""
+    Masking a word with ``0x00FF00FF`` (or ``0x000F000F``) leaves two codes as the bit patterns
+    of two float16 subnormals, ``code * 2**-24``: one AND per two codes (LOP3 with one
+    immediate), where an integer-to-float conversion runs at a quarter of the float rate or
+    less. Loading words, not bytes, keeps the unpacking in the load's registers instead of the
+    dot operand's layout."""
     if QUANT == 8:
         offs_w = tl.arange(0, BLOCK_D // 4)
         words = tl.load(row_ptrs[:, None] + offs_w[None, :],
                         mask=valid[:, None] & (offs_w < HEAD_DIM // 4)[None, :], other=0)
-        b0, b2 = _fp16_pair((words & 0x00FF00FF) | 0x64006400)
-        b1, b3 = _fp16_pair(((words >> 8) & 0x00FF00FF) | 0x64006400)
-        # tl.join adds the minor dimension: this nesting lays the bytes out in order.
-        tile = tl.join(tl.join(b0, b2), tl.join(b1, b3))
+        b0, b2 = _fp16_pair(words & 0x00FF00FF)
+        b1, b3 = _fp16_pair((words >> 8) & 0x00FF00FF)
+        # tl.join adds the minor dimension: columns b0, b2, b1, b3, each pair one register.
+        tile = tl.join(tl.join(b0, b1), tl.join(b2, b3))
     else:
         offs_w = tl.arange(0, BLOCK_D // 8)
         words = tl.load(row_ptrs[:, None] + offs_w[None, :],
                         mask=valid[:, None] & (offs_w < HEAD_DIM // 8)[None, :], other=0)
-        l0, l2 = _fp16_pair((words & 0x000F000F) | 0x64006400)
-        l1, l3 = _fp16_pair(((words >> 8) & 0x000F000F) | 0x64006400)
-        h0, h2 = _fp16_pair(((words >> 4) & 0x000F000F) | 0x64006400)
-        h1, h3 = _fp16_pair(((words >> 12) & 0x000F000F) | 0x64006400)
-        lows = tl.join(tl.join(l0, l2), tl.join(l1, l3))
-        highs = tl.join(tl.join(h0, h2), tl.join(h1, h3))
-        tile = tl.join(lows, highs)
+        l0, l2 = _fp16_pair(words & 0x000F000F)
+        l1, l3 = _fp16_pair((words >> 8) & 0x000F000F)
+        h0, h2 = _fp16_pair((words >> 4) & 0x000F000F)
+        h1, h3 = _fp16_pair((words >> 12) & 0x000F000F)
+        # Columns l0, l2, l1, l3, h0, h2, h1, h3 (the innermost join varies fastest).
+        tile = tl.join(tl.join(tl.join(l0, h0), tl.join(l1, h1)),
+                       tl.join(tl.join(l2, h2), tl.join(l3, h3)))
     return tl.reshape(tile, (tile.shape[0], BLOCK_D))
+
+
+@triton.jit
+def load_scale_zero(ptrs, valid):
+    """The float32 ``(scale, zero)`` pairs at ``ptrs`` (int64 words, see
+    :func:`scale_zero_words`), one 8-byte load each rather than two 4-byte ones; rows not
+    ``valid`` read zeros."""
+    words = tl.load(ptrs, mask=valid, other=0)
+    # Little-endian: the scale is the low half.
+    scale = words.to(tl.int32).to(tl.float32, bitcast=True)
+    zero = (words >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    return scale, zero
 
 
 @triton.jit
@@ -118,16 +151,13 @@ def dequantized_scores(q, q_sum, k_ptrs, valid, scale, zero, HEAD_DIM: tl.conste
                        BLOCK_D: tl.constexpr, QUANT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """``q . k`` times the caller's factor for the quantized keys at ``k_ptrs`` (``k = code *
     scale + zero`` per key; ``scale`` and ``zero`` already hold the factor):
-    ``q . (1024 + code) * scale + sum(q) * (zero - 1024 * scale)``, the integer codes in the
-    MMA and two operations per score besides."""
+    ``q . code * scale + sum(q) * zero``, the integer codes in the MMA and one multiply and one
+    fused multiply-add per score besides."""
     k = load_codes(k_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
     if q.dtype == tl.float32:
-        k = k.to(tl.float32) - 1024.0
-        bias = 0.0
-    else:
-        bias = 1024.0
+        k = k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-    return qk * scale[None, :] + q_sum[:, None] * (zero - bias * scale)[None, :]
+    return qk * (scale * CODE_UNIT)[None, :] + q_sum[:, None] * zero[None, :]
 
 
 @triton.jit
@@ -136,19 +166,17 @@ def dequantized_values(p, v_ptrs, valid, scale, zero, WIDE: tl.constexpr, HEAD_D
     """``p @ v`` for float32 probabilities ``p`` and the quantized values at ``v_ptrs`` as
     ``top * pv + row[:, None]``; returns ``pv, top, row``, so the caller folds ``row`` into a
     per-row sum instead of adding it to every column. Each key's scale goes into its
-    probabilities relative to the tile's largest, ``top`` (so float16 keeps them), its zero into
-    ``row``. In float32 when ``WIDE`` (float32 queries), else float16."""
+    probabilities relative to the tile's largest (so float16 keeps them), its zero into ``row``.
+    In float32 when ``WIDE`` (float32 queries), else float16."""
     v = load_codes(v_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
     top = tl.maximum(tl.max(scale, 0), 1e-30)
     weights = p * (scale / top)[None, :]
     row = tl.sum(p * zero[None, :], 1)
     if WIDE:
-        pv = tl.dot(weights, v.to(tl.float32) - 1024.0, input_precision=DOT_PRECISION)
+        pv = tl.dot(weights, v.to(tl.float32), input_precision=DOT_PRECISION)
     else:
-        weights = weights.to(tl.float16)
-        pv = tl.dot(weights, v, input_precision=DOT_PRECISION)
-        row -= 1024.0 * top * tl.sum(weights.to(tl.float32), 1)
-    return pv, top, row
+        pv = tl.dot(weights.to(tl.float16), v, input_precision=DOT_PRECISION)
+    return pv, top * CODE_UNIT, row
 
 
 @triton.jit
