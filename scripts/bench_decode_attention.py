@@ -23,9 +23,8 @@ import torch
 from lmforge.model.config import ModelConfig
 from lmforge_torch_triton import kv_cache
 from lmforge_torch_triton.ops.triton_decode_attention import (
-    choose_num_splits,
+    choose_launch,
     paged_decode_attention_splitk,
-    tile_tokens,
 )
 from triton.runtime.errors import OutOfResources
 
@@ -95,7 +94,7 @@ def bench_case(batch: int, context: int, width: int, splits: list[int], policy: 
                                                  **cache)
         return call
 
-    chosen = choose_num_splits(batch, KV_HEADS, width * BLOCK, device, tile_tokens(policy))
+    chosen, _ = choose_launch(batch, KV_HEADS, width * BLOCK, device, policy)
     us = time_us(run(chosen))
     cells = " ".join(f"{time_us(run(n)):7.1f}" for n in splits)
     row = (f"{batch:5d} {context:7d} {us:6.1f} ({chosen:2d}, {kv_bytes / us / 1e6:4.1f} TB/s) "

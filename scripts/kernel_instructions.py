@@ -87,14 +87,14 @@ def main() -> None:
     parser.add_argument("--split", action="store_true", help="the split-K kernel (4 warps)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90")
     parser.add_argument("--block-n", type=int, default=0,
-                        help="tokens per K/V tile (default: the op's, 64 bf16, 128 quantized)")
+                        help="tokens per K/V tile (default: the op's, 64; 128 quantized with --split)")
     parser.add_argument("--num-warps", type=int, default=0,
                         help="warps per program (default: the op's, 2 unsplit, 4 split)")
     parser.add_argument("--num-stages", type=int, default=3, help="software pipeline stages")
     args = parser.parse_args()
     threads = 32 * (args.num_warps or (4 if args.split else 2))
     for policy in (0, 8, 4):
-        block_n = args.block_n or decode.tile_tokens(policy)
+        block_n = args.block_n or decode.tile_tokens(policy, 2 if args.split else 1)
         kernel = compile_decode(policy, args.split, args.arch, block_n, args.num_warps,
                                 args.num_stages)
         ops = loop_instructions(kernel.asm["cubin"])

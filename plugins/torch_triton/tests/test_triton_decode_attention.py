@@ -241,3 +241,14 @@ def test_softcapped_decode_gemma2_shapes(window, batch, max_len):
     kv_lens = [max_len] + [rng.randint(1, max_len) for _ in range(batch - 1)]
     check_decode(kv_lens, 16, 8, 256, 64, torch.bfloat16, None, window, softcap=50.0,
                  q_spread=8.0)
+
+
+def test_quantized_tiles_follow_the_split_count():
+    """128-token tiles only where a quantized cache's sequences are split (small batches)."""
+    from lmforge_torch_triton.ops.triton_decode_attention import choose_launch
+
+    cpu = torch.device("cpu")
+    assert choose_launch(1, 8, 4096, cpu, quant_policy=8) == (16, 128)
+    assert choose_launch(1, 8, 4096, cpu, quant_policy=0) == (16, 64)
+    assert choose_launch(64, 8, 4096, cpu, quant_policy=4) == (1, 64)
+    assert choose_launch(1, 8, 200, cpu, quant_policy=8) == (2, 128)  # two 128-token tiles

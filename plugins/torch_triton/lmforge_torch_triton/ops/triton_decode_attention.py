@@ -47,8 +47,9 @@ from .triton_kv_quant import (
 _BLOCK_N = 64
 # A quantized tile's codes are a half or a quarter of those bytes, so twice the rows fit in the
 # same shared memory and halve the loop's fixed cost per token (block-table lookups, softmax
-# rescaling): compiled for sm_90, 128 rows take 13 % (int8) and 12 % (int4) fewer instructions
-# per token than 64 (scripts/kernel_instructions.py).
+# rescaling). Measured on an H200 (scripts/bench_decode_attention.py, Llama-3-8B's heads): with
+# splits (small batches) 128 rows won (int8, batch 1, context 2,048: 10.1 against 11.5 us);
+# without, 64 rows at 2 warps did (batch 256, context 2,048: 469 against 850 us; bf16 492).
 _QUANT_BLOCK_N = 128
 # Measured on an H200 (scripts/bench_decode_attention.py): at batch 1-4, 16 splits beat 33 by
 # 5-20 % at 256-2048 tokens (the merge grows with the count), and fewer only win below ~300.
@@ -279,9 +280,25 @@ def _decode_merge_kernel(
     )
 
 
-def tile_tokens(quant_policy: int) -> int:
-    """Tokens per K/V tile the decode kernel uses by default at ``quant_policy``."""
-    return _QUANT_BLOCK_N if quant_policy else _BLOCK_N
+def tile_tokens(quant_policy: int, num_splits: int = 1) -> int:
+    """Tokens per K/V tile the decode kernel uses by default at ``quant_policy`` and
+    ``num_splits``."""
+    return _QUANT_BLOCK_N if quant_policy and num_splits > 1 else _BLOCK_N
+
+
+def choose_launch(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
+                  quant_policy: int = 0, sliding_window: int | None = None) -> tuple[int, int]:
+    """``(num_splits, block_n)`` for a decode step: the splits :func:`choose_num_splits` picks
+    over 64-token tiles, then the tile :func:`tile_tokens` gives for them (and the splits
+    again over that tile's count)."""
+    def splits(block_n: int) -> int:
+        span = max_context if sliding_window is None else min(max_context,
+                                                               sliding_window + block_n)
+        return choose_num_splits(batch, num_kv_heads, span, device, block_n)
+
+    num_splits = splits(_BLOCK_N)
+    block_n = tile_tokens(quant_policy, num_splits)
+    return (num_splits if block_n == _BLOCK_N else splits(block_n)), block_n
 
 
 def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
@@ -341,7 +358,7 @@ def paged_decode_attention_splitk(
     expect(num_splits >= 1, f"num_splits must be at least 1, got {num_splits}.")
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
     expect(softcap is None or softcap > 0, "softcap must be positive.")
-    block_n = block_n or tile_tokens(quant_policy)
+    block_n = block_n or tile_tokens(quant_policy, num_splits)
     expect(block_n >= 16 and block_n & (block_n - 1) == 0,
            f"block_n must be a power of two of at least 16, got {block_n}.")
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -493,13 +510,11 @@ def paged_decode_attention(
     in the paged cache, its own K/V included (quantized at ``quant_policy`` 8 or 4). Returns
     ``[B, nh, d]`` in ``q``'s dtype. ``softcap`` soft-caps the scaled scores. Picks the split-K
     factor from shapes alone (see :func:`choose_num_splits`)."""
-    block_n = tile_tokens(quant_policy)
-    span = block_tables.shape[1] * k_cache.shape[1]
-    if sliding_window is not None:
-        span = min(span, sliding_window + block_n)
-    num_splits = choose_num_splits(q.shape[0], k_cache.shape[2], span, q.device, block_n)
+    num_splits, block_n = choose_launch(q.shape[0], k_cache.shape[2],
+                                        block_tables.shape[1] * k_cache.shape[1], q.device,
+                                        quant_policy, sliding_window)
     return paged_decode_attention_splitk(
         q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
         k_scales_zeros=k_scales_zeros, v_scales_zeros=v_scales_zeros, quant_policy=quant_policy,
-        softcap=softcap,
+        softcap=softcap, block_n=block_n,
     )
