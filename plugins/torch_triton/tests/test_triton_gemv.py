@@ -166,24 +166,3 @@ def test_fused_kernels_llama3_shapes(dtype, m):
 @pytest.mark.parametrize("m", [1, 2, 8])
 def test_linear_llama3_shapes(dtype, m):
     check_linear(m, *LLAMA3_8B["o"], dtype, with_bias=False)
-
-
-def test_even_tile_divides_k_and_keeps_the_area():
-    config = triton_gemv.GemvConfig(4, 2048, 4, 1, use_dot=False)
-    assert triton_gemv._even_tile(config, 4096) == (4, 2048)
-    assert triton_gemv._even_tile(config, 3072) == (8, 1024)  # Phi-3-mini's hidden size
-    assert triton_gemv._even_tile(config, 3584) == (16, 512)  # Gemma-2-9B's
-    assert triton_gemv._even_tile(config, 4100) == (4, 2048)  # no divisor within 4x: masked
-    assert triton_gemv._even_tile(config, 1000) == (4, 2048)  # shorter than one step
-
-
-@pytest.mark.triton_interpret
-@needs_kernels
-def test_one_row_over_a_k_its_block_does_not_divide():
-    """K = 3 x 64 with a 128-wide config: the launch narrows the step to 64 (no masked tail)."""
-    gen = make_generator(2)
-    x = randn((1, 192), torch.float32, gen)
-    w, _ = _weights(24, 192, torch.float32, gen, False)
-    config = triton_gemv.GemvConfig(4, 128, 4, 1, use_dot=False)
-    assert triton_gemv._even_tile(config, 192) == (8, 64)
-    assert_close(triton_gemv.linear_with_config(x, w, config), reference.linear(x, w))

@@ -189,22 +189,6 @@ def _check(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int) 
            f"bias must be [N={w.shape[0]}], got {None if bias is None else tuple(bias.shape)}.")
 
 
-def _even_tile(config: GemvConfig, k: int) -> tuple[int, int]:
-    """``(block_n, block_k)``: the config's, or where ``k`` is not a multiple of its ``block_k``
-    (hidden sizes 3072, 3584), the same tile area over a ``block_k`` that divides ``k``, down to
-    a quarter of the config's: a masked tail step streams less (Phi-3-mini's GEMVs, K = 3072 in
-    2,048-wide steps with the second half masked, ran at 3.3 TB/s on an H200 against 4.2 for
-    Llama-3-8B's)."""
-    if k % config.block_k == 0 or k < config.block_k:
-        return config.block_n, config.block_k
-    block_k = config.block_k
-    while k % block_k and block_k > max(16, config.block_k // 4):
-        block_k //= 2
-    if k % block_k:
-        return config.block_n, config.block_k
-    return config.block_n * (config.block_k // block_k), block_k
-
-
 def _launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int, silu_mul: bool,
             config: GemvConfig) -> torch.Tensor:
     x = x if x.stride(1) == 1 else x.contiguous()
@@ -212,9 +196,8 @@ def _launch(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, k: int,
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     block_m = max(16, triton.next_power_of_2(m)) if config.use_dot else 1
     min_block = 16 if config.use_dot else 1  # tl.dot needs 16 along every dimension
-    block_n, block_k = _even_tile(config, k)
-    block_n = min(block_n, max(min_block, triton.next_power_of_2(n)))
-    block_k = min(block_k, max(16, triton.next_power_of_2(k)))
+    block_n = min(config.block_n, max(min_block, triton.next_power_of_2(n)))
+    block_k = min(config.block_k, max(16, triton.next_power_of_2(k)))
     _gemv_kernel[(triton.cdiv(n, block_n),)](
         x, w, bias if bias is not None else w, y,
         m, n, k, x.stride(0), w.stride(0), y.stride(0),
