@@ -96,7 +96,8 @@ def serve(port: int, model: str) -> None:
     process.engine_main = traced_engine_main  # what the front end starts
     _wrap_async(app, "create_completion", "handler")
     _wrap(async_engine.AsyncEngine, "encode_prompt", after="tokenized")
-    _wrap(process.EngineProcessClient, "submit", after="to_engine")
+    # Marked before the write: the engine may read the command before the write returns.
+    _wrap(process.EngineProcessClient, "_send", "to_engine", when=lambda _c, *m: m[0] == "add")
     _wrap(process.EngineProcessClient, "_deliver", "front_read")
     _wrap(inbox.Inbox, "_deliver", "loop_has")
     _wrap(completions, "sse", "chunk")
