@@ -140,3 +140,23 @@ def test_a_failed_step_is_contained(ahead_pipe, prompts, monkeypatch):
     got = [r.token_ids for r in ahead_pipe(prompts[:4], gen_config=GREEDY)]
     assert got == want
     assert_cache_empty(ahead_pipe)
+
+
+def test_synchronous_runner_hands_out_tokens_in_their_own_step(tiny_llama_dir):
+    """Without queueing ahead (a CPU), a step's token reaches its request before the step
+    returns, not after the next step's forward."""
+    from lmforge import PytorchEngineConfig
+    from lmforge.engine.builder import build_llm_engine
+    from lmforge.engine.request import Request
+
+    engine = build_llm_engine(str(tiny_llama_dir), backend="pytorch", backend_config=(
+        PytorchEngineConfig(dtype="float32", block_size=16, cache_max_entry_count=64)))
+    assert not engine.queue_ahead
+    got = []
+    engine.add_request(Request([5, 6, 7], GenerationConfig(max_new_tokens=3, ignore_eos=True),
+                               got.append))
+    for step in range(1, 4):
+        engine.step()
+        assert [out.generate_token_len for out in got] == list(range(1, step + 1))
+    assert got[-1].finish_reason == "length" and not engine.has_work
+    engine.runner.close()

@@ -132,7 +132,9 @@ class LLMEngine:
         token (EOS, a stop token or word) has one more token computed, which is dropped. When
         the runner cannot read pending tokens, a sequence's sampling reads its earlier tokens
         (penalties), or the scheduler is isolating a failed step's sequences, the running
-        step's tokens are processed first, so nothing is computed past a stop.
+        step's tokens are processed first, so nothing is computed past a stop. A runner that
+        computes synchronously (on a CPU) has its tokens handed out at the end of their own
+        step, instead of after the next step's forward.
         """
         output = self.scheduler.schedule()
         self.counters.preemptions_total += len(output.preempted)
@@ -158,6 +160,11 @@ class LLMEngine:
                 self.outputs.finished_by_scheduler(output.finished)
             if deferred:
                 self._inflight = self._sample(queued)
+            if not self.queue_ahead and self._inflight is not None:
+                # A synchronous runner's tokens are on the host already: out with them now, not
+                # after the next step's forward.
+                collected, self._inflight = self._inflight, None
+                self._collect(collected)
         except Exception as exc:
             self._contain(exc, output, prev)
 

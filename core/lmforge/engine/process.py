@@ -100,21 +100,24 @@ def engine_main(commands, outputs, build_args: dict, log_level: int | None = Non
 
 
 def _serve(engine, commands, outputs, outbox: list, grammars: GrammarCompiler) -> None:
+    busy = False
     while True:
-        # Block for commands only when there is nothing to step.
-        while commands.poll(0 if engine.has_work else None):
+        # Block for commands only when there is nothing to step or to send (an abort may
+        # have left outputs, or ended the last request).
+        while commands.poll(0 if engine.has_work or outbox or busy else None):
             if not _apply(engine, _unpack(commands.recv_bytes()), outputs, outbox, grammars):
                 return
-        stepped = engine.has_work
-        if stepped:
+        if engine.has_work:
             try:
                 engine.step()
             except Exception as exc:  # a failure outside a step: end what is running
                 logger.exception("engine step failed")
                 engine.abort_all("error", f"{type(exc).__name__}: {exc}")
-        # Going idle sends the final statistics even with no output: a step that only freed
-        # aborted sequences' blocks would otherwise leave the front end's figures stale.
-        if outbox or (stepped and not engine.has_work):
+        # Going idle (the last step done, or the last request aborted) sends the final
+        # statistics even with no output, else the front end's figures would stay stale.
+        went_idle = busy and not engine.has_work
+        busy = engine.has_work
+        if outbox or went_idle:
             outputs.send_bytes(_pack(OUTPUTS, outbox, engine.stats()))
             outbox.clear()
 

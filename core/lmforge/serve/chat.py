@@ -133,18 +133,18 @@ async def _stream(
     generated = [0] * req.n
     prompt_tokens = 0
     parsers = [tools.parser() if tools is not None else None for _ in range(req.n)]
+    started = [False] * req.n
     try:
-        # OpenAI opens every choice with the role and empty content.
-        yield chunk(
-            [
-                ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
-                for i in range(req.n)
-            ]
-        )
         async for out in outputs:
             timer.saw(out)
             generated[out.index] = out.generate_token_len
             prompt_tokens = out.input_token_len
+            if not started[out.index]:
+                # As OpenAI does, a choice opens with the role and empty content, sent with its
+                # first token even when that token has no text yet.
+                started[out.index] = True
+                yield chunk([ChatChunkChoice(
+                    index=out.index, delta=DeltaMessage(role="assistant", content=""))])
             if not out.text and out.finish_reason is None and out.logprobs is None:
                 continue
             content, calls, finish = out.text, None, out.finish_reason

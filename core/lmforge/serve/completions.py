@@ -111,13 +111,15 @@ async def create_completion(
 
 
 class _Tally:
-    """Per-choice text offsets and the request's token counts."""
+    """Per-choice text offsets, whether a choice has sent a chunk, and the request's token
+    counts."""
 
     def __init__(self, num_prompts: int, n: int) -> None:
         self.n = n
         self.prompt_tokens = [0] * num_prompts
         self.generated = [0] * (num_prompts * n)
         self.offsets = [0] * (num_prompts * n)
+        self.started = [False] * (num_prompts * n)
 
     def add(self, prompt_index: int, out: GenOut) -> int:
         choice = prompt_index * self.n + out.index
@@ -183,8 +185,12 @@ async def _stream(
         async for prompt_index, out in merge(streams):
             timer.saw(out)
             i = tally.add(prompt_index, out)
-            if not out.text and out.finish_reason is None and out.logprobs is None:
+            # A token with no text yet (incomplete UTF-8, an id past the tokenizer) waits for the
+            # next one, except the first: the client learns at once that its reply has begun.
+            if (tally.started[i] and not out.text and out.finish_reason is None
+                    and out.logprobs is None):
                 continue
+            tally.started[i] = True
             logprobs = _logprobs(state, req, out, tally.offsets[i])
             tally.offsets[i] += len(out.text)
             if logprobs is None:

@@ -193,6 +193,7 @@ async def _run(
 ) -> AsyncIterator[InteractiveResponse]:
     """Yield one response per output (text deltas when streaming, the whole text at the end)."""
     timer = RequestTimer(state.metrics)
+    first = True  # the first token is sent even with no text yet: the reply has begun
     try:
         async for out in outputs:
             timer.saw(out)
@@ -202,8 +203,9 @@ async def _run(
             if turn.cancelled.is_set():
                 turn.finish_reason = "abort"
                 break
-            if req.stream and (out.text or out.finish_reason):
+            if req.stream and (out.text or out.finish_reason or first):
                 yield turn.response(out.text)
+            first = False
         if turn.finish_reason == "abort" and req.stream:
             yield turn.response("")
         if not req.stream:
