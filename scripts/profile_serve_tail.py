@@ -55,30 +55,50 @@ def _trace_gc(proc: str) -> None:
     gc.callbacks.append(on_gc)
 
 
+class _LateImports:
+    """Logs each module imported once start-up is over (a first use that serving pays for)."""
+
+    def __init__(self, proc: str) -> None:
+        self.proc = proc
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in sys.modules:
+            _log(f"{self.proc} {time.perf_counter():.6f} 0 import {name}")
+        return None  # the usual finders import it
+
+
 def _trace_settle(module, proc: str) -> None:
     settle = module.settle_after_start_up
 
     def traced() -> None:
         settle()
         _log(f"{proc} {time.perf_counter():.6f} 0 settled frozen={gc.get_freeze_count()}")
+        sys.meta_path.insert(0, _LateImports(proc))
 
     module.settle_after_start_up = traced
 
 
 def traced_engine_main(*args, **kwargs) -> None:
-    """The engine process's entry point, with collections, slow steps and send gaps logged."""
-    from lmforge.engine import llm_engine, process
+    """The engine process's entry point, with collections, slow steps (and the batches they
+    built: sequences, tokens, longest prompt chunk) and gaps between outputs logged."""
+    from lmforge.engine import llm_engine, process, scheduler
 
     slow = float(os.environ[SLOW_ENV])
     _trace_gc("engine")
     _trace_settle(process, "engine")
-    step = llm_engine.LLMEngine.step
+    step, build, batches = llm_engine.LLMEngine.step, scheduler.Scheduler.build_batch, []
+
+    def traced_build(self, output):
+        batch = build(self, output)
+        batches.append(f"{len(batch.q_lens)}/{sum(batch.q_lens)}/{max(batch.q_lens, default=0)}")
+        return batch
 
     def timed_step(self) -> None:
+        batches.clear()
         start = time.perf_counter()
         step(self)
         if (took := time.perf_counter() - start) > slow:
-            _log(f"engine {start:.6f} {took:.6f} step")
+            _log(f"engine {start:.6f} {took:.6f} step seqs/tokens/longest {' '.join(batches)}")
 
     llm_engine.LLMEngine.step = timed_step
     pack, last = process._pack, [None]
@@ -88,10 +108,12 @@ def traced_engine_main(*args, **kwargs) -> None:
             now = time.perf_counter()
             if last[0] is not None and now - last[0] > slow and message[1]:
                 _log(f"engine {last[0]:.6f} {now - last[0]:.6f} outputs-gap")
-            last[0] = now if message[1] else None  # None: idle, not a stall
+            idle = not (message[2]["num_running"] or message[2]["num_waiting"])
+            last[0] = None if idle else now  # a gap after going idle is no stall
         return pack(*message)
 
     process._pack = timed_pack
+    scheduler.Scheduler.build_batch = traced_build
     process.engine_main(*args, **kwargs)
 
 
@@ -183,6 +205,9 @@ def report(timings: list, events: list[tuple[float, float, str, str]], slowest: 
     print(f"inter-chunk ms p50 {_pct(gaps, .5):.1f}  p99 {_pct(gaps, .99):.1f}"
           f"  max {max(gaps) * 1e3:.1f}")
     serving = min(sent for sent, _ in timings)
+    late = sorted({f"{p}: {what[7:]}" for t, _, p, what in events
+                   if what.startswith("import ") and t >= serving})
+    print(f"modules first imported under load: {', '.join(late) or 'none'}")
     for proc in ("api", "engine"):
         settled = [what for _, _, p, what in events if p == proc and what.startswith("settled")]
         print(f"{proc}: {settled[0] if settled else 'never settled'}")
