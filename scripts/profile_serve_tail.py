@@ -1,17 +1,22 @@
 """What happened while the slowest requests waited for their first token, on a CPU or a GPU.
 
-The real ``serve api_server`` (engine in its own process, ``--max-batch-size`` and
-``--max-kv-tokens`` as given, so the block manager is as large as on the target device) serves a
-model folder; a client sends ShareGPT prompts as text to ``/v1/completions`` (streamed, greedy,
-``ignore_eos``, each with its dataset's output length) as a Poisson process. Both server
-processes log, on the shared monotonic clock, every garbage collection of the middle or oldest
-generation and any longer than 2 ms, each engine step longer than ``--slow-ms``, each gap that
-long between two output messages of a busy engine, and each stall that long of the API process's
-event loop. Prints the TTFT and inter-chunk percentiles, the collector's pauses per process, and
-for each of the slowest requests what was logged between its send and its first chunk.
+The real ``serve api_server`` (engine in its own process, at its defaults unless
+``--max-batch-size`` or ``--max-kv-tokens`` is given: on a CPU give the GPU's, so the block
+manager is as large as there) serves a model folder; a client sends ShareGPT prompts as text
+to ``/v1/completions`` (streamed, greedy, ``ignore_eos``, each with its dataset's output length)
+as a Poisson process. Both server processes log, on the shared monotonic clock, every garbage
+collection of the middle or oldest generation and any longer than 2 ms, each engine step longer
+than ``--slow-ms`` (with its batches), each gap that long between two output messages of a busy
+engine, each stall that long of the API process's event loop, and each module first imported
+after start-up. A stall seen in both processes at once comes from outside them (the machine).
+The load runs ``--runs`` times on the same server (a tail only in the first run is a first-use
+cost); for each run it prints the TTFT and inter-chunk percentiles, the collector's pauses per
+process, and for each of the slowest requests what was logged between its send and its first
+chunk.
 
   python scripts/profile_serve_tail.py MODEL_DIR [--num-prompts 200] [--request-rate 4]
-      [--max-batch-size 1024] [--max-kv-tokens 790000] [--max-tokens N] [--slow-ms 50]
+      [--runs 2] [--max-batch-size 1024] [--max-kv-tokens 790000] [--max-tokens N]
+      [--slow-ms 50]
 """
 
 from __future__ import annotations
@@ -205,6 +210,8 @@ def report(timings: list, events: list[tuple[float, float, str, str]], slowest: 
     print(f"inter-chunk ms p50 {_pct(gaps, .5):.1f}  p99 {_pct(gaps, .99):.1f}"
           f"  max {max(gaps) * 1e3:.1f}")
     serving = min(sent for sent, _ in timings)
+    done = max(chunks[-1] for _, chunks in timings)
+    events = [e for e in events if e[0] <= done]  # this run and what came before it
     late = sorted({f"{p}: {what[7:]}" for t, _, p, what in events
                    if what.startswith("import ") and t >= serving})
     print(f"modules first imported under load: {', '.join(late) or 'none'}")
@@ -230,8 +237,9 @@ def main() -> None:
     parser.add_argument("model", help="a model folder with its tokenizer")
     parser.add_argument("--num-prompts", type=int, default=200)
     parser.add_argument("--request-rate", type=float, default=4.0)
-    parser.add_argument("--max-batch-size", type=int, default=1024)
-    parser.add_argument("--max-kv-tokens", type=int, default=790_000)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--max-batch-size", type=int, help="default: the server's")
+    parser.add_argument("--max-kv-tokens", type=int, help="default: the server's")
     parser.add_argument("--max-tokens", type=int, help="cap each reply (default: the dataset's)")
     parser.add_argument("--slow-ms", type=float, default=50.0)
     parser.add_argument("--slowest", type=int, default=8)
@@ -258,7 +266,7 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the server did not start") from None
                 time.sleep(0.5)
-        timings = asyncio.run(load(args, port))
+        runs = [asyncio.run(load(args, port)) for _ in range(args.runs)]
     finally:
         server.terminate()
         server.wait(60)
@@ -267,8 +275,10 @@ def main() -> None:
         for line in f.read_text().splitlines():
             proc, at, took, what = line.split(" ", 3)
             events.append((float(at), float(took), proc, what))
-    (log_dir / "requests.json").write_text(json.dumps(timings))
-    report(timings, events, args.slowest)
+    (log_dir / "requests.json").write_text(json.dumps(runs))
+    for number, timings in enumerate(runs, 1):
+        print(f"\n=== run {number} of {len(runs)} on the same server")
+        report(timings, events, args.slowest)
     print(f"\nlogs: {log_dir}")
 
 
