@@ -162,6 +162,12 @@ if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
       --quant-policy "$policy" --max-batch-size "${GPU_CHECK_KVQ_BATCH:-512}" \
       --json "$OUT/kvq-w2-7.8gib-p$policy.json"
   done
+  # Policy 0 at the same batch with memory to spare: what a pool large enough to never preempt
+  # reaches at that batch, so the most that any larger pool at 7.8 GiB can buy.
+  stage kvq-w2-spare-p0 "${GPU_CHECK_KVQ_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" \
+    --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
+    "${TOKENIZER_ARGS[@]}" --max-batch-size "${GPU_CHECK_KVQ_BATCH:-512}" \
+    --json "$OUT/kvq-w2-spare-p0.json"
   LMFORGE_LOG_LEVEL=INFO stage kvq-w2-p8 "${GPU_CHECK_KVQ_W2_S:-150}" "${BENCH[@]}" throughput \
     "$MODEL" --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
     "${TOKENIZER_ARGS[@]}" --quant-policy 8 --json "$OUT/kvq-w2-p8.json"
@@ -170,7 +176,7 @@ if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
     --json "$OUT/kvq-w1-p8.json"
   # The decode kernel alone over bf16, int8 and int4 caches.
   stage kvq-decode-attention "${GPU_CHECK_KVQ_ATTN_S:-120}" python3 \
-    scripts/bench_decode_attention.py --batch-size 1 64 256 --context 640 2048 --splits 1 16 \
+    scripts/bench_decode_attention.py --batch-size 1 64 256 512 --context 640 2048 --splits 1 16 \
     --quant-policy 0 8 4 --no-config-sweep
 fi
 
@@ -257,8 +263,10 @@ def w2_line(name):
     if not report:
         return None
     row = report["rows"][0]
+    steps = (f", {row['steps']} steps, {row['preemptions']} preempted" if "steps" in row
+             else "")
     return row["request_s"], (f"{row['request_s']:.1f} req/s, {row['output_tok_s']:.0f} output "
-                              f"tok/s, {row['elapsed_s']:.1f} s")
+                              f"tok/s, {row['elapsed_s']:.1f} s{steps}")
 def pool(name):
     log = out / f"{name}.log"
     lines = [l for l in log.read_text().splitlines() if "K/V cache:" in l] if log.is_file() else []
@@ -277,6 +285,11 @@ if any(fixed.values()):
         if line:
             ratio = f" = {line[0] / fixed[0][0]:.2f}x policy 0" if fixed[0] and p else ""
             print(f"  quant_policy {p}: {line[1]}{ratio}; {pool(f'kvq-w2-7.8gib-p{p}')}")
+    spare = w2_line("kvq-w2-spare-p0")
+    if spare:
+        ceiling = f" = {spare[0] / fixed[0][0]:.2f}x policy 0 at 7.8 GiB" if fixed[0] else ""
+        print(f"  policy 0, same batch, memory to spare (the most a larger pool can buy): "
+              f"{spare[1]}{ceiling}")
     base, int8 = w2_line("w2"), w2_line("kvq-w2-p8")
     if base and int8:
         print(f"  W2 at the defaults, policy 8: {int8[1]} = {int8[0] / base[0]:.3f}x policy 0 "

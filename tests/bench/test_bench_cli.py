@@ -41,6 +41,24 @@ def test_throughput_synthetic_counts_every_token(tiny_model, tmp_path):
     assert row["total_tok_s"] == pytest.approx(84 / row["elapsed_s"])
 
 
+@pytest.mark.parametrize("kv_tokens, preempted", [("1024", False), ("64", True)])
+def test_throughput_counts_steps_and_preemptions(tiny_model, tmp_path, kv_tokens, preempted):
+    # Six requests of 10 + 40 tokens in 16-token blocks: 4 blocks each. A pool of 1,024 tokens
+    # holds them all, and they run together (one prefill step, then 39 decodes); one of 64 holds
+    # one whole request, so newer ones are preempted as the oldest grows, and it takes more steps.
+    out = tmp_path / "tp.json"
+    invoke("throughput", str(tiny_model), "--dataset", "synthetic", "--num-prompts", "6",
+           "--input-len", "10", "--output-len", "40", "--session-len", "64",
+           "--cache-block-seq-len", "16", "--max-kv-tokens", kv_tokens, "--device", "cpu",
+           "--json", str(out))
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["output_tokens"] == 6 * 40
+    if preempted:
+        assert row["preemptions"] > 0 and row["steps"] > 2 * 40
+    else:
+        assert (row["preemptions"], row["steps"]) == (0, 40)
+
+
 def test_throughput_reads_a_users_sharegpt_file(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
     convs = [{"conversations": [{"from": "human", "value": f"Tell me about topic number {i}."},

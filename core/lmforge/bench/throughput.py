@@ -19,13 +19,20 @@ COLUMNS = {
     "request_s": "req/s",
     "output_tok_s": "output tok/s",
     "total_tok_s": "total tok/s",
+    "steps": "steps",
+    "preemptions": "preempted",
 }
+# The engine's counters that the run's row reports as their growth over the run (row key:
+# ``stats()`` key), where the engine reports them: steps and preemptions show what the K/V
+# pool cost (a sequence preempted is computed again from its start).
+_ENGINE_COUNTERS = {"steps": "steps_total", "preemptions": "preemptions_total"}
 
 
 def profile_throughput(pipe, requests: list[BenchRequest],
                        on_done: Callable[[], None] | None = None,
                        response_format: Any = None) -> dict:
-    """Run ``requests`` (EOS ignored, greedy) and return their figures (see :data:`COLUMNS`).
+    """Run ``requests`` (EOS ignored, greedy) and return their figures (see :data:`COLUMNS`;
+    steps and preemptions only where the engine counts them).
 
     ``on_done`` is called as each request finishes. ``response_format`` constrains every
     request (a request ends early when its grammar completes first).
@@ -35,12 +42,14 @@ def profile_throughput(pipe, requests: list[BenchRequest],
                                 response_format=response_format)
                for r in requests]
     generated = [0] * len(requests)
+    before = _engine_stats(pipe)
     start = time.perf_counter()
     for resp in pipe.stream_infer(prompts, gen_config=configs, do_preprocess=False):
         generated[resp.index] = resp.generate_token_len
         if resp.finish_reason is not None and on_done is not None:
             on_done()
     elapsed = time.perf_counter() - start
+    after = _engine_stats(pipe)
     input_tokens = sum(len(p) for p in prompts)
     output_tokens = sum(generated)
     return {
@@ -51,7 +60,14 @@ def profile_throughput(pipe, requests: list[BenchRequest],
         "request_s": len(requests) / elapsed,
         "output_tok_s": output_tokens / elapsed,
         "total_tok_s": (input_tokens + output_tokens) / elapsed,
+        **{key: after[name] - before[name] for key, name in _ENGINE_COUNTERS.items()
+           if name in before and name in after},
     }
+
+
+def _engine_stats(pipe) -> dict:
+    stats = getattr(pipe.engine, "stats", None)
+    return stats() if callable(stats) else {}
 
 
 def load_response_format(value: str) -> dict:

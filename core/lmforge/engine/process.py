@@ -304,8 +304,9 @@ class EngineProcessClient:
                 message = _unpack(self._outputs.recv_bytes())
                 kind = message[0]
                 if kind == OUTPUTS:
-                    self._deliver(message[1])
+                    # Statistics first: whoever gets the last outputs reads them as of that step.
                     self._stats = message[2]
+                    self._deliver(message[1])
                 elif kind == ADMITTED:
                     _, request_id, error_class, text = message
                     done = self._admissions.pop(request_id, None)
