@@ -3,7 +3,8 @@
 # W2 benchmarks (and W3 through api_server when GPU_CHECK_W3=1; a per-kernel profile of decode
 # steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1; W2 with every
 # request constrained to a small JSON schema, where a step's time goes with and without it, and
-# the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1; first of all, the
+# serving tail's profile when GPU_CHECK_SERVE_TAIL=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
 # short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
 # GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh);
 # GPU_CHECK_FAMILIES=1 the model families' (scripts/gpu_check_families.sh).
@@ -85,6 +86,13 @@ BENCH=(python3 -m lmforge.cli.main bench)
 export -f install_lmforge
 stage install "${GPU_CHECK_INSTALL_S:-90}" bash -c install_lmforge
 stage nvidia-smi 20 nvidia-smi
+if [ "${GPU_CHECK_SERVE_TAIL:-0}" = 1 ]; then
+  # First, while the machine is fresh: W3's 4 req/s load twice on one api_server, with what
+  # both processes logged while the slowest first tokens waited (a tail in the first run only
+  # is a first-use cost; scripts/profile_serve_tail.py says which kind).
+  stage serve-tail "${GPU_CHECK_SERVE_TAIL_S:-240}" python3 scripts/profile_serve_tail.py \
+    "$MODEL" --dtype bfloat16 --load-format dummy --runs 2
+fi
 if [ "${GPU_CHECK_TP:-0}" = 1 ]; then  # tensor parallelism's stages instead (two GPUs)
   source "$ROOT/scripts/gpu_check_tp.sh"
   exit 0

@@ -16,7 +16,7 @@ chunk.
 
   python scripts/profile_serve_tail.py MODEL_DIR [--num-prompts 200] [--request-rate 4]
       [--runs 2] [--max-batch-size 1024] [--max-kv-tokens 790000] [--max-tokens N]
-      [--slow-ms 50]
+      [--dtype bfloat16] [--load-format dummy] [--slow-ms 50]
 """
 
 from __future__ import annotations
@@ -154,7 +154,8 @@ def serve(args: argparse.Namespace, port: int) -> None:
     _watch_event_loop(args.slow_ms / 1e3)
     process.engine_main = traced_engine_main  # what the front end starts
     config = build_engine_config("pytorch", max_batch_size=args.max_batch_size,
-                                 max_kv_tokens=args.max_kv_tokens)
+                                 max_kv_tokens=args.max_kv_tokens, dtype=args.dtype,
+                                 load_format=args.load_format)
     server.run_api_server(args.model, backend_config=config, engine_process=True,
                           server_name="127.0.0.1", server_port=port, log_level="ERROR")
 
@@ -241,6 +242,9 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, help="default: the server's")
     parser.add_argument("--max-kv-tokens", type=int, help="default: the server's")
     parser.add_argument("--max-tokens", type=int, help="cap each reply (default: the dataset's)")
+    parser.add_argument("--dtype", default="auto", help="as serve's (bfloat16 on the GPU check)")
+    parser.add_argument("--load-format", default="auto",
+                        help="dummy: random weights for a folder that holds only config.json")
     parser.add_argument("--slow-ms", type=float, default=50.0)
     parser.add_argument("--slowest", type=int, default=8)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
