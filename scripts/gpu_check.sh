@@ -4,7 +4,8 @@
 # steps when GPU_CHECK_PROFILE=1; the K/V cache int8/int4 runs when GPU_CHECK_KVQ=1; W2 with every
 # request constrained to a small JSON schema, where a step's time goes with and without it, and
 # the grammar library's host cost per step, when GPU_CHECK_STRUCTURED=1; first of all, the
-# serving tail's profile when GPU_CHECK_SERVE_TAIL=1; see below) on Llama-3-8B's architecture with random bf16 weights. Full results go to OUTDIR as JSON; a
+# serving tail's profile when GPU_CHECK_SERVE_TAIL=1; see below) on Llama-3-8B's architecture
+# with random bf16 weights. Full results go to OUTDIR as JSON; a
 # short table is printed last. GPU_CHECK_SKIP="gpu-tests w4" skips the stages it names.
 # GPU_CHECK_TP=1 runs tensor parallelism's stages instead (scripts/gpu_check_tp.sh);
 # GPU_CHECK_FAMILIES=1 the model families' (scripts/gpu_check_families.sh).
