@@ -41,11 +41,10 @@ from .triton_awq_dequant import (
     spread_nibbles,
     spread_pairs,
 )
-from .triton_common import dot_precision, expect
+from .triton_common import dot_precision, expect, input_tile
 from .triton_quant_common import (
     LARGE,
     MatmulConfig,
-    input_tile,
     reduce_split_k,
     row_bucket,
     shape_class,

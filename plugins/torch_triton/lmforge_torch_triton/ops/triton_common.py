@@ -1,5 +1,5 @@
-"""Pieces shared by the Triton kernels: argument checks, launch heuristics and the paged-cache
-address computation.
+"""Pieces shared by the Triton kernels: argument checks, launch heuristics, the paged-cache
+address computation, and the matmul kernels' tile loads (with SiLU-and-mul for a gated MLP).
 
 Importing this module (or any ``triton_*`` kernel module) needs Triton but no GPU: ``@triton.jit``
 only records the function, compilation happens at the first launch.
@@ -109,6 +109,33 @@ def paged_token_offsets(
             block_ids.to(tl.int64) * stride_block + (offs % BLOCK_SIZE).to(tl.int64) * stride_row
         )
     return result
+
+
+@triton.jit
+def load_tile(ptrs, mask, EVEN: tl.constexpr, EVICT: tl.constexpr):
+    """``ptrs``' values (0 where ``mask`` is false) with the given eviction policy; unmasked when
+    ``EVEN`` says the tile lies inside the tensor, since masks cost instructions on a hot loop."""
+    if EVEN:
+        return tl.load(ptrs, eviction_policy=EVICT)
+    return tl.load(ptrs, mask=mask, other=0.0, eviction_policy=EVICT)
+
+
+@triton.jit
+def input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr,
+               EVEN: tl.constexpr):
+    """A matmul's input at ``rows x offs_k`` in fp32; with ``SILU_MUL``, ``silu(gate) * up``
+    from ``x = [gate | up]`` (``K`` the width of each half), rounded to the activation dtype
+    where the unfused ops round, so the values are theirs. ``EVEN``: the tile lies inside x.
+    Every program reads the rows, so they stay in cache."""
+    mask = (rows[:, None] < M) & (offs_k[None, :] < K)
+    ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
+    x = load_tile(ptrs, mask, EVEN, "evict_last")
+    if SILU_MUL:
+        up = load_tile(ptrs + K, mask, EVEN, "evict_last")
+        gate = x.to(tl.float32)
+        silu = (gate * tl.sigmoid(gate)).to(up.dtype)
+        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+    return x.to(tl.float32)
 
 
 # log2(e): the attention kernels scale scores by it so that their softmax uses exp2.

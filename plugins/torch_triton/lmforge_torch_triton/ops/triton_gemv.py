@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from . import triton_activation
-from .triton_common import SUPPORTED_DTYPES, dot_precision, expect
+from .triton_common import SUPPORTED_DTYPES, dot_precision, expect, input_tile, load_tile
 
 # The largest row count the fused kernels take; more rows are a prefill-sized matmul that
 # cuBLAS runs at full tensor-core rate.
@@ -100,29 +100,6 @@ def silu_config(m: int, n: int, k: int) -> GemvConfig | None:
 
 
 @triton.jit
-def _load(ptrs, mask, EVEN: tl.constexpr, EVICT: tl.constexpr):
-    # Unmasked when the tile lies inside the tensor: masks cost instructions on the hot loop.
-    if EVEN:
-        return tl.load(ptrs, eviction_policy=EVICT)
-    return tl.load(ptrs, mask=mask, other=0.0, eviction_policy=EVICT)
-
-
-@triton.jit
-def _input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr, EVEN: tl.constexpr):
-    """The matmul's input at ``rows x offs_k`` in fp32; with ``SILU_MUL``, ``silu(gate) * up``
-    from ``x = [gate | up]``, rounded where the unfused ops round to the activation dtype."""
-    mask = (rows[:, None] < M) & (offs_k[None, :] < K)
-    x = _load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask, EVEN, "evict_last")
-    if SILU_MUL:
-        up = _load(x_ptr + rows[:, None] * stride_xm + K + offs_k[None, :], mask, EVEN,
-                   "evict_last")
-        gate = x.to(tl.float32)
-        silu = (gate * tl.sigmoid(gate)).to(up.dtype)
-        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
-    return x.to(tl.float32)
-
-
-@triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     M, N, K, stride_xm, stride_wn, stride_ym,
@@ -150,8 +127,8 @@ def _gemv_kernel(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         w_mask = (offs_n[:, None] < N) & (offs_k[None, :] < K)
         # Each weight byte is read once: let it leave the cache first.
-        w = _load(w_rows + offs_k[None, :], w_mask, EVEN_W, "evict_first")
-        x = _input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL, EVEN_X)
+        w = load_tile(w_rows + offs_k[None, :], w_mask, EVEN_W, "evict_first")
+        x = input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL, EVEN_X)
         if USE_DOT:
             # x holds values of w's dtype (rounded by the activation), so the cast is exact.
             acc = tl.dot(x.to(w.dtype), tl.trans(w), acc, input_precision=DOT_PRECISION)

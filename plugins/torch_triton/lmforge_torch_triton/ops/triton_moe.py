@@ -33,8 +33,7 @@ import triton
 import triton.language as tl
 
 from .triton_activation import gate_activation
-from .triton_common import dot_precision, expect, expect_dtype
-from .triton_gemv import _load
+from .triton_common import dot_precision, expect, expect_dtype, load_tile
 
 
 @dataclass(frozen=True)
@@ -329,8 +328,8 @@ def _down_sum_kernel(
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, inter, BLOCK_K):
             k_mask = offs_k < inter - k0
-            a = _load(a_ptrs, k_mask, EVEN, "evict_last")
-            w = _load(w_ptrs, n_mask[:, None] & k_mask[None, :], EVEN, "evict_first")
+            a = load_tile(a_ptrs, k_mask, EVEN, "evict_last")
+            w = load_tile(w_ptrs, n_mask[:, None] & k_mask[None, :], EVEN, "evict_first")
             acc += w.to(tl.float32) * a.to(tl.float32)[None, :]
             a_ptrs += BLOCK_K
             w_ptrs += BLOCK_K

@@ -72,30 +72,6 @@ def tile_coords(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M
 
 
 @triton.jit
-def input_tile(x_ptr, rows, offs_k, M, K, stride_xm, SILU_MUL: tl.constexpr,
-               EVEN: tl.constexpr):
-    """The matmul's input at ``rows x offs_k`` in fp32; with ``SILU_MUL``, ``silu(gate) * up``
-    from ``x = [gate | up]`` (``K`` the width of each half), rounded to the activation dtype
-    where the unfused ops round, so the values are theirs. ``EVEN``: the tile lies inside x."""
-    ptrs = x_ptr + rows[:, None] * stride_xm + offs_k[None, :]
-    mask = (rows[:, None] < M) & (offs_k[None, :] < K)
-    # Every program reads the rows: keep them in cache.
-    if EVEN:
-        x = tl.load(ptrs, eviction_policy="evict_last")
-    else:
-        x = tl.load(ptrs, mask=mask, other=0.0, eviction_policy="evict_last")
-    if SILU_MUL:
-        if EVEN:
-            up = tl.load(ptrs + K, eviction_policy="evict_last")
-        else:
-            up = tl.load(ptrs + K, mask=mask, other=0.0, eviction_policy="evict_last")
-        gate = x.to(tl.float32)
-        silu = (gate * tl.sigmoid(gate)).to(up.dtype)
-        x = (silu.to(tl.float32) * up.to(tl.float32)).to(up.dtype)
-    return x.to(tl.float32)
-
-
-@triton.jit
 def reduce_split_k(acc, ws_ptrs, mask, lock_ptr, split_k, SPLIT: tl.constexpr):
     """``(sum over the splits, is_last)``: without ``SPLIT``, this program's ``acc`` and True.
     With it, ``acc`` is added into the workspace at ``ws_ptrs``; the last of the ``split_k``

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .quant_reference import QMAX
-from .triton_common import expect
+from .triton_common import expect, input_tile
 from .triton_quant_act import (
     QUANT_DTYPES,
     quantize_per_token,
@@ -35,7 +35,6 @@ from .triton_quant_act import (
 from .triton_quant_common import (
     LARGE,
     MatmulConfig,
-    input_tile,
     reduce_split_k,
     row_bucket,
     shape_class,
