@@ -35,8 +35,9 @@ from .triton_kv_quant import (
     dequantized_scores,
     dequantized_values,
     head_dim_columns,
+    load_scale_zero,
     mma_queries,
-    scales_zeros_args,
+    scale_zero_words,
 )
 
 
@@ -102,8 +103,7 @@ def _attend_tile(
             table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
         )
         valid = k_pos < kv_len
-        k_scale = tl.load(k_sz_base + rows_sz, mask=valid, other=0.0)
-        k_zero = tl.load(k_sz_base + rows_sz + 1, mask=valid, other=0.0)
+        k_scale, k_zero = load_scale_zero(k_sz_base + rows_sz, valid)
         qk = dequantized_scores(
             q, q_sum, k_base + rows_k, valid, k_scale * qk_scale, k_zero * qk_scale, HEAD_DIM,
             BLOCK_D, QUANT, DOT_PRECISION,
@@ -127,8 +127,7 @@ def _attend_tile(
         v = tl.load(v_base + rows_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     else:
-        v_scale = tl.load(v_sz_base + rows_sz, mask=valid, other=0.0)
-        v_zero = tl.load(v_sz_base + rows_sz + 1, mask=valid, other=0.0)
+        v_scale, v_zero = load_scale_zero(v_sz_base + rows_sz, valid)
         pv, top, rows = dequantized_values(
             p, v_base + rows_v, valid, v_scale, v_zero, q.dtype == tl.float32, HEAD_DIM,
             BLOCK_D, QUANT, DOT_PRECISION,
@@ -324,7 +323,7 @@ def paged_prefill_attention(
         max_q_len = int((cu_q_lens[1:] - cu_q_lens[:-1]).max())
     config = _tile_config(head_dim)
     grid = (triton.cdiv(max_q_len, config["BLOCK_M"]), num_heads, batch)
-    k_sz, v_sz, *sz_strides = scales_zeros_args(k_cache, k_scales_zeros, v_scales_zeros)
+    k_sz, v_sz, *sz_strides = scale_zero_words(k_cache, k_scales_zeros, v_scales_zeros)
     k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
     _prefill_kernel[grid](
         q,
