@@ -335,7 +335,7 @@ def paged_decode_attention_splitk(
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
     (1 = no split-K: a single kernel writes the output) and launch config of the main kernel:
     ``num_warps``, ``num_stages`` and ``block_n``, the tokens per K/V tile (a power of two, at
-    least 16; by default 64, or 128 over a quantized cache)."""
+    least 16; by default :func:`tile_tokens`'s)."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
