@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from server_harness import free_port, wait_for_health
+
 HERE = Path(__file__).resolve().parent
 PROMPT = ("Write a short story about a lighthouse keeper who finds a message in a bottle, "
           "and describe the sea, the weather, the island and the people who once lived there. ")
@@ -176,14 +178,6 @@ class Server:
         return (server if self.engine_in_process else server - engine), engine
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(port: int, engine_process: bool) -> Server:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, __file__, "--serve", str(port)]
@@ -195,17 +189,12 @@ def _start_server(port: int, engine_process: bool) -> Server:
         raise SystemExit("the server did not start")
     kind, ident = line[1], int(line[2])
     stat = f"/proc/{ident}/stat" if kind == "process" else f"/proc/{process.pid}/task/{ident}/stat"
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return Server(process, port, stat, kind == "process")
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not answer /health")
+    try:
+        wait_for_health(port, process, timeout_s=120, interval_s=0.1)
+    except SystemExit:
+        process.kill()
+        raise
+    return Server(process, port, stat, kind == "process")
 
 
 def measure(server: Server, streams: int, seconds: float, py_spy: Path | None) -> dict:
@@ -254,7 +243,7 @@ def main() -> None:
         parser.error(f"--streams: at most {MAX_STREAMS}")
     if args.py_spy is not None and shutil.which("py-spy") is None:
         parser.error("--py-spy needs the py-spy command: pip install py-spy")
-    server = _start_server(_free_port(), args.engine_process)
+    server = _start_server(free_port(), args.engine_process)
     engine = "engine process" if args.engine_process else "engine thread"
     try:
         print(f"{'streams':>7} | {'tokens/s':>9} | {'API us/token':>12} {engine + ' us':>17} "

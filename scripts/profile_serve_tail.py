@@ -27,12 +27,13 @@ import gc
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from server_harness import free_port, wait_for_health
 
 LOG_ENV = "LMFORGE_TAIL_LOG"
 SLOW_ENV = "LMFORGE_TAIL_SLOW_S"
@@ -251,25 +252,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args, args.serve)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="serve-tail-"))
     env = {**os.environ, LOG_ENV: str(log_dir), SLOW_ENV: str(args.slow_ms / 1e3)}
     server = subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--serve", str(port)],
                               env=env, stdout=subprocess.DEVNULL)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.5)
+        wait_for_health(port, server, timeout_s=900, interval_s=0.5)
         runs = [asyncio.run(load(args, port)) for _ in range(args.runs)]
     finally:
         server.terminate()

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from server_harness import free_port, wait_for_health
+
 MARKS_ENV = "LMFORGE_TTFT_MARKS"
 HOPS = ["handler", "tokenized", "to_engine", "engine_got", "admitted", "step", "forward",
         "tokens", "output", "engine_sent", "front_read", "loop_has", "chunk"]
@@ -142,25 +144,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.model)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     marks_dir = Path(tempfile.mkdtemp(prefix="ttft-marks-"))
     env = {**os.environ, MARKS_ENV: str(marks_dir), "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen([sys.executable, __file__, args.model, "--serve", str(port)],
                               env=env, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/health")
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start") from None
-                time.sleep(0.2)
+        wait_for_health(port, server, timeout_s=300)
         time.sleep(1)
         prompt = " ".join(["lighthouse"] * args.prompt_words)
         body = json.dumps({"model": Path(args.model).name, "prompt": prompt, "max_tokens": 4,
