@@ -1,4 +1,4 @@
-"""Where a streamed request's time to first token goes at low load, hop by hop, without a GPU.
+"""Where a streamed request's time to first token goes at low load, hop by hop, on a CPU or a GPU.
 
 The real ``serve api_server`` (engine in its own process) serves a model folder (a tiny random
 Llama on a CPU). Both of its processes time-stamp each hop of a request's first token on the
@@ -12,6 +12,7 @@ milliseconds over the requests:
   has them → chunk written → client has it
 
   python scripts/profile_serve_ttft.py MODEL_DIR [--requests 30] [--prompt-words 40]
+      [--dtype bfloat16] [--load-format dummy]
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def traced_engine_main(*args, **kwargs) -> None:
     process.engine_main(*args, **kwargs)
 
 
-def serve(port: int, model: str) -> None:
+def serve(port: int, model: str, dtype: str, load_format: str) -> None:
+    from lmforge.cli.options import build_engine_config
     from lmforge.engine import async_engine, inbox, process
     from lmforge.serve import app, completions, server
 
@@ -103,8 +105,9 @@ def serve(port: int, model: str) -> None:
     _wrap(process.EngineProcessClient, "_deliver", "front_read")
     _wrap(inbox.Inbox, "_deliver", "loop_has")
     _wrap(completions, "sse", "chunk")
-    server.run_api_server(model, engine_process=True, server_name="127.0.0.1",
-                          server_port=port, log_level="ERROR")
+    config = build_engine_config("pytorch", dtype=dtype, load_format=load_format)
+    server.run_api_server(model, backend_config=config, engine_process=True,
+                          server_name="127.0.0.1", server_port=port, log_level="ERROR")
 
 
 # ---------------------------------------------------------------------------------- client
@@ -140,14 +143,17 @@ def main() -> None:
     parser.add_argument("model", help="a model folder (a tiny random Llama on a CPU)")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--prompt-words", type=int, default=40)
+    parser.add_argument("--dtype", default="auto", help="as serve's (bfloat16 on the GPU check)")
+    parser.add_argument("--load-format", default="auto", help="as serve's (dummy: random weights)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.model)
+        return serve(args.serve, args.model, args.dtype, args.load_format)
     port = free_port()
     marks_dir = Path(tempfile.mkdtemp(prefix="ttft-marks-"))
     env = {**os.environ, MARKS_ENV: str(marks_dir), "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, __file__, args.model, "--serve", str(port)],
+    server = subprocess.Popen([sys.executable, __file__, args.model, "--serve", str(port),
+                               "--dtype", args.dtype, "--load-format", args.load_format],
                               env=env, stdout=subprocess.DEVNULL)
     try:
         wait_for_health(port, server, timeout_s=300)
