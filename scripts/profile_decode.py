@@ -1,12 +1,17 @@
 """Where a decode step's time goes: the kernels of one CUDA-graph replay, and the engine's steps.
 
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
-        [--backend pytorch|turbomind]
+        [--backend pytorch|turbomind] [--quant-policy 0|8|4] [--prefill 64 300 1000]
+        [--mixed TOKENS]
 
 Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json
 is enough: random bf16 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
 with CUDA events, then lists its kernels (torch.profiler) by total time. The gap between the
-replay's time and the sum of its kernels is what the launches between kernels cost. With
+replay's time and the sum of its kernels is what the launches between kernels cost.
+``--prefill`` profiles one prompt of each length the same way (an eager step), and ``--mixed``
+puts a prompt beside each batch's decodes (the eager mixed step of a busy server); "synced
+alone" is one step's wall time with the host waiting for it, so far above the kernels' sum it
+means the host's launches set the pace. With
 ``--engine``, it then runs each batch size through ``pipeline()`` (128 → 128 tokens) and reports
 the wall time of its decode and prefill steps: a decode step much longer than its replay means
 the host, not the device, sets the pace. Needs a GPU.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import time
 
 import torch
 from lmforge import registry
@@ -24,14 +30,22 @@ from lmforge.model.linear import LinearWeight
 from lmforge.model.loader import load_model_info
 
 
-def decode_batch(size: int, context: int, block_size: int) -> ForwardBatch:
+def decode_batch(size: int, context: int, block_size: int, prompt: int = 0) -> ForwardBatch:
+    """``size`` decodes at ``context`` tokens, and a ``prompt``-token prefill after them."""
     per_seq = -(-context // block_size)
+    tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(size)]
+    q_lens, kv_lens = [1] * size, [context] * size
+    if prompt:
+        first = size * per_seq
+        tables.append(list(range(first, first - (-prompt // block_size))))
+        q_lens.append(prompt)
+        kv_lens.append(prompt)
     return ForwardBatch(
-        input_ids=[1000 + i for i in range(size)],
-        q_lens=[1] * size,
-        kv_lens=[context] * size,
-        block_tables=[list(range(i * per_seq, (i + 1) * per_seq)) for i in range(size)],
-        need_logits=[True] * size,
+        input_ids=[1000 + i for i in range(sum(q_lens))],
+        q_lens=q_lens,
+        kv_lens=kv_lens,
+        block_tables=tables,
+        need_logits=[True] * len(q_lens),
         block_size=block_size,
     )
 
@@ -77,22 +91,39 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--engine", action="store_true", help="also time the engine's steps")
     parser.add_argument("--backend", default="pytorch", help="the engine to profile")
+    parser.add_argument("--quant-policy", type=int, default=0, help="K/V cache: 0, 8 or 4")
+    parser.add_argument("--prefill", type=int, nargs="*", default=[], metavar="TOKENS",
+                        help="also profile one prompt of each length (eager steps)")
+    parser.add_argument("--mixed", type=int, default=0, metavar="TOKENS",
+                        help="add a prompt of this many tokens beside each batch's decodes")
     args = parser.parse_args()
     block_size = 64
     max_bs = max(args.batch_size)
     cfg = engine_config(args.backend, dtype="bfloat16", load_format="dummy",
-                        max_batch_size=max_bs, session_len=4096)
+                        max_batch_size=max_bs, session_len=4096, quant_policy=args.quant_policy)
     info = load_model_info(args.model, load_format="dummy", session_len=4096, dtype="bfloat16")
     runner = registry.load_object(registry.get_engine(args.backend).runner)(info, cfg)
-    blocks = max_bs * -(-args.context // block_size) + 8
+    longest = max([args.context, args.mixed, *args.prefill])
+    blocks = (max_bs + 1) * -(-longest // block_size) + 8
     runner.allocate_cache(blocks, block_size)
     weight_bytes = streamed_weight_bytes(runner)
-    print(f"weights read per step {weight_bytes / 1e9:.2f} GB ({runner.dtype})")
-    for size in args.batch_size:
-        batch = decode_batch(size, args.context, block_size)
+    print(f"weights read per step {weight_bytes / 1e9:.2f} GB ({runner.dtype}), "
+          f"K/V quant_policy {args.quant_policy}")
+    steps = [(f"batch {size}, context {args.context}"
+              + (f", beside a {args.mixed}-token prompt" if args.mixed else ""),
+              decode_batch(size, args.context, block_size, args.mixed))
+             for size in args.batch_size]
+    steps += [(f"one {n}-token prompt", decode_batch(0, 0, block_size, n)) for n in args.prefill]
+    for title, batch in steps:
+        wall = []
         for _ in range(3):
             runner.execute(batch)
         torch.cuda.synchronize()
+        for _ in range(5):  # host-synced: what one step costs when nothing is queued behind it
+            began = time.perf_counter()
+            runner.execute(batch)
+            torch.cuda.synchronize()
+            wall.append((time.perf_counter() - began) * 1e3)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         iters = 50
         start.record()
@@ -112,7 +143,7 @@ def main() -> None:
                 totals[event.name] += event.device_time_total / 5
                 counts[event.name] += 1
         kernel_ms = sum(totals.values()) / 1e3
-        print(f"\nbatch {size}, context {args.context}: step {step_ms:.3f} ms "
+        print(f"\n{title}: step {step_ms:.3f} ms, synced alone {min(wall):.3f} ms "
               f"(kernels {kernel_ms:.3f} ms, {sum(counts.values()) // 5} launches; "
               f"weights at 4.26 TB/s: {weight_bytes / 4.26e12 * 1e3:.3f} ms)")
         for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
