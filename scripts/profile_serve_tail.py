@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import gc
 import json
 import os
@@ -37,6 +38,7 @@ from server_harness import free_port, wait_for_health
 
 LOG_ENV = "LMFORGE_TAIL_LOG"
 SLOW_ENV = "LMFORGE_TAIL_SLOW_S"
+SAMPLE_S = 0.1  # a step longer than this has its main thread's stack dumped every SAMPLE_S
 
 
 # ---------------------------------------------------------------------------------- server
@@ -92,7 +94,11 @@ def traced_engine_main(*args, **kwargs) -> None:
     slow = float(os.environ[SLOW_ENV])
     _trace_gc("engine")
     _trace_settle(process, "engine")
+    _trace_compiles()
     step, build, batches = llm_engine.LLMEngine.step, scheduler.Scheduler.build_batch, []
+    # faulthandler's watchdog is a C thread: it samples the stack even while the step holds the
+    # interpreter's lock, which a Python thread could not.
+    stacks = open(Path(os.environ[LOG_ENV]) / f"stacks-{os.getpid()}.txt", "wb")
 
     def traced_build(self, output):
         batch = build(self, output)
@@ -101,10 +107,16 @@ def traced_engine_main(*args, **kwargs) -> None:
 
     def timed_step(self) -> None:
         batches.clear()
+        before = os.fstat(stacks.fileno()).st_size
+        faulthandler.dump_traceback_later(SAMPLE_S, repeat=True, file=stacks)
         start = time.perf_counter()
         step(self)
-        if (took := time.perf_counter() - start) > slow:
-            _log(f"engine {start:.6f} {took:.6f} step seqs/tokens/longest {' '.join(batches)}")
+        took = time.perf_counter() - start
+        faulthandler.cancel_dump_traceback_later()
+        if took > slow:
+            after = os.fstat(stacks.fileno()).st_size
+            _log(f"engine {start:.6f} {took:.6f} step seqs/tokens/longest {' '.join(batches)}"
+                 + (f" [stacks {stacks.name} {before} {after}]" if after > before else ""))
 
     llm_engine.LLMEngine.step = timed_step
     pack, last = process._pack, [None]
@@ -121,6 +133,44 @@ def traced_engine_main(*args, **kwargs) -> None:
     process._pack = timed_pack
     scheduler.Scheduler.build_batch = traced_build
     process.engine_main(*args, **kwargs)
+
+
+def _trace_compiles() -> None:
+    """Log every Triton compile after the engine's warm-up (its compile watch's hooks)."""
+    try:
+        from lmforge_torch_triton import compile_watch
+    except ImportError:
+        return
+    before, after, began = compile_watch._before, compile_watch._after, [0.0]
+
+    def traced_before(**kwargs) -> bool:
+        began[0] = time.perf_counter()
+        return before(**kwargs)
+
+    def traced_after(**kwargs) -> bool:
+        now = time.perf_counter()
+        _log(f"engine {began[0]:.6f} {now - began[0]:.6f} triton-compile "
+             f"{str(kwargs.get('repr', '?'))[:80]}")
+        return after(**kwargs)
+
+    compile_watch._before, compile_watch._after = traced_before, traced_after
+
+
+def main_thread_samples(path: str, start: int, end: int, frames: int = 8) -> list[str]:
+    """The engine's main-thread stacks faulthandler wrote between two offsets of its file,
+    innermost ``frames`` of each, as one line per sample."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode(errors="replace")
+    samples = []
+    for dump in text.split("Timeout (")[1:]:
+        blocks = dump.split("\n\n")
+        # The main thread is the one whose stack runs through the engine's step.
+        main = next((b for b in blocks if "llm_engine.py" in b), "")
+        lines = [ln.strip() for ln in main.splitlines() if ln.strip().startswith("File ")]
+        where = [(Path(ln.split('"')[1]).name, ln.rsplit("line ", 1)[-1]) for ln in lines]
+        samples.append(" <- ".join(f"{name}:{line}" for name, line in where[:frames]))
+    return samples
 
 
 def _watch_event_loop(slow: float) -> None:
@@ -227,11 +277,20 @@ def report(timings: list, events: list[tuple[float, float, str, str]], slowest: 
                 print(f"  while serving, gen-{gen} collections: {len(pauses)}, "
                       f"max {max(pauses) * 1e3:.1f} ms, total {sum(pauses) * 1e3:.1f} ms")
     print(f"\nslowest {slowest} first tokens, with what the servers logged meanwhile:")
+    sampled = set()
     for sent, chunks in sorted(timings, key=lambda t: t[0] - t[1][0])[:slowest]:
-        during = [f"{p} {what} {took * 1e3:.0f} ms at +{(t - sent) * 1e3:.0f}"
-                  for t, took, p, what in events if t < chunks[0] and t + took > sent]
+        during = [(t, took, p, what) for t, took, p, what in events
+                  if t < chunks[0] and t + took > sent]
         print(f"  sent at {sent - serving:6.2f} s, TTFT {(chunks[0] - sent) * 1e3:7.1f} ms: "
-              f"{'; '.join(during) or 'nothing'}")
+              + ("; ".join(f"{p} {what.split(' [stacks')[0]} {took * 1e3:.0f} ms at "
+                           f"+{(t - sent) * 1e3:.0f}" for t, took, p, what in during)
+                 or "nothing"))
+        for t, _, _, what in during:
+            if " [stacks " in what and t not in sampled:
+                sampled.add(t)
+                path, start, end = what.split(" [stacks ")[1].rstrip("]").split()
+                for sample in main_thread_samples(path, int(start), int(end)):
+                    print(f"      stack: {sample}")
 
 
 def main() -> None:
@@ -264,7 +323,7 @@ def main() -> None:
         server.terminate()
         server.wait(60)
     events = []
-    for f in log_dir.iterdir():
+    for f in log_dir.glob("[0-9]*.txt"):
         for line in f.read_text().splitlines():
             proc, at, took, what = line.split(" ", 3)
             events.append((float(at), float(took), proc, what))
