@@ -2,7 +2,7 @@
 
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
         [--backend pytorch|turbomind] [--quant-policy 0|8|4] [--prefill 64 300 1000]
-        [--mixed TOKENS]
+        [--mixed TOKENS] [--host]
 
 Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json
 is enough: random bf16 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
@@ -96,6 +96,8 @@ def main() -> None:
                         help="also profile one prompt of each length (eager steps)")
     parser.add_argument("--mixed", type=int, default=0, metavar="TOKENS",
                         help="add a prompt of this many tokens beside each batch's decodes")
+    parser.add_argument("--host", action="store_true",
+                        help="list where the host's time goes while it queues each step")
     args = parser.parse_args()
     block_size = 64
     max_bs = max(args.batch_size)
@@ -148,11 +150,35 @@ def main() -> None:
               f"weights at 4.26 TB/s: {weight_bytes / 4.26e12 * 1e3:.3f} ms)")
         for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"  {us / 1e3:8.3f} ms  {counts[name] // 5:4d}x  {name[:110]}")
+        if args.host:
+            host_profile(runner, batch, args.top)
     runner.close()
     del runner
     torch.cuda.empty_cache()
     if args.engine:
         engine_steps(args.model, args.batch_size, args.backend)
+
+
+def host_profile(runner, batch: ForwardBatch, top: int) -> None:
+    """The Python functions that take the host's time while it queues five steps (cProfile's
+    own-time, so the launch paths' costs show by function)."""
+    import cProfile
+    import pstats
+
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(5):
+        runner.execute(batch)
+    profiler.disable()
+    torch.cuda.synchronize()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values()) / 5 * 1e3
+    print(f"  host, per step: {total:.2f} ms under cProfile; by own time:")
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    for (path, line, name), (_, calls, own, cumulative, _) in rows:
+        print(f"  {own / 5 * 1e3:8.3f} ms own {cumulative / 5 * 1e3:8.3f} ms cum "
+              f"{calls // 5:5d}x  {'/'.join(path.rsplit('/', 2)[-2:])}:{line} {name}"[:150])
 
 
 def engine_steps(model: str, sizes: list[int], backend: str) -> None:
