@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from lmforge.model.config import ModelConfig
 
-from ..ops import Ops
+from ..ops import Ops, QuantizedActivation
 from .weights import LayerWeights
 
 if TYPE_CHECKING:
@@ -24,9 +24,10 @@ class Attention:
         self.ops = ops
         self.windows = [config.layer_window(i) for i in range(config.num_layers)]
 
-    def project(self, x: torch.Tensor, layer: LayerWeights) -> tuple[torch.Tensor, ...]:
+    def project(self, x: torch.Tensor | QuantizedActivation,
+                layer: LayerWeights) -> tuple[torch.Tensor, ...]:
         """Queries, keys and values ``[T, q_size]``, ``[T, kv_size]``, ``[T, kv_size]``: views
-        of one fused projection."""
+        of one fused projection (of ``x`` as the norm gave it, quantized for a W8A8 ``qkv``)."""
         c = self.config
         return self.ops.linear(x, layer.qkv).split([c.q_size, c.kv_size, c.kv_size], dim=-1)
 
@@ -71,7 +72,7 @@ class Attention:
             )
         return out.reshape(tokens, c.q_size)
 
-    def forward(self, x: torch.Tensor, index: int, layer: LayerWeights,
+    def forward(self, x: torch.Tensor | QuantizedActivation, index: int, layer: LayerWeights,
                 step: StepState) -> torch.Tensor:
         """The whole block on normed input ``x``: this rank's part of the output projection
         (the caller sums it over tensor-parallel ranks)."""
