@@ -1,9 +1,10 @@
 """The one place that picks which implementation of each op the decoder runs.
 
 :func:`get_ops` returns an :class:`Ops` table for a device. On CPU every op is the pure-PyTorch
-one from :mod:`.reference` (mixtures of experts: :mod:`.reference_moe`). On CUDA, an op
-defined under the same name by any ``ops/triton_*.py`` module replaces the reference one (a
-module that cannot be imported, for example without Triton, is skipped with a warning).
+one from :mod:`.reference` (mixtures of experts: :mod:`.reference_moe`; W8A8's quantized
+inputs: :mod:`.quant_reference`). On CUDA, an op defined under the same name by any
+``ops/triton_*.py`` module replaces the reference one (a module that cannot be imported, for
+example without Triton, is skipped with a warning).
 ``LMFORGE_OPS=reference`` forces the reference ops everywhere, to compare the two paths.
 
 Quantized (W8A8) linears take their input as 8-bit codes with one scale per token. The op that
@@ -43,7 +44,7 @@ class QuantizedActivation:
 
 @dataclass(frozen=True)
 class Ops:
-    """The kernels of one device; signatures are those of :mod:`.reference`.
+    """The kernels of one device; signatures are those of the reference ops.
 
     Linear layers dispatch on their weight's kind (:mod:`lmforge.model.linear`): ``linear(x, w)``
     runs ``linear_<kind>``, and ``silu_mul_linear`` (the gated MLP's down projection) runs
