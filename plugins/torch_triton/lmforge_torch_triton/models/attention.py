@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from lmforge.model.config import ModelConfig
+from lmforge.model.linear import LinearWeight
 
-from ..ops import Ops
+from ..ops import Ops, QuantizedActivation
 from .weights import LayerWeights
 
 if TYPE_CHECKING:
@@ -24,18 +25,21 @@ class Attention:
         self.ops = ops
         self.windows = [config.layer_window(i) for i in range(config.num_layers)]
 
-    def project(self, x: torch.Tensor, layer: LayerWeights) -> tuple[torch.Tensor, ...]:
+    def project(self, x: torch.Tensor | QuantizedActivation,
+                layer: LayerWeights) -> tuple[torch.Tensor, ...]:
         """Queries, keys and values ``[T, q_size]``, ``[T, kv_size]``, ``[T, kv_size]``: views
-        of one fused projection."""
+        of one fused projection (of ``x`` as the norm gave it, quantized for a W8A8 ``qkv``)."""
         c = self.config
         return self.ops.linear(x, layer.qkv).split([c.q_size, c.kv_size, c.kv_size], dim=-1)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: int,
-               layer: LayerWeights, step: StepState) -> torch.Tensor:
+               layer: LayerWeights, step: StepState,
+               consumer: LinearWeight | None = None) -> torch.Tensor | QuantizedActivation:
         """Layer ``index``'s attention output before its output projection, ``[T, q_size]``:
         rotates ``q`` and ``k`` (after their per-head norms, where the layer has them), stores
         ``k`` and ``v`` in the layer's cache, and attends over each sequence's cached positions
-        within the layer's window."""
+        within the layer's window. In a decode step whose output feeds a W8A8 ``consumer`` the
+        attention kernels also quantize it for that linear."""
         c, ops, inputs = self.config, self.ops, step.inputs
         tokens = q.shape[0]
         q = q.view(tokens, c.num_heads, c.head_dim)
@@ -53,6 +57,12 @@ class Attention:
         window, scale = self.windows[index], c.softmax_scale
         if c.attn_logit_softcap is not None:  # only where set, so other calls stay as they were
             quant = {**quant, "softcap": c.attn_logit_softcap}
+        qdtype = ops.input_quant_dtype(consumer)
+        if inputs.is_decode and qdtype is not None:
+            codes, scales = ops.paged_decode_attention_quant(
+                q, k_cache, v_cache, inputs.block_tables, inputs.kv_lens, scale, window,
+                **quant, dtype=qdtype)
+            return QuantizedActivation(codes, scales, q.dtype)
         if inputs.is_decode:
             out = ops.paged_decode_attention(q, k_cache, v_cache, inputs.block_tables,
                                              inputs.kv_lens, scale, window, **quant)
@@ -71,9 +81,9 @@ class Attention:
             )
         return out.reshape(tokens, c.q_size)
 
-    def forward(self, x: torch.Tensor, index: int, layer: LayerWeights,
+    def forward(self, x: torch.Tensor | QuantizedActivation, index: int, layer: LayerWeights,
                 step: StepState) -> torch.Tensor:
         """The whole block on normed input ``x``: this rank's part of the output projection
         (the caller sums it over tensor-parallel ranks)."""
         q, k, v = self.project(x, layer)
-        return self.ops.linear(self.attend(q, k, v, index, layer, step), layer.o)
+        return self.ops.linear(self.attend(q, k, v, index, layer, step, layer.o), layer.o)

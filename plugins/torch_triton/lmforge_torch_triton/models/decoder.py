@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import torch
 from lmforge.model.config import ModelConfig
+from lmforge.model.linear import LinearWeight
 
 from ..inputs import StepInputs
 from ..kv_cache import LayerKVCache
-from ..ops import Ops
+from ..ops import Ops, QuantizedActivation
 from ..parallel.comm import SingleDevice
 from ..rotary import RotaryEmbedding
 from .attention import Attention
@@ -64,15 +65,19 @@ class Decoder:
         # HF multiplies by the scale rounded to the weights' dtype.
         self.embed_scale = float(torch.tensor(config.embed_scale, dtype=weights.embed.dtype))
 
-    def norm(self, x: torch.Tensor, weight: torch.Tensor,
-             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """RMSNorm of ``x`` (of ``x + residual``, returned as the new residual, when given)."""
-        return self.ops.rms_norm(x, weight, self.config.norm_eps, residual,
-                                 self.config.norm_offset)
+    def norm(self, x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None,
+             consumer: LinearWeight | None = None,
+             ) -> tuple[torch.Tensor | QuantizedActivation, torch.Tensor | None]:
+        """RMSNorm of ``x`` (of ``x + residual``, returned as the new residual, when given).
+        ``consumer`` is the linear the output feeds, if only that one: for a W8A8 linear the
+        output comes quantized for it, from the norm's own kernel (:meth:`.Ops.rms_norm_for`)."""
+        return self.ops.rms_norm_for(x, weight, self.config.norm_eps, residual,
+                                     self.config.norm_offset, consumer)
 
-    def mlp(self, x: torch.Tensor, layer: LayerWeights) -> torch.Tensor:
-        """The layer's gated MLP or mixture of experts on normed ``x``: this rank's part of the
-        output (the caller sums it over tensor-parallel ranks)."""
+    def mlp(self, x: torch.Tensor | QuantizedActivation, layer: LayerWeights) -> torch.Tensor:
+        """The layer's gated MLP or mixture of experts on normed ``x`` (quantized for
+        ``gate_up`` when :func:`mlp_input` says so): this rank's part of the output (the caller
+        sums it over tensor-parallel ranks)."""
         ops, act = self.ops, self.config.hidden_act
         if layer.moe is None:
             return ops.act_mul_linear(ops.linear(x, layer.gate_up), layer.down, act)
@@ -106,15 +111,22 @@ def standard_layer(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Te
                    step: StepState) -> tuple[torch.Tensor, torch.Tensor]:
     """The built-in layer: each residual sum is fused into the norm that follows it. Linears
     dispatch on their weight's kind (dense, AWQ, W8A8); the SiLU-and-mul runs inside the down
-    projection where that measured faster (ops/triton_gemv.py)."""
-    normed, residual = d.norm(hidden, layer.input_norm, residual)
+    projection where that measured faster (ops/triton_gemv.py). A norm whose output feeds a
+    W8A8 linear writes it quantized (:meth:`Decoder.norm`)."""
+    normed, residual = d.norm(hidden, layer.input_norm, residual, consumer=layer.qkv)
     if residual is None:  # first layer: the embedding is the residual stream
         residual = hidden
     hidden = d.comm.all_reduce(d.attention.forward(normed, index, layer, step))
     if layer.attn_output_norm is not None:
         hidden, _ = d.norm(hidden, layer.attn_output_norm)
-    normed, residual = d.norm(hidden, layer.post_attn_norm, residual)
+    normed, residual = d.norm(hidden, layer.post_attn_norm, residual, mlp_input(layer))
     hidden = d.comm.all_reduce(d.mlp(normed, layer))
     if layer.mlp_output_norm is not None:
         hidden, _ = d.norm(hidden, layer.mlp_output_norm)
     return hidden, residual
+
+
+def mlp_input(layer: LayerWeights) -> LinearWeight | None:
+    """The one linear the MLP's input feeds (``gate_up``); None for a mixture of experts, whose
+    router and experts both read it."""
+    return layer.gate_up if layer.moe is None else None
