@@ -73,7 +73,10 @@ def _split_tiles(kv_len, window, num_splits, BLOCK_N: tl.constexpr, HAS_WINDOW: 
     return first_pos, end_tile, tl.cdiv(end_tile - first_pos // BLOCK_N, num_splits)
 
 
-@triton.jit
+# What changes from step to step (the split count and the strides it sets, a block table's
+# width) is not specialized on: every value then runs the kernel the warm-up compiled.
+@triton.jit(do_not_specialize=["num_splits", "stride_bt", "stride_lh"],
+            do_not_specialize_on_alignment=["block_tables_ptr", "kv_lens_ptr"])
 def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
@@ -227,7 +230,8 @@ def _decode_split_kernel(
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits", "stride_lh"],
+            do_not_specialize_on_alignment=["kv_lens_ptr"])
 def _decode_merge_kernel(
     partial_ptr,
     lse_ptr,

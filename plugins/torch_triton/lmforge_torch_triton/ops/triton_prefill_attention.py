@@ -137,7 +137,10 @@ def _attend_tile(
     return acc, acc_rows, m_new, l_i
 
 
-@triton.jit
+# What changes from step to step (a block table's width, where a slice of the step's metadata
+# starts) is not specialized on: every value then runs the kernel the warm-up compiled.
+@triton.jit(do_not_specialize=["stride_bt"],
+            do_not_specialize_on_alignment=["block_tables_ptr", "cu_q_lens_ptr", "kv_lens_ptr"])
 def _prefill_kernel(
     q_ptr,
     k_cache_ptr,
