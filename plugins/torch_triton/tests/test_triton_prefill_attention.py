@@ -207,6 +207,18 @@ def test_quantized_prefill_llama3_shapes(policy, batch, max_prompt, max_prefix, 
     check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy)
 
 
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize(
+    "batch,max_prompt,max_prefix,window",
+    [(8, 1024, 0, None), (8, 512, 3072, None), (4, 2048, 2048, 1000)],
+)
+def test_prefill_over_new_tokens_llama3_shapes(policy, batch, max_prompt, max_prefix, window):
+    q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
+    check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy, fresh=True)
+
+
 # Gemma-2-9B: 16 query heads, 8 K/V heads of 256, scores capped at 50, local layers' 4096 window.
 @pytest.mark.gpu
 @needs_gpu
