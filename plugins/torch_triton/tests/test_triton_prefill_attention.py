@@ -1,6 +1,6 @@
 """Triton paged prefill attention against the PyTorch reference: fresh prompts, prompts after a
 cached prefix (chunked prefill, prefix-cache hits), GQA groups, sliding windows, int8 and int4
-caches."""
+caches; the step's own tokens read from the cache or from their unquantized K/V."""
 
 import os
 import random
@@ -28,8 +28,23 @@ from lmforge_torch_triton.ops import reference  # noqa: E402
 from lmforge_torch_triton.ops.triton_prefill_attention import paged_prefill_attention  # noqa: E402
 
 
+def poison_new_tokens(kv, q_lens, kv_lens):
+    """NaN in the cache slots of each sequence's last ``q_len`` positions (its scales and zeros
+    when quantized): attention given the step's own K/V must never read them."""
+    block_size = kv.k_cache.shape[1]
+    for b, (q_len, kv_len) in enumerate(zip(q_lens, kv_lens, strict=True)):
+        for pos in range(kv_len - q_len, kv_len):
+            block, row = int(kv.block_tables[b, pos // block_size]), pos % block_size
+            if kv.quant:
+                kv.quant["k_scales_zeros"][block, row] = float("nan")
+                kv.quant["v_scales_zeros"][block, row] = float("nan")
+            else:
+                kv.k_cache[block, row] = float("nan")
+                kv.v_cache[block, row] = float("nan")
+
+
 def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, window,
-                  policy=0, softcap=None, q_spread=1.0):
+                  policy=0, softcap=None, q_spread=1.0, fresh=False):
     gen = make_generator(sum(kv_lens) + num_kv_heads * 10 + block_size)
     kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
                        quant_policy=policy)
@@ -40,6 +55,10 @@ def check_prefill(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, block_size
     scale = head_dim**-0.5
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, cu_q_lens, kv.kv_lens, scale, window)
     extra = {**kv.quant, **({"softcap": softcap} if softcap else {})}
+    if fresh:
+        new_shape = (sum(q_lens), num_kv_heads, head_dim)
+        extra.update(k_new=randn(new_shape, dtype, gen), v_new=randn(new_shape, dtype, gen))
+        poison_new_tokens(kv, q_lens, kv_lens)
     out = paged_prefill_attention(*args, **extra)
     assert out.shape == q.shape and out.dtype == dtype
     spread = QUANT_SPREAD if policy else 1.0
@@ -78,6 +97,35 @@ def test_softcapped_prefill_matches_reference(dtype, case, policy):
     num_kv_heads, block_size, q_lens, kv_lens, window = SMALL_CASES[case]
     check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window, policy,
                   softcap=2.0, q_spread=4.0)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize("num_kv_heads,block_size,q_lens,kv_lens,window", SMALL_CASES)
+def test_prefill_over_new_tokens_matches_reference(policy, num_kv_heads, block_size, q_lens,
+                                                   kv_lens, window):
+    """The step's own tokens from their unquantized K/V, only the prefix from the cache (whose
+    slots for the new tokens hold NaN): fresh prompts, prompts after a prefix, windows."""
+    dtype = torch.bfloat16 if policy else torch.float32
+    check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, dtype, window, policy,
+                  fresh=True)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [0, 8, 4])
+def test_softcapped_prefill_over_new_tokens(policy):
+    num_kv_heads, block_size, q_lens, kv_lens, window = SMALL_CASES[3]
+    check_prefill(q_lens, kv_lens, 8, num_kv_heads, 32, block_size, torch.float32, window,
+                  policy, softcap=2.0, q_spread=4.0, fresh=True)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy", [0, 8])
+def test_prefill_over_new_tokens_head_dim_not_power_of_two(policy):
+    check_prefill([9, 20], [30, 20], 4, 2, 80, 16, torch.float32, None, policy, fresh=True)
 
 
 @pytest.mark.triton_interpret
@@ -157,6 +205,18 @@ def test_prefill_matches_reference_llama3_shapes(
 def test_quantized_prefill_llama3_shapes(policy, batch, max_prompt, max_prefix, window):
     q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
     check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize(
+    "batch,max_prompt,max_prefix,window",
+    [(8, 1024, 0, None), (8, 512, 3072, None), (4, 2048, 2048, 1000)],
+)
+def test_prefill_over_new_tokens_llama3_shapes(policy, batch, max_prompt, max_prefix, window):
+    q_lens, kv_lens = llama3_batch(batch, max_prompt, max_prefix, seed=batch + max_prefix)
+    check_prefill(q_lens, kv_lens, 32, 8, 128, 64, torch.bfloat16, window, policy, fresh=True)
 
 
 # Gemma-2-9B: 16 query heads, 8 K/V heads of 256, scores capped at 50, local layers' 4096 window.

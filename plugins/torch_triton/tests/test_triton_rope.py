@@ -184,6 +184,42 @@ def test_store_kv_quantizes_like_the_reference(policy, head_dim):
 
 @pytest.mark.triton_interpret
 @needs_kernels
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize("dtype", QUANT_DTYPES, ids=str)
+@pytest.mark.parametrize("head_dim", [32, 40])
+def test_rope_returns_the_rotated_keys(policy, dtype, head_dim):
+    """``k_out`` holds the rotated keys unquantized in the cache's key basis (at int4 with a
+    power-of-two head dim, the Hadamard one), as the reference gives them; without a quantized
+    cache, exactly the rows stored."""
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(19, 4, 2, head_dim, 16, dtype)
+    quant, ref_quant = {}, {}
+    if policy:
+        shape = (*k_cache.shape[:3], 2)
+        k_cache, v_cache = (torch.zeros(*k_cache.shape[:3], code_dim(head_dim, policy),
+                                        dtype=torch.uint8, device=DEVICE) for _ in range(2))
+        quant = dict(k_scales_zeros=torch.zeros(shape, device=DEVICE),
+                     v_scales_zeros=torch.zeros(shape, device=DEVICE), quant_policy=policy)
+        ref_quant = {**quant, "k_scales_zeros": quant["k_scales_zeros"].clone(),
+                     "v_scales_zeros": quant["v_scales_zeros"].clone()}
+    ref_caches = k_cache.clone(), v_cache.clone()
+    k_out, k_ref = torch.full_like(k, float("nan")), torch.full_like(k, float("nan"))
+    reference.rope_and_store_kv(q, k, v, cos, sin, *ref_caches, slots, **ref_quant, k_out=k_ref)
+    rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots, **quant, k_out=k_out)
+    assert_close(k_out, k_ref)
+    if not policy:
+        assert torch.equal(k_out, k_cache.flatten(0, 1)[slots])
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+def test_rope_rejects_a_k_out_of_another_shape():
+    q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(4, 4, 2, 32, 16, torch.float32)
+    with pytest.raises(ValueError, match="k_out"):
+        rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, slots, k_out=k[:3])
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
 def test_quantized_store_rejects_a_float_cache():
     q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(4, 4, 2, 32, 16, torch.float32)
     sz = torch.zeros(*k_cache.shape[:3], 2, device=DEVICE)

@@ -37,9 +37,12 @@ class Attention:
                consumer: LinearWeight | None = None) -> torch.Tensor | QuantizedActivation:
         """Layer ``index``'s attention output before its output projection, ``[T, q_size]``:
         rotates ``q`` and ``k`` (after their per-head norms, where the layer has them), stores
-        ``k`` and ``v`` in the layer's cache, and attends over each sequence's cached positions
-        within the layer's window. In a decode step whose output feeds a W8A8 ``consumer`` the
-        attention kernels also quantize it for that linear."""
+        ``k`` and ``v`` in the layer's cache, and attends within the layer's window. Decodes
+        read every position from the cache. Prompts read only their cached prefix from it and
+        attend to this step's own tokens as computed, unquantized whatever ``quant_policy`` is
+        (SGLang's "extend" attention): a prompt with no cached prefix never reads the cache,
+        and a chunk sees earlier chunks as the cache holds them. In a decode step whose output
+        feeds a W8A8 ``consumer`` the attention kernels also quantize it for that linear."""
         c, ops, inputs = self.config, self.ops, step.inputs
         tokens = q.shape[0]
         q = q.view(tokens, c.num_heads, c.head_dim)
@@ -52,8 +55,9 @@ class Attention:
         if layer.q_norm is not None:
             norms = dict(q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=c.norm_eps,
                          norm_offset=c.norm_offset)
+        k_new = None if inputs.is_decode else torch.empty_like(k)
         q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping,
-                                  **quant, **norms)
+                                  **quant, **norms, k_out=k_new)
         window, scale = self.windows[index], c.softmax_scale
         if c.attn_logit_softcap is not None:  # only where set, so other calls stay as they were
             quant = {**quant, "softcap": c.attn_logit_softcap}
@@ -78,6 +82,7 @@ class Attention:
                 q[d:], k_cache, v_cache, inputs.block_tables[d:],
                 inputs.prefill_cu_q_lens if d else inputs.cu_q_lens, inputs.kv_lens[d:],
                 scale, window, max_q_len=inputs.max_q_len, out=out[d:], **quant,
+                k_new=k_new[d:], v_new=v[d:],
             )
         return out.reshape(tokens, c.q_size)
 

@@ -144,15 +144,20 @@ def rope_and_store_kv(
     k_norm: torch.Tensor | None = None,
     norm_eps: float = 1e-6,
     norm_offset: float = 0.0,
+    k_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotate ``q`` and ``k``, store the rotated ``k`` and ``v`` in the cache; returns rotated q
     (in the cache's key basis). With ``q_norm`` and ``k_norm`` (``[d]``), each query and key
-    head is first RMS-normalized (as :func:`rms_norm`, in the activation dtype)."""
+    head is first RMS-normalized (as :func:`rms_norm`, in the activation dtype). ``k_out``
+    (``[T, nkv, d]``, ``k``'s dtype), when given, receives the rotated keys unquantized, in the
+    cache's key basis: what :func:`paged_prefill_attention` takes as ``k_new``."""
     if q_norm is not None:
         q = _normalize(q, q_norm, norm_eps, norm_offset)
         k = _normalize(k, k_norm, norm_eps, norm_offset)
     q, k = apply_rope(q, k, cos, sin)
     store_kv(k, v, k_cache, v_cache, slot_mapping, k_scales_zeros, v_scales_zeros, quant_policy)
+    if k_out is not None:
+        k_out.copy_(kv_cache.to_key_basis(k, quant_policy))
     if kv_cache.rotates_keys(quant_policy, q.shape[-1]):
         q = kv_cache.to_key_basis(q, quant_policy).to(q.dtype)
     return q
@@ -298,6 +303,16 @@ def _decode_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     return _attend(q[:, None], k, v, None, scale, softcap)[:, 0].to(q.dtype)
 
 
+def _put_new_tokens(k: torch.Tensor, v: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor,
+                    cu: list[int], kv_lens: list[int]) -> None:
+    """Overwrite each sequence's last ``q_len`` positions of the gathered ``k, v`` with the
+    step's own unquantized keys and values."""
+    for b, kv_len in enumerate(kv_lens):
+        q_len = cu[b + 1] - cu[b]
+        k[b, kv_len - q_len:kv_len] = k_new[cu[b]:cu[b + 1]].to(k.dtype)
+        v[b, kv_len - q_len:kv_len] = v_new[cu[b]:cu[b + 1]].to(v.dtype)
+
+
 def paged_prefill_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -313,12 +328,19 @@ def paged_prefill_attention(
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
     softcap: float | None = None,
+    k_new: torch.Tensor | None = None,
+    v_new: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
     cached positions up to their own (their K/V already stored). Returns ``[T, nh, d]``.
     ``max_q_len`` (the longest query length) only spares kernels a read-back; unused here.
-    ``out``, when given, receives the result. ``softcap`` soft-caps the scaled scores."""
+    ``out``, when given, receives the result. ``softcap`` soft-caps the scaled scores.
+
+    With ``k_new`` and ``v_new`` (``[T, nkv, d]``, rows aligned with ``q``: this step's keys in
+    the cache's key basis, as ``rope_and_store_kv``'s ``k_out``, and its values), only each
+    sequence's prefix (positions before ``kv_lens[b] - q_len``) is read from the cache; its own
+    tokens are attended as these hold them, unquantized whatever ``quant_policy`` is."""
     bs = k_cache.shape[1]
     cu = cu_q_lens.long().tolist()
     q_lens = [cu[i + 1] - cu[i] for i in range(len(cu) - 1)]
@@ -327,6 +349,8 @@ def paged_prefill_attention(
     k = _gather_kv(k_cache, block_tables, num_blocks, k_scales_zeros, quant_policy)
     v = _gather_kv(v_cache, block_tables, num_blocks, v_scales_zeros, quant_policy)
     kv_lens = kv_lens.long()
+    if k_new is not None:
+        _put_new_tokens(k, v, k_new, v_new, cu, kv_lens.tolist())
 
     # Pad the ragged queries to [B, max_q] so the whole batch is one SDPA call.
     nb = len(q_lens)

@@ -1,12 +1,16 @@
-"""Paged prefill attention: variable-length causal attention, flash-attention style, whose keys
-and values all come from the paged cache (an existing prefix from earlier chunks or a prefix-
-cache hit, plus this step's tokens, whose K/V are already stored).
+"""Paged prefill attention: variable-length causal attention, flash-attention style, over a
+cached prefix (earlier chunks or a prefix-cache hit) in the paged cache and this step's own
+tokens, read either from the cache too (their K/V already stored) or, when the caller passes
+them, from this step's unquantized K/V (``k_new``, ``v_new``), as SGLang's "extend" attention
+does. The engine passes them: a prompt with no cached prefix then never reads the cache, and a
+quantized cache costs its prompts no dequantization.
 
 One program owns a tile of ``BLOCK_M`` query rows of one sequence and one query head; it walks
 the key tiles from the sliding-window start (or 0) up to its last query's position with an
 online softmax in fp32: first the key tiles every row sees in full, without masks, then the
-tiles on the causal diagonal or the window edge, masked. Query heads of one K/V group run in
-neighbouring programs, so their shared K/V tiles are mostly served from L2.
+tiles on the causal diagonal or the window edge, masked; the step's own tokens first, then the
+cached prefix. Query heads of one K/V group run in neighbouring programs, so their shared K/V
+tiles are mostly served from L2.
 
 A quantized cache (``quant_policy`` 8 or 4) is read as the decode kernel reads it (see
 ``triton_decode_attention.py``): integer codes into float16 MMAs, scales and zeros applied to
@@ -21,120 +25,9 @@ import triton
 import triton.language as tl
 
 from ..kv_cache import code_dim
-from .triton_common import (
-    LOG2E,
-    dot_precision,
-    expect,
-    expect_dtype,
-    expect_paged_cache,
-    paged_token_offsets,
-    softcap_scores,
-)
-from .triton_kv_quant import (
-    code_words,
-    dequantized_scores,
-    dequantized_values,
-    head_dim_columns,
-    load_scale_zero,
-    mma_queries,
-    scale_zero_words,
-)
-
-
-@triton.jit
-def _attend_tile(
-    acc,
-    acc_rows,
-    m_i,
-    l_i,
-    q,
-    q_pos,
-    start,
-    kv_len,
-    window,
-    qk_scale,
-    softcap,
-    k_base,
-    v_base,
-    k_sz_base,
-    v_sz_base,
-    q_sum,
-    table_row,
-    offs_n,
-    offs_d,
-    d_mask,
-    stride_kb,
-    stride_kr,
-    stride_vb,
-    stride_vr,
-    stride_szb,
-    stride_szr,
-    BLOCK_N: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
-    MASKED: tl.constexpr,
-    HAS_WINDOW: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    QUANT: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
-    """One step of the online softmax over the key tile at ``start``. With ``MASKED`` off the
-    caller guarantees every key of the tile is visible to every query row (no causal, length or
-    window checks needed). Quantized keys and values (``QUANT``) take the queries of
-    ``triton_common.mma_queries`` and their row sums ``q_sum``, and sum the values' zero points
-    per row in ``acc_rows``."""
-    k_pos = start + offs_n
-    rows_k = paged_token_offsets(
-        table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_kb, stride_kr
-    )
-    rows_v = paged_token_offsets(
-        table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
-    )
-    if MASKED:
-        kv_mask = (k_pos < kv_len)[:, None] & d_mask[None, :]
-    else:
-        kv_mask = d_mask[None, :]
-    if QUANT == 0:
-        k = tl.load(k_base + rows_k[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-    else:
-        rows_sz = paged_token_offsets(
-            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
-        )
-        valid = k_pos < kv_len
-        k_scale, k_zero = load_scale_zero(k_sz_base + rows_sz, valid)
-        qk = dequantized_scores(
-            q, q_sum, k_base + rows_k, valid, k_scale * qk_scale, k_zero * qk_scale, HEAD_DIM,
-            BLOCK_D, QUANT, DOT_PRECISION,
-        )
-    if SOFTCAP:
-        qk = softcap_scores(qk, softcap)
-    if MASKED:
-        allowed = (k_pos < kv_len)[None, :] & (k_pos[None, :] <= q_pos[:, None])
-        if HAS_WINDOW:
-            allowed = allowed & (k_pos[None, :] > q_pos[:, None] - window)
-        qk = tl.where(allowed, qk, float("-inf"))
-
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    # Rows that have seen no allowed key yet (window edge) keep m = -inf; subtract 0 there so
-    # exp2 yields 0 rather than NaN.
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_safe)
-    p = tl.exp2(qk - m_safe[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    if QUANT == 0:
-        v = tl.load(v_base + rows_v[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-    else:
-        v_scale, v_zero = load_scale_zero(v_sz_base + rows_sz, valid)
-        pv, top, rows = dequantized_values(
-            p, v_base + rows_v, valid, v_scale, v_zero, q.dtype == tl.float32, HEAD_DIM,
-            BLOCK_D, QUANT, DOT_PRECISION,
-        )
-        acc = acc * alpha[:, None] + top * pv
-        acc_rows = acc_rows * alpha + rows
-    return acc, acc_rows, m_new, l_i
+from .triton_common import LOG2E, dot_precision, expect, expect_dtype, expect_paged_cache
+from .triton_kv_quant import code_words, head_dim_columns, mma_queries, scale_zero_words
+from .triton_prefill_tiles import attend_span
 
 
 # What changes from step to step (a block table's width, where a slice of the step's metadata
@@ -147,6 +40,8 @@ def _prefill_kernel(
     v_cache_ptr,
     k_sz_ptr,
     v_sz_ptr,
+    k_new_ptr,
+    v_new_ptr,
     block_tables_ptr,
     cu_q_lens_ptr,
     kv_lens_ptr,
@@ -165,6 +60,10 @@ def _prefill_kernel(
     stride_szb,
     stride_szr,
     stride_szh,
+    stride_knt,
+    stride_knh,
+    stride_vnt,
+    stride_vnh,
     stride_bt,
     stride_ot,
     stride_oh,
@@ -178,6 +77,7 @@ def _prefill_kernel(
     DOT_PRECISION: tl.constexpr,
     QUANT: tl.constexpr,
     SOFTCAP: tl.constexpr,
+    FRESH: tl.constexpr,
 ):
     m_tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -196,52 +96,46 @@ def _prefill_kernel(
     # The head dimension of each column: packed int4 codes unpack in another order.
     offs_d, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     m_mask = offs_m < q_len
-    q_pos = prefix_len + offs_m
     q = tl.load(
         q_ptr + (q_start + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
         mask=m_mask[:, None] & d_mask[None, :],
         other=0.0,
     )
-    q_sum = 0.0
-    if QUANT != 0:
-        q, q_sum, q_back = mma_queries(q)
-        qk_scale *= q_back
-
-    # Keys this tile can see: up to its last row's position, from its first row's window start.
-    # Without a window, the key tiles wholly at or before the first row's position are visible
-    # to every row and skip the masking arithmetic.
-    first_pos = prefix_len + m_tile * BLOCK_M
-    last_pos = tl.minimum(first_pos + BLOCK_M, kv_len)
-    if HAS_WINDOW:
-        lo = (tl.maximum(first_pos - window + 1, 0) // BLOCK_N) * BLOCK_N
-        full_hi = lo
-    else:
-        lo = 0
-        full_hi = ((first_pos + 1) // BLOCK_N) * BLOCK_N
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     acc_rows = tl.zeros([BLOCK_M], dtype=tl.float32)
     table_row = block_tables_ptr + seq * stride_bt
-    k_base = k_cache_ptr + kv_head * stride_kh
-    v_base = v_cache_ptr + kv_head * stride_vh
-    k_sz_base = k_sz_ptr + kv_head * stride_szh
-    v_sz_base = v_sz_ptr + kv_head * stride_szh
-    for start in range(lo, full_hi, BLOCK_N):
-        acc, acc_rows, m_i, l_i = _attend_tile(
-            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, softcap, k_base, v_base,
-            k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
-            stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, False, HAS_WINDOW, DOT_PRECISION, QUANT, SOFTCAP,
+    if FRESH:
+        # The step's own tokens, causally, from its unquantized K/V (positions counted from
+        # the prefix's end, where the window and causal tests give the same answers); the
+        # cache then serves only the prefix.
+        acc, acc_rows, m_i, l_i = attend_span(
+            acc, acc_rows, m_i, l_i, q, offs_m, m_tile * BLOCK_M, q_len, window, qk_scale, softcap,
+            k_new_ptr + q_start * stride_knt + kv_head * stride_knh,
+            v_new_ptr + q_start * stride_vnt + kv_head * stride_vnh,
+            k_sz_ptr, v_sz_ptr, 0.0, table_row, offs_n, offs_d, d_mask,
+            0, stride_knt, 0, stride_vnt, 0, 0,
+            BLOCK_M, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, HAS_WINDOW, DOT_PRECISION, 0, SOFTCAP,
+            False,
         )  # fmt: skip
-    for start in range(full_hi, last_pos, BLOCK_N):
-        acc, acc_rows, m_i, l_i = _attend_tile(
-            acc, acc_rows, m_i, l_i, q, q_pos, start, kv_len, window, qk_scale, softcap, k_base, v_base,
-            k_sz_base, v_sz_base, q_sum, table_row, offs_n, offs_d, d_mask,
-            stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
-            BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, True, HAS_WINDOW, DOT_PRECISION, QUANT, SOFTCAP,
-        )  # fmt: skip
+        cached_len = prefix_len
+    else:
+        cached_len = kv_len
+    q_sum = 0.0
+    if QUANT != 0:
+        q, q_sum, q_back = mma_queries(q)
+        qk_scale *= q_back
+    acc, acc_rows, m_i, l_i = attend_span(
+        acc, acc_rows, m_i, l_i, q, prefix_len + offs_m, prefix_len + m_tile * BLOCK_M, cached_len,
+        window, qk_scale, softcap, k_cache_ptr + kv_head * stride_kh,
+        v_cache_ptr + kv_head * stride_vh, k_sz_ptr + kv_head * stride_szh,
+        v_sz_ptr + kv_head * stride_szh, q_sum, table_row, offs_n, offs_d, d_mask,
+        stride_kb, stride_kr, stride_vb, stride_vr, stride_szb, stride_szr,
+        BLOCK_M, BLOCK_N, HEAD_DIM, BLOCK_D, BLOCK_SIZE, HAS_WINDOW, DOT_PRECISION, QUANT, SOFTCAP,
+        True,
+    )  # fmt: skip
 
     if QUANT != 0:
         acc += acc_rows[:, None]
@@ -280,6 +174,8 @@ def paged_prefill_attention(
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
     softcap: float | None = None,
+    k_new: torch.Tensor | None = None,
+    v_new: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Varlen causal attention: sequence ``b``'s queries are rows ``cu_q_lens[b]:cu_q_lens[b+1]``
     of ``q: [T, nh, d]``, at the last ``q_len`` of its ``kv_lens[b]`` positions, attending to the
@@ -288,7 +184,13 @@ def paged_prefill_attention(
     lengths are read back from the device, which waits for all work queued before. ``out``, when
     given, receives the result (a ``[T, nh, d]`` view, rows contiguous in ``d``). The cache may
     be quantized (``quant_policy`` 8 or 4, with its scales and zeros). ``softcap`` soft-caps
-    the scaled scores."""
+    the scaled scores.
+
+    With ``k_new`` and ``v_new`` (``[T, nkv, d]`` in ``q``'s dtype, rows aligned with ``q``, each
+    row contiguous in ``d``: this step's keys in the cache's key basis, from
+    ``rope_and_store_kv``'s ``k_out``, and its values), each sequence's own tokens are attended
+    from them, unquantized, and only its prefix from the cache, so a prompt without a cached
+    prefix never reads the cache."""
     expect(q.dim() == 3, f"q must be [T, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
@@ -314,6 +216,19 @@ def paged_prefill_attention(
     )
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
     expect(softcap is None or softcap > 0, "softcap must be positive.")
+    fresh = k_new is not None
+    expect(fresh == (v_new is not None), "k_new and v_new come together.")
+    if fresh:
+        expect(
+            k_new.shape == v_new.shape == (q.shape[0], num_kv_heads, head_dim)
+            and k_new.dtype == v_new.dtype == q.dtype
+            and k_new.stride(-1) == v_new.stride(-1) == 1,
+            f"k_new and v_new must be [T, nkv, d] {(q.shape[0], num_kv_heads, head_dim)} in "
+            f"{q.dtype}, rows contiguous in d; got {tuple(k_new.shape)} {k_new.dtype} and "
+            f"{tuple(v_new.shape)} {v_new.dtype}.",
+        )
+    else:
+        k_new = v_new = q
     q = q if q.stride(-1) == 1 else q.contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
     cu_q_lens = cu_q_lens.to(torch.int32).contiguous()
@@ -334,6 +249,8 @@ def paged_prefill_attention(
         v_cache,
         k_sz,
         v_sz,
+        k_new,
+        v_new,
         block_tables,
         cu_q_lens,
         kv_lens,
@@ -351,6 +268,10 @@ def paged_prefill_attention(
         v_cache.stride(1),
         v_cache.stride(2),
         *sz_strides,
+        k_new.stride(0),
+        k_new.stride(1),
+        v_new.stride(0),
+        v_new.stride(1),
         block_tables.stride(0),
         out.stride(0),
         out.stride(1),
@@ -362,6 +283,7 @@ def paged_prefill_attention(
         DOT_PRECISION=dot_precision(q.dtype),
         QUANT=quant_policy,
         SOFTCAP=softcap is not None,
+        FRESH=fresh,
         **config,
     )
     return out

@@ -83,6 +83,7 @@ def _rope_store_kernel(
     slot_mapping_ptr,
     q_norm_ptr,
     k_norm_ptr,
+    k_out_ptr,
     norm_eps,
     norm_offset,
     stride_qt,
@@ -104,6 +105,8 @@ def _rope_store_kernel(
     stride_szb,
     stride_szr,
     stride_szh,
+    stride_kot,
+    stride_koh,
     hadamard_scale,
     NUM_HEADS: tl.constexpr,
     NUM_KV_HEADS: tl.constexpr,
@@ -116,6 +119,7 @@ def _rope_store_kernel(
     ROTATE_KEYS: tl.constexpr,
     HEAD_NORM: tl.constexpr,
     HAS_OFFSET: tl.constexpr,
+    K_OUT: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     offs_j = tl.arange(0, BLOCK_HALF)
@@ -182,6 +186,11 @@ def _rope_store_kernel(
             quantize_store(v1.to(tl.float32), v2.to(tl.float32), kv_mask, heads,
                            v_cache_ptr + block * stride_vcb + row * stride_vcr, v_sz_ptr + sz,
                            offs_kv, offs_j, stride_vch, stride_szh, HALF, QUANT)
+        if K_OUT:
+            # The keys as stored before quantizing: rounded, in the cache's key basis.
+            k_dst = k_out_ptr + token * stride_kot + offs_kv[:, None] * stride_koh + offs_j[None, :]
+            tl.store(k_dst, k1.to(k_out_ptr.dtype.element_ty), mask=kv_mask)
+            tl.store(k_dst + HALF, k2.to(k_out_ptr.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -355,12 +364,16 @@ def rope_and_store_kv(
     k_norm: torch.Tensor | None = None,
     norm_eps: float = 1e-6,
     norm_offset: float = 0.0,
+    k_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotate ``q: [T, nh, d]`` and ``k: [T, nkv, d]`` by the ``[T, d/2]`` float32 tables of
     ``reference.rope_cos_sin``, write the rotated ``k`` and ``v`` into the paged cache at
     ``slot_mapping`` (as :func:`store_kv`), and return the rotated ``q`` (a new tensor). With
     ``q_norm`` and ``k_norm`` (``[d]``), each head is RMS-normalized first (``norm_offset``:
-    scale by ``offset + weight``, as ``rms_norm``)."""
+    scale by ``offset + weight``, as ``rms_norm``). ``k_out`` (``[T, nkv, d]`` in ``k``'s dtype,
+    rows contiguous in ``d``), when given, receives the rotated keys unquantized in the cache's
+    key basis, for :func:`paged_prefill_attention`'s ``k_new``; rows of tokens with a negative
+    slot are left as they are."""
     quant = (k_scales_zeros, v_scales_zeros, quant_policy)
     kv_dim = _check_kv(k, v, k_cache, v_cache, slot_mapping, *quant)
     expect(
@@ -381,6 +394,11 @@ def rope_and_store_kv(
         (k_norm is not None) == head_norm
         and (not head_norm or (q_norm.shape == (head_dim,) and k_norm.shape == (head_dim,))),
         f"q_norm and k_norm must both be [d={head_dim}] or both be None.",
+    )
+    expect(
+        k_out is None or (k_out.shape == k.shape and k_out.dtype == k.dtype
+                          and k_out.stride(-1) == 1),
+        f"k_out must be [T, nkv, d] {tuple(k.shape)} in {k.dtype}, rows contiguous in d.",
     )
     q = q if q.stride(-1) == 1 else q.contiguous()
     cos = cos.to(torch.float32).contiguous()
@@ -404,6 +422,7 @@ def rope_and_store_kv(
         slot_mapping.to(torch.int64),
         q_norm.contiguous() if head_norm else cos,
         k_norm.contiguous() if head_norm else cos,
+        q_rot if k_out is None else k_out,
         norm_eps,
         norm_offset,
         q.stride(0),
@@ -423,6 +442,8 @@ def rope_and_store_kv(
         v_cache.stride(1),
         v_cache.stride(2),
         *sz_strides,
+        0 if k_out is None else k_out.stride(0),
+        0 if k_out is None else k_out.stride(1),
         head_dim**-0.5,
         NUM_HEADS=num_heads,
         NUM_KV_HEADS=num_kv_heads,
@@ -435,6 +456,7 @@ def rope_and_store_kv(
         ROTATE_KEYS=rotate,
         HEAD_NORM=head_norm,
         HAS_OFFSET=norm_offset != 0.0,
+        K_OUT=k_out is not None,
         # 32 heads x 64 pairs is 2048 rotations per token: 4 warps give each thread 16, enough
         # independent loads in flight to keep this memory-bound kernel at bandwidth.
         num_warps=4,
