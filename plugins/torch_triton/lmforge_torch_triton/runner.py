@@ -26,6 +26,7 @@ from .parallel.comm import SingleDevice, build_comm
 from .parallel.plan import ShardPlan
 from .parallel.rendezvous import Rank
 from .parallel.workers import WorkerGroup
+from .piecewise_graph import PromptGraphs, supports_pieces
 from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class TorchModelRunner:
         self.kv_caches: list[kv_cache.LayerKVCache] = []
         self.block_size = 0
         self.graphs: DecodeGraphs | None = None
+        self.prompt_graphs: PromptGraphs | None = None
         self.block_tables: DeviceBlockTables | None = None
 
     @staticmethod
@@ -249,13 +251,17 @@ class TorchModelRunner:
         max_batch_size = max_batch_size_of(self.engine_config, str(self.device))
         max_blocks = -(-self._session_len() // block_size)
         self.block_tables = DeviceBlockTables(max_batch_size, max_blocks, self.device)
+        max_step_tokens = getattr(self.engine_config, "max_prefill_token_num", 8192)
         if self._use_graphs():
             self.graphs = DecodeGraphs(self.model.forward, self.kv_caches, max_batch_size,
                                        max_blocks, self.device)
             self.graphs.capture_all()
+            if supports_pieces(self.model):
+                self.prompt_graphs = PromptGraphs(self.model, self.kv_caches, max_step_tokens,
+                                                  self.device)
+                self.prompt_graphs.capture_all()
         if self.device.type == "cuda":  # every rank runs the same warm-up steps, in step
-            warm_up(self.forward, block_size, num_blocks, max_blocks,
-                    getattr(self.engine_config, "max_prefill_token_num", 8192),
+            warm_up(self.forward, block_size, num_blocks, max_blocks, max_step_tokens,
                     self.config.vocab_size)
             watch_compiles()
 
@@ -278,6 +284,8 @@ class TorchModelRunner:
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.run(batch, self.block_tables)
         inputs = build_step_inputs(batch, self.device, self.block_tables)
+        if self.prompt_graphs is not None and self.prompt_graphs.can_run(inputs):
+            return self.prompt_graphs.run(inputs)
         return self.model.forward(inputs, self.kv_caches)
 
     def _session_len(self) -> int:
@@ -292,6 +300,7 @@ class TorchModelRunner:
 
     def close(self) -> None:
         self.graphs = None
+        self.prompt_graphs = None
         self.block_tables = None
         self.kv_caches = []
         self.model = None

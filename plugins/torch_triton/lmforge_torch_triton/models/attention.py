@@ -36,28 +36,47 @@ class Attention:
                layer: LayerWeights, step: StepState,
                consumer: LinearWeight | None = None) -> torch.Tensor | QuantizedActivation:
         """Layer ``index``'s attention output before its output projection, ``[T, q_size]``:
-        rotates ``q`` and ``k`` (after their per-head norms, where the layer has them), stores
-        ``k`` and ``v`` in the layer's cache, and attends within the layer's window. Decodes
-        read every position from the cache. Prompts read only their cached prefix from it and
-        attend to this step's own tokens as computed, unquantized whatever ``quant_policy`` is
-        (SGLang's "extend" attention): a prompt with no cached prefix never reads the cache,
-        and a chunk sees earlier chunks as the cache holds them. In a decode step whose output
-        feeds a W8A8 ``consumer`` the attention kernels also quantize it for that linear."""
+        :meth:`rotate_store`, then :meth:`attend_stored`."""
+        q, k_new, v = self.rotate_store(q, k, v, index, layer, step)
+        return self.attend_stored(q, k_new, v, index, step, consumer)
+
+    def rotate_store(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: int,
+                     layer: LayerWeights, step: StepState,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Rotates ``q`` and ``k`` (after their per-head norms, where the layer has them) and
+        stores ``k`` and ``v`` in the layer's cache. Returns the rotated queries ``[T, nh, d]``,
+        for a step with prompts the rotated keys as computed ``[T, nkv, d]`` (else None), and
+        ``v`` as ``[T, nkv, d]``."""
         c, ops, inputs = self.config, self.ops, step.inputs
         tokens = q.shape[0]
         q = q.view(tokens, c.num_heads, c.head_dim)
         k = k.view(tokens, c.num_kv_heads, c.head_dim)
         v = v.view(tokens, c.num_kv_heads, c.head_dim)
         cache = step.kv_caches[index]
-        k_cache, v_cache, quant = cache.k, cache.v, cache.quant_args
         cos, sin = step.rope[index]
         norms = {}
         if layer.q_norm is not None:
             norms = dict(q_norm=layer.q_norm, k_norm=layer.k_norm, norm_eps=c.norm_eps,
                          norm_offset=c.norm_offset)
         k_new = None if inputs.is_decode else torch.empty_like(k)
-        q = ops.rope_and_store_kv(q, k, v, cos, sin, k_cache, v_cache, inputs.slot_mapping,
-                                  **quant, **norms, k_out=k_new)
+        q = ops.rope_and_store_kv(q, k, v, cos, sin, cache.k, cache.v, inputs.slot_mapping,
+                                  **cache.quant_args, **norms, k_out=k_new)
+        return q, k_new, v
+
+    def attend_stored(self, q: torch.Tensor, k_new: torch.Tensor | None, v: torch.Tensor,
+                      index: int, step: StepState, consumer: LinearWeight | None = None,
+                      ) -> torch.Tensor | QuantizedActivation:
+        """Attention of the rotated queries ``q`` within the layer's window, ``[T, q_size]``.
+        Decodes read every position from the cache. Prompts read only their cached prefix from
+        it and attend to this step's own tokens as computed (``k_new``, ``v``), unquantized
+        whatever ``quant_policy`` is (SGLang's "extend" attention): a prompt with no cached
+        prefix never reads the cache, and a chunk sees earlier chunks as the cache holds them.
+        In a decode step whose output feeds a W8A8 ``consumer`` the attention kernels also
+        quantize it for that linear."""
+        c, ops, inputs = self.config, self.ops, step.inputs
+        tokens = q.shape[0]
+        cache = step.kv_caches[index]
+        k_cache, v_cache, quant = cache.k, cache.v, cache.quant_args
         window, scale = self.windows[index], c.softmax_scale
         if c.attn_logit_softcap is not None:  # only where set, so other calls stay as they were
             quant = {**quant, "softcap": c.attn_logit_softcap}

@@ -87,19 +87,32 @@ class Decoder:
 
     def forward(self, inputs: StepInputs, kv_caches: list[LayerKVCache]) -> torch.Tensor:
         """Float32 logits ``[len(inputs.logit_rows), vocab]``; writes the step's K/V to the pool."""
-        w, comm, c = self.weights, self.comm, self.config
-        hidden = comm.embed(inputs.input_ids, w.embed)
-        if self.embed_scale != 1.0:
-            hidden = hidden * self.embed_scale
-        tables = {id(r): r.cos_sin(inputs) for r in self.distinct_rotaries}
-        step = StepState(inputs, kv_caches, [tables[id(r)] for r in self.rotaries])
+        hidden = self.embed(inputs.input_ids)
+        step = StepState(inputs, kv_caches, self.rope_tables(inputs))
         residual = None
-        for index, layer in enumerate(w.layers):
+        for index, layer in enumerate(self.weights.layers):
             hidden, residual = self.forward_layer(self, index, layer, hidden, residual, step)
+        return self.logits(hidden, residual, inputs)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The input tokens' embeddings (scaled, where the family scales them)."""
+        hidden = self.comm.embed(input_ids, self.weights.embed)
+        return hidden * self.embed_scale if self.embed_scale != 1.0 else hidden
+
+    def rope_tables(self, inputs: StepInputs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's rotary cos/sin rows for the step's tokens."""
+        tables = {id(r): r.cos_sin(inputs) for r in self.distinct_rotaries}
+        return [tables[id(r)] for r in self.rotaries]
+
+    def logits(self, hidden: torch.Tensor, residual: torch.Tensor,
+               inputs: StepInputs) -> torch.Tensor:
+        """Float32 logits of the rows ``inputs.logit_rows`` of the stream ``hidden + residual``
+        after the last layer."""
+        c = self.config
         hidden = hidden[inputs.logit_rows]
         residual = residual[inputs.logit_rows]
-        normed, _ = self.norm(hidden, w.norm, residual)
-        logits = comm.gather_vocab(self.ops.linear(normed, w.lm_head)).float()
+        normed, _ = self.norm(hidden, self.weights.norm, residual)
+        logits = self.comm.gather_vocab(self.ops.linear(normed, self.weights.lm_head)).float()
         if c.final_logit_softcap is not None:
             cap = c.final_logit_softcap
             logits = torch.tanh(logits / cap) * cap
@@ -112,11 +125,33 @@ def standard_layer(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Te
     """The built-in layer: each residual sum is fused into the norm that follows it. Linears
     dispatch on their weight's kind (dense, AWQ, W8A8); the SiLU-and-mul runs inside the down
     projection where that measured faster (ops/triton_gemv.py). A norm whose output feeds a
-    W8A8 linear writes it quantized (:meth:`Decoder.norm`)."""
+    W8A8 linear writes it quantized (:meth:`Decoder.norm`). It runs as :func:`layer_head`,
+    attention over the stored K/V, and :func:`layer_tail`, the stretches that prompt steps
+    replay as CUDA graphs (:mod:`..piecewise_graph`)."""
+    q, k_new, v, residual = layer_head(d, index, layer, hidden, residual, step)
+    attn = d.attention.attend_stored(q, k_new, v, index, step, layer.o)
+    return layer_tail(d, layer, attn, residual)
+
+
+def layer_head(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Tensor,
+               residual: torch.Tensor | None, step: StepState):
+    """Layer ``index`` up to its attention: the input norm (adding ``hidden`` to the residual
+    stream), the QKV projection, the rotary embedding and the cache write. Returns the rotated
+    queries, the rotated keys as computed (prompt steps; else None), the values and the
+    residual stream."""
     normed, residual = d.norm(hidden, layer.input_norm, residual, consumer=layer.qkv)
     if residual is None:  # first layer: the embedding is the residual stream
         residual = hidden
-    hidden = d.comm.all_reduce(d.attention.forward(normed, index, layer, step))
+    q, k, v = d.attention.project(normed, layer)
+    q, k_new, v = d.attention.rotate_store(q, k, v, index, layer, step)
+    return q, k_new, v, residual
+
+
+def layer_tail(d: Decoder, layer: LayerWeights, attn: torch.Tensor | QuantizedActivation,
+               residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer after its attention output ``attn``: the output projection, the MLP and the
+    norms between; returns the stream after the layer in two parts, as the layer does."""
+    hidden = d.comm.all_reduce(d.ops.linear(attn, layer.o))
     if layer.attn_output_norm is not None:
         hidden, _ = d.norm(hidden, layer.attn_output_norm)
     normed, residual = d.norm(hidden, layer.post_attn_norm, residual, mlp_input(layer))

@@ -175,9 +175,12 @@ def store_kv(
 ) -> None:
     """Write ``k, v: [T, nkv, d]`` into the paged cache at ``slot_mapping[t] = block * BS + row``
     (quantized, with each token's scales and zeros, when ``quant_policy`` is 8 or 4; keys in the
-    cache's key basis)."""
+    cache's key basis). Tokens at slot -1 (a CUDA graph's padding rows) are not written."""
     if quant_policy:
         k = kv_cache.to_key_basis(k, quant_policy)
+    if bool((slot_mapping < 0).any()):
+        kept = slot_mapping >= 0
+        k, v, slot_mapping = k[kept], v[kept], slot_mapping[kept]
     pairs = ((k, k_cache, k_scales_zeros), (v, v_cache, v_scales_zeros))
     for x, cache, scales_zeros in pairs:
         nkv, d = cache.shape[2], cache.shape[3]
