@@ -93,10 +93,9 @@ class PromptGraphs:
         pieces, d = self.pieces[size], self.decoder
         step = StepState(inputs, self.kv_caches, [])
         pieces[0]()
-        for index, layer in enumerate(d.weights.layers):
-            attn = d.attention.attend_stored(self.q[:t], self.k[:t], self.v[:t], index, step,
-                                             layer.o)
-            self.attn[:t].copy_(attn)
+        for index in range(len(d.weights.layers)):
+            self.attn[:t].copy_(d.attention.attend_stored(self.q[:t], self.k[:t], self.v[:t],
+                                                          index, step))
             pieces[index + 1]()
         self.replays += 1
         return d.logits(self.hidden[:t], self.residual[:t], inputs)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import torch
 from lmforge.model.config import ModelConfig
-from lmforge.model.linear import LinearWeight
 
 from ..ops import Ops, QuantizedActivation
 from .weights import LayerWeights
@@ -33,12 +32,11 @@ class Attention:
         return self.ops.linear(x, layer.qkv).split([c.q_size, c.kv_size, c.kv_size], dim=-1)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: int,
-               layer: LayerWeights, step: StepState,
-               consumer: LinearWeight | None = None) -> torch.Tensor | QuantizedActivation:
+               layer: LayerWeights, step: StepState) -> torch.Tensor:
         """Layer ``index``'s attention output before its output projection, ``[T, q_size]``:
         :meth:`rotate_store`, then :meth:`attend_stored`."""
         q, k_new, v = self.rotate_store(q, k, v, index, layer, step)
-        return self.attend_stored(q, k_new, v, index, step, consumer)
+        return self.attend_stored(q, k_new, v, index, step)
 
     def rotate_store(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: int,
                      layer: LayerWeights, step: StepState,
@@ -64,15 +62,12 @@ class Attention:
         return q, k_new, v
 
     def attend_stored(self, q: torch.Tensor, k_new: torch.Tensor | None, v: torch.Tensor,
-                      index: int, step: StepState, consumer: LinearWeight | None = None,
-                      ) -> torch.Tensor | QuantizedActivation:
+                      index: int, step: StepState) -> torch.Tensor:
         """Attention of the rotated queries ``q`` within the layer's window, ``[T, q_size]``.
         Decodes read every position from the cache. Prompts read only their cached prefix from
         it and attend to this step's own tokens as computed (``k_new``, ``v``), unquantized
         whatever ``quant_policy`` is (SGLang's "extend" attention): a prompt with no cached
-        prefix never reads the cache, and a chunk sees earlier chunks as the cache holds them.
-        In a decode step whose output feeds a W8A8 ``consumer`` the attention kernels also
-        quantize it for that linear."""
+        prefix never reads the cache, and a chunk sees earlier chunks as the cache holds them."""
         c, ops, inputs = self.config, self.ops, step.inputs
         tokens = q.shape[0]
         cache = step.kv_caches[index]
@@ -80,12 +75,6 @@ class Attention:
         window, scale = self.windows[index], c.softmax_scale
         if c.attn_logit_softcap is not None:  # only where set, so other calls stay as they were
             quant = {**quant, "softcap": c.attn_logit_softcap}
-        qdtype = ops.input_quant_dtype(consumer)
-        if inputs.is_decode and qdtype is not None:
-            codes, scales = ops.paged_decode_attention_quant(
-                q, k_cache, v_cache, inputs.block_tables, inputs.kv_lens, scale, window,
-                **quant, dtype=qdtype)
-            return QuantizedActivation(codes, scales, q.dtype)
         if inputs.is_decode:
             out = ops.paged_decode_attention(q, k_cache, v_cache, inputs.block_tables,
                                              inputs.kv_lens, scale, window, **quant)
@@ -110,4 +99,4 @@ class Attention:
         """The whole block on normed input ``x``: this rank's part of the output projection
         (the caller sums it over tensor-parallel ranks)."""
         q, k, v = self.project(x, layer)
-        return self.ops.linear(self.attend(q, k, v, index, layer, step, layer.o), layer.o)
+        return self.ops.linear(self.attend(q, k, v, index, layer, step), layer.o)

@@ -129,7 +129,7 @@ def standard_layer(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Te
     attention over the stored K/V, and :func:`layer_tail`, the stretches that prompt steps
     replay as CUDA graphs (:mod:`..piecewise_graph`)."""
     q, k_new, v, residual = layer_head(d, index, layer, hidden, residual, step)
-    attn = d.attention.attend_stored(q, k_new, v, index, step, layer.o)
+    attn = d.attention.attend_stored(q, k_new, v, index, step)
     return layer_tail(d, layer, attn, residual)
 
 
@@ -147,7 +147,7 @@ def layer_head(d: Decoder, index: int, layer: LayerWeights, hidden: torch.Tensor
     return q, k_new, v, residual
 
 
-def layer_tail(d: Decoder, layer: LayerWeights, attn: torch.Tensor | QuantizedActivation,
+def layer_tail(d: Decoder, layer: LayerWeights, attn: torch.Tensor,
                residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A layer after its attention output ``attn``: the output projection, the MLP and the
     norms between; returns the stream after the layer in two parts, as the layer does."""

@@ -8,9 +8,9 @@ example without Triton, is skipped with a warning).
 ``LMFORGE_OPS=reference`` forces the reference ops everywhere, to compare the two paths.
 
 Quantized (W8A8) linears take their input as 8-bit codes with one scale per token. The op that
-produces that input (an RMSNorm, decode attention) asks :meth:`Ops.input_quant_dtype` of its
-consumer and, where it is a W8A8 linear, writes the codes itself (:class:`QuantizedActivation`),
-so the linear runs no quantization kernel of its own: one launch fewer per such linear.
+produces that input (an RMSNorm) asks :meth:`Ops.input_quant_dtype` of its consumer and, where
+it is a W8A8 linear, writes the codes itself (:class:`QuantizedActivation`), so the linear runs
+no quantization kernel of its own: one launch fewer per such linear in every step.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class Ops:
     rope_cos_sin: Callable
     rope_and_store_kv: Callable
     paged_decode_attention: Callable
-    paged_decode_attention_quant: Callable
     paged_prefill_attention: Callable
     moe_route: Callable
     fused_moe: Callable

@@ -91,28 +91,6 @@ def silu_mul_quant(
     return quantize_per_token(reference.silu_and_mul(gate_up), dtype)
 
 
-def paged_decode_attention_quant(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    kv_lens: torch.Tensor,
-    scale: float,
-    sliding_window: int | None = None,
-    k_scales_zeros: torch.Tensor | None = None,
-    v_scales_zeros: torch.Tensor | None = None,
-    quant_policy: int = 0,
-    softcap: float | None = None,
-    dtype: torch.dtype = torch.int8,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`reference.paged_decode_attention`, its output ``[B, nh * d]`` then quantized by
-    :func:`quantize_per_token`: the input of a W8A8 output projection."""
-    out = reference.paged_decode_attention(q, k_cache, v_cache, block_tables, kv_lens, scale,
-                                           sliding_window, k_scales_zeros, v_scales_zeros,
-                                           quant_policy, softcap)
-    return quantize_per_token(out.reshape(out.shape[0], -1), dtype)
-
-
 def w8a8_linear(
     xq: torch.Tensor,
     x_scale: torch.Tensor,

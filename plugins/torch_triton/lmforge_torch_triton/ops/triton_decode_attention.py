@@ -22,7 +22,6 @@ import triton
 import triton.language as tl
 
 from ..kv_cache import code_dim
-from .quant_reference import QMAX
 from .triton_common import (
     LOG2E,
     dot_precision,
@@ -42,8 +41,6 @@ from .triton_kv_quant import (
     mma_queries,
     scale_zero_words,
 )
-from .triton_quant_act import QUANT_DTYPES, quantize_per_token, quantize_row_when_written
-from .triton_quant_common import split_k_workspace
 
 # Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
 # it fits an H100/H200 SM's shared memory beside 3-4 resident programs.
@@ -237,9 +234,6 @@ def _decode_merge_kernel(
     lse_ptr,
     out_ptr,
     kv_lens_ptr,
-    xq_ptr,
-    xs_ptr,
-    count_ptr,
     window,
     num_splits,
     stride_pb,
@@ -249,17 +243,11 @@ def _decode_merge_kernel(
     stride_lh,
     stride_ob,
     stride_oh,
-    stride_qb,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_S: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
-    OUT_QUANT: tl.constexpr,
-    ROW: tl.constexpr,
-    BLOCK_ROW: tl.constexpr,
-    QMAX_: tl.constexpr,
-    IS_FP8: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -294,11 +282,6 @@ def _decode_merge_kernel(
         out.to(out_ptr.dtype.element_ty),
         mask=d_mask,
     )
-    if OUT_QUANT:
-        # The sequence's last head to finish quantizes its output row for a W8A8 o_proj.
-        quantize_row_when_written(out_ptr + seq * stride_ob, xq_ptr + seq * stride_qb,
-                                  xs_ptr + seq, count_ptr + seq, tl.num_programs(1), ROW,
-                                  BLOCK_ROW, QMAX_, IS_FP8)
 
 
 def tile_tokens(quant_policy: int, num_splits: int = 1) -> int:
@@ -357,68 +340,6 @@ def paged_decode_attention_splitk(
     (1 = no split-K: a single kernel writes the output) and launch config of the main kernel:
     ``num_warps``, ``num_stages`` and ``block_n``, the tokens per K/V tile (a power of two, at
     least 16; by default :func:`tile_tokens`'s)."""
-    return _decode_attention(
-        q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
-        num_warps, num_stages, k_scales_zeros, v_scales_zeros, quant_policy, softcap, block_n,
-    )[0]
-
-
-def paged_decode_attention_quant(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    kv_lens: torch.Tensor,
-    scale: float,
-    sliding_window: int | None = None,
-    k_scales_zeros: torch.Tensor | None = None,
-    v_scales_zeros: torch.Tensor | None = None,
-    quant_policy: int = 0,
-    softcap: float | None = None,
-    dtype: torch.dtype = torch.int8,
-    num_splits: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`paged_decode_attention`'s output ``[B, nh * d]`` quantized per token to ``dtype``
-    for a W8A8 output projection: ``(codes, float32 scales [B])``, the codes
-    :func:`.triton_quant_act.quantize_per_token` gives on the output. With splits (small
-    batches) the merge kernel quantizes each row as its last head lands; without, the
-    quantization is a kernel of its own. ``num_splits``: :func:`choose_launch`'s by default."""
-    expect(dtype in QUANT_DTYPES, f"dtype must be torch.int8 or torch.float8_e4m3fn, not {dtype}.")
-    block_n = None
-    if num_splits is None:
-        num_splits, block_n = choose_launch(q.shape[0], k_cache.shape[2],
-                                            block_tables.shape[1] * k_cache.shape[1], q.device,
-                                            quant_policy, sliding_window)
-    out, codes, scales = _decode_attention(
-        q, k_cache, v_cache, block_tables, kv_lens, scale, sliding_window, num_splits,
-        k_scales_zeros=k_scales_zeros, v_scales_zeros=v_scales_zeros, quant_policy=quant_policy,
-        softcap=softcap, block_n=block_n, quant_dtype=dtype,
-    )
-    if codes is None:
-        codes, scales = quantize_per_token(out.reshape(out.shape[0], -1), dtype)
-    return codes, scales
-
-
-def _decode_attention(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    kv_lens: torch.Tensor,
-    scale: float,
-    sliding_window: int | None,
-    num_splits: int,
-    num_warps: int | None = None,
-    num_stages: int = 3,
-    k_scales_zeros: torch.Tensor | None = None,
-    v_scales_zeros: torch.Tensor | None = None,
-    quant_policy: int = 0,
-    softcap: float | None = None,
-    block_n: int | None = None,
-    quant_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(out, codes, scales)``: the attention output and, with ``quant_dtype`` and splits, its
-    per-token quantization written by the merge kernel (else None, None)."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
@@ -475,8 +396,7 @@ def _decode_attention(
         num_warps=num_warps or (4 if num_splits > 1 else 2),
         num_stages=num_stages,
     )
-    # Contiguous rows: a token's heads are one row for the quantizing merge to read back.
-    out = torch.empty(batch, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    out = torch.empty_like(q)
     grid = (batch, num_kv_heads, num_splits)
     # log2(e) folds the softmax base change into the scale, so the kernels use exp2.
     qk_scale = scale * LOG2E
@@ -516,7 +436,7 @@ def _decode_attention(
             0,
             **meta,
         )
-        return out, None, None
+        return out
 
     partial = torch.empty(
         batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32
@@ -553,19 +473,11 @@ def _decode_attention(
         lse.stride(1),
         **meta,
     )
-    codes = scales = counts = None
-    if quant_dtype is not None:
-        codes = torch.empty(batch, num_heads * head_dim, dtype=quant_dtype, device=q.device)
-        scales = torch.empty(batch, dtype=torch.float32, device=q.device)
-        _, counts = split_k_workspace(q.device, 0, batch)
     _decode_merge_kernel[(batch, num_heads)](
         partial,
         lse,
         out,
         kv_lens,
-        codes if codes is not None else out,
-        scales if scales is not None else out,
-        counts if counts is not None else kv_lens,
         window,
         num_splits,
         partial.stride(0),
@@ -575,20 +487,14 @@ def _decode_attention(
         lse.stride(1),
         out.stride(0),
         out.stride(1),
-        codes.stride(0) if codes is not None else 0,
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
         BLOCK_S=triton.next_power_of_2(num_splits),
         BLOCK_N=block_n,
         HAS_WINDOW=sliding_window is not None,
-        OUT_QUANT=quant_dtype is not None,
-        ROW=num_heads * head_dim,
-        BLOCK_ROW=triton.next_power_of_2(num_heads * head_dim),
-        QMAX_=QMAX[quant_dtype] if quant_dtype is not None else 1.0,
-        IS_FP8=quant_dtype is not None and quant_dtype != torch.int8,
         num_warps=4 if num_splits <= 32 else 8,
     )
-    return out, codes, scales
+    return out
 
 
 def paged_decode_attention(

@@ -51,29 +51,6 @@ def row_scale(absmax, QMAX_: tl.constexpr):
 
 
 @triton.jit
-def quantize_row_when_written(x_row_ptr, xq_row_ptr, scale_ptr, count_ptr, writers,
-                              ROW: tl.constexpr, BLOCK_ROW: tl.constexpr, QMAX_: tl.constexpr,
-                              IS_FP8: tl.constexpr):
-    """Called by each of the ``writers`` programs that store parts of one row ``x[ROW]``, once
-    its own stores are done: the last one to arrive reads the whole row back and writes its
-    codes and scale (as :func:`quantize_per_token` would), then leaves the counter at
-    ``count_ptr`` zero again. So a kernel that produces a row also quantizes it, without a
-    launch of its own (the semaphore pattern of :func:`.triton_quant_common.reduce_split_k`)."""
-    # Every thread's stores are done before one thread releases them through the counter.
-    tl.debug_barrier()
-    count = tl.atomic_add(count_ptr, 1, sem="acq_rel")
-    if count == writers - 1:
-        offs = tl.arange(0, BLOCK_ROW)
-        mask = offs < ROW
-        # .cg: read from L2, where the other programs' stores are, not a stale L1 line.
-        v = tl.load(x_row_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
-        scale = row_scale(tl.max(tl.abs(v), 0), QMAX_)
-        tl.store(xq_row_ptr + offs, quantize_values(v, scale, IS_FP8), mask=mask)
-        tl.store(scale_ptr, scale)
-        tl.atomic_xchg(count_ptr, 0)
-
-
-@triton.jit
 def _quantize_rows_kernel(
     x_ptr, res_ptr, norm_ptr, xq_ptr, scale_ptr, res_out_ptr, eps,
     stride_x, stride_r, stride_q, stride_ro,
