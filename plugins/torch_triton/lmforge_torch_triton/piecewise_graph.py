@@ -17,6 +17,7 @@ attention or the logits. Steps larger than the largest bucket run eagerly.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import torch
@@ -75,10 +76,14 @@ class PromptGraphs:
 
     def capture_all(self) -> None:
         """Capture every bucket's stretches, largest first (the engine's start-up)."""
+        start = time.perf_counter()
         for size in reversed(self.buckets):
             self.pieces[size] = self._build(size)
         if self.capture:
             torch.cuda.synchronize(self.device)
+        logger.info("prompt steps: %d stretches for each of %d token buckets (up to %d) in %.1f s",
+                    len(self.decoder.weights.layers) + 1, len(self.buckets), self.buckets[-1],
+                    time.perf_counter() - start)
 
     def run(self, inputs: StepInputs) -> torch.Tensor:
         """The step's float32 logits, as :meth:`Decoder.forward` gives them."""
