@@ -172,11 +172,15 @@ def test_fused_norms_on_the_gpu_in_bfloat16(tmp_path, monkeypatch, dtype):
 
 @pytest.mark.gpu
 @needs_gpu
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("dtype", [torch.int8, FP8], ids=["int8", "fp8"])
-def test_fused_path_in_cuda_graphs_gives_the_eager_logits(tmp_path, dtype):
+def test_w8a8_in_cuda_graphs_gives_the_eager_logits(tmp_path, dtype, fused, monkeypatch):
+    """A graph's steps (prompts replayed piecewise, decodes padded to a bucket with another
+    split count, so not bit-equal) give the eager steps' logits, with the norms' fused
+    quantization and without it."""
     save_w8a8_model(tmp_path, "compressed-tensors", dtype)
-    """The merge kernel's counters work across replays: a graph's decode steps (another
-    split count for the padded batch, so not bit-equal) give the eager steps' logits."""
+    if not fused:
+        unfused(monkeypatch)
     eager = greedy_logits(make_runner(tmp_path, True, "cuda", "bfloat16"), steps=8)
     runner = make_runner(tmp_path, True, "cuda", "bfloat16", eager=False)
     assert_same_logits(greedy_logits(runner, steps=8, forced=eager), eager, exact=False)

@@ -4,6 +4,7 @@ prefix. A compile there stalls every request in the step for about a second."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import pytest
@@ -48,7 +49,7 @@ def random_step(rng: random.Random, vocab: int) -> ForwardBatch:
 
 
 @pytest.mark.parametrize("quant_policy", [0, 8, 4])
-def test_no_kernel_compiles_after_warm_up(tmp_path, quant_policy):
+def test_no_kernel_compiles_after_warm_up(tmp_path, quant_policy, caplog):
     save_hf_model("llama", tmp_path, hidden_size=256, num_attention_heads=8,
                   num_key_value_heads=2, max_position_embeddings=4096)
     info = load_model_info(tmp_path)
@@ -59,9 +60,10 @@ def test_no_kernel_compiles_after_warm_up(tmp_path, quant_policy):
     assert knobs.runtime.jit_post_compile_hook is compile_watch._after
     before = compile_watch.compiles_after_warm_up
     rng = random.Random(quant_policy)
-    for _ in range(80):
-        logits = runner.execute(random_step(rng, info.config.vocab_size))
-    torch.cuda.synchronize()
+    with caplog.at_level(logging.INFO, logger=compile_watch.__name__):
+        for _ in range(80):
+            logits = runner.execute(random_step(rng, info.config.vocab_size))
+        torch.cuda.synchronize()
     assert torch.isfinite(logits).all()
-    assert compile_watch.compiles_after_warm_up == before
+    assert compile_watch.compiles_after_warm_up == before, caplog.text
     runner.close()
