@@ -28,6 +28,7 @@ WARMUP_STEPS = (
     ((1, 100), (1, 5), (33, 33)),  # decodes beside a prompt
     ((1, 70), (20, 20)),  # one decode beside a prompt: the common step of light traffic
     tuple([(1, 40)] * 16) + ((48, 48),),  # sixteen decodes beside a prompt
+    tuple([(1, 1100)] * 15) + ((40, 40),),  # sixteen rows of logits
     ((5, 5), (9, 9), (100, 100)),  # several prompts at once
     ((16, 1024), (32, 1088)),  # chunks continuing long prompts
     ((128, 128), (1, 1), (257, 257)),

@@ -9,10 +9,9 @@ import random
 
 import pytest
 import torch
-from lmforge.engine.batch import ForwardBatch
 from lmforge.messages import PytorchEngineConfig
 from lmforge.model.loader import load_model_info
-from torch_runner_helpers import save_hf_model
+from torch_runner_helpers import random_serving_step, save_hf_model
 
 pytestmark = pytest.mark.gpu
 
@@ -25,27 +24,6 @@ from triton import knobs  # noqa: E402
 
 BLOCK = 64
 BLOCKS = 4096
-
-
-def random_step(rng: random.Random, vocab: int) -> ForwardBatch:
-    """Decodes first, then one to three prompt chunks, as the scheduler orders a mixed step."""
-    q_lens, kv_lens = [], []
-    for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 16, 17, 31, 40])):
-        q_lens.append(1)
-        kv_lens.append(rng.randint(1, 1500))
-    for _ in range(rng.randint(0 if q_lens else 1, 3)):
-        chunk = rng.choice([1, 2, 15, 16, 17, 33, 64, rng.randint(1, 400)])
-        prefix = rng.choice([0, 0, rng.randint(1, 1000)])
-        q_lens.append(chunk)
-        kv_lens.append(prefix + chunk)
-    tables, first = [], rng.randrange(BLOCKS)
-    for kv_len in kv_lens:
-        width = -(-kv_len // BLOCK)
-        tables.append([(first + i) % BLOCKS for i in range(width)])
-        first += width
-    return ForwardBatch(input_ids=[rng.randrange(vocab) for _ in range(sum(q_lens))],
-                        q_lens=q_lens, kv_lens=kv_lens, block_tables=tables,
-                        need_logits=[True] * len(q_lens), block_size=BLOCK)
 
 
 @pytest.mark.parametrize("quant_policy", [0, 8, 4])
@@ -62,7 +40,7 @@ def test_no_kernel_compiles_after_warm_up(tmp_path, quant_policy, caplog):
     rng = random.Random(quant_policy)
     with caplog.at_level(logging.INFO, logger=compile_watch.__name__):
         for _ in range(80):
-            logits = runner.execute(random_step(rng, info.config.vocab_size))
+            logits = runner.execute(random_serving_step(rng, info.config.vocab_size, BLOCK, BLOCKS))
         torch.cuda.synchronize()
     assert torch.isfinite(logits).all()
     assert compile_watch.compiles_after_warm_up == before, caplog.text

@@ -226,3 +226,24 @@ def greedy(driver: PagedDriver, prompts: list[list[int]], steps: int) -> list[li
         for o, t in zip(outputs, logits.argmax(-1).tolist(), strict=True):
             o.append(t)
     return outputs
+
+
+def random_serving_step(rng: random.Random, vocab: int, block: int, blocks: int) -> ForwardBatch:
+    """Decodes first, then one to three prompt chunks, as the scheduler orders a mixed step."""
+    q_lens, kv_lens = [], []
+    for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 16, 17, 31, 40])):
+        q_lens.append(1)
+        kv_lens.append(rng.randint(1, 1500))
+    for _ in range(rng.randint(0 if q_lens else 1, 3)):
+        chunk = rng.choice([1, 2, 15, 16, 17, 33, 64, rng.randint(1, 400)])
+        prefix = rng.choice([0, 0, rng.randint(1, 1000)])
+        q_lens.append(chunk)
+        kv_lens.append(prefix + chunk)
+    tables, first = [], rng.randrange(blocks)
+    for kv_len in kv_lens:
+        width = -(-kv_len // block)
+        tables.append([(first + i) % blocks for i in range(width)])
+        first += width
+    return ForwardBatch(input_ids=[rng.randrange(vocab) for _ in range(sum(q_lens))],
+                        q_lens=q_lens, kv_lens=kv_lens, block_tables=tables,
+                        need_logits=[True] * len(q_lens), block_size=block)

@@ -72,7 +72,7 @@ def _split_tiles(kv_len, window, num_splits, BLOCK_N: tl.constexpr, HAS_WINDOW: 
 
 # What changes from step to step (the split count and the strides it sets, a block table's
 # width) is not specialized on: every value then runs the kernel the warm-up compiled.
-@triton.jit(do_not_specialize=["num_splits", "stride_bt", "stride_lh"],
+@triton.jit(do_not_specialize=["num_splits", "stride_bt", "stride_lb", "stride_lh"],
             do_not_specialize_on_alignment=["block_tables_ptr", "kv_lens_ptr"])
 def _decode_split_kernel(
     q_ptr,
@@ -227,7 +227,7 @@ def _decode_split_kernel(
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit(do_not_specialize=["num_splits", "stride_lh"],
+@triton.jit(do_not_specialize=["num_splits", "stride_lb", "stride_lh"],
             do_not_specialize_on_alignment=["kv_lens_ptr"])
 def _decode_merge_kernel(
     partial_ptr,
@@ -489,7 +489,9 @@ def paged_decode_attention_splitk(
         out.stride(1),
         HEAD_DIM=head_dim,
         BLOCK_D=block_d,
-        BLOCK_S=triton.next_power_of_2(num_splits),
+        # One width for every split count: the count changes from step to step, and a
+        # constexpr that followed it would compile a kernel per power of two mid-serving.
+        BLOCK_S=triton.next_power_of_2(_MAX_SPLITS),
         BLOCK_N=block_n,
         HAS_WINDOW=sliding_window is not None,
         num_warps=4 if num_splits <= 32 else 8,
