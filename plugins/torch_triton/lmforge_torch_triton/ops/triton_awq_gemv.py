@@ -1,0 +1,267 @@
+"""W4A16 GEMV for decode-sized batches (1 to :data:`MAX_ROWS` rows) on a K-major repack of
+AutoAWQ's weights.
+
+At one row the packed weights must stream at ~4 TB/s, which leaves about four issued
+instructions per weight on an H200. AutoAWQ's ``[K, N/8]`` words hold eight neighbouring
+*columns*, so a GEMV over them unpacks into column order and pays for interleaves; this kernel
+reads a copy repacked once at load time (:func:`repack`), ``[N, K/8]`` int32, where a word
+holds eight K positions of one output column. Each program owns ``BLOCK_N`` columns and walks
+its slice of K in blocks of ``BLOCK_K`` (inside one quantization group): the words of a column
+are one contiguous run, loaded 16 bytes per thread.
+
+Within a block of ``8C`` positions (``C = BLOCK_K / 8`` words), nibble ``j`` of word ``c``
+holds position ``j * C + c``: nibble ``j`` of every word meets the same contiguous ``C``
+activations, so the tile never leaves its register layout. A nibble becomes a float by moving it
+to bits 16-19 and OR-ing in the bits of 128.0 (one shift and one LOP3, none for nibble 4): the
+fp32 value is exactly ``128 + q``. The zero and the scale apply once per group and column:
+``sum_k x (q - z) s = s * (sum_k x (128 + q) - (128 + z) sum_k x)``, so each weight costs one
+FMA besides its unpacking, about 2.9 instructions in all. (The 128 offset costs ~7 bits of the
+fp32 sum of a 128-position block, far below the 16-bit output's rounding.)
+
+Small batches split K over several programs per column tile (:mod:`.triton_quant_common`).
+:data:`CONFIGS` says where the kernel runs; where it has no entry the AutoAWQ-layout kernels of
+:mod:`.triton_awq` do, and the weights are not repacked (:func:`wanted`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from lmforge.model.linear import AWQLinear
+
+from .quant_reference import awq_unpack
+from .triton_awq_dequant import block_k_for, rows_contiguous
+from .triton_common import expect
+from .triton_quant_common import reduce_split_k, shape_class, split_k_slices, split_k_workspace
+
+# The most rows the kernel takes: each row repeats the FMAs over the unpacked tile.
+MAX_ROWS = 8
+# The bits of 128.0: a nibble at bits 16-19 OR-ed in gives the float 128 + nibble.
+MAGIC = 0x43000000
+# The largest K block a column's words are repacked in (and the kernel steps by).
+MAX_BLOCK_K = 128
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Launch parameters of the W4A16 GEMV for one row bucket and shape class."""
+
+    block_n: int  # output columns per program
+    split_k: int  # programs that share each column tile, each over its own slice of K
+    num_warps: int
+    num_stages: int
+
+
+# Keys: the row bucket (:func:`row_bucket`) and the shape class
+# (:func:`.triton_quant_common.shape_class`). Empty until `scripts/bench_quant_linear.py
+# --gemv-sweep` on an H200 shows where the kernel beats the AutoAWQ-layout one; then an entry
+# per (bucket, class) that it wins routes those matmuls here.
+CONFIGS: dict[tuple[int, str], GemvConfig] = {}
+ROW_BUCKETS = (1, 2, 4, 8)
+
+
+def row_bucket(m: int) -> int:
+    """The launch-table bucket of ``m`` rows (``m`` at most :data:`MAX_ROWS`)."""
+    return next(b for b in ROW_BUCKETS if m <= b)
+
+
+def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
+    """Launch parameters for ``m`` rows of a ``[k, n]`` weight, or None where the kernel does
+    not run."""
+    if not 0 < m <= MAX_ROWS:
+        return None
+    return CONFIGS.get((row_bucket(m), shape_class(n, k)))
+
+
+def wanted() -> bool:
+    """Whether any shape runs the kernel, i.e. whether loading should repack AWQ weights."""
+    return bool(CONFIGS)
+
+
+def block_k(group_size: int, k: int) -> int | None:
+    """The K block of a ``[k, n]`` weight's repack: the largest power of two up to
+    :data:`MAX_BLOCK_K` dividing the group size; None where it is under 8 positions (a word)."""
+    block = block_k_for(group_size, MAX_BLOCK_K)
+    return block if block >= 8 and k % block == 0 else None
+
+
+def repack(qweight: torch.Tensor, group_size: int) -> torch.Tensor:
+    """AutoAWQ's ``qweight`` ``[K, N/8]`` as the kernel's int32 ``[N, K/8]``: per column, blocks
+    of :func:`block_k` positions, nibble ``j`` of word ``c`` holding position ``j * C + c``."""
+    k, n = qweight.shape[0], qweight.shape[1] * 8
+    block = block_k(group_size, k)
+    expect(block is not None, f"group_size {group_size} has no K block of 8 or more positions.")
+    c = block // 8
+    q = awq_unpack(qweight).to(torch.int32).t()  # [N, K]
+    q = q.reshape(n, k // block, 8, c).transpose(2, 3)  # [N, blocks, c, j]
+    words = torch.zeros(n, k // block, c, dtype=torch.int32, device=qweight.device)
+    for j in range(8):
+        words |= q[..., j] << (4 * j)  # int32 wraps: nibble 7 lands in the sign bit
+    return words.reshape(n, k // 8).contiguous()
+
+
+@dataclass
+class RepackedAWQLinear(AWQLinear):
+    """An AWQ weight that also holds :func:`repack`'s layout of ``qweight`` for the GEMV (the
+    AutoAWQ layout stays for the matmuls of more rows)."""
+
+    qweight_nk: torch.Tensor | None = None  # int32 [N, K/8]
+
+
+def with_gemv_layout(w: AWQLinear) -> AWQLinear:
+    """``w`` with the GEMV's repack added where :data:`CONFIGS` runs the kernel at all and the
+    group size allows it; otherwise ``w`` itself. Called once per weight at load time."""
+    if not wanted() or block_k(w.group_size, w.in_features) is None:
+        return w
+    return RepackedAWQLinear(w.qweight, w.qzeros, w.scales, w.group_size, w.bias,
+                             qweight_nk=repack(w.qweight, w.group_size))
+
+
+def gemv_config(x: torch.Tensor, w: AWQLinear) -> GemvConfig | None:
+    """The GEMV's launch parameters for ``x @ w``, or None where another kernel runs."""
+    if getattr(w, "qweight_nk", None) is None or x.dim() != 2:
+        return None
+    return pick_config(x.shape[0], w.out_features, w.in_features)
+
+
+@triton.jit
+def _nibble(words, j: tl.constexpr, magic):
+    """``128 + nibble j`` of each word, as fp32: the nibble moved to bits 16-19 (one shift,
+    none for nibble 4) under the exponent of 128.0 (one LOP3; ``magic`` is a run-time value so
+    the OR stays in it rather than in a rebuilt constant)."""
+    if j < 4:
+        moved = words << (16 - 4 * j)
+    elif j > 4:
+        moved = words >> (4 * j - 16)  # arithmetic: the sign only reaches bits above 19
+    else:
+        moved = words
+    return ((moved & 0x000F0000) | magic).to(tl.float32, bitcast=True)
+
+
+# The split count is a plain runtime value: a kernel compiled for one serves every count.
+@triton.jit(do_not_specialize=["split_k", "k_per_split", "magic"])
+def _awq_gemv_kernel(
+    x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
+    N, K, split_k, k_per_split, magic,
+    stride_xm, stride_qn, stride_zg, stride_sg, stride_ym,
+    ROWS: tl.constexpr,
+    GROUP: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    C: tl.constexpr = BLOCK_K // 8
+    pid_n = tl.program_id(0)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_c = tl.arange(0, C)
+    rows = tl.arange(0, BLOCK_M)
+    n_ok = offs_n < N
+    k_begin = tl.program_id(1) * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
+    w_ptrs = (qw_ptr + offs_n.to(tl.int64)[:, None] * stride_qn
+              + tl.max_contiguous(tl.multiple_of(k_begin // 8 + offs_c, C), C)[None, :])
+    # Column j of a group of 8 keeps its zero in nibble j // 2 + 4 (j % 2) (AutoAWQ's order).
+    col = offs_n % 8
+    z_shift = 4 * (col // 2 + 4 * (col % 2))
+    z_ptrs = qz_ptr + offs_n // 8
+    s_ptrs = s_ptr + offs_n
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(k_begin, k_end, BLOCK_K):
+        # Each packed byte is read once: let it leave the cache first.
+        if EVEN_N:
+            words = tl.load(w_ptrs, eviction_policy="evict_first")
+        else:
+            words = tl.load(w_ptrs, mask=n_ok[:, None], other=0, eviction_policy="evict_first")
+        group = k0 // GROUP
+        zw = tl.load(z_ptrs + group * stride_zg, mask=n_ok, other=0)
+        zc = ((((zw >> z_shift) & 0xF) << 16) | magic).to(tl.float32, bitcast=True)  # 128 + z
+        scale = tl.load(s_ptrs + group * stride_sg, mask=n_ok, other=0.0).to(tl.float32)
+        w0 = _nibble(words, 0, magic)
+        w1 = _nibble(words, 1, magic)
+        w2 = _nibble(words, 2, magic)
+        w3 = _nibble(words, 3, magic)
+        w4 = _nibble(words, 4, magic)
+        w5 = _nibble(words, 5, magic)
+        w6 = _nibble(words, 6, magic)
+        w7 = _nibble(words, 7, magic)
+        for m in tl.static_range(ROWS):
+            # Every program reads the rows: keep them in cache.
+            x_ptrs = x_ptr + m * stride_xm + tl.max_contiguous(tl.multiple_of(k0 + offs_c, C), C)
+            x0 = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
+            x1 = tl.load(x_ptrs + C, eviction_policy="evict_last").to(tl.float32)
+            x2 = tl.load(x_ptrs + 2 * C, eviction_policy="evict_last").to(tl.float32)
+            x3 = tl.load(x_ptrs + 3 * C, eviction_policy="evict_last").to(tl.float32)
+            x4 = tl.load(x_ptrs + 4 * C, eviction_policy="evict_last").to(tl.float32)
+            x5 = tl.load(x_ptrs + 5 * C, eviction_policy="evict_last").to(tl.float32)
+            x6 = tl.load(x_ptrs + 6 * C, eviction_policy="evict_last").to(tl.float32)
+            x7 = tl.load(x_ptrs + 7 * C, eviction_policy="evict_last").to(tl.float32)
+            part = (w0 * x0[None, :] + w1 * x1[None, :] + w2 * x2[None, :] + w3 * x3[None, :]
+                    + w4 * x4[None, :] + w5 * x5[None, :] + w6 * x6[None, :]
+                    + w7 * x7[None, :])
+            x_sum = tl.sum(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, 0)
+            # sum x (128 + q) - (128 + z) sum x = sum x (q - z), scaled per column.
+            dot = (tl.sum(part, 1) - zc * x_sum) * scale
+            acc = tl.where(rows[:, None] == m, acc + dot[None, :], acc)
+        w_ptrs += C
+    mask = (rows[:, None] < ROWS) & n_ok[None, :]
+    y, is_last = reduce_split_k(acc, ws_ptr + rows[:, None] * N + offs_n[None, :], mask,
+                                lock_ptr + pid_n, split_k, SPLIT)
+    if is_last:
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :],
+                 y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def launch(
+    x: torch.Tensor,
+    qweight_nk: torch.Tensor,
+    qzeros: torch.Tensor,
+    scales: torch.Tensor,
+    group_size: int,
+    bias: torch.Tensor | None,
+    config: GemvConfig,
+) -> torch.Tensor:
+    """``x[M, K] @ w[K, N] (+ bias)`` for ``M`` up to :data:`MAX_ROWS`, with the weight in
+    :func:`repack`'s layout (``qzeros`` and ``scales`` as AutoAWQ stores them), with explicit
+    launch parameters (the entry point of ``scripts/bench_quant_linear.py``)."""
+    m, k = x.shape
+    n = qweight_nk.shape[0]
+    expect(0 < m <= MAX_ROWS, f"the W4A16 GEMV takes 1 to {MAX_ROWS} rows, got {m}.")
+    expect(qweight_nk.dtype == torch.int32 and qweight_nk.shape == (n, k // 8),
+           f"the repacked weight must be int32 [N, K/8={k // 8}], got {qweight_nk.dtype} "
+           f"{tuple(qweight_nk.shape)}.")
+    block = block_k(group_size, k)
+    expect(block is not None, f"group_size {group_size} has no K block of 8 or more positions.")
+    x = x if x.is_contiguous() else x.contiguous()
+    qzeros, scales = rows_contiguous(qzeros), rows_contiguous(scales)
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    block_n = min(config.block_n, triton.next_power_of_2(n))
+    k_per_split, splits = split_k_slices(k, config.split_k, block)
+    tiles = triton.cdiv(n, block_n)
+    block_m = triton.next_power_of_2(m)
+    ws, locks = split_k_workspace(x.device, block_m * n if splits > 1 else 0,
+                                  tiles if splits > 1 else 0)
+    _awq_gemv_kernel[(tiles, splits)](
+        x, qweight_nk, qzeros, scales, bias if bias is not None else y, y,
+        ws.view(torch.float32), locks,
+        n, k, splits, k_per_split, MAGIC,
+        x.stride(0), qweight_nk.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
+        ROWS=m,
+        GROUP=group_size,
+        HAS_BIAS=bias is not None,
+        SPLIT=splits > 1,
+        EVEN_N=n % block_n == 0,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return y
