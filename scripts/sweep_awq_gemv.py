@@ -23,10 +23,10 @@ def gemv_configs(m: int) -> list[GemvConfig]:
     """Candidates at ``m`` rows (split_k set later). More rows keep the unpacked tile live across
     them, so they get fewer columns per thread."""
     if m == 1:
-        grid = itertools.product((32, 64, 128, 256), (4, 8), (1, 3))
+        grid = itertools.product((64, 128, 256, 512), (2, 4, 8), (False, True))
     else:
-        grid = itertools.product((16, 32, 64), (2, 4), (1, 3))
-    return [GemvConfig(bn, 1, w, s) for bn, w, s in grid]
+        grid = itertools.product((16, 32, 64, 128), (2, 4), (False, True))
+    return [GemvConfig(bn, 1, w, p) for bn, w, p in grid if bn >= 16 * w]
 
 
 def split_choices(config: GemvConfig, k: int, n: int, sms: int) -> list[int]:
@@ -45,7 +45,7 @@ def gemv_tasks() -> list[tuple]:
         for cfg in gemv_configs(m):
             for split in split_choices(cfg, k, n, sms):
                 tasks.append(("gemv", GemvConfig(cfg.block_n, split, cfg.num_warps,
-                                                 cfg.num_stages), name, m))
+                                                 cfg.prefetch), name, m))
     return tasks
 
 
@@ -68,7 +68,7 @@ def old_call(m: int, k: int, w: tuple):
 def specialization(task: tuple) -> tuple:
     """What makes two tasks compile different kernels."""
     _, cfg, _, m = task
-    return ("gemv", cfg.block_n, cfg.num_warps, cfg.num_stages, m, cfg.split_k > 1)
+    return ("gemv", cfg.block_n, cfg.num_warps, cfg.prefetch, m, cfg.split_k > 1)
 
 
 def compare(tasks: list[tuple], results: dict) -> None:
@@ -117,7 +117,7 @@ def time_case(m: int, k: int, n: int, held: list, dense: list, packed: list,
 def suggest(results: dict) -> None:
     """Per row bucket and shape class: the new config with the least time summed over the
     class's shapes, as a ``CONFIGS`` entry where that sum beats the old kernel's."""
-    print("\n=== triton_awq_gemv.CONFIGS entries (block_n, split_k, num_warps, num_stages); "
+    print("\n=== triton_awq_gemv.CONFIGS entries (block_n, split_k, num_warps, prefetch); "
           "old/new summed over the class's shapes")
     sums: dict[tuple[int, str], dict[tuple, dict[str, float]]] = {}
     old: dict[tuple[int, str], float] = {}

@@ -47,8 +47,8 @@ def check(m, k, n, group, dtype, config, with_bias=False, zeros=None, seed=0):
     return y
 
 
-ONE_TILE = GemvConfig(block_n=64, split_k=1, num_warps=4, num_stages=1)
-SPLIT = GemvConfig(block_n=16, split_k=3, num_warps=4, num_stages=1)
+ONE_TILE = GemvConfig(block_n=64, split_k=1, num_warps=4, prefetch=False)
+SPLIT = GemvConfig(block_n=16, split_k=3, num_warps=4, prefetch=True)
 
 
 def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c():
@@ -143,7 +143,7 @@ def test_rejects_more_rows_than_it_takes():
                                ONE_TILE)
 
 
-LLAMA_CONFIG = GemvConfig(block_n=64, split_k=4, num_warps=4, num_stages=2)
+LLAMA_CONFIG = GemvConfig(block_n=128, split_k=4, num_warps=4, prefetch=True)
 
 
 @pytest.mark.gpu

@@ -39,8 +39,9 @@ from .triton_quant_common import reduce_split_k, shape_class, split_k_slices, sp
 
 # The most rows the kernel takes: each row repeats the FMAs over the unpacked tile.
 MAX_ROWS = 8
-# The bits of 128.0: a nibble at bits 16-19 OR-ed in gives the float 128 + nibble.
-MAGIC = 0x43000000
+# The bits of 128.0 and 2048.0: a nibble OR-ed in at bits 16-19 of the first, or 12-15 of the
+# second, gives the float 128 + nibble or 2048 + nibble.
+MAGIC_128, MAGIC_2048 = 0x43000000, 0x45000000
 # The largest K block a column's words are repacked in (and the kernel steps by).
 MAX_BLOCK_K = 128
 
@@ -52,7 +53,9 @@ class GemvConfig:
     block_n: int  # output columns per program
     split_k: int  # programs that share each column tile, each over its own slice of K
     num_warps: int
-    num_stages: int
+    # Load the next K block before multiplying this one (registers for a second tile). Triton's
+    # software pipeliner (num_stages) leaves this loop as it is: its loads feed no tl.dot.
+    prefetch: bool
 
 
 # Keys: the row bucket (:func:`row_bucket`) and the shape class
@@ -128,95 +131,133 @@ def gemv_config(x: torch.Tensor, w: AWQLinear) -> GemvConfig | None:
 
 
 @triton.jit
-def _nibble(words, j: tl.constexpr, magic):
-    """``128 + nibble j`` of each word, as fp32: the nibble moved to bits 16-19 (one shift,
-    none for nibble 4) under the exponent of 128.0 (one LOP3; ``magic`` is a run-time value so
-    the OR stays in it rather than in a rebuilt constant)."""
-    if j < 4:
-        moved = words << (16 - 4 * j)
-    elif j > 4:
-        moved = words >> (4 * j - 16)  # arithmetic: the sign only reaches bits above 19
+def _nibble(words, j: tl.constexpr, magic_128, magic_2048):
+    """Nibble ``j`` of each word as the fp32 ``128 + q`` (even ``j``: at bits 16-19 under the
+    exponent of 128.0) or ``2048 + q`` (odd ``j``: at bits 12-15 under that of 2048.0). Nibbles 3
+    and 4 are in place, and one shift serves each pair (1, 2) and (5, 6): four shifts and eight
+    LOP3s per word. The magics are run-time values, so the OR stays in the LOP3 rather than in
+    a constant rebuilt before each use."""
+    if j == 0:
+        moved = words << 16
+    elif j == 1 or j == 2:
+        moved = words << 8
+    elif j == 5 or j == 6:
+        moved = words >> 8  # arithmetic: the sign only reaches bits above 23
+    elif j == 7:
+        moved = words >> 16
     else:
         moved = words
-    return ((moved & 0x000F0000) | magic).to(tl.float32, bitcast=True)
+    if j % 2 == 0:
+        return ((moved & 0x000F0000) | magic_128).to(tl.float32, bitcast=True)
+    return ((moved & 0x0000F000) | magic_2048).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_x(x_ptrs, j: tl.constexpr, C: tl.constexpr):
+    """Positions ``j * C + c`` of the block (those nibble ``j`` multiplies) in fp32, as a
+    ``[1, C]`` row so that it keeps the weight tile's layout. Every program reads the rows: keep
+    them in cache."""
+    return tl.load(x_ptrs + j * C, eviction_policy="evict_last").to(tl.float32)
+
+
+@triton.jit
+def _load_block(w_rows, z_ptrs, s_ptrs, k, n_ok, stride_zg, stride_sg, GROUP: tl.constexpr,
+                EVEN_N: tl.constexpr, C: tl.constexpr):
+    """The words ``[BLOCK_N, C]`` of the K block at ``k`` with its group's packed zeros and
+    scales (``[BLOCK_N, 1]`` each)."""
+    offs = tl.max_contiguous(tl.multiple_of(k // 8 + tl.arange(0, C), C), C)[None, :]
+    group = k // GROUP
+    zw = tl.load(z_ptrs + group * stride_zg, mask=n_ok, other=0)
+    scale = tl.load(s_ptrs + group * stride_sg, mask=n_ok, other=0.0)
+    # Each packed byte is read once: let it leave the cache first.
+    if EVEN_N:
+        return tl.load(w_rows + offs, eviction_policy="evict_first"), zw, scale
+    return tl.load(w_rows + offs, mask=n_ok, other=0, eviction_policy="evict_first"), zw, scale
 
 
 # The split count is a plain runtime value: a kernel compiled for one serves every count.
-@triton.jit(do_not_specialize=["split_k", "k_per_split", "magic"])
+@triton.jit(do_not_specialize=["split_k", "k_per_split", "magic_128", "magic_2048"])
 def _awq_gemv_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
-    N, K, split_k, k_per_split, magic,
+    N, K, split_k, k_per_split, magic_128, magic_2048,
     stride_xm, stride_qn, stride_zg, stride_sg, stride_ym,
     ROWS: tl.constexpr,
     GROUP: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
     EVEN_N: tl.constexpr,
+    PREFETCH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     C: tl.constexpr = BLOCK_K // 8
     pid_n = tl.program_id(0)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Everything per column is [BLOCK_N, 1] and per row [BLOCK_N, BLOCK_M]: the weight tile's
+    # layout throughout, so no per-block layout change through shared memory.
+    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[:, None]
     offs_c = tl.arange(0, C)
-    rows = tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)[None, :]
     n_ok = offs_n < N
     k_begin = tl.program_id(1) * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
-    w_ptrs = (qw_ptr + offs_n.to(tl.int64)[:, None] * stride_qn
-              + tl.max_contiguous(tl.multiple_of(k_begin // 8 + offs_c, C), C)[None, :])
+    w_rows = qw_ptr + offs_n.to(tl.int64) * stride_qn
     # Column j of a group of 8 keeps its zero in nibble j // 2 + 4 (j % 2) (AutoAWQ's order).
     col = offs_n % 8
     z_shift = 4 * (col // 2 + 4 * (col % 2))
     z_ptrs = qz_ptr + offs_n // 8
     s_ptrs = s_ptr + offs_n
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    if PREFETCH:
+        words_next, zw_next, scale_next = _load_block(w_rows, z_ptrs, s_ptrs, k_begin, n_ok,
+                                                      stride_zg, stride_sg, GROUP, EVEN_N, C)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        # Each packed byte is read once: let it leave the cache first.
-        if EVEN_N:
-            words = tl.load(w_ptrs, eviction_policy="evict_first")
+        if PREFETCH:
+            # The next block's loads go out before this block's arithmetic (the last block
+            # loads itself again rather than past its slice).
+            words, zw, scale = words_next, zw_next, scale_next
+            words_next, zw_next, scale_next = _load_block(
+                w_rows, z_ptrs, s_ptrs, tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K), n_ok,
+                stride_zg, stride_sg, GROUP, EVEN_N, C)
         else:
-            words = tl.load(w_ptrs, mask=n_ok[:, None], other=0, eviction_policy="evict_first")
-        group = k0 // GROUP
-        zw = tl.load(z_ptrs + group * stride_zg, mask=n_ok, other=0)
-        zc = ((((zw >> z_shift) & 0xF) << 16) | magic).to(tl.float32, bitcast=True)  # 128 + z
-        scale = tl.load(s_ptrs + group * stride_sg, mask=n_ok, other=0.0).to(tl.float32)
-        w0 = _nibble(words, 0, magic)
-        w1 = _nibble(words, 1, magic)
-        w2 = _nibble(words, 2, magic)
-        w3 = _nibble(words, 3, magic)
-        w4 = _nibble(words, 4, magic)
-        w5 = _nibble(words, 5, magic)
-        w6 = _nibble(words, 6, magic)
-        w7 = _nibble(words, 7, magic)
+            words, zw, scale = _load_block(w_rows, z_ptrs, s_ptrs, k0, n_ok, stride_zg,
+                                           stride_sg, GROUP, EVEN_N, C)
+        zc = ((((zw >> z_shift) & 0xF) << 16) | magic_128).to(tl.float32, bitcast=True)
+        scale = scale.to(tl.float32)
+        w0 = _nibble(words, 0, magic_128, magic_2048)
+        w1 = _nibble(words, 1, magic_128, magic_2048)
+        w2 = _nibble(words, 2, magic_128, magic_2048)
+        w3 = _nibble(words, 3, magic_128, magic_2048)
+        w4 = _nibble(words, 4, magic_128, magic_2048)
+        w5 = _nibble(words, 5, magic_128, magic_2048)
+        w6 = _nibble(words, 6, magic_128, magic_2048)
+        w7 = _nibble(words, 7, magic_128, magic_2048)
         for m in tl.static_range(ROWS):
-            # Every program reads the rows: keep them in cache.
-            x_ptrs = x_ptr + m * stride_xm + tl.max_contiguous(tl.multiple_of(k0 + offs_c, C), C)
-            x0 = tl.load(x_ptrs, eviction_policy="evict_last").to(tl.float32)
-            x1 = tl.load(x_ptrs + C, eviction_policy="evict_last").to(tl.float32)
-            x2 = tl.load(x_ptrs + 2 * C, eviction_policy="evict_last").to(tl.float32)
-            x3 = tl.load(x_ptrs + 3 * C, eviction_policy="evict_last").to(tl.float32)
-            x4 = tl.load(x_ptrs + 4 * C, eviction_policy="evict_last").to(tl.float32)
-            x5 = tl.load(x_ptrs + 5 * C, eviction_policy="evict_last").to(tl.float32)
-            x6 = tl.load(x_ptrs + 6 * C, eviction_policy="evict_last").to(tl.float32)
-            x7 = tl.load(x_ptrs + 7 * C, eviction_policy="evict_last").to(tl.float32)
-            part = (w0 * x0[None, :] + w1 * x1[None, :] + w2 * x2[None, :] + w3 * x3[None, :]
-                    + w4 * x4[None, :] + w5 * x5[None, :] + w6 * x6[None, :]
-                    + w7 * x7[None, :])
-            x_sum = tl.sum(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, 0)
-            # sum x (128 + q) - (128 + z) sum x = sum x (q - z), scaled per column.
-            dot = (tl.sum(part, 1) - zc * x_sum) * scale
-            acc = tl.where(rows[:, None] == m, acc + dot[None, :], acc)
-        w_ptrs += C
-    mask = (rows[:, None] < ROWS) & n_ok[None, :]
-    y, is_last = reduce_split_k(acc, ws_ptr + rows[:, None] * N + offs_n[None, :], mask,
-                                lock_ptr + pid_n, split_k, SPLIT)
+            x_ptrs = (x_ptr + m * stride_xm
+                      + tl.max_contiguous(tl.multiple_of(k0 + offs_c, C), C)[None, :])
+            x0 = _load_x(x_ptrs, 0, C)
+            x1 = _load_x(x_ptrs, 1, C)
+            x2 = _load_x(x_ptrs, 2, C)
+            x3 = _load_x(x_ptrs, 3, C)
+            x4 = _load_x(x_ptrs, 4, C)
+            x5 = _load_x(x_ptrs, 5, C)
+            x6 = _load_x(x_ptrs, 6, C)
+            x7 = _load_x(x_ptrs, 7, C)
+            part = (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 * x6
+                    + w7 * x7)
+            # sum x w = sum x q + 2048 X_odd + 128 X_even; subtracting (128 + z) X and
+            # 1920 X_odd leaves sum x (q - z), which the column's scale multiplies.
+            x_odd = tl.sum(x1 + x3 + x5 + x7, 1, keep_dims=True)
+            x_all = tl.sum(x0 + x2 + x4 + x6, 1, keep_dims=True) + x_odd
+            dot = (tl.sum(part, 1, keep_dims=True) - 1920.0 * x_odd - zc * x_all) * scale
+            acc = tl.where(rows == m, acc + dot, acc)
+    mask = (rows < ROWS) & n_ok
+    y, is_last = reduce_split_k(acc, ws_ptr + rows * N + offs_n, mask, lock_ptr + pid_n,
+                                split_k, SPLIT)
     if is_last:
         if HAS_BIAS:
-            y += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptr + rows[:, None] * stride_ym + offs_n[None, :],
-                 y.to(y_ptr.dtype.element_ty), mask=mask)
+            y += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rows * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def launch(
@@ -251,17 +292,18 @@ def launch(
     _awq_gemv_kernel[(tiles, splits)](
         x, qweight_nk, qzeros, scales, bias if bias is not None else y, y,
         ws.view(torch.float32), locks,
-        n, k, splits, k_per_split, MAGIC,
+        n, k, splits, k_per_split, MAGIC_128, MAGIC_2048,
         x.stride(0), qweight_nk.stride(0), qzeros.stride(0), scales.stride(0), y.stride(0),
         ROWS=m,
         GROUP=group_size,
         HAS_BIAS=bias is not None,
         SPLIT=splits > 1,
         EVEN_N=n % block_n == 0,
+        PREFETCH=config.prefetch,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=block,
         num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        num_stages=1,
     )
     return y
