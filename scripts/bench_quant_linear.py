@@ -5,11 +5,11 @@ step (M = 8,192), prints microseconds per call of bf16 (cuBLAS ``F.linear``; the
 to 16 rows), W4A16 (``triton_awq.linear_awq``, the decoder's op), and W8A8 int8 and fp8
 (``triton_w8a8``: the matmul on quantized rows, and with the activation's quantization
 included), with the achieved weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an
-H200) or TFLOP/s (against ~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: SiLU-and-mul or
-the input's quantization inside the matmul at 1 and 16 rows, W4A16's fused kernel against
-dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS (``torch._int_mm``,
-``torch._scaled_mm``). It ends with a short table: the matmul time of one decode step (32
-layers + the bf16 LM head) and of one prefill step per format.
+H200) or TFLOP/s (against ~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch
+tables: SiLU-and-mul or the input's quantization inside the matmul at 1 and 16 rows, W4A16's
+fused kernel against dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS
+(``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul time of one
+decode step (32 layers + the bf16 LM head) and of one prefill step per format.
 Decode timings replay a CUDA graph of calls that rotate over enough weight copies that none is
 found in the 50 MB L2, as a captured decode step runs them.
 

@@ -167,3 +167,21 @@ def test_llama3_shapes_fp16(name):
 @pytest.mark.parametrize("group", [32, 64])
 def test_llama3_smaller_groups(group):
     check(1, *LLAMA3_8B_LINEARS["o"], group, torch.bfloat16, LLAMA_CONFIG)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_loading_repacks_where_the_table_runs_the_kernel(monkeypatch):
+    from lmforge_torch_triton.models.weights import _placed
+
+    k, n = LLAMA3_8B_LINEARS["qkv"]
+    gen = make_generator(12)
+    qweight, qzeros, scales = make_awq(k, n, 128, torch.bfloat16, gen)
+    w = AWQLinear(qweight, qzeros, scales, 128)
+    assert getattr(_placed(w, torch.device("cuda"), torch.bfloat16), "qweight_nk", None) is None
+    monkeypatch.setitem(triton_awq_gemv.CONFIGS, (1, "narrow"), LLAMA_CONFIG)
+    placed = _placed(w, torch.device("cuda"), torch.bfloat16)
+    assert placed.qweight_nk.shape == (n, k // 8)
+    x = randn((1, k), torch.bfloat16, gen)
+    assert_close(triton_awq.linear_awq(x, placed),
+                 quant_reference.awq_linear(x, qweight, qzeros, scales, 128))

@@ -1,8 +1,9 @@
 """W4A16 GEMV for decode-sized batches (1 to :data:`MAX_ROWS` rows) on a K-major repack of
 AutoAWQ's weights.
 
-At one row the packed weights must stream at ~4 TB/s, which leaves about four issued
-instructions per weight on an H200. AutoAWQ's ``[K, N/8]`` words hold eight neighbouring
+At one row the packed weights must stream at ~4 TB/s, which leaves about four and a half
+issued instructions per weight on an H200 (132 SMs x 4 schedulers x 32 lanes x 1.98 GHz over
+~7.4 T weights/s). AutoAWQ's ``[K, N/8]`` words hold eight neighbouring
 *columns*, so a GEMV over them unpacks into column order and pays for interleaves; this kernel
 reads a copy repacked once at load time (:func:`repack`), ``[N, K/8]`` int32, where a word
 holds eight K positions of one output column. Each program owns ``BLOCK_N`` columns and walks
@@ -11,12 +12,18 @@ are one contiguous run, loaded 16 bytes per thread.
 
 Within a block of ``8C`` positions (``C = BLOCK_K / 8`` words), nibble ``j`` of word ``c``
 holds position ``j * C + c``: nibble ``j`` of every word meets the same contiguous ``C``
-activations, so the tile never leaves its register layout. A nibble becomes a float by moving it
-to bits 16-19 and OR-ing in the bits of 128.0 (one shift and one LOP3, none for nibble 4): the
-fp32 value is exactly ``128 + q``. The zero and the scale apply once per group and column:
-``sum_k x (q - z) s = s * (sum_k x (128 + q) - (128 + z) sum_k x)``, so each weight costs one
-FMA besides its unpacking, about 2.9 instructions in all. (The 128 offset costs ~7 bits of the
-fp32 sum of a 128-position block, far below the 16-bit output's rounding.)
+activations, so the tile never leaves its register layout. A nibble becomes a float without an
+int-to-float conversion by OR-ing it into the mantissa of a float whose unit bit it then sits
+on: 128.0 at bits 16-19 or 2048.0 at bits 12-15, giving exactly ``128 + q`` or ``2048 + q``
+(:func:`_nibble`: four shifts and eight LOP3s per word). The offsets, the zero and the scale
+apply once per block and column: ``sum_k x (q - z) s = s * (sum_k x w - 1920 X_odd - (128 + z)
+X)``, ``X`` the block's activation sum and ``X_odd`` that over the nibbles under 2048; so a
+weight costs one FMA besides its unpacking. (The offsets cost up to 11 bits of the fp32 sum of
+a block, which keeps 13, more than a 16-bit output holds; fp32 activations stay within 1e-5.)
+In the sm_90 SASS (``scripts/awq_gemv_instructions.py``) one row takes 3.5 instructions per
+weight at 256 columns and 4 warps per program, 4.0 at 128; each further row adds about two
+(its FMAs, and its activations' loads and conversions), which is where the tensor-core kernel
+of :mod:`.triton_awq` takes over.
 
 Small batches split K over several programs per column tile (:mod:`.triton_quant_common`).
 :data:`CONFIGS` says where the kernel runs; where it has no entry the AutoAWQ-layout kernels of
