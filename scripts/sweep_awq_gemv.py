@@ -37,16 +37,24 @@ def split_choices(config: GemvConfig, k: int, n: int, sms: int) -> list[int]:
 
 
 def gemv_tasks() -> list[tuple]:
-    """``("gemv", config, shape name, rows)`` for every candidate and split."""
+    """``("gemv", config, shape name, rows)`` for every candidate and split. Shapes of one class
+    (the launch table's key) get the same split counts, those of its narrowest."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tasks = []
     for name, m in itertools.product(bench.SHAPES, ROWS):
-        k, n = bench.SHAPES[name]
+        k, _ = bench.SHAPES[name]
+        n = min(bench.SHAPES[other][1] for other in bench.SHAPES
+                if _class(other) == _class(name))
         for cfg in gemv_configs(m):
             for split in split_choices(cfg, k, n, sms):
                 tasks.append(("gemv", GemvConfig(cfg.block_n, split, cfg.num_warps,
                                                  cfg.prefetch), name, m))
     return tasks
+
+
+def _class(name: str) -> str:
+    k, n = bench.SHAPES[name]
+    return shape_class(n, k)
 
 
 def repacked(w: tuple) -> tuple:
@@ -106,7 +114,7 @@ def time_case(m: int, k: int, n: int, held: list, dense: list, packed: list,
             return gemv_call(cfg, m, k, w)
 
         try:
-            timed.append((rotate(make, packed, calls=12), tuple(cfg.__dict__.values())))
+            timed.append((rotate(make, packed), tuple(cfg.__dict__.values())))
         except Exception as exc:  # past the register or shared memory limits
             print(f"  skip {cfg}: {type(exc).__name__}")
     return {"old": rotate(lambda w: old_call(m, k, w), held),
@@ -123,8 +131,7 @@ def suggest(results: dict) -> None:
     old: dict[tuple[int, str], float] = {}
     for case, t in results.get("gemv", {}).items():
         name, rows = case.split()
-        k, n = bench.SHAPES[name]
-        key = (int(rows[2:]), shape_class(n, k))
+        key = (int(rows[2:]), _class(name))
         old[key] = old.get(key, 0.0) + t["old"]
         for us, cfg in t["new"]:
             sums.setdefault(key, {}).setdefault(cfg, {})[name] = us

@@ -19,11 +19,12 @@ on: 128.0 at bits 16-19 or 2048.0 at bits 12-15, giving exactly ``128 + q`` or `
 apply once per block and column: ``sum_k x (q - z) s = s * (sum_k x w - 1920 X_odd - (128 + z)
 X)``, ``X`` the block's activation sum and ``X_odd`` that over the nibbles under 2048; so a
 weight costs one FMA besides its unpacking. (The offsets cost up to 11 bits of the fp32 sum of
-a block, which keeps 13, more than a 16-bit output holds; fp32 activations stay within 1e-5.)
+a block, which keeps 13, more than a 16-bit output holds; with fp32 activations the error is
+~2e-5 of the output's size.)
 In the sm_90 SASS (``scripts/awq_gemv_instructions.py``) one row takes 3.5 instructions per
 weight at 256 columns and 4 warps per program, 4.0 at 128; each further row adds about two
-(its FMAs, and its activations' loads and conversions), which is where the tensor-core kernel
-of :mod:`.triton_awq` takes over.
+(its FMAs, and its activations' loads and conversions), so at a few rows the tensor-core tiles
+of :mod:`.triton_awq` may be faster: the launch table says which runs.
 
 Small batches split K over several programs per column tile (:mod:`.triton_quant_common`).
 :data:`CONFIGS` says where the kernel runs; where it has no entry the AutoAWQ-layout kernels of
