@@ -15,14 +15,14 @@ holds position ``j * C + c``: nibble ``j`` of every word meets the same contiguo
 activations, so the tile never leaves its register layout. A nibble becomes a float without an
 int-to-float conversion by OR-ing it into the mantissa of a float whose unit bit it then sits
 on: 128.0 at bits 16-19 or 2048.0 at bits 12-15, giving exactly ``128 + q`` or ``2048 + q``
-(:func:`_nibble`: four shifts and eight LOP3s per word). The offsets, the zero and the scale
+(:func:`_nibble`: three shifts and eight LOP3s per word). The offsets, the zero and the scale
 apply once per block and column: ``sum_k x (q - z) s = s * (sum_k x w - 1920 X_odd - (128 + z)
 X)``, ``X`` the block's activation sum and ``X_odd`` that over the nibbles under 2048; so a
 weight costs one FMA besides its unpacking. (The offsets cost up to 11 bits of the fp32 sum of
 a block, which keeps 13, more than a 16-bit output holds; with fp32 activations the error is
 ~2e-5 of the output's size.)
-In the sm_90 SASS (``scripts/awq_gemv_instructions.py``) one row takes 3.5 instructions per
-weight at 256 columns and 4 warps per program, 4.0 at 128; each further row adds about two
+In the sm_90 SASS (``scripts/awq_gemv_instructions.py``) one row takes 3.4 instructions per
+weight at 256 columns and 4 warps per program, 3.9 at 128; each further row adds about two
 (its FMAs, and its activations' loads and conversions), so at a few rows the tensor-core tiles
 of :mod:`.triton_awq` may be faster: the launch table says which runs.
 
@@ -140,19 +140,18 @@ def gemv_config(x: torch.Tensor, w: AWQLinear) -> GemvConfig | None:
 
 @triton.jit
 def _nibble(words, j: tl.constexpr, magic_128, magic_2048):
-    """Nibble ``j`` of each word as the fp32 ``128 + q`` (even ``j``: at bits 16-19 under the
-    exponent of 128.0) or ``2048 + q`` (odd ``j``: at bits 12-15 under that of 2048.0). Nibbles 3
-    and 4 are in place, and one shift serves each pair (1, 2) and (5, 6): four shifts and eight
-    LOP3s per word. The magics are run-time values, so the OR stays in the LOP3 rather than in
-    a constant rebuilt before each use."""
-    if j == 0:
-        moved = words << 16
+    """Nibble ``j`` of each (uint32) word as the fp32 ``128 + q`` (even ``j``: at bits 16-19
+    under the exponent of 128.0) or ``2048 + q`` (odd ``j``: at bits 12-15 under that of
+    2048.0). Nibbles 3 and 4 are in place, and one shift serves each pair (1, 2), (5, 6) and
+    (0, 7), the last a rotation by 16 (one funnel shift): three shifts and eight LOP3s per word.
+    The magics are run-time values, so the OR stays in the LOP3 rather than in a constant
+    rebuilt before each use."""
+    if j == 0 or j == 7:
+        moved = (words << 16) | (words >> 16)
     elif j == 1 or j == 2:
         moved = words << 8
     elif j == 5 or j == 6:
-        moved = words >> 8  # arithmetic: the sign only reaches bits above 23
-    elif j == 7:
-        moved = words >> 16
+        moved = words >> 8
     else:
         moved = words
     if j % 2 == 0:
@@ -232,6 +231,7 @@ def _awq_gemv_kernel(
                                            stride_sg, GROUP, EVEN_N, C)
         zc = ((((zw >> z_shift) & 0xF) << 16) | magic_128).to(tl.float32, bitcast=True)
         scale = scale.to(tl.float32)
+        words = words.to(tl.uint32, bitcast=True)
         w0 = _nibble(words, 0, magic_128, magic_2048)
         w1 = _nibble(words, 1, magic_128, magic_2048)
         w2 = _nibble(words, 2, magic_128, magic_2048)
