@@ -51,7 +51,7 @@ ONE_TILE = GemvConfig(block_n=64, split_k=1, num_warps=4, prefetch=False)
 SPLIT = GemvConfig(block_n=16, split_k=3, num_warps=4, prefetch=True)
 
 
-def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c():
+def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c(monkeypatch):
     gen = make_generator(1)
     k, n, group = 64, 16, 32  # blocks of 32 positions: 4 words per block
     q = torch.randint(0, 16, (k, n), generator=gen, dtype=torch.int32)
@@ -61,6 +61,8 @@ def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c():
         block, c = divmod(word, 4)
         pos = 32 * block + nibble * 4 + c
         assert (int(words[col, word]) >> (4 * nibble)) & 0xF == int(q[pos, col])
+    monkeypatch.setattr(triton_awq_gemv, "REPACK_COLUMNS", 8)  # two chunks of columns
+    assert torch.equal(triton_awq_gemv.repack(quant_reference.awq_pack(q), group), words)
 
 
 @pytest.mark.triton_interpret

@@ -52,6 +52,8 @@ MAX_ROWS = 8
 MAGIC_128, MAGIC_2048 = 0x43000000, 0x45000000
 # The largest K block a column's words are repacked in (and the kernel steps by).
 MAX_BLOCK_K = 128
+# Output columns :func:`repack` converts at once.
+REPACK_COLUMNS = 4096
 
 
 @dataclass(frozen=True)
@@ -101,17 +103,21 @@ def block_k(group_size: int, k: int) -> int | None:
 
 def repack(qweight: torch.Tensor, group_size: int) -> torch.Tensor:
     """AutoAWQ's ``qweight`` ``[K, N/8]`` as the kernel's int32 ``[N, K/8]``: per column, blocks
-    of :func:`block_k` positions, nibble ``j`` of word ``c`` holding position ``j * C + c``."""
+    of :func:`block_k` positions, nibble ``j`` of word ``c`` holding position ``j * C + c``.
+    Columns go :data:`REPACK_COLUMNS` at a time, so the int32 nibbles in between stay small."""
     k, n = qweight.shape[0], qweight.shape[1] * 8
     block = block_k(group_size, k)
     expect(block is not None, f"group_size {group_size} has no K block of 8 or more positions.")
     c = block // 8
-    q = awq_unpack(qweight).to(torch.int32).t()  # [N, K]
-    q = q.reshape(n, k // block, 8, c).transpose(2, 3)  # [N, blocks, c, j]
-    words = torch.zeros(n, k // block, c, dtype=torch.int32, device=qweight.device)
-    for j in range(8):
-        words |= q[..., j] << (4 * j)  # int32 wraps: nibble 7 lands in the sign bit
-    return words.reshape(n, k // 8).contiguous()
+    out = torch.empty(n, k // 8, dtype=torch.int32, device=qweight.device)
+    for first in range(0, n, REPACK_COLUMNS):
+        q = awq_unpack(qweight[:, first // 8:(first + REPACK_COLUMNS) // 8]).t()  # [cols, K]
+        q = q.reshape(q.shape[0], k // block, 8, c)  # [cols, blocks, j, c]
+        words = torch.zeros(q.shape[0], k // block, c, dtype=torch.int32, device=q.device)
+        for j in range(8):
+            words |= q[:, :, j].to(torch.int32) << (4 * j)  # wraps: nibble 7 sets the sign bit
+        out[first:first + q.shape[0]] = words.reshape(q.shape[0], k // 8)
+    return out
 
 
 @dataclass
