@@ -123,6 +123,8 @@ def test_ops_route_repacked_weights_where_the_table_says(monkeypatch):
     monkeypatch.setitem(triton_awq_gemv.CONFIGS, (2, "narrow"), SPLIT)
     repacked = triton_awq_gemv.with_gemv_layout(w)
     assert repacked.kind == "awq" and repacked.qweight_nk.shape == (32, 16)
+    wide = AWQLinear(*make_awq(32, 16392, 32, torch.float16, gen), 32)
+    assert triton_awq_gemv.with_gemv_layout(wide) is wide  # a shape class it does not run
     launches, launch = [], triton_awq_gemv.launch
     monkeypatch.setattr(triton_awq_gemv, "launch", lambda *a: launches.append(a) or launch(*a))
     assert_close(triton_awq.linear_awq(x, repacked), expected)

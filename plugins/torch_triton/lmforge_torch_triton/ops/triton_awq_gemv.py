@@ -89,9 +89,11 @@ def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
     return CONFIGS.get((row_bucket(m), shape_class(n, k)))
 
 
-def wanted() -> bool:
-    """Whether any shape runs the kernel, i.e. whether loading should repack AWQ weights."""
-    return bool(CONFIGS)
+def wanted(n: int, k: int) -> bool:
+    """Whether the kernel runs a ``[k, n]`` weight at some row count, i.e. whether loading
+    should repack it."""
+    cls = shape_class(n, k)
+    return any(key[1] == cls for key in CONFIGS)
 
 
 def block_k(group_size: int, k: int) -> int | None:
@@ -122,16 +124,18 @@ def repack(qweight: torch.Tensor, group_size: int) -> torch.Tensor:
 
 @dataclass
 class RepackedAWQLinear(AWQLinear):
-    """An AWQ weight that also holds :func:`repack`'s layout of ``qweight`` for the GEMV (the
-    AutoAWQ layout stays for the matmuls of more rows)."""
+    """An AWQ weight that also holds :func:`repack`'s layout of ``qweight`` for the GEMV. The
+    AutoAWQ layout stays for the matmuls of more rows, so the packed weights are held twice (a
+    quarter of the 16-bit model's size more)."""
 
     qweight_nk: torch.Tensor | None = None  # int32 [N, K/8]
 
 
 def with_gemv_layout(w: AWQLinear) -> AWQLinear:
-    """``w`` with the GEMV's repack added where :data:`CONFIGS` runs the kernel at all and the
-    group size allows it; otherwise ``w`` itself. Called once per weight at load time."""
-    if not wanted() or block_k(w.group_size, w.in_features) is None:
+    """``w`` with the GEMV's repack added where :data:`CONFIGS` runs the kernel on its shape
+    and the group size allows it; otherwise ``w`` itself. Called once per weight at load time."""
+    if (not wanted(w.out_features, w.in_features)
+            or block_k(w.group_size, w.in_features) is None):
         return w
     return RepackedAWQLinear(w.qweight, w.qzeros, w.scales, w.group_size, w.bias,
                              qweight_nk=repack(w.qweight, w.group_size))
