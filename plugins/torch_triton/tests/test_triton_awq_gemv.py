@@ -49,6 +49,7 @@ def check(m, k, n, group, dtype, config, with_bias=False, zeros=None, seed=0):
 
 ONE_TILE = GemvConfig(block_n=64, split_k=1, num_warps=4, prefetch=False)
 SPLIT = GemvConfig(block_n=16, split_k=3, num_warps=4, prefetch=True)
+RAGGED = GemvConfig(block_n=32, split_k=2, num_warps=4, prefetch=True)  # N = 48: a partial tile
 
 
 def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c(monkeypatch):
@@ -69,7 +70,8 @@ def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c(monke
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("m", [1, 3, 8])
-@pytest.mark.parametrize("config", [ONE_TILE, SPLIT], ids=["one_tile", "split"])
+@pytest.mark.parametrize("config", [ONE_TILE, SPLIT, RAGGED], ids=["one_tile", "split",
+                                                                    "ragged"])
 def test_kernel_matches_reference(dtype, m, config):
     check(m, 256, 48, 128, dtype, config, with_bias=m == 3)
 
@@ -147,16 +149,17 @@ def test_rejects_more_rows_than_it_takes():
                                ONE_TILE)
 
 
-LLAMA_CONFIG = GemvConfig(block_n=128, split_k=4, num_warps=4, prefetch=True)
+LLAMA_CONFIG = GemvConfig(block_n=256, split_k=8, num_warps=4, prefetch=True)
+LLAMA_ROWS_CONFIG = GemvConfig(block_n=64, split_k=4, num_warps=4, prefetch=True)
 
 
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("m", [1, 4, 8])
+@pytest.mark.parametrize("m", [1, 2, 4, 8])
 @pytest.mark.parametrize("name", LLAMA3_8B_LINEARS, ids=str)
 def test_llama3_shapes_bf16(name, m):
-    check(m, *LLAMA3_8B_LINEARS[name], 128, torch.bfloat16, LLAMA_CONFIG,
-          with_bias=name == "qkv", seed=m)
+    check(m, *LLAMA3_8B_LINEARS[name], 128, torch.bfloat16,
+          LLAMA_CONFIG if m == 1 else LLAMA_ROWS_CONFIG, with_bias=name == "qkv", seed=m)
 
 
 @pytest.mark.gpu
