@@ -400,9 +400,7 @@ def main() -> None:
     if gemv:
         sweep_awq_gemv.compare(gemv, results)
         if args.gemv_only:
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump(results, f, indent=1, default=str)
+            write_json(args.json, results)
             return
     if args.sweep:
         print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
@@ -413,8 +411,12 @@ def main() -> None:
     bench_fused(results)
     bench_large(results)
     summary(results, bench_lm_head(results))
-    if args.json:
-        with open(args.json, "w") as f:
+    write_json(args.json, results)
+
+
+def write_json(path: str | None, results: dict) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=1, default=str)
 
 
