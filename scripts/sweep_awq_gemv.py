@@ -20,13 +20,13 @@ ROWS = (1, 2, 4, 8)
 
 
 def gemv_configs(m: int) -> list[GemvConfig]:
-    """Candidates at ``m`` rows (split_k set later). More rows keep the unpacked tile live across
-    them, so they get fewer columns per thread."""
-    if m == 1:
-        grid = itertools.product((64, 128, 256, 512), (2, 4, 8), (False, True))
-    else:
-        grid = itertools.product((16, 32, 64, 128), (2, 4), (False, True))
-    return [GemvConfig(bn, 1, w, p) for bn, w, p in grid if bn >= 16 * w]
+    """Candidates at ``m`` rows (split_k set later). A warp covers 8 columns per 16 words of K
+    block, so ``block_n`` runs from 16 (one row) or 8 (more) columns per warp, to 64 (one row:
+    32 words per thread) or 16 (more rows, which keep the unpacked words live across them)."""
+    most = 64 if m == 1 else 16
+    least = 16 if m == 1 else 8
+    grid = itertools.product((16, 32, 64, 128, 256, 512), (1, 2, 4, 8), (False, True))
+    return [GemvConfig(bn, 1, w, p) for bn, w, p in grid if least * w <= bn <= most * w]
 
 
 def split_choices(config: GemvConfig, k: int, n: int, sms: int) -> list[int]:
