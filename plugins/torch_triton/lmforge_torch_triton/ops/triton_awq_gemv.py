@@ -42,7 +42,7 @@ from lmforge.model.linear import AWQLinear
 
 from .quant_reference import awq_unpack
 from .triton_awq_dequant import block_k_for, rows_contiguous
-from .triton_common import expect
+from .triton_common import expect, expect_dtype
 from .triton_quant_common import reduce_split_k, shape_class, split_k_slices, split_k_workspace
 
 # The most rows the kernel takes: each row repeats the FMAs over the unpacked tile.
@@ -210,8 +210,9 @@ def _awq_gemv_kernel(
 ):
     C: tl.constexpr = BLOCK_K // 8
     pid_n = tl.program_id(0)
-    # Everything per column is [BLOCK_N, 1] and per row [BLOCK_N, BLOCK_M]: the weight tile's
-    # layout throughout, so no per-block layout change through shared memory.
+    # Per-column values are [BLOCK_N, 1] and the accumulator [BLOCK_N, rows], N-major like the
+    # weight tile, so most per-block values stay in its layout (Triton still moves the scales
+    # and the activation sums between layouts once per block).
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[:, None]
     offs_c = tl.arange(0, C)
     rows = tl.arange(0, BLOCK_M)[None, :]
@@ -293,6 +294,7 @@ def launch(
     m, k = x.shape
     n = qweight_nk.shape[0]
     expect(0 < m <= MAX_ROWS, f"the W4A16 GEMV takes 1 to {MAX_ROWS} rows, got {m}.")
+    expect_dtype("x", x)
     expect(qweight_nk.dtype == torch.int32 and qweight_nk.shape == (n, k // 8),
            f"the repacked weight must be int32 [N, K/8={k // 8}], got {qweight_nk.dtype} "
            f"{tuple(qweight_nk.shape)}.")
