@@ -2,19 +2,20 @@
 
 For Llama-3-8B's projections at decode sizes (M = 1, 16, 64, 256 token rows) and one prefill
 step (M = 8,192), prints microseconds per call of bf16 (cuBLAS ``F.linear``; the Triton GEMV up
-to 16 rows), W4A16 (``triton_awq.awq_linear``), and W8A8 int8 and fp8 (``triton_w8a8``: the
-matmul on quantized rows, and with the activation's quantization included), with the achieved
-weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an H200) or TFLOP/s (against
-~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch tables: SiLU-and-mul or
-the input's quantization inside the matmul at 1 and 16 rows, W4A16's fused kernel against
-dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS (``torch._int_mm``,
-``torch._scaled_mm``). It ends with a short table: the matmul time of one decode step (32
-layers + the bf16 LM head) and of one prefill step per format.
+to 16 rows), W4A16 (``triton_awq.linear_awq``, the decoder's op), and W8A8 int8 and fp8
+(``triton_w8a8``: the matmul on quantized rows, and with the activation's quantization
+included), with the achieved weight bandwidth (TB/s, against the 4.26 TB/s copy ceiling of an
+H200) or TFLOP/s (against ~790 bf16, ~1,580 int8/fp8 dense). Then the choices behind the launch
+tables: SiLU-and-mul or the input's quantization inside the matmul at 1 and 16 rows, W4A16's
+fused kernel against dequantize + cuBLAS at large M, and W8A8's Triton kernel against cuBLAS
+(``torch._int_mm``, ``torch._scaled_mm``). It ends with a short table: the matmul time of one
+decode step (32 layers + the bf16 LM head) and of one prefill step per format.
 Decode timings replay a CUDA graph of calls that rotate over enough weight copies that none is
 found in the 50 MB L2, as a captured decode step runs them.
 
     python scripts/bench_quant_linear.py                # the tables' choices (about a minute)
     python scripts/bench_quant_linear.py --sweep        # first sweep_quant_linear.py's grid
+    python scripts/bench_quant_linear.py --gemv-sweep   # first old vs new W4A16 GEMV, 1-8 rows
     python scripts/bench_quant_linear.py --json F.json  # also every timing as JSON
 """
 
@@ -31,9 +32,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from bench_gemv import rotate
+from lmforge.model.linear import AWQLinear
 from lmforge_torch_triton.ops import (
     triton_activation,
     triton_awq,
+    triton_awq_gemv,
     triton_gemv,
     triton_quant_act,
     triton_w8a8,
@@ -112,8 +115,9 @@ def op_call(fmt: str, m: int, k: int, n: int, w, with_quant: bool = False) -> Ca
         return lambda: F.linear(x, w)
     if fmt == "gemv":
         return lambda: triton_gemv.linear(x, w)
-    if fmt == "awq":
-        return lambda: triton_awq.awq_linear(x, *w, GROUP)
+    if fmt == "awq":  # the decoder's route: the GEMV's layout too where its table runs it
+        linear = triton_awq_gemv.with_gemv_layout(AWQLinear(*w, GROUP))
+        return lambda: triton_awq.linear_awq(x, linear)
     if with_quant:
         return lambda: triton_w8a8.w8a8_quant_linear(x, *w)
     xq, x_scale = quantized_rows(INT8 if fmt == "int8" else FP8, m, k)
@@ -320,10 +324,16 @@ def table_tasks() -> list[tuple]:
 
 def _run_once(task: tuple) -> str | None:
     """Run one task's call (compiling its kernels into Triton's on-disk cache)."""
+    import sweep_awq_gemv
     import sweep_quant_linear
 
     try:
-        if task[0] == "config":
+        if task[0] == "gemv":
+            _, config, name, m = task
+            k, n = SHAPES[name]
+            w = sweep_awq_gemv.repacked(make_weight("awq", k, n))
+            sweep_awq_gemv.gemv_call(config, m, k, w)()
+        elif task[0] == "config":
             _, kernel, config, name, m = task
             k, n = SHAPES[name]
             sweep_quant_linear.sweep_call(kernel, config, m, k, n, make_weight(kernel, k, n))()
@@ -342,6 +352,10 @@ def _specialization(task: tuple) -> tuple:
     blocks' divisibility; the split count is not specialized)."""
     if task[0] == "op":
         return task
+    if task[0] == "gemv":
+        import sweep_awq_gemv
+
+        return sweep_awq_gemv.specialization(task)
     _, kernel, cfg, name, m = task
     k, n = SHAPES[name]
     block_m = 1 if cfg.block_m == 1 else max(16, cfg.block_m)
@@ -360,13 +374,19 @@ def precompile(tasks: list[tuple]) -> None:
           f"{len(failed)} failed: {failed}")
 
 def main() -> None:
-    import sweep_quant_linear  # it imports this module, so not at the top
+    import sweep_awq_gemv  # they import this module, so not at the top
+    import sweep_quant_linear
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true",
                         help="first time a grid of launch configs per kernel, shape and rows")
     parser.add_argument("--sweep-budget", type=float, default=60.0,
                         help="seconds the sweep's timing may take before it stops")
+    parser.add_argument("--gemv-sweep", action="store_true",
+                        help="first compare the W4A16 GEMV's configs with the AutoAWQ-layout "
+                        "kernel at 1-8 rows (about two minutes), then run the tables")
+    parser.add_argument("--gemv-only", action="store_true",
+                        help="with --gemv-sweep: stop after the GEMV comparison")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 256],
                         help="row counts the sweep times")
     parser.add_argument("--json", help="write every timing to this file")
@@ -375,7 +395,13 @@ def main() -> None:
           f"triton {__import__('triton').__version__}")
     results: dict = {"device": torch.cuda.get_device_name()}
     tasks = sweep_quant_linear.sweep_tasks(tuple(args.rows)) if args.sweep else []
-    precompile(tasks + table_tasks())
+    gemv = sweep_awq_gemv.gemv_tasks() if args.gemv_sweep else []
+    precompile(tasks + gemv + ([] if args.gemv_only else table_tasks()))
+    if gemv:
+        sweep_awq_gemv.compare(gemv, results)
+        if args.gemv_only:
+            write_json(args.json, results)
+            return
     if args.sweep:
         print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
         sweep_quant_linear.sweep(tasks, args.sweep_budget, results)
@@ -385,8 +411,12 @@ def main() -> None:
     bench_fused(results)
     bench_large(results)
     summary(results, bench_lm_head(results))
-    if args.json:
-        with open(args.json, "w") as f:
+    write_json(args.json, results)
+
+
+def write_json(path: str | None, results: dict) -> None:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=1, default=str)
 
 

@@ -119,9 +119,22 @@ def _layer(i: int, tensors: dict[str, torch.Tensor], config: ModelConfig, group_
     mlp = {}
     if moe is None:
         gate_up = _fuse(f"layers.{i}.mlp.gate_up", [linears["mlp.gate"], linears["mlp.up"]])
-        mlp = dict(gate_up=gate_up.to(device, dtype), down=linears["mlp.down"].to(device, dtype))
-    return LayerWeights(qkv=qkv.to(device, dtype), o=linears["attn.o"].to(device, dtype),
-                        moe=moe, extra=extra, **mlp, **norms)
+        mlp = dict(gate_up=_placed(gate_up, device, dtype),
+                   down=_placed(linears["mlp.down"], device, dtype))
+    return LayerWeights(qkv=_placed(qkv, device, dtype),
+                        o=_placed(linears["attn.o"], device, dtype), moe=moe, extra=extra,
+                        **mlp, **norms)
+
+
+def _placed(linear: LinearWeight, device: torch.device, dtype: torch.dtype) -> LinearWeight:
+    """``linear`` on ``device`` in ``dtype``; an AWQ weight on a GPU also in the W4A16 GEMV's
+    layout where that kernel's launch table runs it (repacked once, here)."""
+    linear = linear.to(device, dtype)
+    if linear.kind != "awq" or torch.device(device).type != "cuda":
+        return linear
+    from ..ops import triton_awq_gemv  # needs Triton, which a CUDA device has
+
+    return triton_awq_gemv.with_gemv_layout(linear)
 
 
 def _keeps_dtype(name: str, tensor: torch.Tensor) -> bool:
