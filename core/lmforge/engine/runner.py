@@ -57,7 +57,8 @@ class ModelRunner(Protocol):
     def execute(self, batch: ForwardBatch) -> torch.Tensor:
         """Run one forward step. Returns float32 logits of shape ``[k, vocab]``: one row per
         sequence with ``need_logits`` (in batch order), or, with ``return_all_logits``, one row
-        per input token."""
+        per input token. They may live in a buffer the next call overwrites (a CUDA graph's
+        output): use or copy them before the next step."""
         ...
 
     def close(self) -> None:

@@ -97,8 +97,11 @@ class DecodeGraphs:
         return graph, logits
 
     def run(self, batch: ForwardBatch, tables: DeviceBlockTables | None = None) -> torch.Tensor:
-        """Replay the graph of the smallest bucket that holds ``batch``; its logits rows.
-        ``tables`` are the runner's resident block tables, used when the batch names slots."""
+        """Replay the graph of the smallest bucket that holds ``batch``; its logits rows, a view
+        of the graph's static output that the bucket's next replay overwrites (the engine
+        queues each step's sampling before the next step; a caller that keeps logits longer
+        copies them). ``tables`` are the runner's resident block tables, used when the batch
+        names slots."""
         n = batch.num_seqs
         size = next(b for b in self.buckets if b >= n)
         rows = upload_rows(batch, self.device)
