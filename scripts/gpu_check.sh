@@ -195,8 +195,9 @@ fi
 
 if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   # W3: api_server at its defaults (batch 1,024 on an 80 GB GPU), then at each of
-  # GPU_CHECK_W3_BATCHES ("256 512"), one server at a time. At the defaults, the first request
-  # after start-up alone (no warm-up request), then 1000 at once and 200 at 4 requests/s.
+  # GPU_CHECK_W3_BATCHES ("256 512"; set but empty, the defaults alone), one server at a time.
+  # At the defaults, the first request after start-up alone (no warm-up request), then 1000 at
+  # once and 200 at 4 requests/s.
   # GPU_CHECK_W3_PEER names another server's URL (LMDeploy's, vLLM's) to load with the same
   # requests after lmforge's.
   wait_ready() {
@@ -208,7 +209,7 @@ if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   export -f wait_ready
   export PORT
   SERVE=("${BENCH[@]}" serve --dataset sharegpt --seed 0 "${TOKENIZER_ARGS[@]}")
-  for batch in default ${GPU_CHECK_W3_BATCHES:-256 512}; do
+  for batch in default ${GPU_CHECK_W3_BATCHES-256 512}; do
     s=$([ "$batch" = default ] || printf -- '-b%s' "$batch")
     flags=()
     [ "$batch" = default ] || flags=(--max-batch-size "$batch")
