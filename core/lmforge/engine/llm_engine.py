@@ -15,6 +15,7 @@ alone, one per step, until each either completes a step (it was a bystander) or 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +28,7 @@ from .sampler import Sampler, SamplerOutput
 from .sampling_batch import SamplingBatch, reads_output_tokens
 from .scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from .sequence import Sequence
+from .step_trace import StepTrace
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ class LLMEngine:
         # Queue each step before reading the previous step's tokens (the runner then takes
         # them from the device); a runner that computes synchronously gains nothing from it.
         self.queue_ahead = bool(getattr(runner, "accepts_prev_tokens", False))
+        self.trace = StepTrace.from_env()  # None unless LMFORGE_STEP_TRACE names a file
 
     # ------------------------------------------------------------------ requests
 
@@ -106,6 +109,8 @@ class LLMEngine:
         self.check_prompt(request.prompt_ids)
         for seq in self.outputs.add(request):
             self.scheduler.add(seq)
+        if self.trace is not None:
+            self.trace.added(len(request.prompt_ids))
 
     def abort_request(self, request_id: int) -> None:
         self.outputs.abort(request_id)
@@ -136,7 +141,17 @@ class LLMEngine:
         computes synchronously (on a CPU) has its tokens handed out at the end of their own
         step, instead of after the next step's forward.
         """
+        if self.trace is None:
+            self._step()
+            return
+        start = time.perf_counter()
+        self._step()
+        self.trace.stepped(start, self.scheduler.num_running, self.scheduler.num_waiting)
+
+    def _step(self) -> None:
         output = self.scheduler.schedule()
+        if self.trace is not None:
+            self.trace.planned(output.num_new_tokens)
         self.counters.preemptions_total += len(output.preempted)
         prev, self._inflight = self._inflight, None
         try:
