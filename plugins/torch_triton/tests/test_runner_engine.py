@@ -124,7 +124,9 @@ def test_warm_up_steps_run_through_the_runner(info):
     from lmforge_torch_triton.warmup import WARMUP_STEPS, warm_up
 
     runner = TorchModelRunner(info, PytorchEngineConfig(device="cpu"))
-    runner.allocate_cache(64, 64)
+    # A pool large enough for every step (the sixteen long decodes take 271 blocks); a smaller
+    # pool skips the steps it cannot hold.
+    runner.allocate_cache(288, 64)
     batches = []
 
     def execute(batch):
@@ -134,7 +136,7 @@ def test_warm_up_steps_run_through_the_runner(info):
         return logits
 
     vocab = info.config.vocab_size
-    warm_up(execute, block_size=64, num_blocks=64, max_blocks=32, max_step_tokens=8192,
+    warm_up(execute, block_size=64, num_blocks=288, max_blocks=32, max_step_tokens=8192,
             vocab_size=vocab)
     assert len(batches) == len(WARMUP_STEPS) + 1 and batches[-1].return_all_logits
     assert any(not b.is_decode and 1 in b.q_lens for b in batches)  # a mixed step
