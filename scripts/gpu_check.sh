@@ -199,9 +199,12 @@ if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
   # At the defaults, the first request after start-up alone (no warm-up request), then 1000 at
   # once and 200 at 4 requests/s.
   # GPU_CHECK_W3_PEER names another server's URL (LMDeploy's, vLLM's) to load with the same
-  # requests after lmforge's.
-  wait_ready() {
-    until curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; do
+  # requests after lmforge's; GPU_CHECK_W3_PEER_CMD, a shell command that starts that server
+  # (for example LMDeploy's `lmdeploy serve api_server MODEL --server-port 23334`), has this
+  # script start it once lmforge's servers are down and stop it afterwards, so both servers get
+  # the same GPU and client in one run.
+  wait_ready() {  # wait_ready [URL]: until the server answers, or its process is gone
+    until curl -sf "${1:-http://127.0.0.1:$PORT}/v1/models" >/dev/null; do
       kill -0 "$server" 2>/dev/null || return 1
       sleep 1
     done
@@ -231,11 +234,23 @@ if [ "${GPU_CHECK_W3:-0}" = 1 ]; then
     kill -INT "$server" 2>/dev/null
     wait "$server" 2>/dev/null
   done
+  if [ -n "${GPU_CHECK_W3_PEER:-}" ] && [ -n "${GPU_CHECK_W3_PEER_CMD:-}" ]; then
+    setsid bash -c "$GPU_CHECK_W3_PEER_CMD" >"$OUT/w3-peer-server.log" 2>&1 &
+    server=$!
+    export server
+    stage w3-peer-server-start "${GPU_CHECK_PEER_START_S:-240}" bash -c \
+      "wait_ready $GPU_CHECK_W3_PEER"
+  fi
   if [ -n "${GPU_CHECK_W3_PEER:-}" ]; then
     stage w3-peer "${GPU_CHECK_W3_S:-150}" "${SERVE[@]}" "$GPU_CHECK_W3_PEER" \
       --num-prompts 1000 --json "$OUT/w3-peer.json"
     stage w3-peer-rate "${GPU_CHECK_W3_RATE_S:-90}" "${SERVE[@]}" "$GPU_CHECK_W3_PEER" \
       --num-prompts 200 --request-rate 4 --json "$OUT/w3-peer-rate.json"
+  fi
+  if [ -n "${GPU_CHECK_W3_PEER_CMD:-}" ]; then  # the peer's whole process group
+    kill -INT -- "-$server" 2>/dev/null
+    sleep 5
+    kill -KILL -- "-$server" 2>/dev/null
   fi
 fi
 
