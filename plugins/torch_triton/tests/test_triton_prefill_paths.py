@@ -54,6 +54,10 @@ def test_chunks_and_prefix_hits_follow_the_reference(policy, tmp_path, monkeypat
     save_hf_model("llama", tmp_path, hidden_size=128)
     got = run_steps(tmp_path, policy, True, monkeypatch)
     want = run_steps(tmp_path, policy, False, monkeypatch)
+    # The kernels and the reference round float32 K/V differently in the last bit, so a value on
+    # an int8 / int4 rounding boundary may be stored as the neighbouring code: up to about 6e-4
+    # of logits of magnitude 3 here; a wrong scale, zero point or block is off by 0.1 or more.
+    tol = 2e-4 if policy == 0 else 2e-3
     for step, (g, w) in enumerate(zip(got, want, strict=True)):
-        torch.testing.assert_close(g, w, atol=2e-4, rtol=2e-4, msg=f"step {step}")
+        torch.testing.assert_close(g, w, atol=tol, rtol=tol, msg=f"step {step}")
         assert g.argmax(-1).tolist() == w.argmax(-1).tolist()
