@@ -68,7 +68,8 @@ def evaluate(model: str | None, policy: int, windows, prompts, max_new_tokens: i
         greedy = GenerationConfig(max_new_tokens=max_new_tokens, top_k=1, logprobs=2)
         replies = pipe([[{"role": "user", "content": p}] for p in prompts], gen_config=greedy)
     mean_nll = sum(nll) / len(nll)
-    return dict(policy=policy, nll=mean_nll, perplexity=math.exp(mean_nll),
+    # Per window too: the change against policy 0, window by window, shows how stable it is.
+    return dict(policy=policy, nll=mean_nll, perplexity=math.exp(mean_nll), window_nll=nll,
                 answers=[r.token_ids for r in replies],
                 margins=[[_margin(step) for step in r.logprobs] for r in replies],
                 seconds=time.perf_counter() - start)
@@ -123,8 +124,9 @@ def main() -> None:
                for p in POLICIES]
 
     base = results[0]
-    print(f"{len(windows)} windows of {args.window} tokens from {args.plays}, scored in chunks "
-          f"of {args.chunk}; "
+    scored = sum(len(w) - 1 for w in windows)
+    print(f"{len(windows)} windows of {args.window} tokens ({scored} scored) from {args.plays}, "
+          f"scored in chunks of {args.chunk}; "
           f"{len(prompts)} ShareGPT prompts, greedy, {args.max_new_tokens} new tokens; "
           f"{platform.processor() or platform.machine()}, commit {commit}\n")
     print("| quant_policy | perplexity | vs policy 0 | answers equal to policy 0 | "
@@ -144,6 +146,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(dict(
             commit=commit, window=args.window, chunk=args.chunk, windows=len(windows),
+            tokens_scored=scored,
             prompts=prompts,
             results=results), indent=1))
 
