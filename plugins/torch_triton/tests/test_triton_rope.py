@@ -116,6 +116,22 @@ def test_rope_and_store_kv_llama3_shapes(dtype, tokens):
     check_rope_and_store(tokens, 32, 8, 128, 64, dtype)
 
 
+def empty_caches(k_cache, v_cache, head_dim, policy):
+    """``(k_cache, v_cache, quant, ref_quant)``: the float caches as given at policy 0, else
+    zeroed code caches of the same blocks with zeroed scales and zeros, and the keyword
+    arguments for the kernel and (on copies of the scales) for the reference."""
+    if not policy:
+        return k_cache, v_cache, {}, {}
+    blocks = k_cache.shape[:3]
+    k_cache, v_cache = (torch.zeros(*blocks, code_dim(head_dim, policy), dtype=torch.uint8,
+                                    device=DEVICE) for _ in range(2))
+    quant = dict(k_scales_zeros=torch.zeros(*blocks, 2, device=DEVICE),
+                 v_scales_zeros=torch.zeros(*blocks, 2, device=DEVICE), quant_policy=policy)
+    ref_quant = {**quant, "k_scales_zeros": quant["k_scales_zeros"].clone(),
+                 "v_scales_zeros": quant["v_scales_zeros"].clone()}
+    return k_cache, v_cache, quant, ref_quant
+
+
 def check_quantized_store(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype, policy,
                           rope=True):
     """The kernel's codes, scales and zeros against the values it was given (the reference's
@@ -192,15 +208,7 @@ def test_rope_returns_the_rotated_keys(policy, dtype, head_dim):
     power-of-two head dim, the Hadamard one), as the reference gives them; without a quantized
     cache, exactly the rows stored."""
     q, k, v, cos, sin, k_cache, v_cache, slots = make_inputs(19, 4, 2, head_dim, 16, dtype)
-    quant, ref_quant = {}, {}
-    if policy:
-        shape = (*k_cache.shape[:3], 2)
-        k_cache, v_cache = (torch.zeros(*k_cache.shape[:3], code_dim(head_dim, policy),
-                                        dtype=torch.uint8, device=DEVICE) for _ in range(2))
-        quant = dict(k_scales_zeros=torch.zeros(shape, device=DEVICE),
-                     v_scales_zeros=torch.zeros(shape, device=DEVICE), quant_policy=policy)
-        ref_quant = {**quant, "k_scales_zeros": quant["k_scales_zeros"].clone(),
-                     "v_scales_zeros": quant["v_scales_zeros"].clone()}
+    k_cache, v_cache, quant, ref_quant = empty_caches(k_cache, v_cache, head_dim, policy)
     ref_caches = k_cache.clone(), v_cache.clone()
     k_out, k_ref = torch.full_like(k, float("nan")), torch.full_like(k, float("nan"))
     reference.rope_and_store_kv(q, k, v, cos, sin, *ref_caches, slots, **ref_quant, k_out=k_ref)
@@ -251,15 +259,7 @@ def check_head_norm(tokens, num_heads, num_kv_heads, head_dim, block_size, dtype
     norms = dict(q_norm=1.0 - offset + 0.2 * randn((head_dim,), dtype, gen),
                  k_norm=1.0 - offset + 0.2 * randn((head_dim,), dtype, gen),
                  norm_eps=1e-6, norm_offset=offset)
-    quant, ref_quant = {}, {}
-    if policy:
-        shape = (*k_cache.shape[:3], 2)
-        k_cache, v_cache = (torch.zeros(*k_cache.shape[:3], code_dim(head_dim, policy),
-                                        dtype=torch.uint8, device=DEVICE) for _ in range(2))
-        quant = dict(k_scales_zeros=torch.zeros(shape, device=DEVICE),
-                     v_scales_zeros=torch.zeros(shape, device=DEVICE), quant_policy=policy)
-        ref_quant = {**quant, "k_scales_zeros": quant["k_scales_zeros"].clone(),
-                     "v_scales_zeros": quant["v_scales_zeros"].clone()}
+    k_cache, v_cache, quant, ref_quant = empty_caches(k_cache, v_cache, head_dim, policy)
     ref_k_cache, ref_v_cache = k_cache.clone(), v_cache.clone()
     q_ref = reference.rope_and_store_kv(q, k, v, cos, sin, ref_k_cache, ref_v_cache, slots,
                                         **ref_quant, **norms)
