@@ -13,7 +13,7 @@ from lmforge.engine.batch import ForwardBatch
 from lmforge_torch_triton.inputs import build_step_inputs
 from lmforge_torch_triton.piecewise_graph import PromptGraphs, supports_pieces
 from test_runner_families import CASES
-from torch_runner_helpers import make_runner, save_hf_model
+from torch_runner_helpers import make_runner, ring_batch, save_hf_model
 
 BLOCK, BLOCKS = 16, 256
 
@@ -28,14 +28,7 @@ def random_step(rng: random.Random, vocab: int, first_block: int) -> ForwardBatc
         chunk = rng.choice([2, 5, 16, 17, rng.randint(2, 40)])
         q_lens.append(chunk)
         kv_lens.append(rng.choice([0, rng.randint(1, 30)]) + chunk)
-    tables = []
-    for kv_len in kv_lens:
-        width = -(-kv_len // BLOCK)
-        tables.append([(first_block + i) % BLOCKS for i in range(width)])
-        first_block += width
-    return ForwardBatch(input_ids=[rng.randrange(vocab) for _ in range(sum(q_lens))],
-                        q_lens=q_lens, kv_lens=kv_lens, block_tables=tables,
-                        need_logits=[True] * len(q_lens), block_size=BLOCK)
+    return ring_batch(rng, vocab, q_lens, kv_lens, first_block, BLOCK, BLOCKS)
 
 
 def compare(runner, pieces: PromptGraphs, steps: int, seed: int, **tolerance) -> None:

@@ -239,11 +239,18 @@ def random_serving_step(rng: random.Random, vocab: int, block: int, blocks: int)
         prefix = rng.choice([0, 0, rng.randint(1, 1000)])
         q_lens.append(chunk)
         kv_lens.append(prefix + chunk)
-    tables, first = [], rng.randrange(blocks)
+    return ring_batch(rng, vocab, q_lens, kv_lens, rng.randrange(blocks), block, blocks)
+
+
+def ring_batch(rng: random.Random, vocab: int, q_lens: list[int], kv_lens: list[int],
+               first_block: int, block: int, blocks: int) -> ForwardBatch:
+    """A step of random token ids whose sequences take consecutive blocks of a pool of
+    ``blocks`` from ``first_block`` on, wrapping around its end, every row asking for logits."""
+    tables = []
     for kv_len in kv_lens:
         width = -(-kv_len // block)
-        tables.append([(first + i) % blocks for i in range(width)])
-        first += width
+        tables.append([(first_block + i) % blocks for i in range(width)])
+        first_block += width
     return ForwardBatch(input_ids=[rng.randrange(vocab) for _ in range(sum(q_lens))],
                         q_lens=q_lens, kv_lens=kv_lens, block_tables=tables,
                         need_logits=[True] * len(q_lens), block_size=block)
