@@ -2,7 +2,8 @@
 machine (no GPU needed): bf16, int8 and int4 caches at Llama-3-8B's shapes.
 
 Compiles ``_decode_split_kernel`` for ``--arch`` (default sm_90) with the specializations its
-launcher gets (16-byte-divisible pointers and strides), disassembles it with the ``cuobjdump``
+launcher gets (16-byte-divisible pointers and strides, less what the kernel's
+``do_not_specialize`` lists exclude), disassembles it with the ``cuobjdump``
 that ships with Triton, finds its loop over K/V tiles (the one backward branch) and
 prints the instructions per thread in that loop per 64 tokens, with the most frequent opcodes
 of one iteration. A memory-bound
@@ -58,14 +59,17 @@ def compile_decode(policy: int, split: bool, arch: int, block_n: int = 64, num_w
                   SOFTCAP=False)
     fn = decode._decode_split_kernel
     signature, constexprs, attrs = {}, {}, {}
-    for i, name in enumerate(fn.arg_names):
+    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params, strict=True)):
         if name in consts:
             signature[name], constexprs[name] = "constexpr", consts[name]
+        elif param.do_not_specialize:  # as the launcher passes it: a plain i32, every step
+            signature[name] = types.get(name, "i32")
         elif values.get(name) == 1:  # the launcher folds ints equal to 1
             signature[name], constexprs[name] = "constexpr", 1
         else:
             signature[name] = types.get(name, "i32")
-            if signature[name].startswith("*") or values.get(name, 1) % 16 == 0:
+            aligned = signature[name].startswith("*") and not param.do_not_specialize_on_alignment
+            if aligned or values.get(name, 1) % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     options = dict(num_warps=num_warps or (4 if split else 2), num_stages=num_stages)
     return triton.compile(ASTSource(fn, signature, constexprs, attrs),
