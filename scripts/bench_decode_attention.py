@@ -7,12 +7,12 @@ tokens. Prints the time with the split count the op chooses and with each fixed 
 bandwidth of the K/V bytes actually read. ``--quant-policy 8`` or ``4`` times the same calls over
 an int8 or int4 cache (codes plus a float32 scale and zero per token and head). Unless
 ``--no-config-sweep``, each row also times the chosen split count at every launch config, as
-``<tokens per tile>n<warps>w<stages>s microseconds``; the defaults live in
-``triton_decode_attention.py`` (``_BLOCK_N``, ``_QUANT_BLOCK_N``, and ``num_warps`` /
-``num_stages`` in ``paged_decode_attention_splitk``).
+``<tokens per tile>n<warps>w<stages>s microseconds``, and over a quantized cache once per way
+of reading its codes (a line per ``decode_launch.CODE_VARIANTS`` entry, ``--variants`` picks
+them); the defaults live in ``decode_launch.py`` (``_CONFIGS`` and ``_QUANT_CONFIGS``).
 
     python scripts/bench_decode_attention.py [--batch-size 1 4 16 64 256] [--context 256 640 2048]
-        [--quant-policy 0 8 4]
+        [--quant-policy 0 8 4] [--variants words bytes pairs f16pairs]
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import argparse
 import torch
 from lmforge.model.config import ModelConfig
 from lmforge_torch_triton import kv_cache
-from lmforge_torch_triton.ops.triton_decode_attention import (
-    choose_launch,
-    paged_decode_attention_splitk,
-)
+from lmforge_torch_triton.ops.decode_launch import CODE_VARIANTS, choose_launch
+from lmforge_torch_triton.ops.triton_decode_attention import paged_decode_attention_splitk
 from triton.runtime.errors import OutOfResources
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK = 32, 8, 128, 64
@@ -71,8 +69,10 @@ def make_cache(blocks: int, policy: int, device: torch.device) -> dict:
 
 
 def bench_case(batch: int, context: int, width: int, splits: list[int], policy: int,
-               sweep_configs: bool = True) -> str:
-    """One table row: the chosen split count's time and bandwidth, then each fixed count's."""
+               sweep_configs: bool = True, variants: tuple[str, ...] = CODE_VARIANTS,
+               max_registers: int | None = None) -> str:
+    """One table row: the chosen split count's time and bandwidth, then each fixed count's;
+    with ``sweep_configs``, a line of launch configs per code variant."""
     device = torch.device("cuda")
     per_seq = -(-context // BLOCK)
     blocks = batch * per_seq
@@ -85,12 +85,13 @@ def bench_case(batch: int, context: int, width: int, splits: list[int], policy: 
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     q = torch.randn(batch, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
 
-    def run(num_splits, warps=None, stages=3, block_n=None):
+    def run(num_splits, warps=None, stages=None, block_n=None, variant=None):
         def call(i):
             cache = dict(caches[i % copies])
             k, v = cache.pop("k_cache"), cache.pop("v_cache")
             return paged_decode_attention_splitk(q, k, v, tables, lens, HEAD_DIM**-0.5, None,
                                                  num_splits, warps, stages, block_n=block_n,
+                                                 variant=variant, max_registers=max_registers,
                                                  **cache)
         return call
 
@@ -102,15 +103,22 @@ def bench_case(batch: int, context: int, width: int, splits: list[int], policy: 
     # The launch config of the chosen split count: tokens per tile x warps x pipeline stages.
     if not sweep_configs:
         return row
-    configs = []
-    for block_n in (64, 128):
-        for warps, stages in ((4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 2), (2, 3)):
-            try:
-                cell = f"{time_us(run(chosen, warps, stages, block_n)):.1f}"
-            except OutOfResources:  # tiles too large for the SM's shared memory
-                cell = "n/a"
-            configs.append(f"{block_n}n{warps}w{stages}s {cell}")
-    return row + "\n      configs: " + ", ".join(configs)
+    for name in variants if policy else CODE_VARIANTS[:1]:
+        configs = []
+        for block_n in (64, 128):
+            for warps, stages in ((4, 1), (4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (2, 1), (2, 2),
+                                  (2, 3)):
+                launch = run(chosen, warps, stages, block_n, CODE_VARIANTS.index(name))
+                try:
+                    cell = f"{time_us(launch):.1f}"
+                except OutOfResources:  # tiles too large for the SM's shared memory
+                    cell = "n/a"
+                except Exception as error:  # a config that does not compile: say so, go on
+                    cell = f"failed ({type(error).__name__})"
+                configs.append(f"{block_n}n{warps}w{stages}s {cell}")
+        label = f"{name} configs" if policy else "configs"
+        row += f"\n      {label}: " + ", ".join(configs)
+    return row
 
 
 def main() -> None:
@@ -122,6 +130,10 @@ def main() -> None:
     parser.add_argument("--quant-policy", type=int, nargs="+", default=[0], choices=(0, 4, 8))
     parser.add_argument("--no-config-sweep", action="store_true",
                         help="skip timing each warps x stages launch config")
+    parser.add_argument("--variants", nargs="+", choices=CODE_VARIANTS, default=CODE_VARIANTS,
+                        help="ways of reading a quantized cache's codes to sweep")
+    parser.add_argument("--max-registers", type=int, default=None,
+                        help="cap the kernel's registers per thread (spills for occupancy)")
     args = parser.parse_args()
     width = args.session_len // BLOCK
     for policy in args.quant_policy:
@@ -131,7 +143,8 @@ def main() -> None:
         for batch in args.batch_size:
             for context in args.context:
                 print(bench_case(batch, context, width, args.splits, policy,
-                                 not args.no_config_sweep), flush=True)
+                                 not args.no_config_sweep, tuple(args.variants),
+                                 args.max_registers), flush=True)
                 torch.cuda.empty_cache()
 
 

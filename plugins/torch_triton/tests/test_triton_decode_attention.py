@@ -23,15 +23,26 @@ from conftest_triton import (  # noqa: E402
     randn,
 )
 from lmforge_torch_triton.ops import reference  # noqa: E402
-from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
+from lmforge_torch_triton.ops import triton_decode_attention as decode  # noqa: E402
+from lmforge_torch_triton.ops.decode_launch import (  # noqa: E402
+    CODE_VARIANTS,
+    KernelConfig,
+    choose_launch,
     choose_num_splits,
+    kernel_config,
+)
+from lmforge_torch_triton.ops.triton_decode_attention import (  # noqa: E402
     paged_decode_attention,
     paged_decode_attention_splitk,
 )
 
+# Every way of reading a quantized cache's codes, by its index in CODE_VARIANTS.
+VARIANTS = pytest.mark.parametrize("variant", range(len(CODE_VARIANTS)),
+                                   ids=lambda i: CODE_VARIANTS[i])
+
 
 def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, num_splits, window,
-                 policy=0, softcap=None, q_spread=1.0, block_n=None):
+                 policy=0, softcap=None, q_spread=1.0, block_n=None, variant=None):
     gen = make_generator(len(kv_lens) * 1000 + num_kv_heads * 10 + block_size)
     kv = make_paged_kv(kv_lens, num_kv_heads, head_dim, block_size, dtype, gen,
                        quant_policy=policy)
@@ -40,9 +51,11 @@ def check_decode(kv_lens, num_heads, num_kv_heads, head_dim, block_size, dtype, 
     args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, scale, window)
     extra = {**kv.quant, **({"softcap": softcap} if softcap else {})}
     if num_splits is None:
+        assert variant is None, "the default launch picks its own variant"
         out = paged_decode_attention(*args, **extra)
     else:
-        out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, **extra)
+        out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, variant=variant,
+                                            **extra)
     assert out.shape == q.shape and out.dtype == dtype
     spread = QUANT_SPREAD if policy else 1.0
     assert_close(out, reference.paged_decode_attention(*args, **extra), spread)
@@ -105,21 +118,36 @@ def test_quantized_decode_matches_reference(policy, dtype, num_kv_heads, block_s
 
 @pytest.mark.triton_interpret
 @needs_kernels
-@pytest.mark.parametrize("policy", [0, 8, 4])
-@pytest.mark.parametrize("block_n", [16, 64, 128])
-@pytest.mark.parametrize("block_size,num_splits,window", [(16, 3, None), (64, 1, 40)])
-def test_decode_tile_sizes(policy, block_n, block_size, num_splits, window):
-    # Every tile size against both cache layouts: tiles inside one block and across several.
-    dtype = torch.bfloat16 if policy else torch.float32
-    check_decode([1, 37, 64, 150], 8, 2, 32, block_size, dtype, num_splits, window, policy,
-                 block_n=block_n)
+@VARIANTS
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("dtype", QUANT_DTYPES, ids=str)
+@pytest.mark.parametrize("num_kv_heads,num_splits", [(2, 3), (8, 1)])
+def test_code_variants_match_reference(variant, policy, dtype, num_kv_heads, num_splits):
+    check_decode([1, 37, 150], 8, num_kv_heads, 32, 16, dtype, num_splits, None, policy,
+                 variant=variant)
 
 
 @pytest.mark.triton_interpret
 @needs_kernels
+@VARIANTS
+@pytest.mark.parametrize("policy", [0, 8, 4])
+@pytest.mark.parametrize("block_n", [16, 64, 128])
+@pytest.mark.parametrize("block_size,num_splits,window", [(16, 3, None), (64, 1, 40)])
+def test_decode_tile_sizes(variant, policy, block_n, block_size, num_splits, window):
+    # Every tile size against both cache layouts: tiles inside one block and across several.
+    if variant and not policy:
+        pytest.skip("an unquantized cache has one way to read it")
+    dtype = torch.bfloat16 if policy else torch.float32
+    check_decode([1, 37, 64, 150], 8, 2, 32, block_size, dtype, num_splits, window, policy,
+                 block_n=block_n, variant=variant)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@VARIANTS
 @pytest.mark.parametrize("policy", [8, 4])
 @pytest.mark.parametrize("num_splits,block_n", [(1, 64), (2, 64), (1, 128)])
-def test_quantized_decode_never_reads_past_the_context(policy, num_splits, block_n):
+def test_quantized_decode_never_reads_past_the_context(variant, policy, num_splits, block_n):
     # NaN codes, scales and zeros in every slot past each sequence's length (the tail of its
     # last block, the padding block and the spare ones) must not reach the output.
     gen = make_generator(policy + num_splits)
@@ -136,15 +164,18 @@ def test_quantized_decode_never_reads_past_the_context(policy, num_splits, block
         t[~live] = 0xFF
     for t in (kv.quant["k_scales_zeros"], kv.quant["v_scales_zeros"]):
         t[~live] = float("nan")
-    out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, **kv.quant)
+    # A register cap only changes the compiled code; the interpreter takes it and ignores it.
+    out = paged_decode_attention_splitk(*args, num_splits, block_n=block_n, variant=variant,
+                                        max_registers=128, **kv.quant)
     assert_close(out, expected, QUANT_SPREAD)
 
 
 @pytest.mark.triton_interpret
 @needs_kernels
+@VARIANTS
 @pytest.mark.parametrize("policy", [8, 4])
-def test_quantized_decode_head_dim_not_power_of_two(policy):
-    check_decode([9, 70], 4, 2, 80, 16, torch.float32, 2, None, policy)
+def test_quantized_decode_head_dim_not_power_of_two(variant, policy):
+    check_decode([9, 70], 4, 2, 80, 16, torch.float32, 2, None, policy, variant=variant)
 
 
 @pytest.mark.triton_interpret
@@ -205,6 +236,28 @@ def test_quantized_decode_llama3_shapes(policy, num_kv_heads, batch, max_len, nu
 
 @pytest.mark.gpu
 @needs_gpu
+@VARIANTS
+@pytest.mark.parametrize("policy", [8, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("num_splits,block_n,warps", [(1, 64, 2), (1, 128, 8), (16, 128, 4)])
+def test_code_variants_llama3_shapes(variant, policy, dtype, num_splits, block_n, warps):
+    """Each variant compiled for the GPU at the launch configs the benchmark sweeps."""
+    rng = random.Random(policy + num_splits)
+    kv_lens = [2048] + [rng.randint(1, 2048) for _ in range(15)]
+    gen = make_generator(variant + policy)
+    kv = make_paged_kv(kv_lens, 8, 128, 64, dtype, gen, quant_policy=policy)
+    q = randn((len(kv_lens), 32, 128), dtype, gen)
+    args = (q, kv.k_cache, kv.v_cache, kv.block_tables, kv.kv_lens, 128**-0.5, None)
+    expected = reference.paged_decode_attention(*args, **kv.quant)
+    for max_registers in (None, 128):
+        out = paged_decode_attention_splitk(*args, num_splits, warps, block_n=block_n,
+                                            variant=variant, max_registers=max_registers,
+                                            **kv.quant)
+        assert_close(out, expected, QUANT_SPREAD)
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_decode_replays_in_a_cuda_graph():
     """Decode launches depend on shapes only (no host sync), so a captured step replays
     correctly when the lengths and tables change between replays."""
@@ -245,10 +298,50 @@ def test_softcapped_decode_gemma2_shapes(window, batch, max_len):
 
 def test_quantized_tiles_follow_the_split_count():
     """128-token tiles only where a quantized cache's sequences are split (small batches)."""
-    from lmforge_torch_triton.ops.triton_decode_attention import choose_launch
-
     cpu = torch.device("cpu")
     assert choose_launch(1, 8, 4096, cpu, quant_policy=8) == (16, 128)
     assert choose_launch(1, 8, 4096, cpu, quant_policy=0) == (16, 64)
     assert choose_launch(64, 8, 4096, cpu, quant_policy=4) == (1, 64)
     assert choose_launch(1, 8, 200, cpu, quant_policy=8) == (2, 128)  # two 128-token tiles
+
+
+def test_default_kernel_configs_are_the_measured_ones():
+    """Only measured configs are defaults: 64-token tiles, 2 warps unsplit and 4 split, 3 stages;
+    a quantized cache read as words, 128-token tiles where split. A variant becomes a default
+    once the benchmark shows it winning."""
+    assert kernel_config(0, 1) == KernelConfig(64, 2, 3, 0)
+    assert kernel_config(0, 16) == KernelConfig(64, 4, 3, 0)
+    for policy in (8, 4):
+        assert kernel_config(policy, 1) == KernelConfig(64, 2, 3, 0)
+        assert kernel_config(policy, 2) == KernelConfig(128, 4, 3, 0)
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("policy,kv_lens,block_size,num_kv_heads,num_splits,launch", [
+    # launch: (splits, tokens per tile, warps, stages, variant, shared K/V row offsets); tables of
+    # 320 tokens (four blocks of 64 and a padding one) split 5 ways over 64-token tiles, 3 over 128
+    (0, [200], 64, 1, None, (5, 64, 4, 3, 0, False)),
+    (0, [20] * 33, 64, 8, None, (1, 64, 2, 3, 0, False)),  # 264 programs: no splits
+    (0, [20], 32, 1, 4, (1, 64, 2, 3, 0, False)),  # one tile: four splits run as one, at its warps
+    (8, [200], 64, 1, None, (3, 128, 4, 3, 0, True)),
+    (4, [20] * 33, 64, 8, None, (1, 64, 2, 3, 0, True)),
+])
+def test_default_launches(monkeypatch, policy, kv_lens, block_size, num_kv_heads, num_splits,
+                          launch):
+    """What the op launches by default; the unquantized kernel keeps a K and a V lookup."""
+    launches = []
+    kernel = decode._decode_split_kernel
+
+    class Recording:
+        def __getitem__(self, grid):
+            def run(*args, **meta):
+                launches.append((grid[2], meta["BLOCK_N"], meta["num_warps"],
+                                 meta["num_stages"], meta["VARIANT"], meta["SAME_KV_STRIDES"]))
+                return kernel[grid](*args, **meta)
+            return run
+
+    monkeypatch.setattr(decode, "_decode_split_kernel", Recording())
+    check_decode(kv_lens, 2 * num_kv_heads, num_kv_heads, 32, block_size, torch.float32,
+                 num_splits, None, policy)
+    assert launches == [launch]

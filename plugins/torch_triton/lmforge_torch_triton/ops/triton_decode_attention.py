@@ -3,16 +3,18 @@
 One program owns one (sequence, KV head, split): it loads the query rows of every head in that
 KV head's group, so each K/V tile is read from HBM once per group rather than once per query
 head, and runs an online softmax in fp32 over its share of the sequence's cache tiles. With
-more than one split, a second kernel merges the per-split partial results through their
-log-sum-exp; with one split, the first kernel writes the output directly.
+more than one split, a second kernel (``triton_decode_merge.py``) merges the per-split partial
+results through their log-sum-exp; with one split, the first kernel writes the output directly.
 
 A quantized cache (``quant_policy`` 8 or 4, ``kv_cache.py``) is dequantized in registers without
 widening the tiles: with ``k = code * scale + zero`` per key, ``q . k = scale * (q . code) +
 zero * sum(q)``, and the values' scales fold into the probabilities and their zeros into one
 row sum, so the MMAs take the integer codes (exact in float16, see
 ``triton_kv_quant.load_codes``) and only ``[heads, keys]``-sized terms are added. A constexpr flag
-compiles this in, leaving the unquantized kernel as it was. Soft-capped scores (Gemma 2:
-``cap * tanh(score / cap)``) are another constexpr flag.
+compiles this in, leaving the unquantized kernel as it was; another (``VARIANT``, see
+``decode_launch.CODE_VARIANTS``) picks how the codes reach the MMAs. Soft-capped scores
+(Gemma 2: ``cap * tanh(score / cap)``) are a constexpr flag too. The launch choices (splits,
+tile, variant) live in ``decode_launch.py``.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import triton
 import triton.language as tl
 
 from ..kv_cache import code_dim
+from .decode_launch import CODE_VARIANTS, choose_launch, kernel_config
 from .triton_common import (
     LOG2E,
     dot_precision,
     expect,
     expect_dtype,
     expect_paged_cache,
-    num_sms,
     paged_token_offsets,
     softcap_scores,
 )
+from .triton_decode_merge import merge_splits, split_tiles
+from .triton_kv_bytes import byte_columns, byte_scores, byte_values, join_halves, split_halves
 from .triton_kv_quant import (
     code_words,
     dequantized_scores,
@@ -42,95 +46,41 @@ from .triton_kv_quant import (
     scale_zero_words,
 )
 
-# Tokens per K/V tile. 64 rows x 128 dims of bf16 is 16 KiB per operand: with double buffering
-# it fits an H100/H200 SM's shared memory beside 3-4 resident programs.
-_BLOCK_N = 64
-# A quantized tile's codes are a half or a quarter of those bytes, so twice the rows fit in the
-# same shared memory and halve the loop's fixed cost per token (block-table lookups, softmax
-# rescaling). Measured on an H200 (scripts/bench_decode_attention.py, Llama-3-8B's heads): with
-# splits (small batches) 128 rows won (int8, batch 1, context 2,048: 10.1 against 11.5 us);
-# without, 64 rows at 2 warps did (batch 256, context 2,048: 469 against 850 us; bf16 492).
-_QUANT_BLOCK_N = 128
-# Measured on an H200 (scripts/bench_decode_attention.py): at batch 1-4, 16 splits beat 33 by
-# 5-20 % at 256-2048 tokens (the merge grows with the count), and fewer only win below ~300.
-_MAX_SPLITS = 16
-
-
-@triton.jit
-def _split_tiles(kv_len, window, num_splits, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """How the split and merge kernels partition one sequence: its first attended position,
-    its end tile, and the tiles per split. The splits share the sequence's own tiles (from the
-    window's start) evenly, so a short context still spreads over the splits of a grid sized
-    for the longest one."""
-    if HAS_WINDOW:
-        first_pos = tl.maximum(kv_len - window, 0)
-    else:
-        first_pos = 0
-    end_tile = tl.cdiv(kv_len, BLOCK_N)
-    return first_pos, end_tile, tl.cdiv(end_tile - first_pos // BLOCK_N, num_splits)
-
 
 # What changes from step to step (the split count and the strides it sets, a block table's
 # width) is not specialized on: every value then runs the kernel the warm-up compiled.
 @triton.jit(do_not_specialize=["num_splits", "stride_bt", "stride_lb", "stride_lh"],
             do_not_specialize_on_alignment=["block_tables_ptr", "kv_lens_ptr"])
 def _decode_split_kernel(
-    q_ptr,
-    k_cache_ptr,
-    v_cache_ptr,
-    k_sz_ptr,
-    v_sz_ptr,
-    block_tables_ptr,
-    kv_lens_ptr,
-    out_ptr,
-    lse_ptr,
-    qk_scale,
-    softcap,
-    window,
-    num_splits,
-    stride_qb,
-    stride_qh,
-    stride_kb,
-    stride_kr,
-    stride_kh,
-    stride_vb,
-    stride_vr,
-    stride_vh,
-    stride_szb,
-    stride_szr,
-    stride_szh,
-    stride_bt,
-    stride_ob,
-    stride_oh,
-    stride_os,
-    stride_lb,
-    stride_lh,
-    GROUP: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HAS_WINDOW: tl.constexpr,
-    SPLIT: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    QUANT: tl.constexpr,
-    SOFTCAP: tl.constexpr,
+    q_ptr, k_cache_ptr, v_cache_ptr, k_sz_ptr, v_sz_ptr, block_tables_ptr, kv_lens_ptr, out_ptr,
+    lse_ptr, qk_scale, softcap, window, num_splits, stride_qb, stride_qh, stride_kb, stride_kr,
+    stride_kh, stride_vb, stride_vr, stride_vh, stride_szb, stride_szr, stride_szh, stride_bt,
+    stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    SPLIT: tl.constexpr, DOT_PRECISION: tl.constexpr, QUANT: tl.constexpr, VARIANT: tl.constexpr,
+    SAME_KV_STRIDES: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
 
     kv_len = tl.load(kv_lens_ptr + seq)
-    first_pos, end_tile, tiles_per_split = _split_tiles(
+    first_pos, end_tile, tiles_per_split = split_tiles(
         kv_len, window, num_splits, BLOCK_N, HAS_WINDOW
     )
     tile_lo = first_pos // BLOCK_N + split * tiles_per_split
     tile_hi = tl.minimum(tile_lo + tiles_per_split, end_tile)
 
     offs_h = tl.arange(0, BLOCK_H)
-    # The head dimension of each column: packed int4 codes unpack in another order.
-    offs_d, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
+    # The head dimension of each column: quantized codes come out of their tiles in other orders.
+    # Byte and pair tiles of int4 codes, and pair tiles of int8 ones, hold two halves of the head
+    # dimension (see triton_kv_bytes), each multiplied and accumulated on its own.
+    HALVES: tl.constexpr = (QUANT == 4 and VARIANT != 0) or (QUANT == 8 and VARIANT >= 2)
+    if QUANT != 0 and VARIANT != 0:
+        offs_d, d_mask = byte_columns(BLOCK_D, HEAD_DIM, QUANT, VARIANT)
+    else:
+        offs_d, d_mask = head_dim_columns(BLOCK_D, HEAD_DIM, QUANT)
     offs_n = tl.arange(0, BLOCK_N)
     head_mask = offs_h < GROUP
     heads = kv_head * GROUP + offs_h
@@ -147,7 +97,13 @@ def _decode_split_kernel(
 
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+    if HALVES:
+        q, q_hi = split_halves(q, BLOCK_D)
+        acc = tl.zeros([BLOCK_H, BLOCK_D // 2], dtype=tl.float32)
+    else:
+        q_hi = q
+        acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+    acc_hi = acc
     table_row = block_tables_ptr + seq * stride_bt
     for tile in range(tile_lo, tile_hi):
         start = tile * BLOCK_N
@@ -171,10 +127,15 @@ def _decode_split_kernel(
                 table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_szb, stride_szr
             ) + kv_head * stride_szh
             k_scale, k_zero = load_scale_zero(k_sz_ptr + rows_sz, valid)
-            qk = dequantized_scores(
-                q, q_sum, k_cache_ptr + rows_k + kv_head * stride_kh, valid, k_scale * qk_scale,
-                k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
-            )
+            k_rows = k_cache_ptr + rows_k + kv_head * stride_kh
+            if VARIANT != 0:
+                qk = byte_scores(q, q_hi, q_sum, k_rows, valid, k_scale * qk_scale,
+                                 k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT, HALVES,
+                                 DOT_PRECISION)
+            else:
+                qk = dequantized_scores(q, q_sum, k_rows, valid, k_scale * qk_scale,
+                                        k_zero * qk_scale, HEAD_DIM, BLOCK_D, QUANT,
+                                        DOT_PRECISION)
         if SOFTCAP:
             qk = softcap_scores(qk, softcap)
         qk = tl.where(valid[None, :], qk, float("-inf"))
@@ -186,9 +147,12 @@ def _decode_split_kernel(
         p = tl.exp2(qk - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
 
-        rows_v = paged_token_offsets(
-            table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
-        )
+        if SAME_KV_STRIDES:
+            rows_v = rows_k
+        else:
+            rows_v = paged_token_offsets(
+                table_row, start, kv_len, BLOCK_N, BLOCK_SIZE, stride_vb, stride_vr
+            )
         if QUANT == 0:
             v = tl.load(
                 v_cache_ptr + rows_v[:, None] + kv_head * stride_vh + offs_d[None, :],
@@ -198,14 +162,23 @@ def _decode_split_kernel(
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
             v_scale, v_zero = load_scale_zero(v_sz_ptr + rows_sz, valid)
-            pv, top, rows = dequantized_values(
-                p, v_cache_ptr + rows_v + kv_head * stride_vh, valid, v_scale, v_zero,
-                q.dtype == tl.float32, HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION,
-            )
+            v_rows = v_cache_ptr + rows_v + kv_head * stride_vh
+            wide: tl.constexpr = q.dtype == tl.float32
+            if VARIANT != 0:
+                pv, pv_hi, top, rows = byte_values(p, v_rows, valid, v_scale, v_zero, wide,
+                                                   HEAD_DIM, BLOCK_D, QUANT, HALVES,
+                                                   DOT_PRECISION)
+                if HALVES:
+                    acc_hi = acc_hi * alpha[:, None] + top * pv_hi
+            else:
+                pv, top, rows = dequantized_values(p, v_rows, valid, v_scale, v_zero, wide,
+                                                   HEAD_DIM, BLOCK_D, QUANT, DOT_PRECISION)
             acc = acc * alpha[:, None] + top * pv
             acc_rows = acc_rows * alpha + rows
         m_i = m_new
 
+    if HALVES:
+        acc = join_halves(acc, acc_hi)
     if QUANT != 0:
         acc += acc_rows[:, None]
 
@@ -227,98 +200,6 @@ def _decode_split_kernel(
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit(do_not_specialize=["num_splits", "stride_lb", "stride_lh"],
-            do_not_specialize_on_alignment=["kv_lens_ptr"])
-def _decode_merge_kernel(
-    partial_ptr,
-    lse_ptr,
-    out_ptr,
-    kv_lens_ptr,
-    window,
-    num_splits,
-    stride_pb,
-    stride_ph,
-    stride_ps,
-    stride_lb,
-    stride_lh,
-    stride_ob,
-    stride_oh,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    HAS_WINDOW: tl.constexpr,
-):
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    kv_len = tl.load(kv_lens_ptr + seq)
-    first_pos, end_tile, tiles_per_split = _split_tiles(
-        kv_len, window, num_splits, BLOCK_N, HAS_WINDOW
-    )
-    # The splits that hold tiles of this sequence; the others stored nothing.
-    num_active = tl.cdiv(end_tile - first_pos // BLOCK_N, tiles_per_split)
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < num_active
-    d_mask = offs_d < HEAD_DIM
-
-    lse = tl.load(
-        lse_ptr + seq * stride_lb + head * stride_lh + offs_s, mask=s_mask, other=float("-inf")
-    )
-    # Every sequence has at least its own token, so at least one split is finite.
-    weights = tl.exp2(lse - tl.max(lse, 0))
-    partial = tl.load(
-        partial_ptr
-        + seq * stride_pb
-        + head * stride_ph
-        + offs_s[:, None] * stride_ps
-        + offs_d[None, :],
-        mask=s_mask[:, None] & d_mask[None, :],
-        other=0.0,
-    )
-    out = tl.sum(partial * weights[:, None], 0) / tl.sum(weights, 0)
-    tl.store(
-        out_ptr + seq * stride_ob + head * stride_oh + offs_d,
-        out.to(out_ptr.dtype.element_ty),
-        mask=d_mask,
-    )
-
-
-def tile_tokens(quant_policy: int, num_splits: int = 1) -> int:
-    """Tokens per K/V tile the decode kernel uses by default at ``quant_policy`` and
-    ``num_splits``."""
-    return _QUANT_BLOCK_N if quant_policy and num_splits > 1 else _BLOCK_N
-
-
-def choose_launch(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
-                  quant_policy: int = 0, sliding_window: int | None = None) -> tuple[int, int]:
-    """``(num_splits, block_n)`` for a decode step: the splits :func:`choose_num_splits` picks
-    over 64-token tiles, then the tile :func:`tile_tokens` gives for them (and the splits
-    again over that tile's count)."""
-    def splits(block_n: int) -> int:
-        span = max_context if sliding_window is None else min(max_context,
-                                                               sliding_window + block_n)
-        return choose_num_splits(batch, num_kv_heads, span, device, block_n)
-
-    num_splits = splits(_BLOCK_N)
-    block_n = tile_tokens(quant_policy, num_splits)
-    return (num_splits if block_n == _BLOCK_N else splits(block_n)), block_n
-
-
-def choose_num_splits(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
-                      block_n: int = _BLOCK_N) -> int:
-    """Splits per (sequence, KV head) so the grid fills the GPU about four times over, at most
-    :data:`_MAX_SPLITS`; none once the batch alone gives every SM two programs, and never more
-    than ``max_context`` has tiles of ``block_n`` tokens. Each sequence divides its
-    own tiles among the splits, so the count holds for any context length, and it uses only
-    shapes: it never syncs with the device and a decode step stays capturable in a CUDA graph."""
-    programs = batch * num_kv_heads
-    if programs >= 2 * num_sms(device):
-        return 1
-    wanted = triton.cdiv(4 * num_sms(device), programs)
-    return max(1, min(wanted, triton.cdiv(max_context, block_n), _MAX_SPLITS))
-
-
 def paged_decode_attention_splitk(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -329,17 +210,22 @@ def paged_decode_attention_splitk(
     sliding_window: int | None,
     num_splits: int,
     num_warps: int | None = None,
-    num_stages: int = 3,
+    num_stages: int | None = None,
     k_scales_zeros: torch.Tensor | None = None,
     v_scales_zeros: torch.Tensor | None = None,
     quant_policy: int = 0,
     softcap: float | None = None,
     block_n: int | None = None,
+    variant: int | None = None,
+    max_registers: int | None = None,
 ) -> torch.Tensor:
     """:func:`paged_decode_attention` with an explicit number of splits per sequence
     (1 = no split-K: a single kernel writes the output) and launch config of the main kernel:
-    ``num_warps``, ``num_stages`` and ``block_n``, the tokens per K/V tile (a power of two, at
-    least 16; by default :func:`tile_tokens`'s)."""
+    ``num_warps``, ``num_stages``, ``block_n``, the tokens per K/V tile (a power of two, at
+    least 16), and ``variant``, how a quantized cache's codes are read (an index in
+    ``decode_launch.CODE_VARIANTS``); each left out is ``decode_launch.kernel_config``'s.
+    ``max_registers`` caps the registers per thread of the main kernel (the compiler's
+    ``maxnreg``), trading spills for more resident programs."""
     expect(q.dim() == 3, f"q must be [B, nh, d], got {tuple(q.shape)}.")
     expect_dtype("q", q)
     expect_paged_cache(k_cache, v_cache, quant_policy, k_scales_zeros, v_scales_zeros)
@@ -362,7 +248,7 @@ def paged_decode_attention_splitk(
     expect(num_splits >= 1, f"num_splits must be at least 1, got {num_splits}.")
     expect(sliding_window is None or sliding_window > 0, "sliding_window must be positive.")
     expect(softcap is None or softcap > 0, "softcap must be positive.")
-    block_n = block_n or tile_tokens(quant_policy, num_splits)
+    block_n = block_n or kernel_config(quant_policy, num_splits).block_n
     expect(block_n >= 16 and block_n & (block_n - 1) == 0,
            f"block_n must be a power of two of at least 16, got {block_n}.")
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -374,6 +260,11 @@ def paged_decode_attention_splitk(
     if sliding_window is not None:
         span = min(span, sliding_window + block_n)
     num_splits = min(num_splits, triton.cdiv(span, block_n))
+    # Warps, stages and code variant follow the split count the kernel runs with.
+    default = kernel_config(quant_policy, num_splits)
+    variant = default.variant if variant is None else variant
+    expect(0 <= variant < len(CODE_VARIANTS),
+           f"variant must be an index in {CODE_VARIANTS}, got {variant}.")
 
     group = num_heads // num_kv_heads
     block_d = triton.next_power_of_2(head_dim)
@@ -389,12 +280,14 @@ def paged_decode_attention_splitk(
         SPLIT=num_splits > 1,
         DOT_PRECISION=dot_precision(q.dtype),
         QUANT=quant_policy,
+        VARIANT=variant if quant_policy else 0,
+        # Quantized K and V caches of one layout (the usual case) share their row offsets; the
+        # unquantized kernel keeps its two lookups, as measured.
+        SAME_KV_STRIDES=bool(quant_policy) and k_cache.stride()[:3] == v_cache.stride()[:3],
         SOFTCAP=softcap is not None,
-        # 3 stages overlap the next tiles' K/V loads with this tile's math. Without splits (large
-        # batches, many programs per SM) 2 warps per program measured 2-4 % faster than 4 on an
-        # H200; with splits 4.
-        num_warps=num_warps or (4 if num_splits > 1 else 2),
-        num_stages=num_stages,
+        num_warps=num_warps or default.num_warps,
+        num_stages=num_stages or default.num_stages,
+        **({"maxnreg": max_registers} if max_registers else {}),
     )
     out = torch.empty_like(q)
     grid = (batch, num_kv_heads, num_splits)
@@ -403,99 +296,27 @@ def paged_decode_attention_splitk(
     cap = (softcap or 1.0) * LOG2E
     window = sliding_window or 0
     k_sz, v_sz, *sz_strides = scale_zero_words(k_cache, k_scales_zeros, v_scales_zeros)
-    k_cache, v_cache = code_words(k_cache, quant_policy), code_words(v_cache, quant_policy)
+    # Words of four codes, int8 pairs as uint16 or float16 bit patterns, or bytes as they are.
+    word = {0: torch.int32, 2: torch.uint16, 3: torch.float16}.get(variant)
+    if word is not None and (variant == 0 or quant_policy == 8):
+        k_cache, v_cache = (code_words(c, quant_policy, word) for c in (k_cache, v_cache))
     if num_splits == 1:
-        _decode_split_kernel[grid](
-            q,
-            k_cache,
-            v_cache,
-            k_sz,
-            v_sz,
-            block_tables,
-            kv_lens,
-            out,
-            out,
-            qk_scale,
-            cap,
-            window,
-            num_splits,
-            q.stride(0),
-            q.stride(1),
-            k_cache.stride(0),
-            k_cache.stride(1),
-            k_cache.stride(2),
-            v_cache.stride(0),
-            v_cache.stride(1),
-            v_cache.stride(2),
-            *sz_strides,
-            block_tables.stride(0),
-            out.stride(0),
-            out.stride(1),
-            0,
-            0,
-            0,
-            **meta,
+        # A single kernel writes the output; the partial and log-sum-exp strides go unused.
+        partial, lse, out_strides = out, out, (out.stride(0), out.stride(1), 0, 0, 0)
+    else:
+        partial = torch.empty(
+            batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32
         )
-        return out
-
-    partial = torch.empty(
-        batch, num_heads, num_splits, head_dim, device=q.device, dtype=torch.float32
-    )
-    lse = torch.empty(batch, num_heads, num_splits, device=q.device, dtype=torch.float32)
+        lse = torch.empty(batch, num_heads, num_splits, device=q.device, dtype=torch.float32)
+        out_strides = (*partial.stride()[:3], *lse.stride()[:2])
     _decode_split_kernel[grid](
-        q,
-        k_cache,
-        v_cache,
-        k_sz,
-        v_sz,
-        block_tables,
-        kv_lens,
-        partial,
-        lse,
-        qk_scale,
-        cap,
-        window,
-        num_splits,
-        q.stride(0),
-        q.stride(1),
-        k_cache.stride(0),
-        k_cache.stride(1),
-        k_cache.stride(2),
-        v_cache.stride(0),
-        v_cache.stride(1),
-        v_cache.stride(2),
-        *sz_strides,
-        block_tables.stride(0),
-        partial.stride(0),
-        partial.stride(1),
-        partial.stride(2),
-        lse.stride(0),
-        lse.stride(1),
-        **meta,
+        q, k_cache, v_cache, k_sz, v_sz, block_tables, kv_lens, partial, lse, qk_scale, cap,
+        window, num_splits, q.stride(0), q.stride(1), *k_cache.stride()[:3],
+        *v_cache.stride()[:3], *sz_strides, block_tables.stride(0), *out_strides, **meta,
     )
-    _decode_merge_kernel[(batch, num_heads)](
-        partial,
-        lse,
-        out,
-        kv_lens,
-        window,
-        num_splits,
-        partial.stride(0),
-        partial.stride(1),
-        partial.stride(2),
-        lse.stride(0),
-        lse.stride(1),
-        out.stride(0),
-        out.stride(1),
-        HEAD_DIM=head_dim,
-        BLOCK_D=block_d,
-        # One width for every split count: the count changes from step to step, and a
-        # constexpr that followed it would compile a kernel per power of two mid-serving.
-        BLOCK_S=triton.next_power_of_2(_MAX_SPLITS),
-        BLOCK_N=block_n,
-        HAS_WINDOW=sliding_window is not None,
-        num_warps=4 if num_splits <= 32 else 8,
-    )
+    if num_splits > 1:
+        merge_splits(partial, lse, out, kv_lens, window, num_splits, block_n,
+                     sliding_window is not None)
     return out
 
 
@@ -515,7 +336,7 @@ def paged_decode_attention(
     """One query token per sequence (``q: [B, nh, d]``) over its ``kv_lens[b]`` cached positions
     in the paged cache, its own K/V included (quantized at ``quant_policy`` 8 or 4). Returns
     ``[B, nh, d]`` in ``q``'s dtype. ``softcap`` soft-caps the scaled scores. Picks the split-K
-    factor from shapes alone (see :func:`choose_num_splits`)."""
+    factor from shapes alone (see ``decode_launch.choose_num_splits``)."""
     num_splits, block_n = choose_launch(q.shape[0], k_cache.shape[2],
                                         block_tables.shape[1] * k_cache.shape[1], q.device,
                                         quant_policy, sliding_window)

@@ -37,15 +37,18 @@ def scale_zero_words(k_cache: torch.Tensor, k_scales_zeros: torch.Tensor | None,
     return (k_words, v_words, *k_words.stride()[:3])
 
 
-def code_words(cache: torch.Tensor, quant_policy: int) -> torch.Tensor:
+def code_words(cache: torch.Tensor, quant_policy: int,
+               word: torch.dtype = torch.int32) -> torch.Tensor:
     """What the attention kernels read: a quantized cache as int32 words of four code bytes
-    (strides in words), which they unpack in registers; an unquantized one as it is."""
+    (or words of another ``word`` type, e.g. 16-bit pairs; strides in words), which they
+    unpack in registers; an unquantized one as it is."""
     if not quant_policy:
         return cache
-    expect(cache.shape[-1] % 4 == 0,
-           f"a quantized cache row must be whole 4-byte words, not {cache.shape[-1]} bytes; "
-           "int8 needs a head_dim multiple of 4, int4 of 8.")
-    return cache.view(torch.int32)
+    size = word.itemsize
+    expect(cache.shape[-1] % size == 0,
+           f"a quantized cache row must be whole {size}-byte words, not {cache.shape[-1]} bytes; "
+           f"int8 needs a head_dim multiple of {size}, int4 of {2 * size}.")
+    return cache.view(word)
 
 
 @triton.jit
@@ -169,14 +172,25 @@ def dequantized_values(p, v_ptrs, valid, scale, zero, WIDE: tl.constexpr, HEAD_D
     probabilities relative to the tile's largest (so float16 keeps them), its zero into ``row``.
     In float32 when ``WIDE`` (float32 queries), else float16."""
     v = load_codes(v_ptrs, valid, HEAD_DIM, BLOCK_D, QUANT)
-    top = tl.maximum(tl.max(scale, 0), 1e-30)
-    weights = p * (scale / top)[None, :]
-    row = tl.sum(p * zero[None, :], 1)
+    weights, top, row = value_weights(p, scale, zero, WIDE)
     if WIDE:
-        pv = tl.dot(weights, v.to(tl.float32), input_precision=DOT_PRECISION)
-    else:
-        pv = tl.dot(weights.to(tl.float16), v, input_precision=DOT_PRECISION)
+        v = v.to(tl.float32)
+    pv = tl.dot(weights, v, input_precision=DOT_PRECISION)
     return pv, top * CODE_UNIT, row
+
+
+@triton.jit
+def value_weights(p, scale, zero, WIDE: tl.constexpr):
+    """What ``p @ v`` multiplies the values' codes by, for float32 probabilities ``p`` and the
+    values' scales and zeros: ``(weights, top, row)`` with the weights ``p * scale / top`` (in
+    float16 unless ``WIDE``), ``top`` the tile's largest scale and ``row`` the per-row sum of
+    ``p * zero``."""
+    top = tl.maximum(tl.max(scale, 0), 1e-30)
+    if WIDE:
+        weights = p * (scale / top)[None, :]
+    else:
+        weights = (p * (scale / top)[None, :]).to(tl.float16)
+    return weights, top, tl.sum(p * zero[None, :], 1)
 
 
 @triton.jit
