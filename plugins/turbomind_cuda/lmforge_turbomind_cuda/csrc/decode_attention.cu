@@ -40,8 +40,11 @@ constexpr int kDecodeStages = 2;
 template <int D> constexpr size_t decode_tiles_bytes() {
   return (size_t)2 * kDecodeStages * kDecodeTile * (D + 8) * 2;  // K and V, padded rows
 }
+// The merge's output rows are padded by 8 floats: a half-warp's 8-byte stores (rows g < 4,
+// columns 2t) then cover the 32 banks once.
+template <int D> __host__ __device__ constexpr int merge_ld() { return D + 8; }
 template <int D> constexpr size_t decode_merge_bytes() {
-  return (size_t)kDecodeWarps * kDecodeRows * (D + 2) * sizeof(float);  // output, max, sum
+  return (size_t)kDecodeWarps * kDecodeRows * (merge_ld<D>() + 2) * sizeof(float);  // o, max, sum
 }
 template <int D> constexpr size_t decode_smem_bytes() {
   return decode_tiles_bytes<D>() > decode_merge_bytes<D>() ? decode_tiles_bytes<D>()
@@ -223,19 +226,18 @@ decode_attention_mma_kernel(T* out, const T* q, int q_stride, const T* k_cache,
     l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
   }
-  float* s_o = reinterpret_cast<float*>(smem);          // [warps][rows][D]
-  float* s_m = s_o + kDecodeWarps * kDecodeRows * D;    // [warps][rows]
+  constexpr int OLD = merge_ld<D>();
+  float* s_o = reinterpret_cast<float*>(smem);          // [warps][rows][OLD]
+  float* s_m = s_o + kDecodeWarps * kDecodeRows * OLD;  // [warps][rows]
   float* s_l = s_m + kDecodeWarps * kDecodeRows;        // [warps][rows]
   {
-    float* oa = s_o + (warp * kDecodeRows + g) * D;
-    float* ob = oa + 8 * D;
+    float* oa = s_o + (warp * kDecodeRows + g) * OLD;
+    float* ob = oa + 8 * OLD;
 #pragma unroll
     for (int i = 0; i < D / 8; ++i) {
       const int c = i * 8 + t * 2;
-      oa[c] = o[i][0];
-      oa[c + 1] = o[i][1];
-      ob[c] = o[i][2];
-      ob[c + 1] = o[i][3];
+      *reinterpret_cast<float2*>(oa + c) = make_float2(o[i][0], o[i][1]);
+      *reinterpret_cast<float2*>(ob + c) = make_float2(o[i][2], o[i][3]);
     }
     if (t == 0) {
       s_m[warp * kDecodeRows + g] = m_a;
@@ -256,7 +258,7 @@ decode_attention_mma_kernel(T* out, const T* q, int q_stride, const T* k_cache,
       for (int w = 0; w < kDecodeWarps; ++w) {
         const float wt = exp2f(s_m[w * kDecodeRows + h] - mx);
         sum += s_l[w * kDecodeRows + h] * wt;
-        acc += s_o[(w * kDecodeRows + h) * D + d] * wt;
+        acc += s_o[(w * kDecodeRows + h) * OLD + d] * wt;
       }
     }
     const float value = sum > 0.f ? acc / sum : 0.f;
