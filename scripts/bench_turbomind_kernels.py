@@ -4,6 +4,9 @@ Llama-3-8B's shapes (bf16): paged decode attention (32 query heads over 8 K/V he
 and the GEMV at 1 to 4 rows against cuBLAS, with the bandwidth of the weight bytes read.
 
     python scripts/bench_turbomind_kernels.py [--batch-size 1 16 64 256] [--context 256 2048]
+
+The decode attention timed is the tensor-core kernel; ``LMFORGE_TURBOMIND_DECODE=simt`` times
+the CUDA-core one it replaced.
 """
 
 from __future__ import annotations

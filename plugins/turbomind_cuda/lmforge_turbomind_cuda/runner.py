@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 GEMM_WORKSPACE_BYTES = 32 << 20
-DECODE_HEADS_PER_BLOCK = 8  # kDecodeMaxHeads in decode_attention.cu
+DECODE_HEADS_PER_BLOCK = 16  # kDecodeRows in decode_attention.cu (the mma's M)
 
 
 def cuda_device(name: str) -> torch.device:

@@ -97,24 +97,73 @@ def test_rope_writes_the_rotated_kv_into_the_cache(ops, dtype, heads, kv_heads, 
     torch.testing.assert_close(caches[1], caches[3], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 64), (32, 8, 128),
-                                                             (12, 12, 64), (28, 4, 128)])
-@pytest.mark.parametrize("num_splits", [1, 5])
-@pytest.mark.parametrize("window", [0, 40])
-def test_decode_attention(ops, dtype, heads, kv_heads, head_dim, num_splits, window):
-    lens = [1, 17, 64, 300, 1031]
-    block_size = 16
-    k, v, tables = paged_cache(lens, kv_heads, head_dim, block_size, dtype)
+def decode_case(ops, dtype, lens, heads, kv_heads, head_dim, block_size, num_splits, window,
+                seed=0):
+    """The decode kernel and the reference on random q and a shuffled paged cache."""
+    k, v, tables = paged_cache(lens, kv_heads, head_dim, block_size, dtype, seed)
     # q as the decode kernel meets it: strided rows of the fused qkv output.
-    qkv = torch.randn(len(lens), (heads + 2 * kv_heads) * head_dim, device="cuda", dtype=dtype)
-    q = qkv[:, : heads * head_dim].view(len(lens), heads, head_dim)
+    gen = torch.Generator().manual_seed(seed + 1)
+    qkv = torch.randn(len(lens), (heads + 2 * kv_heads) * head_dim, generator=gen)
+    q = qkv.to("cuda", dtype)[:, : heads * head_dim].view(len(lens), heads, head_dim)
     kv_lens = torch.tensor(lens, device="cuda")
     scale = head_dim**-0.5
     got = ops.decode_attention(q, k, v, tables, kv_lens, scale, window, num_splits)
     want = reference.paged_attention(q, k, v, tables, lens, list(range(len(lens) + 1)), scale,
                                      window)
+    return got, want
+
+
+# Groups of 1, 2, 4, 7, 8 and 20 query heads (20: two blocks of the tensor-core kernel's 16
+# rows, the second one 4 rows full). Contexts: one token, under a 64-key tile, one tile exactly,
+# one past it, long ones; windows that start inside a block and a tile; more splits than a
+# short context has tiles (empty splits).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"),
+                         [(4, 2, 64), (32, 8, 128), (12, 12, 64), (28, 4, 128), (64, 8, 64),
+                          (40, 2, 128)])
+@pytest.mark.parametrize("block_size", [16, 64])
+@pytest.mark.parametrize("num_splits", [1, 5, 16])
+@pytest.mark.parametrize("window", [0, 40])
+def test_decode_attention(ops, dtype, heads, kv_heads, head_dim, block_size, num_splits, window):
+    lens = [1, 17, 64, 65, 300, 1031]
+    got, want = decode_case(ops, dtype, lens, heads, kv_heads, head_dim, block_size, num_splits,
+                            window)
     torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+# Llama-3-8B's heads at the engine's batch sizes, with the splits the runner picks on an H200.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 64, 256])
+def test_decode_attention_at_serving_batches(ops, dtype, batch):
+    from lmforge_turbomind_cuda.steps import decode_splits
+
+    lens = [random.Random(batch + i).randint(1, 700) for i in range(batch)]
+    splits = decode_splits(batch, 8, num_sms=132)
+    got, want = decode_case(ops, dtype, lens, 32, 8, 128, 128, splits, 0, seed=2)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_decode_attention_cuda_core_fallback():
+    """LMFORGE_TURBOMIND_DECODE=simt (read once per process) runs the CUDA-core kernel."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, test_kernels_gpu as t\n"
+        "from lmforge_turbomind_cuda import ops\n"
+        "for dtype in t.DTYPES:\n"
+        "    for heads, kv_heads, d in [(4, 2, 64), (28, 4, 128)]:\n"
+        "        for splits in [1, 5]:\n"
+        "            got, want = t.decode_case(ops, dtype, [1, 17, 300, 1031], heads, kv_heads,\n"
+        "                                      d, 16, splits, 40)\n"
+        "            torch.testing.assert_close(got, want, **t.TOL[dtype])\n"
+    )
+    env = dict(os.environ, LMFORGE_TURBOMIND_DECODE="simt")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

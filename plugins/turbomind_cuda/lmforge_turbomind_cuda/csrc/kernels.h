@@ -20,6 +20,14 @@ int decode_attention(int dtype, void* out, const void* q, int q_stride, const vo
                      const int32_t* kv_lens, int seqs, int heads, int kv_heads, int head_dim,
                      int block_size, float scale, int window, int num_splits, float* split_out,
                      float* split_lse, cudaStream_t stream);
+// The first pass of decode_attention on the CUDA cores (its fallback): writes `out` with one
+// split, else each split's partial output and log-sum-exp for the merge kernel.
+int decode_attention_simt(int dtype, void* out, const void* q, int q_stride,
+                          const void* k_cache, const void* v_cache, const int32_t* block_tables,
+                          int bt_stride, const int32_t* kv_lens, int seqs, int heads,
+                          int kv_heads, int head_dim, int block_size, float scale, int window,
+                          int num_splits, float* split_out, float* split_lse,
+                          cudaStream_t stream);
 int prefill_attention(int dtype, void* out, const void* q, int q_stride, const void* k_cache,
                       const void* v_cache, const int32_t* block_tables, int bt_stride,
                       const int32_t* kv_lens, const int32_t* q_starts, const int32_t* tile_seq,
