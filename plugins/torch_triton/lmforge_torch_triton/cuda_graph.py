@@ -17,19 +17,12 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.graph_sizes import decode_graph_sizes
 
 from .block_table import DeviceBlockTables
 from .inputs import StepInputs, cache_slots, fill_pending, table_of, upload_rows
 
 logger = logging.getLogger(__name__)
-
-BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
-
-
-def bucket_sizes(max_batch_size: int) -> list[int]:
-    sizes = [b for b in BUCKETS if b < max_batch_size]
-    return sizes + [max_batch_size]
-
 
 class DecodeGraphs:
     """Captures ``forward`` for decode batches lazily, one graph per bucket, sharing one pool."""
@@ -38,7 +31,7 @@ class DecodeGraphs:
                  device: torch.device):
         self.forward = forward
         self.kv_caches = kv_caches
-        self.buckets = bucket_sizes(max_batch_size)
+        self.buckets = decode_graph_sizes(max_batch_size)
         self.max_blocks = max_blocks
         self.device = device
         n = self.buckets[-1]

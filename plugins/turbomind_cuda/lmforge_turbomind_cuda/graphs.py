@@ -14,25 +14,19 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.graph_sizes import decode_graph_sizes
 from lmforge.engine.transfer import fill_prev_tokens, to_device
 
 from .library import TmStep
 
 logger = logging.getLogger(__name__)
 
-BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
-
-
-def bucket_sizes(max_batch_size: int) -> list[int]:
-    return [b for b in BUCKETS if b < max_batch_size] + [max_batch_size]
-
-
 class DecodeGraphs:
     """Captures the runner's native forward for decode batches, one graph per bucket."""
 
     def __init__(self, runner, max_batch_size: int, max_blocks: int) -> None:
         self.runner = runner
-        self.buckets = bucket_sizes(max_batch_size)
+        self.buckets = decode_graph_sizes(max_batch_size)
         self.max_blocks = max_blocks
         device = runner.device
         n = self.buckets[-1]

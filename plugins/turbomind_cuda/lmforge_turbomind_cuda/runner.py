@@ -14,12 +14,13 @@ import logging
 
 import torch
 from lmforge.engine.batch import ForwardBatch
+from lmforge.engine.graph_sizes import decode_graph_sizes
 from lmforge.engine.settings import max_batch_size_of
 from lmforge.errors import ConfigError, EngineError
 from lmforge.model.loader import ModelInfo
 from lmforge.model.rope import rope_inv_freq
 
-from .graphs import DecodeGraphs, bucket_sizes
+from .graphs import DecodeGraphs
 from .library import (
     TM_BFLOAT16,
     TM_FLOAT16,
@@ -190,7 +191,7 @@ class TurbomindRunner:
         so an eager step and a graph replay compute the same sums."""
         c = self.config
         chunks = -(-(c.num_heads // c.num_kv_heads) // DECODE_HEADS_PER_BLOCK)
-        size = next((b for b in bucket_sizes(self.max_seqs) if b >= num_seqs), num_seqs)
+        size = next((b for b in decode_graph_sizes(self.max_seqs) if b >= num_seqs), num_seqs)
         return decode_splits(size, c.num_kv_heads * chunks, self.num_sms)
 
     def forward(self, step_ref) -> None:
