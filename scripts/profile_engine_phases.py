@@ -13,9 +13,16 @@ the host's; on a CPU the device time is the wall time of the forward and the sam
 Prints, per bucket of rows in the step (1, 2-63, 64-255, 256+), the steps, the host's
 milliseconds per step in each phase (exclusive: a phase's time leaves out the phases it calls),
 the device's busy milliseconds per step, the share of wall time the host spends waiting for the
-device's tokens, and the share the device sits idle (wall minus busy). Only the timed run counts
+device's tokens, and the share the device sits idle. Only the timed run counts
 (the bench's --warmup requests are left out). The timers cost about a microsecond per call,
 which the grammar advance (one call per constrained row) feels most.
+
+On a GPU the idle share is measured on the device's own clock: for each step, the time between
+the previous step's last event and this step's first (the host was late to queue it) plus the
+time between its forward and its sampling, against the device's time from the previous step's
+end to this one's. A step is queued while the one before still runs, so its host wall time
+waits for the previous step, not its own: comparing the two misattributes a long step's time to
+the step after it. On a CPU the forward runs inside the host's step, and idle is wall minus busy.
 """
 
 from __future__ import annotations
@@ -221,19 +228,40 @@ class PhaseRecorder:
                 busy += start.elapsed_time(end) / 1e3
         return busy
 
+    def device_gaps(self) -> list[float | None]:
+        """Per record, the seconds the device sat idle before and inside its step: from the
+        previous step's last event to this step's forward, plus from its forward's end to its
+        sampling's start. None for a step without a forward, or the first one."""
+        gaps: list[float | None] = []
+        last = None  # the previous step's last recorded event
+        for record in self.records:
+            ev = record.events
+            gap = None
+            if ev[0] is not None and last is not None:
+                gap = last.elapsed_time(ev[0]) / 1e3
+                if ev[1] is not None and ev[2] is not None:
+                    gap += ev[1].elapsed_time(ev[2]) / 1e3
+            gaps.append(gap)
+            last = next((e for e in reversed(ev) if e is not None), last)
+        return gaps
+
     def summary(self) -> dict[str, dict[str, float]]:
         """Per bucket (and ``all``): steps, ms per step of wall, each phase and the device,
         and the shares of wall time the host waits and the device idles."""
+        gaps: list[float | None] = [None] * len(self.records)
         if self.cuda:
             torch.cuda.synchronize()
-        groups: dict[str, list[StepRecord]] = {"all": self.records}
+            gaps = self.device_gaps()
+        pairs = list(zip(self.records, gaps, strict=True))
+        groups: dict[str, list] = {"all": pairs}
         for name, low, high in BUCKETS:
-            chosen = [r for r in self.records if low <= r.rows <= high]
+            chosen = [(r, g) for r, g in pairs if low <= r.rows <= high]
             if chosen:
                 groups[name] = chosen
-        return {name: self._figures(records) for name, records in groups.items()}
+        return {name: self._figures(chosen) for name, chosen in groups.items()}
 
-    def _figures(self, records: list[StepRecord]) -> dict[str, float]:
+    def _figures(self, pairs: list) -> dict[str, float]:
+        records = [r for r, _ in pairs]
         steps = len(records)
         if not steps:
             return {"steps": 0}
@@ -245,7 +273,13 @@ class PhaseRecorder:
             out[f"{phase}_ms"] = sum(r.phases.get(phase, 0.0) for r in records) / steps * 1e3
         out["device_ms"] = device / steps * 1e3
         out["host_waits"] = out["wait_ms"] / out["wall_ms"] if wall else 0.0
-        out["device_idle"] = max(0.0, wall - device) / wall if wall else 0.0
+        if self.cuda:
+            measured = [(self.device_seconds(r), g) for r, g in pairs if g is not None]
+            idle = sum(g for _, g in measured)
+            span = idle + sum(busy for busy, _ in measured)
+            out["device_idle"] = idle / span if span else 0.0
+        else:
+            out["device_idle"] = max(0.0, wall - device) / wall if wall else 0.0
         return out
 
 

@@ -77,3 +77,37 @@ def test_device_time_comes_from_cuda_events(profiler, tiny_model):
     # cannot be busy for longer than the run.
     assert figures["device_ms"] * figures["steps"] <= report["throughput"]["elapsed_s"] * 1e3
     assert 0 <= figures["device_idle"] < 1
+
+
+class _Event:
+    """A CUDA event's stand-in: recorded at ``ms`` on the device's clock."""
+
+    def __init__(self, ms: float):
+        self.ms = ms
+
+    def elapsed_time(self, later: _Event) -> float:
+        return later.ms - self.ms
+
+
+def test_device_idle_is_measured_between_steps_on_the_device_clock(profiler):
+    recorder = profiler.PhaseRecorder()
+    recorder.cuda = True
+
+    def step(rows, wall_ms, *event_ms):
+        record = profiler.StepRecord(rows=rows, wall=wall_ms / 1e3)
+        record.events = [_Event(ms) if ms is not None else None for ms in event_ms]
+        recorder.records.append(record)
+
+    # A long prompt step (100 ms on the device), then decodes queued ahead (no gap), then a
+    # decode the host queued 2 ms late. The decode after the prompt step waits 100 ms on the
+    # host, but the device was never idle before it.
+    step(64, 30, 0, 99, 99, 100)
+    step(300, 100, 100, 119, 119, 120)
+    step(300, 20, 120, 139, 139, 140)
+    step(300, 22, 142, 161, 161, 162)
+    gaps = recorder.device_gaps()
+    assert gaps == [None, 0.0, 0.0, pytest.approx(0.002)]
+    figures = recorder._figures(list(zip(recorder.records, gaps, strict=True))[1:])
+    assert figures["device_idle"] == pytest.approx(2 / 62)
+    # The host's wall time would have charged the prompt step's 100 ms to the decodes.
+    assert figures["wall_ms"] > figures["device_ms"] * 2
