@@ -84,13 +84,15 @@ class PhaseRecorder:
         from lmforge.engine.output_processor import OutputProcessor
         from lmforge.engine.sampler import Sampler, SamplerOutput
         from lmforge.engine.sampling_batch import SamplingBatch
+        from lmforge.engine.sampling_slots import SlotSampling
         from lmforge.engine.scheduler import Scheduler
         from lmforge.structured import masks
         from lmforge.structured.compiler import GrammarState
 
         self.wrap(Scheduler, "schedule", "schedule", after=self._count_rows)
         self.wrap(Scheduler, "build_batch", "build_batch")
-        self.wrap(SamplingBatch, "from_sequences", "sampling_batch")
+        self.wrap(SlotSampling, "batch", "sampling_batch")
+        self.wrap(SamplingBatch, "from_sequences", "sampling_batch")  # the row-by-row fallback
         self.wrap(masks, "fill_bitmask", "mask_fill", after=lambda _: self._event(2))
         self.wrap(Sampler, "sample", "sample", before=lambda: self._event(2),
                   after=lambda _: self._event(3))

@@ -26,6 +26,7 @@ from .output_processor import EngineCounters, OutputProcessor
 from .request import Request
 from .sampler import Sampler, SamplerOutput
 from .sampling_batch import SamplingBatch, reads_output_tokens
+from .sampling_slots import SlotSampling
 from .scheduler import Scheduler, SchedulerConfig, SchedulerOutput
 from .sequence import Sequence
 from .step_trace import StepTrace
@@ -70,6 +71,8 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(scheduler_config)
         self.sampler = Sampler()
+        # Each running sequence's sampling parameters, kept on the device by batch slot.
+        self.sampling = SlotSampling(vocab_size, runner.device, eos_token_ids, tokenizer)
         self.session_len = session_len
         self.eos_token_ids = list(eos_token_ids)
         self.vocab_size = vocab_size
@@ -210,9 +213,7 @@ class LLMEngine:
         # queued back to back.
         sampling = None
         if sample_seqs:
-            sampling = SamplingBatch.from_sequences(
-                sample_seqs, self.vocab_size, self.runner.device, self.eos_token_ids,
-                tokenizer=self.tokenizer)
+            sampling = self.sampling.batch(sample_seqs)
         logits = self.runner.execute(batch)
         self.scheduler.update(output)
         self.counters.steps_total += 1

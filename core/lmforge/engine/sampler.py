@@ -103,7 +103,8 @@ class Sampler:
         temperature, top-k, top-p and min-p: the model's own distribution over the tokens the
         request allows, independent of how it is sampled.
         """
-        if batch.penalties is not None or batch.masked is not None or batch.grammar is not None:
+        if (batch.penalties is not None or batch.masked is not None or batch.grammar is not None
+                or batch.ban_rows is not None):
             if not (inplace and logits.is_contiguous()):
                 logits = logits.clone(memory_format=torch.contiguous_format)
             if batch.penalties is not None:
@@ -111,6 +112,11 @@ class Sampler:
             if batch.masked is not None:
                 # index_fill_ with a Python scalar needs no host-to-device copy, hence no sync.
                 logits.view(-1).index_fill_(0, batch.masked, float("-inf"))
+            if batch.ban_rows is not None:
+                # Per row on the device, no sync: the banned columns of banned rows go to -inf.
+                columns = logits[:, batch.ban_ids]
+                logits[:, batch.ban_ids] = columns.masked_fill(batch.ban_rows[:, None],
+                                                               float("-inf"))
             if batch.grammar is not None:
                 apply_bitmask(logits, *batch.grammar.device_masks(logits.device, batch.size,
                                                                   self._masks))

@@ -72,6 +72,10 @@ class SamplingBatch:
     # Constrained rows; their masks are filled when the sampler runs (after the forward is
     # queued, so the host fills them while the device computes the logits).
     grammar: GrammarRows | None = None
+    # Rows whose ``ban_ids`` (end-of-sequence ids, for ``ignore_eos``) may not be picked: [B]
+    # bool, gathered on the device by ``sampling_slots.SlotSampling``; None when no row bans.
+    ban_rows: torch.Tensor | None = None
+    ban_ids: torch.Tensor | None = None  # [E] long
 
     @property
     def all_greedy(self) -> bool:
