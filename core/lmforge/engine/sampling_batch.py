@@ -117,7 +117,7 @@ class SamplingBatch:
             cfgs = [configs[i] for i in sample]
             rows = on_device(sample, torch.long)
             temperature = on_device([c.temperature for c in cfgs], torch.float32)
-            ks = [c.top_k if 0 < c.top_k < vocab_size else 0 for c in cfgs]
+            ks = [row_top_k(c, vocab_size) for c in cfgs]
             max_top_k, all_top_k = max(ks), min(ks) > 0
             top_k = on_device(ks, torch.long) if max_top_k else None
             if any(c.top_p < 1.0 for c in cfgs):
@@ -198,6 +198,11 @@ def _masked_tokens(
             if 0 <= token < vocab_size:
                 masked.append(row * vocab_size + token)
     return masked
+
+
+def row_top_k(cfg: GenerationConfig, vocab_size: int) -> int:
+    """A row's top-k limit as the sampler takes it: 0 (no limit) unless below the vocabulary."""
+    return cfg.top_k if 0 < cfg.top_k < vocab_size else 0
 
 
 def _penalties(seqs: Sequence[SamplingSequence], on_device) -> Penalties | None:

@@ -20,7 +20,14 @@ from typing import Any
 
 import torch
 
-from .sampling_batch import SamplingBatch, SamplingSequence, _default_rng, _noise_key
+from .sampling_batch import (
+    SamplingBatch,
+    SamplingSequence,
+    _default_rng,
+    _noise_key,
+    reads_output_tokens,
+    row_top_k,
+)
 from .transfer import to_device
 
 # Columns of the per-slot parameter table (float32: top-k values are exact below 2**24).
@@ -32,8 +39,7 @@ def _plain(seq: SamplingSequence) -> bool:
     top-p, min-p, seed and ``ignore_eos``."""
     cfg = seq.gen_config
     return not (cfg.bad_token_ids or cfg.bad_words or cfg.min_new_tokens
-                or cfg.repetition_penalty != 1.0 or cfg.presence_penalty
-                or cfg.frequency_penalty or cfg.logprobs is not None
+                or cfg.logprobs is not None or reads_output_tokens(seq)
                 or getattr(seq, "grammar", None) is not None)
 
 
@@ -72,9 +78,11 @@ class SlotSampling:
             return self._by_rows(seqs)
         if new:
             self._write(new)
-        slot_t = to_device(slots, torch.long, self.device)
         greedy = self._greedy
         sample = [row for row, slot in enumerate(slots) if not greedy[slot]]
+        ban = self._eos is not None and any(self._ban[s] for s in slots)
+        # The rows' slots go to the device only for a step that gathers from them.
+        slot_t = to_device(slots, torch.long, self.device) if sample or ban else None
         temperature = top_k = top_p = min_p = keys = rows = None
         max_top_k, all_top_k = 0, False
         if sample:
@@ -92,9 +100,7 @@ class SlotSampling:
             rng = self.rng or _default_rng
             keys = to_device([_noise_key(seqs[row], rng) for row in sample], torch.long,
                              self.device)
-        ban_rows = None
-        if self._eos is not None and any(self._ban[s] for s in slots):
-            ban_rows = self._ban_eos.index_select(0, slot_t)
+        ban_rows = self._ban_eos.index_select(0, slot_t) if ban else None
         return SamplingBatch(
             size=len(seqs), vocab_size=self.vocab_size, sample_rows=rows,
             temperature=temperature, top_k=top_k, max_top_k=max_top_k, all_top_k=all_top_k,
@@ -123,7 +129,7 @@ class SlotSampling:
         table, bans = [], []
         for seq in seqs:
             cfg, slot = seq.gen_config, seq.slot
-            k = cfg.top_k if 0 < cfg.top_k < self.vocab_size else 0
+            k = row_top_k(cfg, self.vocab_size)
             self._owner[slot] = seq.seq_id
             self._greedy[slot] = cfg.greedy
             self._top_k[slot], self._top_p[slot], self._min_p[slot] = k, cfg.top_p, cfg.min_p
