@@ -45,13 +45,18 @@ def _tokens(batch: SamplingBatch, logits: torch.Tensor) -> list[int]:
     return Sampler().sample(logits.clone(), batch).token_ids.tolist()
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_special", [False, True])
-def test_slot_path_gives_the_row_by_row_tokens_as_slots_change_hands(with_special):
+def test_slot_path_gives_the_row_by_row_tokens_as_slots_change_hands(with_special, device):
     random.seed(0)
     torch.manual_seed(0)
     slots = BatchSlots()
     running: list[Sequence] = []
-    state = SlotSampling(VOCAB, "cpu", EOS, rng=random.Random(5))
+    state = SlotSampling(VOCAB, device, EOS, rng=random.Random(5))
     reference_rng = random.Random(5)
     kinds = PLAIN + (SPECIAL if with_special else [])
     by_rows = state._by_rows
@@ -67,10 +72,10 @@ def test_slot_path_gives_the_row_by_row_tokens_as_slots_change_hands(with_specia
             slots.take(seq)
             running.append(seq)
         rows = random.sample(running, k=len(running))  # any row order
-        logits = torch.randn(len(rows), VOCAB)
+        logits = torch.randn(len(rows), VOCAB).to(device)
         logits[:, EOS] += 4.0  # the end-of-sequence ids would win unless banned
         got = state.batch(rows)
-        expected = SamplingBatch.from_sequences(rows, VOCAB, "cpu", EOS, rng=reference_rng)
+        expected = SamplingBatch.from_sequences(rows, VOCAB, device, EOS, rng=reference_rng)
         tokens = _tokens(got, logits)
         assert tokens == _tokens(expected, logits), step
         for seq, token in zip(rows, tokens, strict=True):
