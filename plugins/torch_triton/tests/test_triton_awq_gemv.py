@@ -121,6 +121,7 @@ def test_ops_route_repacked_weights_where_the_table_says(monkeypatch):
     w = AWQLinear(qweight, qzeros, scales, 32)
     x = randn((2, 128), torch.float16, gen)
     expected = quant_reference.awq_linear(x, qweight, qzeros, scales, 32)
+    monkeypatch.setattr(triton_awq_gemv, "CONFIGS", {})
     assert triton_awq_gemv.with_gemv_layout(w) is w  # empty table: nothing to repack for
     monkeypatch.setitem(triton_awq_gemv.CONFIGS, (2, "narrow"), SPLIT)
     repacked = triton_awq_gemv.with_gemv_layout(w)
@@ -185,6 +186,7 @@ def test_loading_repacks_where_the_table_runs_the_kernel(monkeypatch):
     gen = make_generator(12)
     qweight, qzeros, scales = make_awq(k, n, 128, torch.bfloat16, gen)
     w = AWQLinear(qweight, qzeros, scales, 128)
+    monkeypatch.setattr(triton_awq_gemv, "CONFIGS", {})
     assert getattr(_placed(w, torch.device("cuda"), torch.bfloat16), "qweight_nk", None) is None
     monkeypatch.setitem(triton_awq_gemv.CONFIGS, (1, "narrow"), LLAMA_CONFIG)
     placed = _placed(w, torch.device("cuda"), torch.bfloat16)

@@ -69,10 +69,17 @@ class GemvConfig:
 
 
 # Keys: the row bucket (:func:`row_bucket`) and the shape class
-# (:func:`.triton_quant_common.shape_class`). Empty until `scripts/bench_quant_linear.py
-# --gemv-sweep` on an H200 shows where the kernel beats the AutoAWQ-layout one; then an entry
-# per (bucket, class) that it wins routes those matmuls here.
-CONFIGS: dict[tuple[int, str], GemvConfig] = {}
+# (:func:`.triton_quant_common.shape_class`): an entry where `scripts/bench_quant_linear.py
+# --gemv-sweep` on an H200 measured the kernel faster than the AutoAWQ-layout one over the
+# class's shapes (Llama-3-8B, group 128; benchmarks/RESULTS.md, run V). At two rows it wins
+# only on the narrow class, and from four rows on nowhere: each row repeats the FMAs and the
+# reductions over the unpacked tile.
+CONFIGS: dict[tuple[int, str], GemvConfig] = {
+    (1, "narrow"): GemvConfig(256, 16, 4, False),  # 19.6 us against 30.0 (qkv + o)
+    (1, "wide"): GemvConfig(512, 5, 8, False),  # 34.0 us against 58.6 (gate_up)
+    (1, "deep"): GemvConfig(512, 33, 8, False),  # 20.3 us against 31.7 (down)
+    (2, "narrow"): GemvConfig(64, 8, 4, False),  # 40.0 us against 47.1
+}
 ROW_BUCKETS = (1, 2, 4, 8)
 
 
