@@ -307,12 +307,13 @@ def test_quantized_tiles_follow_the_split_count():
 
 def test_default_kernel_configs_are_the_measured_ones():
     """Only measured configs are defaults: 64-token tiles, 2 warps unsplit and 4 split, 3 stages;
-    a quantized cache read as words, 128-token tiles where split. A variant becomes a default
-    once the benchmark shows it winning."""
+    a quantized cache split into 128-token word tiles, unsplit read as the sweep's winners
+    (int8 as float16 pairs, int4 as bytes with 2 stages)."""
     assert kernel_config(0, 1) == KernelConfig(64, 2, 3, 0)
     assert kernel_config(0, 16) == KernelConfig(64, 4, 3, 0)
+    assert kernel_config(8, 1) == KernelConfig(64, 2, 3, CODE_VARIANTS.index("f16pairs"))
+    assert kernel_config(4, 1) == KernelConfig(64, 2, 2, CODE_VARIANTS.index("bytes"))
     for policy in (8, 4):
-        assert kernel_config(policy, 1) == KernelConfig(64, 2, 3, 0)
         assert kernel_config(policy, 2) == KernelConfig(128, 4, 3, 0)
 
 
@@ -325,7 +326,7 @@ def test_default_kernel_configs_are_the_measured_ones():
     (0, [20] * 33, 64, 8, None, (1, 64, 2, 3, 0, False)),  # 264 programs: no splits
     (0, [20], 32, 1, 4, (1, 64, 2, 3, 0, False)),  # one tile: four splits run as one, at its warps
     (8, [200], 64, 1, None, (3, 128, 4, 3, 0, True)),
-    (4, [20] * 33, 64, 8, None, (1, 64, 2, 3, 0, True)),
+    (4, [20] * 33, 64, 8, None, (1, 64, 2, 2, 1, True)),  # int4 unsplit: bytes, 2 stages
 ])
 def test_default_launches(monkeypatch, policy, kv_lens, block_size, num_kv_heads, num_splits,
                           launch):

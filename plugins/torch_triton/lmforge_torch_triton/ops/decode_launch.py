@@ -35,13 +35,19 @@ CODE_VARIANTS = ("words", "bytes", "pairs", "f16pairs")
 # memory beside 3-4 resident programs. Without splits (large batches, many programs per SM) 2
 # warps measured 2-4 % faster than 4 on an H200; with splits 4.
 _CONFIGS = {False: KernelConfig(64, 2, 3), True: KernelConfig(64, 4, 3)}
-# A quantized tile's codes are a half or a quarter of those bytes, so twice the rows fit in the
-# same shared memory and halve the loop's fixed cost per token (block-table lookups, softmax
-# rescaling). Measured on an H200 (scripts/bench_decode_attention.py, Llama-3-8B's heads), word
-# tiles: with splits (small batches) 128 rows won (int8, batch 1, context 2,048: 10.1 against
-# 11.5 us); without, 64 rows at 2 warps did (batch 256, context 2,048: 469 against 850 us; bf16
-# 492). The other code variants await the same sweep.
-_QUANT_CONFIGS = {False: KernelConfig(64, 2, 3, 0), True: KernelConfig(128, 4, 3, 0)}
+# Quantized caches, by policy and whether sequences are split. A quantized tile's codes are a
+# half or a quarter of bf16's bytes, so with splits (small batches) 128-row word tiles won (int8,
+# batch 1, context 2,048: 10.1 against 11.5 us). Without splits, the code-variant sweep on an H200
+# (scripts/bench_decode_attention.py, Llama-3-8B's heads, context 2,048; benchmarks/RESULTS.md,
+# run W) picked 64 rows at 2 warps: int8 as float16 bit-pattern pairs (batch 256: 401 against
+# 463 us for word tiles and ~480 for bf16; batch 64: 99.9 against 119.7) and int4 as bytes with
+# 2 stages (batch 256: 423 against 521; batch 64: 108 against 135).
+_QUANT_CONFIGS = {
+    (8, False): KernelConfig(64, 2, 3, CODE_VARIANTS.index("f16pairs")),
+    (8, True): KernelConfig(128, 4, 3, 0),
+    (4, False): KernelConfig(64, 2, 2, CODE_VARIANTS.index("bytes")),
+    (4, True): KernelConfig(128, 4, 3, 0),
+}
 # Measured on an H200 (scripts/bench_decode_attention.py): at batch 1-4, 16 splits beat 33 by
 # 5-20 % at 256-2048 tokens (the merge grows with the count), and fewer only win below ~300.
 MAX_SPLITS = 16
@@ -49,7 +55,9 @@ MAX_SPLITS = 16
 
 def kernel_config(quant_policy: int, num_splits: int = 1) -> KernelConfig:
     """The main kernel's default launch config at ``quant_policy`` and ``num_splits``."""
-    return (_QUANT_CONFIGS if quant_policy else _CONFIGS)[num_splits > 1]
+    if quant_policy:
+        return _QUANT_CONFIGS[quant_policy, num_splits > 1]
+    return _CONFIGS[num_splits > 1]
 
 
 def choose_launch(batch: int, num_kv_heads: int, max_context: int, device: torch.device,
