@@ -36,8 +36,9 @@ Issued instructions per weight in the loop, sm_90 SASS (``scripts/awq_gemv_instr
 256 columns, 4 warps; rows 1 / 2 / 4 / 8): 3.30 / 4.72 / 7.66 / 12.36, no shared memory or
 spills (ptxas spills some at 3 and 5-7 rows); at 128 columns 3.59 / 5.32 / 8.36 / 13.82, and
 no spills at any count. The kernel before this layout took 3.41 / 5.18 / 10.95 / 19.86, with
-a conversion through shared memory per block, shuffles per row and spills from 4 rows. The floor at one row is 2.4 (unpacking and the FMA); the rest is the zeros,
-scales and the activations' loads, conversions and sums, which more columns per thread share.
+a conversion through shared memory per block, shuffles per row and spills from 4 rows. The
+floor at one row is 2.4 (unpacking and the FMA); the rest is the zeros, scales and the
+activations' loads, conversions and sums, which more columns per thread share.
 
 Small batches split K over several programs per column tile (:mod:`.triton_quant_common`).
 :data:`CONFIGS` says where the kernel runs; where it has no entry the AutoAWQ-layout kernels of
