@@ -21,9 +21,10 @@ ROWS = (1, 2, 4, 8)
 
 def gemv_configs(m: int) -> list[GemvConfig]:
     """Candidates at ``m`` rows (split_k set later). A warp covers 8 columns per 16 words of K
-    block, so ``block_n`` runs from 16 (one row) or 8 (more) columns per warp, to 64 (one row:
-    32 words per thread) or 16 (more rows, which keep the unpacked words live across them)."""
-    most = 64 if m == 1 else 16
+    block, so ``block_n`` runs from 16 (one row) or 8 (more) columns per warp, to 64 (32 words
+    per thread, whose activations' loads and sums 8 columns share) or, at 8 rows, 32 (the
+    rows' accumulators take registers too)."""
+    most = 64 if m <= 4 else 32
     least = 16 if m == 1 else 8
     grid = itertools.product((16, 32, 64, 128, 256, 512), (1, 2, 4, 8), (False, True))
     return [GemvConfig(bn, 1, w, p) for bn, w, p in grid if least * w <= bn <= most * w]

@@ -69,18 +69,30 @@ def test_repack_puts_nibble_j_of_word_c_at_position_j_times_c_words_plus_c(monke
 @pytest.mark.triton_interpret
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("m", [1, 3, 8])
+@pytest.mark.parametrize("m", [1, 2, 3, 8])
 @pytest.mark.parametrize("config", [ONE_TILE, SPLIT, RAGGED], ids=["one_tile", "split",
                                                                     "ragged"])
 def test_kernel_matches_reference(dtype, m, config):
+    # 1 and 2 rows correct each row's sums per block; from DEQUANT_ROWS on, the weights are
+    # dequantized once for every row.
     check(m, 256, 48, 128, dtype, config, with_bias=m == 3)
 
 
 @pytest.mark.triton_interpret
 @needs_kernels
-@pytest.mark.parametrize("group", [8, 32, 64, 96])
-def test_group_sizes(group):
-    check(2, 192, 32, group, torch.float16, SPLIT, seed=group)
+@pytest.mark.parametrize("m", [4, 5, 6, 7])
+def test_every_row_count_up_to_eight(m):
+    assert (m >= triton_awq_gemv.DEQUANT_ROWS) == (m >= 3)
+    check(m, 128, 40, 64, torch.bfloat16, RAGGED, seed=m)  # N = 40: a partial tile
+
+
+@pytest.mark.triton_interpret
+@needs_kernels
+@pytest.mark.parametrize("m", [2, 6])
+@pytest.mark.parametrize("group", [8, 16, 32, 64, 96])
+def test_group_sizes(group, m):
+    # 8 and 16 give blocks of one and two words a column, under a thread's 16 bytes.
+    check(m, 192, 32, group, torch.float16, SPLIT, seed=group)
 
 
 @pytest.mark.triton_interpret

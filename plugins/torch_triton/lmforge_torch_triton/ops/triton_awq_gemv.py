@@ -15,16 +15,30 @@ holds position ``j * C + c``: nibble ``j`` of every word meets the same contiguo
 activations, so the tile never leaves its register layout. A nibble becomes a float without an
 int-to-float conversion by OR-ing it into the mantissa of a float whose unit bit it then sits
 on: 128.0 at bits 16-19 or 2048.0 at bits 12-15, giving exactly ``128 + q`` or ``2048 + q``
-(:func:`_nibble`: three shifts and eight LOP3s per word). The offsets, the zero and the scale
-apply once per block and column: ``sum_k x (q - z) s = s * (sum_k x w - 1920 X_odd - (128 + z)
-X)``, ``X`` the block's activation sum and ``X_odd`` that over the nibbles under 2048; so a
-weight costs one FMA besides its unpacking. (The offsets cost up to 11 bits of the fp32 sum of
-a block, which keeps 13, more than a 16-bit output holds; with fp32 activations the error is
-~2e-5 of the output's size.)
-In the sm_90 SASS (``scripts/awq_gemv_instructions.py``) one row takes 3.4 instructions per
-weight at 256 columns and 4 warps per program, 3.9 at 128; each further row adds about two
-(its FMAs, and its activations' loads and conversions), so at a few rows the tensor-core tiles
-of :mod:`.triton_awq` may be faster: the launch table says which runs.
+(:func:`_nibble`: three shifts and eight LOP3s per word).
+
+A thread holds 16 bytes of a column's block (``VEC = 4`` words) and a column's ``C`` words
+span ``L = C / 4`` lanes. The tile is split into ``VEC`` planes ``[BLOCK_N, L]`` (registers
+only), and every value the loop keeps (per-row accumulators; zeros and scales, loaded once per
+lane) is in that plane layout: no layout conversion, shared memory or shuffle in the loop; the
+lanes of a column are added once, after it. Each unpacked nibble plane meets every row at
+once, so one is live at a time. Two ways to apply the zero and scale (:data:`DEQUANT_ROWS` picks):
+
+* few rows (:func:`_rows_offset`): a row's products of the offset floats run in FMA chains,
+  and ``sum x (q - z) s = s (sum x w - 128 X_even - 2048 X_odd - z X)`` comes off once per
+  block and lane from the row's activation sums; a weight costs one FMA per row besides its
+  unpacking. (The 2048 offset costs up to 11 bits of a block's fp32 sum, which keeps 13;
+  with fp32 activations the error is ~3e-5 of the output's size.)
+* more rows (:func:`_rows_dequantized`): one FMA per weight makes ``(q - z) s`` and the rows'
+  FMAs add straight into their accumulators: no per-row sums or corrections (~7e-6).
+
+Issued instructions per weight in the loop, sm_90 SASS (``scripts/awq_gemv_instructions.py``,
+256 columns, 4 warps; rows 1 / 2 / 4 / 8): 3.30 / 4.72 / 7.66 / 12.36, no shared memory or
+spills (ptxas spills some at 3 and 5-7 rows); at 128 columns 3.59 / 5.32 / 8.36 / 13.82, and
+no spills at any count. The kernel before this layout took 3.41 / 5.18 / 10.95 / 19.86, with
+a conversion through shared memory per block, shuffles per row and spills from 4 rows. The
+floor at one row is 2.4 (unpacking and the FMA); the rest is the zeros, scales and the
+activations' loads, conversions and sums, which more columns per thread share.
 
 Small batches split K over several programs per column tile (:mod:`.triton_quant_common`).
 :data:`CONFIGS` says where the kernel runs; where it has no entry the AutoAWQ-layout kernels of
@@ -52,6 +66,9 @@ MAX_ROWS = 8
 MAGIC_128, MAGIC_2048 = 0x43000000, 0x45000000
 # The largest K block a column's words are repacked in (and the kernel steps by).
 MAX_BLOCK_K = 128
+# From this many rows on, the kernel dequantizes each weight once (an FMA) rather than
+# correcting each row's sums per block (:func:`_rows_dequantized`).
+DEQUANT_ROWS = tl.constexpr(3)
 # Output columns :func:`repack` converts at once.
 REPACK_COLUMNS = 4096
 
@@ -177,26 +194,148 @@ def _nibble(words, j: tl.constexpr, magic_128, magic_2048):
 
 
 @triton.jit
-def _load_x(x_ptrs, j: tl.constexpr, C: tl.constexpr):
-    """Positions ``j * C + c`` of the block (those nibble ``j`` multiplies) in fp32, as a
-    ``[1, C]`` row so that it keeps the weight tile's layout. Every program reads the rows: keep
-    them in cache."""
-    return tl.load(x_ptrs + j * C, eviction_policy="evict_last").to(tl.float32)
+def _planes(t, VEC: tl.constexpr):
+    """The ``VEC`` planes ``t[:, :, i]`` of a ``[rows, L, VEC]`` tile whose last axis lies in one
+    thread (the 16-byte load of a column's words): register renaming, no data moves."""
+    if VEC == 1:
+        return (tl.reshape(t, [t.shape[0], t.shape[1]]),)
+    elif VEC == 2:
+        a, b = tl.split(t)
+        return a, b
+    else:
+        even, odd = tl.split(tl.reshape(t, [t.shape[0], t.shape[1], 2, 2]))  # i = 2p + q
+        p0, p2 = tl.split(even)
+        p1, p3 = tl.split(odd)
+        return p0, p1, p2, p3
 
 
 @triton.jit
-def _load_block(w_rows, z_ptrs, s_ptrs, k, n_ok, stride_zg, stride_sg, GROUP: tl.constexpr,
-                EVEN_N: tl.constexpr, C: tl.constexpr):
-    """The words ``[BLOCK_N, C]`` of the K block at ``k`` with its group's packed zeros and
-    scales (``[BLOCK_N, 1]`` each)."""
-    offs = tl.max_contiguous(tl.multiple_of(k // 8 + tl.arange(0, C), C), C)[None, :]
+def _load_x(x_ptr, offs, pairs, VEC: tl.constexpr):
+    """The ``VEC`` planes ``[1, L]`` in fp32 of the activations at ``x_ptr + offs`` (``offs``
+    ``[1, L, VEC]``, as the words' tile). Every program reads the rows: keep them in cache. A
+    bf16 pair is one int32 (at ``pairs``, ``[1, L, VEC / 2]``) whose halves become floats in one
+    instruction each."""
+    if x_ptr.dtype.element_ty == tl.bfloat16 and VEC % 2 == 0:
+        words = _planes(tl.load(x_ptr.to(tl.pointer_type(tl.int32)) + pairs,
+                                eviction_policy="evict_last").to(tl.uint32, bitcast=True), VEC // 2)
+        out = ()
+        for p in tl.static_range(VEC // 2):
+            out = out + ((words[p] << 16).to(tl.float32, bitcast=True),
+                         (words[p] & 0xFFFF0000).to(tl.float32, bitcast=True))
+        return out
+    return _planes(tl.load(x_ptr + offs, eviction_policy="evict_last").to(tl.float32), VEC)
+
+
+@triton.jit
+def _offset_nibble(chains, sums, planes, x_ptr, stride_xm, x_offs, x_pairs, magic_128,
+                   magic_2048, j: tl.constexpr, FIRST: tl.constexpr, ROWS: tl.constexpr,
+                   C: tl.constexpr, VEC: tl.constexpr):
+    """Nibble ``j`` of :func:`_rows_offset`: the chains and the activation sums of ``j``'s
+    parity take its products and its activations (``FIRST``: they start here)."""
+    xs = ()
+    for m in tl.static_range(ROWS):
+        xs = xs + (_load_x(x_ptr + m * stride_xm + j * C, x_offs, x_pairs, VEC),)
+    # Each unpacked plane meets every row at once: one plane is live.
+    for i in tl.static_range(VEC):
+        w = _nibble(planes[i], j, magic_128, magic_2048)
+        new = ()
+        for m in tl.static_range(ROWS):
+            if FIRST and i == 0:
+                new = new + (w * xs[m][i],)
+            else:
+                new = new + (chains[m] + w * xs[m][i],)
+        chains = new
+    new = ()
+    for m in tl.static_range(ROWS):
+        part = xs[m][0]
+        for i in tl.static_range(1, VEC):
+            part = part + xs[m][i]
+        new = new + (part if FIRST else sums[m] + part,)
+    return chains, new
+
+
+@triton.jit
+def _rows_offset(accs, planes, z, scale, x_ptr, stride_xm, x_offs, x_pairs, magic_128,
+                 magic_2048, ROWS: tl.constexpr, C: tl.constexpr, VEC: tl.constexpr):
+    """One K block for few rows: each row's products of the offset weights (``128 + q`` or
+    ``2048 + q``) in FMA chains per lane, whose offsets and zero come off once per block from
+    the row's activation sums, ``sum x (q - z) = sum x w - 128 X_even - 2048 X_odd - z X``,
+    before the scale applies: a weight costs its unpacking and one FMA per row. Even and odd
+    nibbles chain apart, so the larger offset rounds only its own half."""
+    evens = ()
+    odds = ()
+    x_even = ()
+    x_odd = ()
+    # Nibbles 7, 0, 1, ..., 6: each shifted word serves its two nibbles back to back.
+    for jj in tl.static_range(8):
+        if jj % 2 == 1:
+            evens, x_even = _offset_nibble(evens, x_even, planes, x_ptr, stride_xm, x_offs,
+                                           x_pairs, magic_128, magic_2048, (jj + 7) % 8,
+                                           jj < 2, ROWS, C, VEC)
+        else:
+            odds, x_odd = _offset_nibble(odds, x_odd, planes, x_ptr, stride_xm, x_offs, x_pairs,
+                                         magic_128, magic_2048, (jj + 7) % 8, jj < 2, ROWS, C,
+                                         VEC)
+    new = ()
+    for m in tl.static_range(ROWS):
+        x_all = x_even[m] + x_odd[m]
+        t = (evens[m] - 128.0 * x_even[m]) + (odds[m] - 2048.0 * x_odd[m]) - z * x_all
+        new = new + (accs[m] + scale * t,)
+    return new
+
+
+@triton.jit
+def _dequantized_nibble(accs, planes, scale, shift, x_ptr, stride_xm, x_offs, x_pairs,
+                        magic_128, magic_2048, j: tl.constexpr, ROWS: tl.constexpr,
+                        C: tl.constexpr, VEC: tl.constexpr):
+    """Nibble ``j`` of :func:`_rows_dequantized`."""
+    xs = ()
+    for m in tl.static_range(ROWS):
+        xs = xs + (_load_x(x_ptr + m * stride_xm + j * C, x_offs, x_pairs, VEC),)
+    for i in tl.static_range(VEC):
+        w = _nibble(planes[i], j, magic_128, magic_2048) * scale + shift
+        new = ()
+        for m in tl.static_range(ROWS):
+            new = new + (accs[m] + w * xs[m][i],)
+        accs = new
+    return accs
+
+
+@triton.jit
+def _rows_dequantized(accs, planes, z, scale, x_ptr, stride_xm, x_offs, x_pairs, magic_128,
+                      magic_2048, ROWS: tl.constexpr, C: tl.constexpr, VEC: tl.constexpr):
+    """One K block for more rows: one FMA makes each weight ``(q - z) s`` from its offset
+    float (``w s - (offset + z) s``), and every row's FMAs add straight into its accumulator:
+    no per-row sums or corrections, at one instruction more per weight than
+    :func:`_rows_offset`. (Rounding ``(2048 + z) s`` costs ~2**-13 of a weight's size.)"""
+    even_shift = -(z + 128.0) * scale
+    odd_shift = -(z + 2048.0) * scale
+    for jj in tl.static_range(8):  # nibbles 7, 0, 1, ..., 6, as in _rows_offset
+        accs = _dequantized_nibble(accs, planes, scale, odd_shift if jj % 2 == 0 else even_shift,
+                                   x_ptr, stride_xm, x_offs, x_pairs, magic_128, magic_2048,
+                                   (jj + 7) % 8, ROWS, C, VEC)
+    return accs
+
+
+@triton.jit
+def _load_block(w_ptrs, z_ptrs, s_ptrs, k, n_ok, n_ok3, stride_zg, stride_sg,
+                GROUP: tl.constexpr, EVEN_N: tl.constexpr, C: tl.constexpr):
+    """The words ``[BLOCK_N, L, VEC]`` of the K block at ``k`` with its group's packed zeros and
+    scales (``[BLOCK_N, L]`` each)."""
     group = k // GROUP
-    zw = tl.load(z_ptrs + group * stride_zg, mask=n_ok, other=0)
-    scale = tl.load(s_ptrs + group * stride_sg, mask=n_ok, other=0.0)
-    # Each packed byte is read once: let it leave the cache first.
+    w_ptrs = w_ptrs + tl.multiple_of(k // 8, C)
+    z_ptrs = z_ptrs + group * stride_zg
+    s_ptrs = s_ptrs + group * stride_sg
     if EVEN_N:
-        return tl.load(w_rows + offs, eviction_policy="evict_first"), zw, scale
-    return tl.load(w_rows + offs, mask=n_ok, other=0, eviction_policy="evict_first"), zw, scale
+        zw = tl.load(z_ptrs)
+        scale = tl.load(s_ptrs)
+        # Each packed byte is read once: let it leave the cache first.
+        words = tl.load(w_ptrs, eviction_policy="evict_first")
+    else:
+        zw = tl.load(z_ptrs, mask=n_ok, other=0)
+        scale = tl.load(s_ptrs, mask=n_ok, other=0.0)
+        words = tl.load(w_ptrs, mask=n_ok3, other=0, eviction_policy="evict_first")
+    return words, zw, scale
 
 
 # The split count is a plain runtime value: a kernel compiled for one serves every count.
@@ -216,74 +355,73 @@ def _awq_gemv_kernel(
     BLOCK_K: tl.constexpr,
 ):
     C: tl.constexpr = BLOCK_K // 8
+    # A column's C words of a block as [L, VEC]: VEC (up to 4, 16 bytes) in one thread, L lanes.
+    VEC: tl.constexpr = 4 if C >= 4 else C
+    L: tl.constexpr = C // VEC
+    DEQUANT: tl.constexpr = ROWS >= DEQUANT_ROWS
     pid_n = tl.program_id(0)
-    # Per-column values are [BLOCK_N, 1] and the accumulator [BLOCK_N, rows], N-major like the
-    # weight tile, so most per-block values stay in its layout (Triton still moves the scales
-    # and the activation sums between layouts once per block).
-    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[:, None]
-    offs_c = tl.arange(0, C)
-    rows = tl.arange(0, BLOCK_M)[None, :]
-    n_ok = offs_n < N
+    # Columns in the order (0, BN/2, 1, BN/2 + 1, ...): with no two neighbours in a row, the
+    # per-column loads are not vectorized along the columns, so they land in the layout of the
+    # words' planes (one column per lane group) with no conversion between them in the loop.
+    r = tl.arange(0, BLOCK_N)
+    offs_n = pid_n * BLOCK_N + (r % 2) * (BLOCK_N // 2) + r // 2
+    n_ok = offs_n[:, None] < N
+    offs_c = (tl.arange(0, L)[:, None] * VEC + tl.arange(0, VEC)[None, :])[None, :, :]
+    # The same positions in pairs (int32 units), for bf16 rows.
+    offs_pair = (tl.arange(0, L)[:, None] * (VEC // 2)
+                 + tl.arange(0, (VEC + 1) // 2)[None, :])[None, :, :]
     k_begin = tl.program_id(1) * k_per_split
     k_end = tl.minimum(k_begin + k_per_split, K)
-    w_rows = qw_ptr + offs_n.to(tl.int64) * stride_qn
-    # Column j of a group of 8 keeps its zero in nibble j // 2 + 4 (j % 2) (AutoAWQ's order).
-    col = offs_n % 8
-    z_shift = 4 * (col // 2 + 4 * (col % 2))
-    z_ptrs = qz_ptr + offs_n // 8
-    s_ptrs = s_ptr + offs_n
-    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    w_ptrs = qw_ptr + offs_n[:, None, None].to(tl.int64) * stride_qn + offs_c
+    n_ok3 = offs_n[:, None, None] < N
+    # Per-column values as [BLOCK_N, L] (each lane group of a column loads them).
+    n_l = tl.broadcast_to(offs_n[:, None], [BLOCK_N, L])
+    n_ok_l = n_l < N
+    # Column j of a group of 8 keeps its zero in nibble j // 2 + 4 (j % 2) (AutoAWQ's order):
+    col = n_l % 8
+    z_bit = (4 * (col // 2 + 4 * (col % 2))).to(tl.uint32)
+    z_ptrs = qz_ptr + n_l // 8
+    s_ptrs = s_ptr + n_l
+    accs = ()
+    for _ in tl.static_range(ROWS):
+        accs = accs + (tl.zeros([BLOCK_N, L], dtype=tl.float32),)
     if PREFETCH:
-        words_next, zw_next, scale_next = _load_block(w_rows, z_ptrs, s_ptrs, k_begin, n_ok,
-                                                      stride_zg, stride_sg, GROUP, EVEN_N, C)
+        words_next, zw_next, scale_next = _load_block(w_ptrs, z_ptrs, s_ptrs, k_begin, n_ok_l,
+                                                      n_ok3, stride_zg, stride_sg, GROUP,
+                                                      EVEN_N, C)
     for k0 in range(k_begin, k_end, BLOCK_K):
         if PREFETCH:
-            # The next block's loads go out before this block's arithmetic (the last block
-            # loads itself again rather than past its slice).
             words, zw, scale = words_next, zw_next, scale_next
             words_next, zw_next, scale_next = _load_block(
-                w_rows, z_ptrs, s_ptrs, tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K), n_ok,
+                w_ptrs, z_ptrs, s_ptrs, tl.minimum(k0 + BLOCK_K, k_end - BLOCK_K), n_ok_l, n_ok3,
                 stride_zg, stride_sg, GROUP, EVEN_N, C)
         else:
-            words, zw, scale = _load_block(w_rows, z_ptrs, s_ptrs, k0, n_ok, stride_zg,
+            words, zw, scale = _load_block(w_ptrs, z_ptrs, s_ptrs, k0, n_ok_l, n_ok3, stride_zg,
                                            stride_sg, GROUP, EVEN_N, C)
-        zc = ((((zw >> z_shift) & 0xF) << 16) | magic_128).to(tl.float32, bitcast=True)
+        z = ((zw.to(tl.uint32, bitcast=True) >> z_bit) & 0xF).to(tl.float32)
         scale = scale.to(tl.float32)
-        words = words.to(tl.uint32, bitcast=True)
-        w0 = _nibble(words, 0, magic_128, magic_2048)
-        w1 = _nibble(words, 1, magic_128, magic_2048)
-        w2 = _nibble(words, 2, magic_128, magic_2048)
-        w3 = _nibble(words, 3, magic_128, magic_2048)
-        w4 = _nibble(words, 4, magic_128, magic_2048)
-        w5 = _nibble(words, 5, magic_128, magic_2048)
-        w6 = _nibble(words, 6, magic_128, magic_2048)
-        w7 = _nibble(words, 7, magic_128, magic_2048)
-        for m in tl.static_range(ROWS):
-            x_ptrs = (x_ptr + m * stride_xm
-                      + tl.max_contiguous(tl.multiple_of(k0 + offs_c, C), C)[None, :])
-            x0 = _load_x(x_ptrs, 0, C)
-            x1 = _load_x(x_ptrs, 1, C)
-            x2 = _load_x(x_ptrs, 2, C)
-            x3 = _load_x(x_ptrs, 3, C)
-            x4 = _load_x(x_ptrs, 4, C)
-            x5 = _load_x(x_ptrs, 5, C)
-            x6 = _load_x(x_ptrs, 6, C)
-            x7 = _load_x(x_ptrs, 7, C)
-            part = (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5 + w6 * x6
-                    + w7 * x7)
-            # sum x w = sum x q + 2048 X_odd + 128 X_even; subtracting (128 + z) X and
-            # 1920 X_odd leaves sum x (q - z), which the column's scale multiplies.
-            x_odd = tl.sum(x1 + x3 + x5 + x7, 1, keep_dims=True)
-            x_all = tl.sum(x0 + x2 + x4 + x6, 1, keep_dims=True) + x_odd
-            dot = (tl.sum(part, 1, keep_dims=True) - 1920.0 * x_odd - zc * x_all) * scale
-            acc = tl.where(rows == m, acc + dot, acc)
+        planes = _planes(words.to(tl.uint32, bitcast=True), VEC)
+        k_words = tl.multiple_of(k0 // 8, C)
+        x_offs = 8 * k_words + offs_c
+        x_pairs = 4 * k_words + offs_pair
+        if DEQUANT:
+            accs = _rows_dequantized(accs, planes, z, scale, x_ptr, stride_xm, x_offs, x_pairs,
+                                     magic_128, magic_2048, ROWS, C, VEC)
+        else:
+            accs = _rows_offset(accs, planes, z, scale, x_ptr, stride_xm, x_offs, x_pairs,
+                                magic_128, magic_2048, ROWS, C, VEC)
+    rows = tl.arange(0, BLOCK_M)[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    for m in tl.static_range(ROWS):
+        acc = tl.where(rows == m, tl.sum(accs[m], 1, keep_dims=True), acc)
     mask = (rows < ROWS) & n_ok
-    y, is_last = reduce_split_k(acc, ws_ptr + rows * N + offs_n, mask, lock_ptr + pid_n,
-                                split_k, SPLIT)
+    y, is_last = reduce_split_k(acc, ws_ptr + rows * N + offs_n[:, None], mask,
+                                lock_ptr + pid_n, split_k, SPLIT)
     if is_last:
         if HAS_BIAS:
-            y += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        tl.store(y_ptr + rows * stride_ym + offs_n, y.to(y_ptr.dtype.element_ty), mask=mask)
+            y += tl.load(bias_ptr + offs_n[:, None], mask=n_ok, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rows * stride_ym + offs_n[:, None], y.to(y_ptr.dtype.element_ty),
+                 mask=mask)
 
 
 def launch(
