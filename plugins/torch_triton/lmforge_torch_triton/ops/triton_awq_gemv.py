@@ -87,15 +87,19 @@ class GemvConfig:
 
 # Keys: the row bucket (:func:`row_bucket`) and the shape class
 # (:func:`.triton_quant_common.shape_class`): an entry where `scripts/bench_quant_linear.py
-# --gemv-sweep` on an H200 measured the kernel faster than the AutoAWQ-layout one over the
-# class's shapes (Llama-3-8B, group 128; benchmarks/RESULTS.md, run V). At two rows it wins
-# only on the narrow class, and from four rows on nowhere: each row repeats the FMAs and the
-# reductions over the unpacked tile.
+# --gemv-sweep` on an H200 measured the kernel faster than the AutoAWQ-layout one summed over the
+# class's shapes (Llama-3-8B, group 128; benchmarks/RESULTS.md, run Y). At eight rows the
+# tensor-core tiles still win (qkv 26.5 against 34.1 us), so that bucket has no entry.
 CONFIGS: dict[tuple[int, str], GemvConfig] = {
-    (1, "narrow"): GemvConfig(256, 16, 4, False),  # 19.6 us against 30.0 (qkv + o)
-    (1, "wide"): GemvConfig(512, 5, 8, False),  # 34.0 us against 58.6 (gate_up)
-    (1, "deep"): GemvConfig(512, 33, 8, False),  # 20.3 us against 31.7 (down)
-    (2, "narrow"): GemvConfig(64, 8, 4, False),  # 40.0 us against 47.1
+    (1, "narrow"): GemvConfig(128, 16, 4, False),  # 20.5 us against 30.3 (qkv + o)
+    (1, "wide"): GemvConfig(256, 5, 4, False),  # 33.6 us against 59.0 (gate_up)
+    (1, "deep"): GemvConfig(256, 33, 4, False),  # 20.2 us against 32.0 (down)
+    (2, "narrow"): GemvConfig(128, 16, 4, False),  # 27.0 us against 47.3
+    (2, "wide"): GemvConfig(512, 2, 8, False),  # 50.1 us against 90.0
+    (2, "deep"): GemvConfig(128, 16, 2, False),  # 26.9 us against 45.9
+    (4, "narrow"): GemvConfig(256, 16, 4, False),  # 36.6 us against 47.0
+    (4, "wide"): GemvConfig(16, 1, 2, False),  # 69.7 us against 90.1
+    (4, "deep"): GemvConfig(256, 16, 4, False),  # 39.3 us against 45.8
 }
 ROW_BUCKETS = (1, 2, 4, 8)
 
