@@ -60,7 +60,8 @@ def compile_tc(rows: int, split: bool, arch: int, block_n: int, block_k: int, nu
 
 
 def resources(cubin: bytes) -> str:
-    """Registers, shared and local (spilled) memory per thread, from ``cuobjdump -res-usage``."""
+    """Registers, static shared memory (the pipeline's buffers are dynamic) and local
+    (spilled) memory, from ``cuobjdump -res-usage``."""
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
@@ -68,7 +69,7 @@ def resources(cubin: bytes) -> str:
         out = subprocess.run([str(cuobjdump), "-res-usage", f.name], capture_output=True,
                              text=True, check=True).stdout
     use = dict(re.findall(r"(REG|SHARED|LOCAL):(\d+)", out))
-    return f"{use.get('REG')} registers, {use.get('SHARED')} B shared, {use.get('LOCAL')} B local"
+    return f"{use.get('REG')} registers, {use.get('SHARED')} B static shared, {use.get('LOCAL')} B local"
 
 
 def operand_report(ttgir: str, block_n: int, block_k: int) -> str:
