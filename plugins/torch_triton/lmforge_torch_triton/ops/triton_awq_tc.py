@@ -30,8 +30,9 @@ converted the 16-bit tile through shared memory every block: 37 STS and 17 LDSM 
 Issued instructions per weight in the loop, sm_90 SASS (``scripts/awq_tc_instructions.py``:
 128 columns, K steps of 128, 4 warps, 4 stages; 16 / 64 rows): 4.23 / 4.37, no spills, no
 shared-memory stores or ldmatrix in the loop; per thread and step of 128 weights, 128 FFMA,
-~140 LOP3 and 64 F2FP (the dequantization, ~2.6 a weight) and 16 HGMMA. At one row an H200
-has ~4.2 issue slots per weight of 4-bit bandwidth, so 16 rows sit near both limits.
+~140 LOP3 and 64 F2FP (the dequantization, ~2.6 a weight) and 16 HGMMA. Streaming 4-bit
+weights at ~4 TB/s leaves an H200 ~4.2 issue slots per weight, so 16 rows sit near both
+limits.
 
 Small grids split K over several programs per tile (:mod:`.triton_quant_common`). fp32
 activations are not taken (:func:`takes`): the AutoAWQ-layout kernel runs them.
