@@ -16,6 +16,7 @@ found in the 50 MB L2, as a captured decode step runs them.
     python scripts/bench_quant_linear.py                # the tables' choices (about a minute)
     python scripts/bench_quant_linear.py --sweep        # first sweep_quant_linear.py's grid
     python scripts/bench_quant_linear.py --gemv-sweep   # first old vs new W4A16 GEMV, 1-8 rows
+    python scripts/bench_quant_linear.py --tc-sweep     # first old vs tensor-core W4A16, 16-255
     python scripts/bench_quant_linear.py --json F.json  # also every timing as JSON
 """
 
@@ -325,10 +326,13 @@ def table_tasks() -> list[tuple]:
 def _run_once(task: tuple) -> str | None:
     """Run one task's call (compiling its kernels into Triton's on-disk cache)."""
     import sweep_awq_gemv
+    import sweep_awq_tc
     import sweep_quant_linear
 
     try:
-        if task[0] == "gemv":
+        if task[0] in ("tc", "tc-old"):
+            sweep_awq_tc.run_task(task)
+        elif task[0] == "gemv":
             _, config, name, m = task
             k, n = SHAPES[name]
             w = sweep_awq_gemv.repacked(make_weight("awq", k, n))
@@ -356,6 +360,10 @@ def _specialization(task: tuple) -> tuple:
         import sweep_awq_gemv
 
         return sweep_awq_gemv.specialization(task)
+    if task[0] in ("tc", "tc-old"):
+        import sweep_awq_tc
+
+        return sweep_awq_tc.specialization(task)
     _, kernel, cfg, name, m = task
     k, n = SHAPES[name]
     block_m = 1 if cfg.block_m == 1 else max(16, cfg.block_m)
@@ -375,6 +383,7 @@ def precompile(tasks: list[tuple]) -> None:
 
 def main() -> None:
     import sweep_awq_gemv  # they import this module, so not at the top
+    import sweep_awq_tc
     import sweep_quant_linear
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -387,6 +396,12 @@ def main() -> None:
                         "kernel at 1-8 rows (about two minutes), then run the tables")
     parser.add_argument("--gemv-only", action="store_true",
                         help="with --gemv-sweep: stop after the GEMV comparison")
+    parser.add_argument("--tc-sweep", action="store_true",
+                        help="first compare the W4A16 tensor-core matmul's configs with the "
+                        "AutoAWQ-layout kernel at 16-255 rows (about a minute), then run the "
+                        "tables")
+    parser.add_argument("--tc-only", action="store_true",
+                        help="with --tc-sweep: stop after the comparisons it asked for")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 16, 64, 256],
                         help="row counts the sweep times")
     parser.add_argument("--json", help="write every timing to this file")
@@ -396,12 +411,16 @@ def main() -> None:
     results: dict = {"device": torch.cuda.get_device_name()}
     tasks = sweep_quant_linear.sweep_tasks(tuple(args.rows)) if args.sweep else []
     gemv = sweep_awq_gemv.gemv_tasks() if args.gemv_sweep else []
-    precompile(tasks + gemv + ([] if args.gemv_only else table_tasks()))
+    tc = sweep_awq_tc.tc_tasks() if args.tc_sweep else []
+    only = args.gemv_only or args.tc_only
+    precompile(tasks + gemv + tc + ([] if only else table_tasks()))
     if gemv:
         sweep_awq_gemv.compare(gemv, results)
-        if args.gemv_only:
-            write_json(args.json, results)
-            return
+    if tc:
+        sweep_awq_tc.compare(tc, results)
+    if (gemv or tc) and only:
+        write_json(args.json, results)
+        return
     if args.sweep:
         print("\n=== sweep: the best three (block_m, block_n, block_k, split_k, warps, stages)")
         sweep_quant_linear.sweep(tasks, args.sweep_budget, results)

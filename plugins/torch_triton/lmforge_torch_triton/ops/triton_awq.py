@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import triton_activation, triton_awq_gemv
+from . import triton_activation, triton_awq_gemv, triton_awq_tc
 from .triton_awq_dequant import (
     MAGIC,
     PAIR_MAGIC,
@@ -323,16 +323,22 @@ def awq_silu_mul_linear(
 
 def linear_awq(x: torch.Tensor, w) -> torch.Tensor:
     """The op table's linear for an :class:`~lmforge.model.linear.AWQLinear` weight: the GEMV
-    on its repacked layout where :mod:`.triton_awq_gemv`'s table says so."""
+    or the tensor-core matmul on its repacked layout where :mod:`.triton_awq_gemv`'s or
+    :mod:`.triton_awq_tc`'s table says so."""
     config = triton_awq_gemv.gemv_config(x, w)
     if config is not None:
         return triton_awq_gemv.launch(x, w.qweight_nk, w.qzeros, w.scales, w.group_size, w.bias,
                                       config)
+    tc = triton_awq_tc.tc_config(x, w)
+    if tc is not None:
+        return triton_awq_tc.launch(x, w.qweight_nk, w.qzeros, w.scales, w.group_size, w.bias,
+                                    tc)
     return awq_linear(x, w.qweight, w.qzeros, w.scales, w.group_size, w.bias)
 
 
 def silu_mul_linear_awq(gate_up: torch.Tensor, w) -> torch.Tensor:
     """The op table's gated-MLP down projection for an AWQ weight."""
-    if triton_awq_gemv.gemv_config(gate_up, w) is not None:
+    if (triton_awq_gemv.gemv_config(gate_up, w) is not None
+            or triton_awq_tc.tc_config(gate_up, w) is not None):
         return linear_awq(triton_activation.silu_and_mul(gate_up), w)
     return awq_silu_mul_linear(gate_up, w.qweight, w.qzeros, w.scales, w.group_size, w.bias)

@@ -118,10 +118,13 @@ def pick_config(m: int, n: int, k: int) -> GemvConfig | None:
 
 
 def wanted(n: int, k: int) -> bool:
-    """Whether the kernel runs a ``[k, n]`` weight at some row count, i.e. whether loading
+    """Whether this kernel or the tensor-core matmul on the same repack
+    (:mod:`.triton_awq_tc`) runs a ``[k, n]`` weight at some row count, i.e. whether loading
     should repack it."""
+    from . import triton_awq_tc  # it imports this module
+
     cls = shape_class(n, k)
-    return any(key[1] == cls for key in CONFIGS)
+    return any(key[1] == cls for key in CONFIGS) or triton_awq_tc.wanted(n, k)
 
 
 def block_k(group_size: int, k: int) -> int | None:
@@ -160,8 +163,9 @@ class RepackedAWQLinear(AWQLinear):
 
 
 def with_gemv_layout(w: AWQLinear) -> AWQLinear:
-    """``w`` with the GEMV's repack added where :data:`CONFIGS` runs the kernel on its shape
-    and the group size allows it; otherwise ``w`` itself. Called once per weight at load time."""
+    """``w`` with the GEMV's repack added where :data:`CONFIGS` (or the tensor-core matmul's
+    table) runs the kernel on its shape and the group size allows it; otherwise ``w`` itself.
+    Called once per weight at load time."""
     if (not wanted(w.out_features, w.in_features)
             or block_k(w.group_size, w.in_features) is None):
         return w
