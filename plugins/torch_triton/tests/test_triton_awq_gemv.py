@@ -24,7 +24,12 @@ from conftest_triton import (  # noqa: E402
     randn,
 )
 from lmforge.model.linear import AWQLinear  # noqa: E402
-from lmforge_torch_triton.ops import quant_reference, triton_awq, triton_awq_gemv  # noqa: E402
+from lmforge_torch_triton.ops import (  # noqa: E402
+    quant_reference,
+    triton_awq,
+    triton_awq_gemv,
+    triton_awq_tc,
+)
 from lmforge_torch_triton.ops.triton_awq_gemv import GemvConfig  # noqa: E402
 from lmforge_torch_triton.ops.triton_quant_common import split_k_workspace  # noqa: E402
 from test_triton_awq import make_awq  # noqa: E402
@@ -134,7 +139,8 @@ def test_ops_route_repacked_weights_where_the_table_says(monkeypatch):
     x = randn((2, 128), torch.float16, gen)
     expected = quant_reference.awq_linear(x, qweight, qzeros, scales, 32)
     monkeypatch.setattr(triton_awq_gemv, "CONFIGS", {})
-    assert triton_awq_gemv.with_gemv_layout(w) is w  # empty table: nothing to repack for
+    monkeypatch.setattr(triton_awq_tc, "CONFIGS", {})
+    assert triton_awq_gemv.with_gemv_layout(w) is w  # empty tables: nothing to repack for
     monkeypatch.setitem(triton_awq_gemv.CONFIGS, (2, "narrow"), SPLIT)
     repacked = triton_awq_gemv.with_gemv_layout(w)
     assert repacked.kind == "awq" and repacked.qweight_nk.shape == (32, 16)
@@ -199,6 +205,7 @@ def test_loading_repacks_where_the_table_runs_the_kernel(monkeypatch):
     qweight, qzeros, scales = make_awq(k, n, 128, torch.bfloat16, gen)
     w = AWQLinear(qweight, qzeros, scales, 128)
     monkeypatch.setattr(triton_awq_gemv, "CONFIGS", {})
+    monkeypatch.setattr(triton_awq_tc, "CONFIGS", {})
     assert getattr(_placed(w, torch.device("cuda"), torch.bfloat16), "qweight_nk", None) is None
     monkeypatch.setitem(triton_awq_gemv.CONFIGS, (1, "narrow"), LLAMA_CONFIG)
     placed = _placed(w, torch.device("cuda"), torch.bfloat16)

@@ -73,9 +73,17 @@ class TcConfig:
 
 
 # Keys: the row bucket (:func:`row_bucket`) and the shape class
-# (:func:`.triton_quant_common.shape_class`). Empty until `scripts/bench_quant_linear.py
-# --tc-sweep` on a GPU measures the kernel faster than the AutoAWQ-layout one over a class.
-CONFIGS: dict[tuple[int, str], TcConfig] = {}
+# (:func:`.triton_quant_common.shape_class`): an entry where `scripts/bench_quant_linear.py
+# --tc-sweep` on an H200 measured the kernel faster than the AutoAWQ-layout one summed over the
+# class's shapes (Llama-3-8B, group 128; benchmarks/RESULTS.md, run Z). It wins at 32 rows and on
+# the wide class at 128; at 16, 64 and 255 rows the AutoAWQ-layout kernel stays faster (e.g.
+# 64 rows: down 56.7 against 84.2 us), and both stay well below bf16's cuBLAS.
+CONFIGS: dict[tuple[int, str], TcConfig] = {
+    (32, "narrow"): TcConfig(64, 32, 64, 4, 4, 3),  # 67.8 us against 90.3 (qkv + o)
+    (32, "wide"): TcConfig(128, 32, 128, 1, 8, 3),  # 114.3 us against 146.3 (gate_up)
+    (32, "deep"): TcConfig(128, 32, 128, 8, 8, 3),  # 68.1 us against 78.8 (down)
+    (128, "wide"): TcConfig(128, 128, 128, 1, 8, 3),  # 203.5 us against 227.3
+}
 
 
 def row_bucket(m: int) -> int:
