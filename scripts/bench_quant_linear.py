@@ -325,6 +325,7 @@ def table_tasks() -> list[tuple]:
 
 def _run_once(task: tuple) -> str | None:
     """Run one task's call (compiling its kernels into Triton's on-disk cache)."""
+    import sweep_awq_common
     import sweep_awq_gemv
     import sweep_awq_tc
     import sweep_quant_linear
@@ -335,7 +336,7 @@ def _run_once(task: tuple) -> str | None:
         elif task[0] == "gemv":
             _, config, name, m = task
             k, n = SHAPES[name]
-            w = sweep_awq_gemv.repacked(make_weight("awq", k, n))
+            w = sweep_awq_common.repacked(make_weight("awq", k, n))
             sweep_awq_gemv.gemv_call(config, m, k, w)()
         elif task[0] == "config":
             _, kernel, config, name, m = task

@@ -15,12 +15,10 @@ import itertools
 import math
 
 import bench_quant_linear as bench
+import sweep_awq_common as common
 import torch
-from bench_gemv import rotate
-from lmforge_torch_triton.ops import triton_awq, triton_awq_tc
+from lmforge_torch_triton.ops import triton_awq_tc
 from lmforge_torch_triton.ops.triton_awq_tc import TcConfig
-from lmforge_torch_triton.ops.triton_quant_common import shape_class
-from sweep_awq_gemv import repacked
 
 # One row count per bucket of the launch table (255: the last before cuBLAS takes over).
 ROWS = (16, 32, 64, 128, 255)
@@ -41,11 +39,6 @@ def split_choices(config: TcConfig, m: int, k: int, n: int, sms: int) -> list[in
     return sorted({min(most, max(1, round(f * sms / tiles))) for f in (1, 2)})
 
 
-def _class(name: str) -> str:
-    k, n = bench.SHAPES[name]
-    return shape_class(n, k)
-
-
 def tc_tasks() -> list[tuple]:
     """``("tc", config, shape name, rows)`` for every candidate and split, and
     ``("tc-old", None, shape name, rows)`` for the old kernel. Shapes of one class (the launch
@@ -56,7 +49,7 @@ def tc_tasks() -> list[tuple]:
         tasks.append(("tc-old", None, name, m))
         k, _ = bench.SHAPES[name]
         n = min(bench.SHAPES[other][1] for other in bench.SHAPES
-                if _class(other) == _class(name))
+                if common.shape_class_of(other) == common.shape_class_of(name))
         for cfg in tc_configs(m):
             for split in split_choices(cfg, m, k, n, sms):
                 tasks.append(("tc", TcConfig(cfg.block_n, cfg.block_m, cfg.block_k, split,
@@ -69,18 +62,14 @@ def tc_call(config: TcConfig, m: int, k: int, w: tuple):
     return lambda: triton_awq_tc.launch(x, *w, bench.GROUP, None, config)
 
 
-def old_call(m: int, k: int, w: tuple):
-    """The AutoAWQ-layout kernel at its launch table's config (whatever the new tables say)."""
-    x = torch.randn(m, k, device=bench.DEVICE, dtype=bench.BF16)
-    return lambda: triton_awq.awq_linear(x, *w, bench.GROUP)
-
-
 def run_task(task: tuple) -> None:
     """One call of a task of :func:`tc_tasks` (compiling its kernel into Triton's cache)."""
     kind, cfg, name, m = task
     k, n = bench.SHAPES[name]
     w = bench.make_weight("awq", k, n)
-    (old_call(m, k, w) if kind == "tc-old" else tc_call(cfg, m, k, repacked(w)))()
+    call = common.old_call(m, k, w) if kind == "tc-old" else tc_call(cfg, m, k,
+                                                                      common.repacked(w))
+    call()
 
 
 def specialization(task: tuple) -> tuple:
@@ -95,65 +84,11 @@ def specialization(task: tuple) -> tuple:
 def compare(tasks: list[tuple], results: dict) -> None:
     """Time old, new (every config) and bf16 per shape and row count; print the best three new
     configs, then the suggested table entries."""
-    print(f"\n=== W4A16 tensor cores: AutoAWQ-layout kernel (old) against the K-major "
-          f"swap-AB matmul (new), TB/s of 4-bit weights of {bench.COPY_TBS}")
     by_case: dict[tuple[str, int], list[TcConfig]] = {}
     for kind, cfg, name, m in tasks:
         if kind == "tc":
             by_case.setdefault((name, m), []).append(cfg)
-    out = results.setdefault("tc", {})
-    for name in bench.SHAPES:
-        k, n = bench.SHAPES[name]
-        held = bench.copies("awq", k, n)
-        dense = bench.copies("bf16", k, n)
-        packed = [repacked(w) for w in held]
-        for m in ROWS:
-            t = time_case(m, k, n, held, dense, packed, by_case.get((name, m), []))
-            out[f"{name} M={m}"] = t
-            best = "  ".join(f"{us:.1f} us {bench.tbs('awq', k, n, us):.2f} TB/s {cfg}"
-                             for us, cfg in t["new"][:3])
-            print(f"{name:>8} M={m}: old {t['old']:.1f} us "
-                  f"{bench.tbs('awq', k, n, t['old']):.2f} TB/s | bf16 {t['bf16']:.1f} us | "
-                  f"new {best}")
-        del held, dense, packed
-    suggest(results)
-
-
-def time_case(m: int, k: int, n: int, held: list, dense: list, packed: list,
-              configs: list[TcConfig]) -> dict:
-    """``{"old": us, "bf16": us, "new": [(us, config tuple), ...] fastest first}``."""
-    timed = []
-    for cfg in configs:
-        def make(w, cfg=cfg):
-            return tc_call(cfg, m, k, w)
-
-        try:
-            timed.append((rotate(make, packed), tuple(cfg.__dict__.values())))
-        except Exception as exc:  # past the register or shared memory limits
-            print(f"  skip {cfg}: {type(exc).__name__}")
-    return {"old": rotate(lambda w: old_call(m, k, w), held),
-            "bf16": rotate(lambda w: bench.op_call("bf16", m, k, n, w), dense),
-            "new": sorted(timed)}
-
-
-def suggest(results: dict) -> None:
-    """Per row bucket and shape class: the new config with the least time summed over the
-    class's shapes, as a ``CONFIGS`` entry where that sum beats the old kernel's."""
-    print("\n=== triton_awq_tc.CONFIGS entries (block_n, block_m, block_k, split_k, num_warps, "
-          "num_stages); old/new summed over the class's shapes")
-    sums: dict[tuple[int, str], dict[tuple, dict[str, float]]] = {}
-    old: dict[tuple[int, str], float] = {}
-    for case, t in results.get("tc", {}).items():
-        name, rows = case.split()
-        key = (triton_awq_tc.row_bucket(int(rows[2:])), _class(name))
-        old[key] = old.get(key, 0.0) + t["old"]
-        for us, cfg in t["new"]:
-            sums.setdefault(key, {}).setdefault(tuple(cfg), {})[name] = us
-    for key, by_cfg in sorted(sums.items()):
-        names = {name for times in by_cfg.values() for name in times}
-        complete = {cfg: sum(t.values()) for cfg, t in by_cfg.items() if set(t) == names}
-        if not complete:
-            continue
-        cfg, new = min(complete.items(), key=lambda item: item[1])
-        verdict = "new wins" if new < old[key] else "old wins: no entry"
-        print(f"{key}: TcConfig{cfg},  # old {old[key]:.1f} us, new {new:.1f} us: {verdict}")
+    common.compare("tc", "W4A16 tensor cores: AutoAWQ-layout kernel (old) against the K-major "
+                   "swap-AB matmul (new)", ROWS, by_case, tc_call, "bf16", results)
+    common.suggest(results["tc"], triton_awq_tc.row_bucket, "triton_awq_tc.CONFIGS",
+                   "TcConfig", "block_n, block_m, block_k, split_k, num_warps, num_stages")
