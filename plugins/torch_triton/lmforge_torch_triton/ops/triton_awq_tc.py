@@ -199,7 +199,9 @@ def _by_word(v, BLOCK_N: tl.constexpr):
 
 
 # The split count is a plain runtime value: a kernel compiled for one serves every count.
-@triton.jit(do_not_specialize=["split_k", "k_per_split", "magic_128", "magic_2048"])
+# M only bounds the row masks (EVEN_M drops them), so one compile serves every row count of a
+# launch config: decode graphs and prompt buckets capture many row counts at warm-up.
+@triton.jit(do_not_specialize=["M", "split_k", "k_per_split", "magic_128", "magic_2048"])
 def _awq_tc_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
     M, N, K, split_k, k_per_split, magic_128, magic_2048,
