@@ -199,8 +199,8 @@ def _by_word(v, BLOCK_N: tl.constexpr):
 
 
 # The split count is a plain runtime value: a kernel compiled for one serves every count.
-# M only bounds the row masks (EVEN_M drops them), so one compile serves every row count of a
-# launch config: decode graphs and prompt buckets capture many row counts at warm-up.
+# M only bounds the row masks (EVEN_M drops them), so its divisibility is not specialized on:
+# decode graphs and prompt buckets capture many row counts at warm-up, each a compile otherwise.
 @triton.jit(do_not_specialize=["M", "split_k", "k_per_split", "magic_128", "magic_2048"])
 def _awq_tc_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, bias_ptr, y_ptr, ws_ptr, lock_ptr,
