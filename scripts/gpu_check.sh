@@ -16,6 +16,8 @@
 # other; with turbomind among them, one 8,192-token prefill step per engine and turbomind's
 # engine-ready time from a converted folder are measured too (scripts/bench_prefill_ready.py).
 # GPU_CHECK_TEST_PATHS limits the gpu-marked tests to those paths (default: all of them).
+# GPU_CHECK_QUANT ("awq int8 fp8", default none) adds W1, W4 and W2 on random weights in those
+# quantized formats.
 #
 # Wheels the machine lacks travel in .whl/ (see GPU.md; the server also needs fastapi-offline's,
 # the core llguidance's: llguidance-*-abi3-manylinux*_x86_64.whl, one wheel for every Python)
@@ -136,6 +138,23 @@ for backend in "${BACKENDS[@]}"; do
   stage "w2$s" "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$MODEL" --backend "$backend" \
     --dtype bfloat16 --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 \
     "${TOKENIZER_ARGS[@]}" --json "$OUT/w2$s.json"
+done
+
+# Quantized weights (GPU_CHECK_QUANT, e.g. "awq int8 fp8"): W1, W4 and W2 on random weights in
+# each format (scripts/quantized_dummy_model.py: AutoAWQ int4 g128, LMDeploy's W8A8), to set
+# beside the bf16 figures above. A first start compiles the formats' kernels (cold Triton cache).
+read -r -a QUANT_FORMATS <<< "${GPU_CHECK_QUANT:-}"
+for fmt in "${QUANT_FORMATS[@]}"; do
+  qmodel="$OUT/llama-3-8b-$fmt"
+  python3 scripts/quantized_dummy_model.py "$MODEL" "$qmodel" "$fmt" > /dev/null || continue
+  stage "w1-$fmt" "${GPU_CHECK_W1_S:-90}" "${BENCH[@]}" generation "$qmodel" --dtype bfloat16 \
+    --load-format dummy --batch-size 1 --input-len 128 --output-len 512 --json "$OUT/w1-$fmt.json"
+  stage "w4-$fmt" "${GPU_CHECK_W4_S:-150}" "${BENCH[@]}" generation "$qmodel" --dtype bfloat16 \
+    --load-format dummy --batch-size 1 16 64 256 --input-len 128 --output-len 128 \
+    --json "$OUT/w4-$fmt.json"
+  stage "w2-$fmt" "${GPU_CHECK_W2_S:-150}" "${BENCH[@]}" throughput "$qmodel" --dtype bfloat16 \
+    --load-format dummy --dataset sharegpt --num-prompts 1000 --seed 0 "${TOKENIZER_ARGS[@]}" \
+    --json "$OUT/w2-$fmt.json"
 done
 
 if [ "${GPU_CHECK_STRUCTURED:-0}" = 1 ]; then
