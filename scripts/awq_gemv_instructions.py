@@ -26,30 +26,39 @@ from triton.compiler import ASTSource
 K, GROUP = 4096, 128
 
 
+# The launchers' pointer types for bf16 rows, and the integer arguments they pass as multiples
+# of 16.
+TYPES = dict(x_ptr="*bf16", qw_ptr="*i32", qz_ptr="*i32", s_ptr="*bf16", bias_ptr="*bf16",
+             y_ptr="*bf16", ws_ptr="*fp32", lock_ptr="*i32")
+ALIGNED = ("N", "K", "stride_xm", "stride_qn", "stride_zg", "stride_sg", "stride_ym")
+
+
+def compile_awq(fn, consts: dict, arch: int, num_warps: int, num_stages: int):
+    """The AWQ kernel ``fn`` with the constexprs ``consts``, specialized as its launcher's
+    arguments make it (pointers, N, K and the row strides are multiples of 16; what the kernel
+    does not specialize on, such as the split values, gets no hint), compiled for ``arch``."""
+    signature, constexprs, attrs = {}, {}, {}
+    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params, strict=True)):
+        if name in consts:
+            signature[name], constexprs[name] = "constexpr", consts[name]
+            continue
+        signature[name] = TYPES.get(name, "i32")
+        if not param.do_not_specialize and (signature[name].startswith("*")
+                                            or name in ALIGNED):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                          target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
 def compile_gemv(rows: int, split: bool, arch: int, block_n: int, num_warps: int,
                  prefetch: bool):
     """The kernel as :func:`triton_awq_gemv.launch` builds it for bf16 rows."""
-    types = dict(x_ptr="*bf16", qw_ptr="*i32", qz_ptr="*i32", s_ptr="*bf16", bias_ptr="*bf16",
-                 y_ptr="*bf16", ws_ptr="*fp32", lock_ptr="*i32")
     consts = dict(ROWS=rows, GROUP=GROUP, HAS_BIAS=False, SPLIT=split, EVEN_N=True,
                   PREFETCH=prefetch,
                   BLOCK_M=triton.next_power_of_2(rows), BLOCK_N=block_n,
                   BLOCK_K=gemv.block_k(GROUP, K))
-    fn = gemv._awq_gemv_kernel
-    signature, constexprs, attrs = {}, {}, {}
-    for i, name in enumerate(fn.arg_names):
-        if name in consts:
-            signature[name], constexprs[name] = "constexpr", consts[name]
-            continue
-        signature[name] = types.get(name, "i32")
-        # Pointers, N, K and the row strides are multiples of 16; the split values are not
-        # specialized (do_not_specialize).
-        if signature[name].startswith("*") or name in ("N", "K", "stride_xm", "stride_qn",
-                                                        "stride_zg", "stride_sg", "stride_ym"):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(ASTSource(fn, signature, constexprs, attrs),
-                          target=GPUTarget("cuda", arch, 32),
-                          options=dict(num_warps=num_warps, num_stages=1))
+    return compile_awq(gemv._awq_gemv_kernel, consts, arch, num_warps, 1)
 
 
 def main() -> None:

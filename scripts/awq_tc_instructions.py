@@ -18,57 +18,29 @@ from __future__ import annotations
 import argparse
 import collections
 import re
-import subprocess
-import tempfile
 from pathlib import Path
 
 import triton
-from kernel_instructions import loop_instructions
+from awq_gemv_instructions import GROUP, K, compile_awq
+from kernel_instructions import cuobjdump, loop_instructions
 from lmforge_torch_triton.ops import triton_awq_gemv as gemv
 from lmforge_torch_triton.ops import triton_awq_tc as tc
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
-K, GROUP = 4096, 128
 
 
 def compile_tc(rows: int, split: bool, arch: int, block_n: int, block_k: int, num_warps: int,
                num_stages: int):
     """The kernel as :func:`triton_awq_tc.launch` builds it for ``rows`` bf16 rows."""
-    types = dict(x_ptr="*bf16", qw_ptr="*i32", qz_ptr="*i32", s_ptr="*bf16", bias_ptr="*bf16",
-                 y_ptr="*bf16", ws_ptr="*fp32", lock_ptr="*i32")
     block_m = max(16, min(128, triton.next_power_of_2(rows)))
     consts = dict(GROUP=GROUP, REPACK_K=gemv.block_k(GROUP, K), HAS_BIAS=False, SPLIT=split,
                   EVEN_M=rows % block_m == 0, EVEN_N=True, BLOCK_M=block_m, BLOCK_N=block_n,
                   BLOCK_K=block_k)
-    fn = tc._awq_tc_kernel
-    signature, constexprs, attrs = {}, {}, {}
-    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params, strict=True)):
-        if name in consts:
-            signature[name], constexprs[name] = "constexpr", consts[name]
-            continue
-        signature[name] = types.get(name, "i32")
-        # Pointers, N, K and the row strides are multiples of 16 (M is, at these row counts);
-        # the split values are not specialized (do_not_specialize).
-        if not param.do_not_specialize and (signature[name].startswith("*") or name in (
-                "N", "K", "stride_xm", "stride_qn", "stride_zg", "stride_sg", "stride_ym")
-                or (name == "M" and rows % 16 == 0)):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    return triton.compile(ASTSource(fn, signature, constexprs, attrs),
-                          target=GPUTarget("cuda", arch, 32),
-                          options=dict(num_warps=num_warps, num_stages=num_stages))
+    return compile_awq(tc._awq_tc_kernel, consts, arch, num_warps, num_stages)
 
 
 def resources(cubin: bytes) -> str:
     """Registers, static shared memory (the pipeline's buffers are dynamic) and local
     (spilled) memory, from ``cuobjdump -res-usage``."""
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        out = subprocess.run([str(cuobjdump), "-res-usage", f.name], capture_output=True,
-                             text=True, check=True).stdout
-    use = dict(re.findall(r"(REG|SHARED|LOCAL):(\d+)", out))
+    use = dict(re.findall(r"(REG|SHARED|LOCAL):(\d+)", cuobjdump(cubin, "-res-usage")))
     return f"{use.get('REG')} registers, {use.get('SHARED')} B static shared, {use.get('LOCAL')} B local"
 
 

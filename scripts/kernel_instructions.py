@@ -76,14 +76,20 @@ def compile_decode(policy: int, split: bool, arch: int, block_n: int = 64, num_w
                           target=GPUTarget("cuda", arch, 32), options=options)
 
 
-def loop_instructions(cubin: bytes) -> list[str]:
-    """The opcodes of the kernel's loop: between a backward branch and its target."""
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+def cuobjdump(cubin: bytes, flag: str) -> str:
+    """What the ``cuobjdump`` that ships with Triton prints for ``cubin`` with ``flag`` (e.g.
+    ``-sass``, ``-res-usage``)."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run([str(cuobjdump), "-sass", f.name], capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def loop_instructions(cubin: bytes) -> list[str]:
+    """The opcodes of the kernel's loop: between a backward branch and its target."""
+    sass = cuobjdump(cubin, "-sass")
     code = [(int(m[1], 16), m[2]) for m in
             re.finditer(r"/\*([0-9a-f]{4,6})\*/\s+(.*?);", sass)]
     start, end = next((int(m[1], 16), addr) for addr, text in code
