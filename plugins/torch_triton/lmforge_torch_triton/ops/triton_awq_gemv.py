@@ -202,6 +202,13 @@ def _nibble(words, j: tl.constexpr, magic_128, magic_2048):
 
 
 @triton.jit
+def _nibble_shifts(z, scale):
+    """What a :func:`_nibble` float times ``scale`` plus the shift of its parity makes ``(q - z)
+    s``: ``-(128 + z) s`` for even nibbles, ``-(2048 + z) s`` for odd ones."""
+    return -(z + 128.0) * scale, -(z + 2048.0) * scale
+
+
+@triton.jit
 def _planes(t, VEC: tl.constexpr):
     """The ``VEC`` planes ``t[:, :, i]`` of a ``[rows, L, VEC]`` tile whose last axis lies in one
     thread (the 16-byte load of a column's words): register renaming, no data moves."""
@@ -316,8 +323,7 @@ def _rows_dequantized(accs, planes, z, scale, x_ptr, stride_xm, x_offs, x_pairs,
     float (``w s - (offset + z) s``), and every row's FMAs add straight into its accumulator:
     no per-row sums or corrections, at one instruction more per weight than
     :func:`_rows_offset`. (Rounding ``(2048 + z) s`` costs ~2**-13 of a weight's size.)"""
-    even_shift = -(z + 128.0) * scale
-    odd_shift = -(z + 2048.0) * scale
+    even_shift, odd_shift = _nibble_shifts(z, scale)
     for jj in tl.static_range(8):  # nibbles 7, 0, 1, ..., 6, as in _rows_offset
         accs = _dequantized_nibble(accs, planes, scale, odd_shift if jj % 2 == 0 else even_shift,
                                    x_ptr, stride_xm, x_offs, x_pairs, magic_128, magic_2048,

@@ -48,7 +48,7 @@ import triton
 import triton.language as tl
 
 from .triton_awq_dequant import rows_contiguous
-from .triton_awq_gemv import MAGIC_128, MAGIC_2048, _nibble, block_k
+from .triton_awq_gemv import MAGIC_128, MAGIC_2048, _nibble, _nibble_shifts, block_k
 from .triton_common import expect
 from .triton_quant_common import reduce_split_k, shape_class, split_k_slices, split_k_workspace
 
@@ -137,8 +137,7 @@ def _weight_tile(words, z, scale, magic_128, magic_2048, DTYPE: tl.constexpr):
     float ``128 + q`` (even ``j``) or ``2048 + q`` (odd) becomes ``(q - z) s`` in one FMA,
     exactly (at most 12 bits times a 16-bit float's 11), so the rounding to ``DTYPE`` is the
     reference's."""
-    even_shift = -(z + 128.0) * scale
-    odd_shift = -(z + 2048.0) * scale
+    even_shift, odd_shift = _nibble_shifts(z, scale)
     p = ()
     for j in tl.static_range(8):
         w = _nibble(words, j, magic_128, magic_2048)
