@@ -28,6 +28,14 @@ def shape_class_of(name: str) -> str:
     return shape_class(n, k)
 
 
+def narrowest_n(name: str) -> int:
+    """The fewest output columns among the shapes of ``name``'s class: the split counts the
+    sweeps try are those of the class's narrowest shape, so every shape of a class (one launch
+    table key) is timed at the same configs."""
+    return min(bench.SHAPES[other][1] for other in bench.SHAPES
+               if shape_class_of(other) == shape_class_of(name))
+
+
 def compare(section: str, title: str, rows: tuple[int, ...], configs_by_case: dict,
             new_call: Callable, bf16_op: str, results: dict) -> None:
     """Time old, bf16 and each config of ``configs_by_case[(shape, rows)]`` (``new_call(config,

@@ -43,8 +43,7 @@ def gemv_tasks() -> list[tuple]:
     tasks = []
     for name, m in itertools.product(bench.SHAPES, ROWS):
         k, _ = bench.SHAPES[name]
-        n = min(bench.SHAPES[other][1] for other in bench.SHAPES
-                if common.shape_class_of(other) == common.shape_class_of(name))
+        n = common.narrowest_n(name)
         for cfg in gemv_configs(m):
             for split in split_choices(cfg, k, n, sms):
                 tasks.append(("gemv", GemvConfig(cfg.block_n, split, cfg.num_warps,

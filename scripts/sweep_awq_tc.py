@@ -48,8 +48,7 @@ def tc_tasks() -> list[tuple]:
     for name, m in itertools.product(bench.SHAPES, ROWS):
         tasks.append(("tc-old", None, name, m))
         k, _ = bench.SHAPES[name]
-        n = min(bench.SHAPES[other][1] for other in bench.SHAPES
-                if common.shape_class_of(other) == common.shape_class_of(name))
+        n = common.narrowest_n(name)
         for cfg in tc_configs(m):
             for split in split_choices(cfg, m, k, n, sms):
                 tasks.append(("tc", TcConfig(cfg.block_n, cfg.block_m, cfg.block_k, split,
